@@ -1,0 +1,144 @@
+// Package config loads the replicator configuration: a YAML file read with
+// viper, overridden by REPLICATOR_<SECTION>_<KEY> environment variables and
+// command-line flags, then validated as a whole. Every validation error names
+// the key path and the reason; nothing runs on a half-valid configuration.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration of a worker or of the starter.
+type Config struct {
+	Temporal Temporal `mapstructure:"temporal" yaml:"temporal"`
+	Hosts    []Host   `mapstructure:"hosts" yaml:"hosts"`
+	Targets  []Target `mapstructure:"targets" yaml:"targets"`
+	Agent    Agent    `mapstructure:"agent" yaml:"agent"`
+	TLS      TLS      `mapstructure:"tls" yaml:"tls"`
+	Metrics  Metrics  `mapstructure:"metrics" yaml:"metrics"`
+	Jobs     []Job    `mapstructure:"jobs" yaml:"jobs"`
+}
+
+// Temporal is how to reach the Temporal cluster.
+type Temporal struct {
+	Address   string `mapstructure:"address" yaml:"address"`
+	Namespace string `mapstructure:"namespace" yaml:"namespace"`
+	TaskQueue string `mapstructure:"taskQueue" yaml:"taskQueue"`
+	// TLS to the Temporal frontend (optional; empty means plaintext).
+	TLS TLS `mapstructure:"tls" yaml:"tls"`
+}
+
+// Host is a source virtualization host.
+type Host struct {
+	Name     string `mapstructure:"name" yaml:"name"`
+	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv
+	// Path is the lab folder (provider lab) or the WMI host ("." = local) for hyperv.
+	Path string `mapstructure:"path" yaml:"path"`
+	// Username and PasswordFile authenticate to a remote Hyper-V host (optional).
+	Username     string `mapstructure:"username" yaml:"username"`
+	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// Target is a replica target as seen from the proxy.
+type Target struct {
+	Name    string `mapstructure:"name" yaml:"name"`
+	Address string `mapstructure:"address" yaml:"address"` // data channel of the target's agent
+}
+
+// Agent is the target role of this process.
+type Agent struct {
+	Name      string `mapstructure:"name" yaml:"name"`
+	Listen    string `mapstructure:"listen" yaml:"listen"`
+	Datastore string `mapstructure:"datastore" yaml:"datastore"`
+}
+
+// TLS names PEM files: the CA that signs peers, and this process's certificate and key.
+type TLS struct {
+	CA   string `mapstructure:"ca" yaml:"ca"`
+	Cert string `mapstructure:"cert" yaml:"cert"`
+	Key  string `mapstructure:"key" yaml:"key"`
+}
+
+// Metrics is where Prometheus metrics are served.
+type Metrics struct {
+	Listen string `mapstructure:"listen" yaml:"listen"` // empty disables
+}
+
+// Job is one replication job.
+type Job struct {
+	Name   string   `mapstructure:"name" yaml:"name"`
+	Source string   `mapstructure:"source" yaml:"source"` // a Host name
+	Target string   `mapstructure:"target" yaml:"target"` // a Target name
+	VMs    []string `mapstructure:"vms" yaml:"vms"`       // names, ids, or "*"
+	// Window is the backup window; 0 means unlimited.
+	Window          time.Duration   `mapstructure:"window" yaml:"window"`
+	Compression     string          `mapstructure:"compression" yaml:"compression"` // none | fast | optimal | high | extreme
+	BlockSize       ByteSize        `mapstructure:"blockSize" yaml:"blockSize"`
+	ChangeTracking  string          `mapstructure:"changeTracking" yaml:"changeTracking"` // auto | rct | digest | full
+	Exclude         Exclude         `mapstructure:"exclude" yaml:"exclude"`
+	Retention       int             `mapstructure:"retention" yaml:"retention"`
+	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
+	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+}
+
+// Exclude says what need not travel.
+type Exclude struct {
+	ZeroBlocks bool     `mapstructure:"zeroBlocks" yaml:"zeroBlocks"`
+	Swap       bool     `mapstructure:"swap" yaml:"swap"`
+	Paths      []string `mapstructure:"paths" yaml:"paths"` // guest paths, "*" wildcards
+}
+
+// GuestProcessing is application-aware processing inside the guests.
+type GuestProcessing struct {
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// OnFailure: "fail" fails the VM; "continue" takes a crash-consistent checkpoint with a warning.
+	OnFailure string        `mapstructure:"onFailure" yaml:"onFailure"`
+	Timeout   time.Duration `mapstructure:"timeout" yaml:"timeout"`
+	PreFreeze []string      `mapstructure:"preFreeze" yaml:"preFreeze"` // commands run before the checkpoint
+	PostThaw  []string      `mapstructure:"postThaw" yaml:"postThaw"`   // commands run after it
+	SSH       SSH           `mapstructure:"ssh" yaml:"ssh"`
+	// Guests maps a VM name to the address of its guest (host:port for SSH).
+	Guests map[string]string `mapstructure:"guests" yaml:"guests"`
+}
+
+// SSH are the credentials of Linux guests.
+type SSH struct {
+	User         string `mapstructure:"user" yaml:"user"`
+	KeyFile      string `mapstructure:"keyFile" yaml:"keyFile"`
+	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+	// KnownHosts is an OpenSSH known_hosts file that pins the guests' host keys.
+	KnownHosts string `mapstructure:"knownHosts" yaml:"knownHosts"`
+}
+
+// ByteSize is a size in bytes written as "1MiB", "512KiB", "4MB" or a plain number.
+type ByteSize int64
+
+// Job returns the job of that name.
+func (c *Config) Job(name string) (*Job, bool) {
+	for i := range c.Jobs {
+		if c.Jobs[i].Name == name {
+			return &c.Jobs[i], true
+		}
+	}
+	return nil, false
+}
+
+// Host returns the source host of that name.
+func (c *Config) Host(name string) (*Host, bool) {
+	for i := range c.Hosts {
+		if c.Hosts[i].Name == name {
+			return &c.Hosts[i], true
+		}
+	}
+	return nil, false
+}
+
+// Target returns the target of that name.
+func (c *Config) Target(name string) (*Target, bool) {
+	for i := range c.Targets {
+		if c.Targets[i].Name == name {
+			return &c.Targets[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,102 @@
+// Package provider is the interface to a virtualization host: inventory,
+// point-in-time checkpoints, changed block tracking and reference points.
+// Implementations live in subpackages: lab (a file-backed stand-in for a
+// Hyper-V host) and hyperv (WMI, Windows only).
+package provider
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/replicator/replicator/internal/disk"
+)
+
+// Errors with meaning. Wrap them with %w; callers test with errors.Is.
+var (
+	// ErrVMNotFound: the VM does not exist (any more) on the host. Not retryable.
+	ErrVMNotFound = errors.New("vm not found")
+	// ErrCheckpointNotFound: the checkpoint is gone (released, or deleted by an administrator).
+	ErrCheckpointNotFound = errors.New("checkpoint not found")
+	// ErrNoChangeTracking: changed ranges are not available for this disk and
+	// reference point (first run, tracking reset, reference point lost).
+	ErrNoChangeTracking = errors.New("change tracking not available")
+	// ErrHostUnreachable: the host did not answer. Retryable.
+	ErrHostUnreachable = errors.New("host unreachable")
+)
+
+// Host describes a virtualization host.
+type Host struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"` // "lab" or "hyperv"
+	Version string `json:"version"`
+}
+
+// VM describes one virtual machine.
+type VM struct {
+	ID                   string `json:"id"`
+	Name                 string `json:"name"`
+	State                string `json:"state"` // "running", "off", "saved", "paused", "other"
+	Generation           int    `json:"generation"`
+	ConfigurationVersion string `json:"configurationVersion"`
+	Disks                []Disk `json:"disks"`
+}
+
+// Disk describes one virtual disk of a VM as the VM sees it now.
+type Disk struct {
+	// ID is stable across checkpoints (the controller location on Hyper-V,
+	// the disk index on the lab host), and safe as a file name.
+	ID          string `json:"id"`
+	Path        string `json:"path"`
+	VirtualSize int64  `json:"virtualSize"`
+	Format      string `json:"format"` // "vhdx", "vhd", "raw"
+}
+
+// Consistency of a checkpoint.
+type Consistency int
+
+const (
+	CrashConsistent Consistency = iota
+	ApplicationConsistent
+)
+
+// Checkpoint is a point-in-time copy of a VM, frozen until released.
+type Checkpoint struct {
+	ID      string           `json:"id"`
+	VMID    string           `json:"vmId"`
+	Created time.Time        `json:"created"`
+	Disks   []CheckpointDisk `json:"disks"`
+}
+
+// CheckpointDisk is one frozen disk of a checkpoint.
+type CheckpointDisk struct {
+	DiskID string `json:"diskId"`
+	// Path of the frozen disk file (the parent of the child the VM now writes to).
+	Path        string `json:"path"`
+	VirtualSize int64  `json:"virtualSize"`
+}
+
+// Provider is one virtualization host.
+type Provider interface {
+	// Host describes the host; it fails with ErrHostUnreachable when the host does not answer.
+	Host(ctx context.Context) (Host, error)
+	// VMs lists the VMs of the host.
+	VMs(ctx context.Context) ([]VM, error)
+	// CreateCheckpoint freezes the VM's disks; new writes go to differencing children.
+	CreateCheckpoint(ctx context.Context, vmID string, c Consistency) (Checkpoint, error)
+	// Checkpoint returns an existing checkpoint, or ErrCheckpointNotFound.
+	Checkpoint(ctx context.Context, vmID, checkpointID string) (Checkpoint, error)
+	// OpenDisk opens a frozen disk of a checkpoint for reading.
+	OpenDisk(ctx context.Context, vmID, checkpointID, diskID string) (disk.Image, error)
+	// ChangedRanges returns the byte ranges of the disk that changed between the
+	// reference point and the checkpoint (a superset of what was written), or
+	// ErrNoChangeTracking. An empty referencePoint always gives ErrNoChangeTracking.
+	ChangedRanges(ctx context.Context, vmID, checkpointID, diskID, referencePoint string) ([]disk.Extent, error)
+	// ConvertToReferencePoint turns a successfully copied checkpoint into the next
+	// reference point (it releases the checkpoint) and destroys the previous
+	// reference point. It returns the new reference point's id.
+	ConvertToReferencePoint(ctx context.Context, vmID, checkpointID, previousReferencePoint string) (string, error)
+	// ReleaseCheckpoint discards a checkpoint without keeping a reference point
+	// (on failure or cancellation). Releasing a missing checkpoint is not an error.
+	ReleaseCheckpoint(ctx context.Context, vmID, checkpointID string) error
+}
