@@ -1,0 +1,146 @@
+// Package codec compresses the blocks of the data channel. Every frame carries
+// a one-byte tag naming the algorithm that produced it (none, s2, zstd), so the
+// receiver never guesses and old tags stay readable when levels change. The
+// compression level is the sender's choice alone; decoding depends only on the
+// tag. Decoders never produce more than the raw length the frame declares.
+package codec
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Tag names the algorithm of one frame on the wire. Values are part of the
+// data-channel protocol: never renumber them.
+type Tag byte
+
+const (
+	// TagNone is an uncompressed payload: the raw bytes themselves.
+	TagNone Tag = 0
+	// TagS2 is an S2 block (github.com/klauspost/compress/s2, block format).
+	TagS2 Tag = 1
+	// TagZstd is one zstd frame (RFC 8878) with its content size.
+	TagZstd Tag = 2
+)
+
+// String returns the tag's name.
+func (t Tag) String() string {
+	switch t {
+	case TagNone:
+		return "none"
+	case TagS2:
+		return "s2"
+	case TagZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("unknown(%d)", byte(t))
+}
+
+// Level is a compression level of a job (config key jobs[].compression).
+type Level int
+
+const (
+	// None sends blocks as they are.
+	None Level = iota
+	// Fast is S2: several GB/s per core, for fast links.
+	Fast
+	// Optimal is zstd at its fastest level (about zstd -1): on 2 cores it
+	// compresses faster than a 1 Gbit/s link carries, with most of zstd's ratio.
+	Optimal
+	// High is zstd's default level (about zstd -3).
+	High
+	// Extreme is zstd's better-compression level (about zstd -7), for slow WAN
+	// links where CPU is cheaper than bandwidth. zstd's best level costs around
+	// ten times the CPU for a few percent more and is not offered.
+	Extreme
+)
+
+var levelNames = [...]string{None: "none", Fast: "fast", Optimal: "optimal", High: "high", Extreme: "extreme"}
+
+// String returns the level's configuration name.
+func (l Level) String() string {
+	if l >= 0 && int(l) < len(levelNames) {
+		return levelNames[l]
+	}
+	return fmt.Sprintf("level(%d)", int(l))
+}
+
+// Levels lists every level, fastest first.
+func Levels() []Level { return []Level{None, Fast, Optimal, High, Extreme} }
+
+// ParseLevel reads a configuration name; the empty string means Optimal.
+func ParseLevel(s string) (Level, error) {
+	if s == "" {
+		return Optimal, nil
+	}
+	for l, name := range levelNames {
+		if strings.EqualFold(s, name) {
+			return Level(l), nil
+		}
+	}
+	return None, fmt.Errorf("compression level %q: want none, fast, optimal, high or extreme", s)
+}
+
+// Compressor compresses blocks. Implementations are safe for concurrent use.
+type Compressor interface {
+	// Encode compresses src, appending to dst[:0] when dst has room, and
+	// returns the tag of the result. When compression does not pay
+	// (the result would be at least incompressibleRatio of src) it returns
+	// TagNone and src itself: out may alias src.
+	Encode(dst, src []byte) (tag Tag, out []byte)
+	// Level is the level the compressor was made for.
+	Level() Level
+}
+
+// incompressible reports whether a compressed size is too close to the raw
+// size to be worth the receiver's decoding time: at least 97% of it.
+func incompressible(compressed, raw int) bool {
+	return int64(compressed)*100 >= int64(raw)*97
+}
+
+// New returns the compressor of a level. Compressors are shared: the
+// encoders behind them are created once per process and pooled.
+func New(l Level) (Compressor, error) {
+	switch l {
+	case None:
+		return noneCompressor{}, nil
+	case Fast:
+		return s2Compressor{}, nil
+	case Optimal, High, Extreme:
+		return zstdCompressorFor(l)
+	}
+	return nil, fmt.Errorf("compression level %d unknown", int(l))
+}
+
+// ErrCorrupt is wrapped by every decoding failure: unknown tag, malformed
+// payload, or a payload that does not decode to exactly the declared length.
+var ErrCorrupt = errors.New("corrupt compressed frame")
+
+// MaxEncodedLen bounds the payload a sender produces for a raw block of
+// rawLen bytes: compressed payloads are smaller than the raw block (else the
+// block goes raw), so a receiver may reject any payload longer than this.
+func MaxEncodedLen(rawLen int) int { return rawLen }
+
+// Decode decodes payload of the given tag into dst[:rawLen] and returns that
+// slice. dst must have a capacity of at least rawLen; Decode never allocates a
+// larger output, whatever the payload claims, and fails with ErrCorrupt unless
+// the payload decodes to exactly rawLen bytes.
+func Decode(dst []byte, tag Tag, payload []byte, rawLen int) ([]byte, error) {
+	if rawLen < 0 || cap(dst) < rawLen {
+		return nil, fmt.Errorf("decode %s: raw length %d exceeds buffer of %d bytes", tag, rawLen, cap(dst))
+	}
+	if len(payload) > MaxEncodedLen(rawLen) {
+		return nil, fmt.Errorf("decode %s: payload of %d bytes for %d raw bytes: %w", tag, len(payload), rawLen, ErrCorrupt)
+	}
+	dst = dst[:rawLen]
+	switch tag {
+	case TagNone:
+		return decodeNone(dst, payload)
+	case TagS2:
+		return decodeS2(dst, payload)
+	case TagZstd:
+		return decodeZstd(dst, payload)
+	}
+	return nil, fmt.Errorf("decode: codec tag %d unknown: %w", byte(tag), ErrCorrupt)
+}
