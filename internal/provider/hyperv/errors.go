@@ -1,0 +1,182 @@
+package hyperv
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/replicator/replicator/internal/provider"
+)
+
+// ErrRequiresWindows is returned by New on systems other than Windows.
+var ErrRequiresWindows = errors.New("hyperv provider requires Windows")
+
+// errObjectNotFound: Get found no object at that path (WBEM_E_NOT_FOUND).
+var errObjectNotFound = errors.New("wmi object not found")
+
+// Return values of the Msvm methods (the same table for CreateSnapshot,
+// DestroySnapshot, ConvertToReferencePoint, DestroyReferencePoint,
+// GetVirtualDiskChanges and GetVirtualHardDiskSettingData), from the
+// Microsoft documentation of the root\virtualization\v2 methods.
+const (
+	rcCompleted        = 0
+	rcJobStarted       = 4096
+	rcFailed           = 32768
+	rcAccessDenied     = 32769
+	rcNotSupported     = 32770
+	rcStatusUnknown    = 32771
+	rcTimeout          = 32772
+	rcInvalidParameter = 32773
+	rcSystemInUse      = 32774
+	rcInvalidState     = 32775
+	rcIncorrectType    = 32776
+	rcNotAvailable     = 32777
+	rcOutOfMemory      = 32778
+	rcFileNotFound     = 32779
+)
+
+// returnCode describes one return value: its meaning and whether trying the
+// same operation again later can succeed.
+type returnCode struct {
+	meaning   string
+	retryable bool
+}
+
+var returnCodes = map[uint32]returnCode{
+	rcFailed:           {"failed", true},
+	rcAccessDenied:     {"access denied", false},
+	rcNotSupported:     {"not supported", false},
+	rcStatusUnknown:    {"status is unknown", true},
+	rcTimeout:          {"timeout", true},
+	rcInvalidParameter: {"invalid parameter", false},
+	rcSystemInUse:      {"system is in use", true},
+	rcInvalidState:     {"invalid state for this operation", true},
+	rcIncorrectType:    {"incorrect data type", false},
+	rcNotAvailable:     {"system is not available", true},
+	rcOutOfMemory:      {"out of memory", true},
+	rcFileNotFound:     {"file not found", false},
+}
+
+// Error is a failed Hyper-V operation: what was done to what, the WMI return
+// value or job error code, and whether trying again later can help.
+// It wraps a provider sentinel (ErrVMNotFound, ErrCheckpointNotFound,
+// ErrNoChangeTracking, ErrHostUnreachable) where one applies.
+type Error struct {
+	Op          string // e.g. `CreateSnapshot of VM "web01" (4C4C…)`
+	Code        uint32 // WMI return value, job ErrorCode, or HRESULT; 0 if none
+	Description string // the code's meaning, and the job's ErrorDescription if any
+	retryable   bool
+	err         error
+}
+
+func (e *Error) Error() string {
+	kind := "not retryable"
+	if e.retryable {
+		kind = "retryable"
+	}
+	msg := "hyperv: " + e.Op
+	if e.Code != 0 {
+		msg += fmt.Sprintf(": code %d", e.Code)
+	}
+	if e.Description != "" {
+		msg += ": " + e.Description
+	}
+	if e.err != nil {
+		msg += ": " + e.err.Error()
+	}
+	return msg + " (" + kind + ")"
+}
+
+// Unwrap gives the wrapped sentinel or cause.
+func (e *Error) Unwrap() error { return e.err }
+
+// Retryable says whether the same operation can succeed when tried again later.
+func (e *Error) Retryable() bool { return e.retryable }
+
+// Retryable reports whether err is worth retrying: Hyper-V errors say so
+// themselves; a host that did not answer is retryable; anything else is not.
+func Retryable(err error) bool {
+	var he *Error
+	if errors.As(err, &he) {
+		return he.retryable
+	}
+	return errors.Is(err, provider.ErrHostUnreachable)
+}
+
+// methodKind selects how a return value maps to provider sentinels.
+type methodKind int
+
+const (
+	kindGeneric    methodKind = iota
+	kindChanges               // GetVirtualDiskChanges: tracking lost means ErrNoChangeTracking
+	kindCheckpoint            // operations on an existing checkpoint
+)
+
+// classifyReturn turns a non-success return value (or job error code) into an
+// *Error. 0 and 4096 are not errors and must not reach it.
+func classifyReturn(op string, code uint32, kind methodKind, description string) *Error {
+	rc, known := returnCodes[code]
+	e := &Error{Op: op, Code: code, retryable: true}
+	if known {
+		e.retryable = rc.retryable
+		e.Description = rc.meaning
+	} else {
+		// An unlisted code: a later attempt may succeed, and the activity's
+		// retry policy bounds how often it is tried.
+		e.Description = "unknown return value"
+	}
+	if description != "" {
+		e.Description += ": " + description
+	}
+	switch {
+	case kind == kindChanges && (code == rcNotSupported || code == rcFileNotFound || code == rcInvalidParameter):
+		// RCT disabled, its .rct/.mrt files gone, or the limit id no longer
+		// known: the caller falls back to comparing digests.
+		e.err = provider.ErrNoChangeTracking
+		e.retryable = false
+	case kind == kindCheckpoint && code == rcFileNotFound:
+		e.err = provider.ErrCheckpointNotFound
+		e.retryable = false
+	}
+	return e
+}
+
+// HRESULTs of COM and WMI that the Windows layer hands to classifyHRESULT.
+const (
+	hrAccessDenied         = 0x80070005 // E_ACCESSDENIED
+	hrRPCServerUnavailable = 0x800706BA // RPC_S_SERVER_UNAVAILABLE
+	hrRPCCallFailed        = 0x800706BE // RPC_S_CALL_FAILED
+	hrRPCCallFailedDNE     = 0x800706BF // RPC_S_CALL_FAILED_DNE
+	hrLogonFailure         = 0x8007052E // ERROR_LOGON_FAILURE
+	hrWbemNotFound         = 0x80041002 // WBEM_E_NOT_FOUND
+	hrWbemAccessDenied     = 0x80041003 // WBEM_E_ACCESS_DENIED
+	hrWbemInvalidNamespace = 0x8004100E // WBEM_E_INVALID_NAMESPACE
+	hrWbemInvalidClass     = 0x80041010 // WBEM_E_INVALID_CLASS
+	hrWbemInvalidQuery     = 0x80041017 // WBEM_E_INVALID_QUERY
+	hrWbemTransportFailure = 0x80041015 // WBEM_E_TRANSPORT_FAILURE
+	hrWbemShuttingDown     = 0x80041033 // WBEM_E_SHUTTING_DOWN
+)
+
+// classifyHRESULT turns a COM/WMI failure of a query, a connection or a
+// method call into an *Error.
+func classifyHRESULT(op string, hr uint32, cause error) *Error {
+	e := &Error{Op: op, Code: hr, err: cause}
+	switch hr {
+	case hrRPCServerUnavailable, hrRPCCallFailed, hrRPCCallFailedDNE, hrWbemTransportFailure, hrWbemShuttingDown:
+		e.Description = "host did not answer"
+		e.err = fmt.Errorf("%w: %v", provider.ErrHostUnreachable, cause)
+		e.retryable = true
+	case hrAccessDenied, hrWbemAccessDenied, hrLogonFailure:
+		e.Description = "access denied (check the host's username and password file, and membership of Hyper-V Administrators)"
+	case hrWbemInvalidNamespace, hrWbemInvalidClass:
+		e.Description = `namespace root\virtualization\v2 or its classes are missing: is the Hyper-V role installed?`
+	case hrWbemNotFound:
+		e.Description = "object not found"
+		e.err = fmt.Errorf("%w: %v", errObjectNotFound, cause)
+	case hrWbemInvalidQuery:
+		e.Description = "invalid WQL query"
+	default:
+		e.Description = fmt.Sprintf("HRESULT 0x%08X", hr)
+		e.retryable = true
+	}
+	return e
+}

@@ -1,0 +1,47 @@
+//go:build windows
+
+package hyperv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/replicator/replicator/config"
+)
+
+// New connects to the Hyper-V host of the configuration: host.Path names the
+// WMI host ("." or empty for this machine); Username and PasswordFile
+// authenticate to a remote host. The password is read from its file and
+// never logged.
+func New(ctx context.Context, host config.Host, opts Options) (*Provider, error) {
+	server := strings.TrimSpace(host.Path)
+	remote := ""
+	if !isLocalHost(server) {
+		remote = server
+	}
+	var user, password string
+	if remote != "" && host.Username != "" {
+		user = host.Username
+		if host.PasswordFile != "" {
+			b, err := os.ReadFile(host.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("host %q: read password file: %w", host.Name, err)
+			}
+			password = strings.TrimRight(string(b), "\r\n")
+		}
+	}
+	c, err := dialWMI(ctx, remote, user, password)
+	if err != nil {
+		return nil, fmt.Errorf("host %q: connect to WMI on %s: %w", host.Name, displayHost(remote), err)
+	}
+	return newProvider(c, remote, opts), nil
+}
+
+func displayHost(remote string) string {
+	if remote == "" {
+		return "the local host"
+	}
+	return remote
+}
