@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -224,12 +225,16 @@ func TestDev(t *testing.T) {
 	job.Name, job.Source, job.Target = "demo", "hv01", "dr01"
 	want := &Config{
 		Temporal: Temporal{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "replication"},
-		Hosts:    []Host{{Name: "hv01", Provider: "lab", Path: dir + "/lab"}},
+		Hosts:    []Host{{Name: "hv01", Provider: "lab", Path: filepath.Join(dir, "lab")}},
 		Targets:  []Target{{Name: "dr01", Address: "127.0.0.1:7300"}},
-		Agent:    Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: dir + "/replicas"},
-		TLS:      TLS{CA: dir + "/pki/ca.pem", Cert: dir + "/pki/node.pem", Key: dir + "/pki/node-key.pem"},
-		Metrics:  Metrics{Listen: "127.0.0.1:9090"},
-		Jobs:     []Job{job},
+		Agent:    Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dir, "replicas")},
+		TLS: TLS{
+			CA:   filepath.Join(dir, "pki", "ca.pem"),
+			Cert: filepath.Join(dir, "pki", "node.pem"),
+			Key:  filepath.Join(dir, "pki", "node-key.pem"),
+		},
+		Metrics: Metrics{Listen: "127.0.0.1:9090"},
+		Jobs:    []Job{job},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("Dev\n%+v\nwant\n%+v", cfg, want)
@@ -551,7 +556,9 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`temporal.address: invalid address "temporal.example:70000": port must be 1 to 65535`}},
 		{"temporal address without host", strings.Replace(withJob(""), `"temporal.example:7233"`, `":7233"`, 1),
 			[]string{"temporal.address: invalid address \":7233\": host is missing"}},
-		{"empty namespace", withJob("") + "temporal: {namespace: ''}\n", []string{"temporal: duplicate key"}},
+		{"empty namespace and task queue", strings.Replace(withJob(""), `"temporal.example:7233"}`, `"temporal.example:7233", namespace: "", taskQueue: ""}`, 1),
+			[]string{"temporal.namespace: required", "temporal.taskQueue: required"}},
+		{"temporal mentioned twice", withJob("") + "temporal: {namespace: x}\n", []string{"temporal: duplicate key (first at line 2"}},
 		{"unknown provider", strings.Replace(withJob(""), "provider: hyperv", "provider: vmware", 1),
 			[]string{`hosts[1].provider: unknown provider "vmware": want one of lab, hyperv`}},
 		{"missing provider", strings.Replace(withJob(""), "provider: hyperv, ", "", 1),
@@ -566,9 +573,10 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`hosts[1].name: name ".." is not a file name`}},
 		{"empty host name", strings.Replace(withJob(""), "name: hv02, ", "", 1),
 			[]string{"hosts[1].name: required"}},
-		{"duplicate target", withJob("") + "targets: []\n", []string{"targets: duplicate key"}},
+		{"duplicate target", strings.Replace(withJob(""), `  - {name: dr01, address: "dr01.example:7300"}`, "  - {name: dr01, address: 'a:1'}\n  - {name: dr01, address: 'b:1'}", 1),
+			[]string{`targets[1].name: duplicate name "dr01" (also targets[0])`}},
 		{"target address missing", strings.Replace(withJob(""), `, address: "dr01.example:7300"`, "", 1),
-			[]string{"targets[0].address: required: host:port", `jobs[0].target: no target named "dr01"`}[:1]},
+			[]string{"targets[0].address: required: host:port"}},
 		{"job with missing source", strings.Replace(withJob(""), "source: hv01", "source: hv09", 1),
 			[]string{`jobs[0].source: no host named "hv09" in hosts`}},
 		{"job with missing target", strings.Replace(withJob(""), "target: dr01", "target: dr09", 1),
@@ -642,8 +650,8 @@ func TestBadConfigurations(t *testing.T) {
 		{"tls incomplete", withJob("") + "tls: {ca: /ca.pem}\n",
 			[]string{"tls.cert: required: set all of tls.ca, tls.cert and tls.key, or none",
 				"tls.key: required: set all of tls.ca, tls.cert and tls.key, or none"}},
-		{"temporal tls cert without key", withJob("") + "temporal: {address: 'a:1', tls: {cert: /c}}\n",
-			[]string{"temporal: duplicate key"}},
+		{"temporal tls cert without key", strings.Replace(withJob(""), `"temporal.example:7233"}`, `"temporal.example:7233", tls: {cert: /c.pem}}`, 1),
+			[]string{"temporal.tls.key: required when temporal.tls.cert is set"}},
 		{"metrics listen bad", withJob("") + "metrics: {listen: 'localhost'}\n",
 			[]string{`metrics.listen: invalid address "localhost": want host:port`}},
 		{"unknown top-level key", withJob("") + "worker: {roles: all}\n", []string{"worker: unknown key"}},
@@ -665,5 +673,86 @@ func TestBadConfigurations(t *testing.T) {
 			}
 			assertProblems(t, err, tc.want...)
 		})
+	}
+}
+
+func TestAliasesCannotExplode(t *testing.T) {
+	clearEnv(t)
+	// Each level merges the one below ten times: 10^12 values if expanded.
+	var b strings.Builder
+	b.WriteString("temporal: {address: 'a:1'}\nhosts:\n  - &l0 {name: h}\n")
+	for level := 1; level <= 12; level++ {
+		fmt.Fprintf(&b, "  - &l%d {<<: [", level)
+		for k := 0; k < 10; k++ {
+			if k > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "*l%d", level-1)
+		}
+		b.WriteString("]}\n")
+	}
+	_, err := loadText(t, b.String())
+	if err == nil || !strings.Contains(err.Error(), "too many values: aliases expand to more than") {
+		t.Fatalf("Load = %v, want it to stop expanding aliases", err)
+	}
+}
+
+func TestAliasInsideItsAnchor(t *testing.T) {
+	clearEnv(t)
+	_, err := loadText(t, header+"jobs:\n  - &j {name: a, source: hv01, target: dr01, <<: *j}\n")
+	assertProblems(t, err, "jobs[0]: alias *j refers to a value that contains it")
+}
+
+// FuzzDecode feeds arbitrary text to the decoder and the validator: bad
+// input is a problem or an error, never a panic or a hang.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(withJob("compression: fast")))
+	f.Add([]byte(header + "jobs:\n  - &j {name: a, <<: *j}\n"))
+	f.Add([]byte("jobs: &x [{name: a, vms: *x}]"))
+	f.Add([]byte("- a\n- b"))
+	f.Add([]byte("temporal: {address: [1, {a: b}]}\njobs: [{blockSize: 1e400, window: 1y}]"))
+	if data, err := os.ReadFile("example.yaml"); err == nil {
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, problems, _, err := decodeYAML(data)
+		if err != nil {
+			return
+		}
+		for _, p := range problems {
+			if p.Path == "" || p.Reason == "" {
+				t.Errorf("problem without path or reason: %+v", p)
+			}
+		}
+		for _, p := range cfg.validate() {
+			if p.Path == "" || p.Reason == "" {
+				t.Errorf("problem without path or reason: %+v", p)
+			}
+		}
+	})
+}
+
+func TestProblemsInFileOrderWithLines(t *testing.T) {
+	clearEnv(t)
+	_, err := loadText(t, `temporal: {address: localhost}
+hosts:
+  - {name: hv01, provider: vmware}
+jobs:
+  - name: demo
+    source: hv01
+    target: dr01
+    compresion: fast
+    retention: 0
+`)
+	assertProblems(t, err,
+		`temporal.address: invalid address "localhost": want host:port (line 1)`,
+		`hosts[0].provider: unknown provider "vmware": want one of lab, hyperv (line 3)`,
+		`jobs[0].target: no target named "dr01" in targets (line 7)`,
+		`jobs[0].compresion: unknown key; did you mean "compression"? (line 8)`,
+		`jobs[0].retention: 0: want at least 1 restore point (line 9)`)
+	msg := err.Error()
+	if strings.Index(msg, "temporal.address") > strings.Index(msg, "jobs[0].compresion") ||
+		strings.Index(msg, "jobs[0].compresion") > strings.Index(msg, "jobs[0].retention") {
+		t.Errorf("problems not in the order of the file:\n%s", msg)
 	}
 }

@@ -43,6 +43,7 @@ type LoadOptions struct {
 func Load(o LoadOptions) (*Config, error) {
 	var cfg *Config
 	var problems []Problem
+	var lines map[string]int
 	if o.File == "" {
 		dataDir := o.DataDir
 		if dataDir == "" {
@@ -50,15 +51,13 @@ func Load(o LoadOptions) (*Config, error) {
 		}
 		cfg = Dev(dataDir)
 	} else {
-		doc, err := readYAML(o.File)
+		data, err := os.ReadFile(o.File)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("config: read %w", err)
 		}
-		cfg = Defaults()
-		if doc != nil {
-			d := decoder{}
-			d.decode("", doc, reflect.ValueOf(cfg).Elem())
-			problems = append(problems, d.problems...)
+		cfg, problems, lines, err = decodeYAML(data)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", o.File, err)
 		}
 	}
 
@@ -75,11 +74,18 @@ func Load(o LoadOptions) (*Config, error) {
 			}
 			if src, ok := sources[p.Path]; ok {
 				p.Reason += " (from " + src + ")"
+			} else {
+				p.Line = lines[p.Path]
 			}
 			problems = append(problems, p)
 		}
 	}
 	if len(problems) > 0 {
+		// In the order of the file; what the file lacks comes last.
+		sort.SliceStable(problems, func(i, j int) bool {
+			li, lj := problems[i].Line, problems[j].Line
+			return li != 0 && (lj == 0 || li < lj)
+		})
 		return nil, &ValidationError{File: o.File, Problems: problems}
 	}
 	return cfg, nil
@@ -95,24 +101,21 @@ func coveredBy(path string, problems []Problem) bool {
 	return false
 }
 
-// readYAML parses the file into its document's root node; nil for an empty file.
-func readYAML(file string) (*yaml.Node, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("config: read %w", err)
-	}
+// decodeYAML reads a YAML document over the defaults. It returns an error
+// only when the text is not YAML; keys and values at fault are problems.
+// lines maps each key path found in the file to its line.
+func decodeYAML(data []byte) (cfg *Config, problems []Problem, lines map[string]int, err error) {
+	cfg = Defaults()
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config %s: %w", file, err)
+		return nil, nil, nil, err
 	}
-	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return nil, nil
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return cfg, nil, nil, nil
 	}
-	root := doc.Content[0]
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
-		return nil, nil
-	}
-	return root, nil
+	d := decoder{lines: map[string]int{}}
+	d.decode("", doc.Content[0], reflect.ValueOf(cfg).Elem())
+	return cfg, d.problems, d.lines, nil
 }
 
 // Defaults is the configuration before any file is read: what a file may leave out.
@@ -355,9 +358,53 @@ type decoder struct {
 	// lists take in environment variables and flags.
 	splitScalars bool
 	problems     []Problem
+
+	// expanding holds the anchors whose aliases are being decoded: an alias
+	// inside its own anchor would otherwise recurse without end.
+	expanding map[*yaml.Node]bool
+	// nodes counts decoded nodes, against aliases that expand exponentially.
+	nodes     int
+	exhausted bool
+	// lines records where each key path stands, when not nil.
+	lines map[string]int
+}
+
+func (d *decoder) at(path string, n *yaml.Node) {
+	if d.lines != nil && n != nil {
+		if _, ok := d.lines[path]; !ok {
+			d.lines[path] = n.Line
+		}
+	}
+}
+
+// maxDecodedNodes bounds the work of one file; real configurations have a
+// few thousand values.
+const maxDecodedNodes = 1_000_000
+
+// follow resolves an alias node and marks its anchor as being expanded
+// until release is called; it reports a problem when the alias refers to
+// nothing or to a node that contains it.
+func (d *decoder) follow(path string, n *yaml.Node) (target *yaml.Node, release func(), ok bool) {
+	target = n.Alias
+	if target == nil {
+		d.fail(path, n, "alias *%s refers to nothing", n.Value)
+		return nil, nil, false
+	}
+	if d.expanding[target] {
+		d.fail(path, n, "alias *%s refers to a value that contains it", n.Value)
+		return nil, nil, false
+	}
+	if d.expanding == nil {
+		d.expanding = map[*yaml.Node]bool{}
+	}
+	d.expanding[target] = true
+	return target, func() { delete(d.expanding, target) }, true
 }
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
+	if path == "" {
+		path = "(top level)"
+	}
 	line := 0
 	if n != nil {
 		line = n.Line
@@ -386,12 +433,20 @@ func joinPath(prefix, key string) string {
 
 // decode sets v from n. A null leaves v as it was, so that defaults stand.
 func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
-	for n.Kind == yaml.AliasNode {
-		if n.Alias == nil {
-			d.fail(path, n, "alias to nothing")
-			return
+	if d.nodes++; d.nodes > maxDecodedNodes {
+		if !d.exhausted {
+			d.exhausted = true
+			d.fail(path, n, "too many values: aliases expand to more than %d", maxDecodedNodes)
 		}
-		n = n.Alias
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		target, release, ok := d.follow(path, n)
+		if ok {
+			d.decode(path, target, v)
+			release()
+		}
+		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return
@@ -499,6 +554,7 @@ func (d *decoder) decodeSlice(path string, n *yaml.Node, v reflect.Value) {
 		if t.Elem() == jobType {
 			elem.Set(reflect.ValueOf(DefaultJob()))
 		}
+		d.at(fmt.Sprintf("%s[%d]", path, i), item)
 		d.decode(fmt.Sprintf("%s[%d]", path, i), item, elem)
 	}
 	v.Set(out)
@@ -520,6 +576,7 @@ func (d *decoder) decodeMap(path string, n *yaml.Node, v reflect.Value) {
 			continue
 		}
 		lines[k.Value] = k.Line
+		d.at(keyPath, k)
 		elem := reflect.New(t.Elem()).Elem()
 		d.decode(keyPath, val, elem)
 		out.SetMapIndex(reflect.ValueOf(k.Value).Convert(t.Key()), elem)
@@ -543,16 +600,25 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 		if k.Tag != "!!merge" {
 			continue
 		}
-		for val.Kind == yaml.AliasNode && val.Alias != nil {
-			val = val.Alias
+		// The value is a mapping, an alias to one, or a list of those.
+		if val.Kind == yaml.AliasNode && val.Alias != nil && val.Alias.Kind == yaml.SequenceNode {
+			target, release, ok := d.follow(path, val)
+			if !ok {
+				continue
+			}
+			for _, m := range target.Content {
+				d.decode(path, m, v)
+			}
+			release()
+			continue
 		}
 		if val.Kind == yaml.SequenceNode {
 			for _, m := range val.Content {
-				d.decodeStruct(path, m, v)
+				d.decode(path, m, v)
 			}
-		} else {
-			d.decodeStruct(path, val, v)
+			continue
 		}
+		d.decode(path, val, v)
 	}
 	seen := map[int]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -575,6 +641,7 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 			continue
 		}
 		seen[idx] = k
+		d.at(joinPath(path, yamlKey(t.Field(idx))), k)
 		d.decode(joinPath(path, yamlKey(t.Field(idx))), val, v.Field(idx))
 	}
 }
