@@ -756,3 +756,30 @@ jobs:
 		t.Errorf("problems not in the order of the file:\n%s", msg)
 	}
 }
+
+func TestAddFlags(t *testing.T) {
+	clearEnv(t)
+	fs := pflag.NewFlagSet("workers", pflag.ContinueOnError)
+	fs.String("agent.listen", "", "defined by the command itself")
+	AddFlags(fs)
+	for _, key := range OverrideKeys() {
+		f := fs.Lookup(key)
+		if f == nil {
+			t.Errorf("no flag --%s", key)
+			continue
+		}
+		if key != "agent.listen" && (keyUsage[key] == "" || f.DefValue != "") {
+			t.Errorf("flag --%s: usage %q default %q", key, f.Usage, f.DefValue)
+		}
+	}
+	if err := fs.Parse([]string{"--metrics.listen=:9300", "--agent.listen=127.0.0.1:7400", "--temporal.namespace", "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(LoadOptions{DataDir: t.TempDir(), Flags: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Metrics.Listen != ":9300" || cfg.Agent.Listen != "127.0.0.1:7400" || cfg.Temporal.Namespace != "ops" || cfg.Temporal.Address != "127.0.0.1:7233" {
+		t.Errorf("flags applied as %+v", cfg)
+	}
+}

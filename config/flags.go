@@ -1,0 +1,37 @@
+package config
+
+import (
+	"fmt"
+
+	"github.com/spf13/pflag"
+)
+
+// keyUsage describes each key that a flag can override.
+var keyUsage = map[string]string{
+	"temporal.address":   "Temporal frontend, host:port",
+	"temporal.namespace": "Temporal namespace",
+	"temporal.taskQueue": "task queue of job workflows",
+	"temporal.tls.ca":    "PEM file of the CA of the Temporal frontend",
+	"temporal.tls.cert":  "PEM client certificate for the Temporal frontend",
+	"temporal.tls.key":   "PEM key of the Temporal client certificate",
+	"agent.name":         "target this process's agent serves",
+	"agent.listen":       "address the agent's data channel listens on, host:port",
+	"agent.datastore":    "folder of the replicas",
+	"tls.ca":             "PEM file of the CA of the data channel",
+	"tls.cert":           "PEM certificate of this process on the data channel",
+	"tls.key":            "PEM key of this process on the data channel",
+	"metrics.listen":     "address of the Prometheus metrics, host:port (empty: none)",
+}
+
+// AddFlags defines a string flag for every key of OverrideKeys, named by its
+// key path (--temporal.address, --agent.listen, --metrics.listen, …). The
+// flags have no default of their own: Load applies only those that were set.
+// Flags already defined under those names are left alone.
+func AddFlags(fs *pflag.FlagSet) {
+	for _, key := range OverrideKeys() {
+		if fs.Lookup(key) != nil {
+			continue
+		}
+		fs.String(key, "", fmt.Sprintf("%s (overrides the configuration and %s)", keyUsage[key], EnvName(key)))
+	}
+}
