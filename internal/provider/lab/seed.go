@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 )
 
 const mib = 1 << 20
@@ -38,22 +39,28 @@ func Seed(ctx context.Context, path string) error {
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		return fmt.Errorf("seed lab VMs in %s: %w", path, err)
 	}
+	// The VMs are built side by side: most of the time goes to fsync.
+	errs := make([]error, len(demoVMs))
+	var wg sync.WaitGroup
 	for i, vm := range demoVMs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 		dir := filepath.Join(path, vm.name)
 		if _, err := os.Stat(filepath.Join(dir, metaFile)); err == nil {
 			continue
 		}
 		if _, err := os.Stat(dir); err == nil {
-			return fmt.Errorf("seed lab VM %s: %s exists but holds no %s; remove it or pick another lab folder", vm.name, dir, metaFile)
+			errs[i] = fmt.Errorf("seed lab VM %s: %s exists but holds no %s; remove it or pick another lab folder", vm.name, dir, metaFile)
+			continue
 		}
-		if err := seedVM(ctx, path, vm, uint64(i+1)); err != nil {
-			return fmt.Errorf("seed lab VM %s in %s: %w", vm.name, path, err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := seedVM(ctx, path, vm, uint64(i+1)); err != nil {
+				errs[i] = fmt.Errorf("seed lab VM %s in %s: %w", vm.name, path, err)
+			}
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func seedVM(ctx context.Context, path string, vm demoVM, seed uint64) error {
@@ -119,37 +126,30 @@ func partitionedContent(size int64, seed uint64) ([]pendingWrite, error) {
 	writes := []pendingWrite{
 		{off: 0, data: gpt.Primary},
 		{off: gpt.BackupOffset, data: gpt.Backup},
-		{off: at(0.00), data: textData(seed, 12*dataLen/200)},
+		{off: at(0.00), data: textData(seed, pages(12*dataLen/200))},
 		{off: at(0.08), data: make([]byte, 4*mib)}, // written zeros
-		{off: at(0.16), data: randomData(seed, 12*dataLen/200)},
-		{off: at(0.32), data: patternData(seed, 8*dataLen/200)},
-		{off: at(0.60), data: textData(seed+7, 4*dataLen/200)},
+		{off: at(0.16), data: randomData(seed, pages(12*dataLen/200))},
+		{off: at(0.32), data: patternData(seed, pages(8*dataLen/200))},
+		{off: at(0.60), data: textData(seed+7, pages(4*dataLen/200))},
 		{off: swapOff, data: swapHdr},
-		{off: swapOff + swapLen/4, data: randomData(seed+11, swapLen/5)},
+		{off: swapOff + swapLen/4, data: randomData(seed+11, pages(swapLen/5))},
 	}
-	return alignWrites(writes), nil
+	return writes, nil
 }
 
 // plainContent is an unpartitioned data disk (a database volume, say).
 func plainContent(size int64, seed uint64) []pendingWrite {
 	at := func(frac float64) int64 { return int64(float64(size)*frac) / mib * mib }
-	return alignWrites([]pendingWrite{
+	return []pendingWrite{
 		{off: at(0.00), data: textData(seed, size/16)},
 		{off: at(0.25), data: randomData(seed, size/16)},
 		{off: at(0.50), data: make([]byte, 2*mib)},
 		{off: at(0.60), data: patternData(seed, size/32)},
-	})
+	}
 }
 
-// alignWrites trims every write to whole 4 KiB pages, as a guest writes.
-func alignWrites(ws []pendingWrite) []pendingWrite {
-	for i := range ws {
-		if n := len(ws[i].data); n%4096 != 0 && n > 4096 {
-			ws[i].data = ws[i].data[:n/4096*4096]
-		}
-	}
-	return ws
-}
+// pages rounds a length down to whole 4 KiB pages, as a guest writes.
+func pages(n int64) int64 { return n / 4096 * 4096 }
 
 // seededUUID is a UUID that is the same for every seed of the demo.
 func seededUUID(seed, n uint64) string {
