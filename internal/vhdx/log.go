@@ -243,9 +243,9 @@ func replayLog(path string, r io.ReaderAt, fileSize int64, h header) (ops []logO
 	return nil, 0, 0, nil
 }
 
-// buildLogEntry serializes one log entry at log position 0 (tail 0) holding
-// the given 4 KiB page writes and zero ranges.
-func buildLogEntry(logGUID guid, seq uint64, fileSize int64, pages []logOp) []byte {
+// buildLogEntry serializes one log entry holding the given 4 KiB page writes
+// and zero ranges; tail is the log position of the sequence's first entry.
+func buildLogEntry(logGUID guid, seq uint64, tail, fileSize int64, pages []logOp) []byte {
 	le := binary.LittleEndian
 	nDesc := int64(len(pages))
 	nData := int64(0)
@@ -259,7 +259,7 @@ func buildLogEntry(logGUID guid, seq uint64, fileSize int64, pages []logOp) []by
 	b := make([]byte, length)
 	copy(b[0:4], sigLogEntry)
 	le.PutUint32(b[8:], uint32(length))
-	le.PutUint32(b[12:], 0)
+	le.PutUint32(b[12:], uint32(tail))
 	le.PutUint64(b[16:], seq)
 	le.PutUint32(b[24:], uint32(nDesc))
 	copy(b[32:48], logGUID[:])

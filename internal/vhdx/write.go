@@ -301,7 +301,7 @@ func (d *Disk) writeThroughLog(pages []logOp) error {
 		return err
 	}
 	lg := newGUID()
-	entry := buildLogEntry(lg, 1, st.Size(), pages)
+	entry := buildLogEntry(lg, 1, 0, st.Size(), pages)
 	if int64(len(entry)) > int64(d.hdr.LogLength) {
 		return fmt.Errorf("vhdx %s: log entry of %d bytes exceeds the log (%d)", d.path, len(entry), d.hdr.LogLength)
 	}

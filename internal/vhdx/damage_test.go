@@ -1,0 +1,169 @@
+package vhdx
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// smallDisk makes a 4 MiB dynamic disk with 1 MiB blocks, blocks 0 and 2
+// written, and returns its path and bytes.
+func smallDisk(t testing.TB, dir string) (string, []byte) {
+	t.Helper()
+	p := filepath.Join(dir, "small.vhdx")
+	d, err := Create(p, CreateOptions{Size: 4 << 20, BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := make([]byte, 4<<20)
+	for i := range model[:1<<20] {
+		model[i] = byte(i % 251)
+		model[2<<20+i] = byte(i % 241)
+	}
+	if _, err := d.WriteAt(model[:1<<20], 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(model[2<<20:3<<20], 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, b
+}
+
+func le64(v uint64) []byte { b := make([]byte, 8); binary.LittleEndian.PutUint64(b, v); return b }
+func le32(v uint32) []byte { b := make([]byte, 4); binary.LittleEndian.PutUint32(b, v); return b }
+
+// reseal recomputes the checksums of both headers and region tables.
+func reseal(b []byte) {
+	for _, r := range []struct{ off, n int }{{header1Offset, headerSize}, {header2Offset, headerSize}, {regionTable1Offset, regionTableSize}, {regionTable2Offset, regionTableSize}} {
+		s := b[r.off : r.off+r.n]
+		copy(s[4:8], make([]byte, 4))
+		binary.LittleEndian.PutUint32(s[4:], crc32c(s))
+	}
+}
+
+func TestDamagedInput(t *testing.T) {
+	dir := t.TempDir()
+	_, good := smallDisk(t, dir)
+	const (
+		meta  = createMetaOffset
+		items = meta + metadataTableSize
+		bat   = createBATOffset
+	)
+	block0 := entryOffset(binary.LittleEndian.Uint64(good[bat:]))
+	cases := []struct {
+		name    string
+		damage  func(b []byte) []byte
+		offset  int64 // expected FormatError offset, -1: any
+		message string
+	}{
+		{"file signature", func(b []byte) []byte { copy(b, "vhdxfilX"); return b }, 0, "not a VHDX"},
+		{"too small", func(b []byte) []byte { return b[:4096] }, 0, "too small"},
+		{"both headers", func(b []byte) []byte { b[header1Offset+100]++; b[header2Offset+100]++; return b }, header1Offset, "checksum"},
+		{"both region tables", func(b []byte) []byte { b[regionTable1Offset+100]++; b[regionTable2Offset+100]++; return b }, regionTable1Offset, "checksum"},
+		{"header version", func(b []byte) []byte {
+			copy(b[header1Offset+66:], []byte{2, 0})
+			copy(b[header2Offset+66:], []byte{2, 0})
+			reseal(b)
+			return b
+		}, -1, "version"},
+		{"region past end", func(b []byte) []byte {
+			copy(b[regionTable1Offset+16+16:], le64(1<<40))
+			copy(b[regionTable2Offset+16+16:], le64(1<<40))
+			reseal(b)
+			return b
+		}, 1 << 40, "past end"},
+		{"metadata signature", func(b []byte) []byte { b[meta] = 'X'; return b }, meta, "metadata table signature"},
+		{"metadata entry count", func(b []byte) []byte { copy(b[meta+10:], []byte{0xff, 0xff}); return b }, meta, "entry count"},
+		{"metadata item length", func(b []byte) []byte { copy(b[meta+32+20:], le32(1<<30)); return b }, meta + 32, "length"},
+		{"block size", func(b []byte) []byte { copy(b[items:], le32(3<<20)); return b }, meta, "block size"},
+		{"absurd virtual size", func(b []byte) []byte { copy(b[items+8:], le64(1<<62)); return b }, meta, "virtual disk size"},
+		{"sector size", func(b []byte) []byte { copy(b[items+32:], le32(1000)); return b }, meta, "logical sector size"},
+		{"BAT entry past end", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, 1<<40))); return b }, bat + 8, "past end"},
+		{"BAT entry into metadata", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, meta))); return b }, -1, "overlaps"},
+		{"BAT entry into headers", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, 0))); return b }, bat + 8, "headers"},
+		{"two entries one block", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, block0))); return b }, -1, "overlaps"},
+		{"invalid state", func(b []byte) []byte { copy(b[bat+8:], le64(5)); return b }, bat + 8, "invalid state"},
+		{"partial without parent", func(b []byte) []byte {
+			copy(b[bat:], le64(batEntry(payloadPartiallyPresent, block0)))
+			return b
+		}, bat, "partially present"},
+		{"truncated block", func(b []byte) []byte { return b[:len(b)-4096] }, -1, "past end"},
+		{"has parent, no locator", func(b []byte) []byte { copy(b[items+4:], le32(2)); return b }, meta, "parent locator"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := c.damage(append([]byte(nil), good...))
+			p := filepath.Join(t.TempDir(), "bad.vhdx")
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			d, err := Open(p)
+			if err == nil {
+				d.Close()
+				t.Fatal("damaged file opened")
+			}
+			var fe *FormatError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %v is not a *FormatError", err)
+			}
+			if c.offset >= 0 && fe.Offset != c.offset {
+				t.Fatalf("error %v: offset %d, want %d", err, fe.Offset, c.offset)
+			}
+			if fe.Path != p || !strings.Contains(err.Error(), c.message) {
+				t.Fatalf("error %q: want path %s and %q", err, p, c.message)
+			}
+		})
+	}
+}
+
+// One damaged copy of the header or region table is survivable.
+func TestOneDamagedCopy(t *testing.T) {
+	dir := t.TempDir()
+	_, good := smallDisk(t, dir)
+	for _, off := range []int{header1Offset, header2Offset, regionTable1Offset, regionTable2Offset} {
+		b := append([]byte(nil), good...)
+		b[off+200] ^= 0xff
+		p := filepath.Join(t.TempDir(), "one.vhdx")
+		os.WriteFile(p, b, 0o644)
+		d, err := Open(p)
+		if err != nil {
+			t.Fatalf("copy at %d damaged: %v", off, err)
+		}
+		got := readAll(t, d, 1<<20)
+		d.Close()
+		ref, _ := Open(filepath.Join(dir, "small.vhdx"))
+		requireSame(t, "one copy damaged", got, readAll(t, ref, 1<<20))
+		ref.Close()
+	}
+}
+
+func TestParentLoops(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := buildChain(t, dir, 4<<20, 512, 2, 21)
+	// child1 -> child2 -> child1.
+	if err := SetParent(paths[1], paths[2]); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(paths[2])
+	var fe *FormatError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "loops") {
+		t.Fatalf("loop: %v", err)
+	}
+	// A disk that is its own parent.
+	if err := SetParent(paths[2], paths[2]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(paths[2]); !errors.As(err, &fe) || !strings.Contains(err.Error(), "loops") {
+		t.Fatalf("self loop: %v", err)
+	}
+}
