@@ -1,7 +1,10 @@
-// Package config loads the replicator configuration: a YAML file read with
-// viper, overridden by REPLICATOR_<SECTION>_<KEY> environment variables and
-// command-line flags, then validated as a whole. Every validation error names
-// the key path and the reason; nothing runs on a half-valid configuration.
+// Package config loads the replicator configuration: a YAML file (or the
+// --dev configuration, Dev), overridden by REPLICATOR_<SECTION>_<KEY>
+// environment variables and command-line flags layered with viper, then
+// validated as a whole. Every problem names the key path and the reason (and
+// the line of the file); nothing runs on a half-valid configuration.
+//
+// Load is the entry point; example.yaml shows and explains every key.
 package config
 
 import (

@@ -104,6 +104,11 @@ func coveredBy(path string, problems []Problem) bool {
 // decodeYAML reads a YAML document over the defaults. It returns an error
 // only when the text is not YAML; keys and values at fault are problems.
 // lines maps each key path found in the file to its line.
+//
+// The file is parsed with the YAML library viper uses, but not through
+// viper: viper lowercases every key, map keys included, and VM names in
+// guestProcessing.guests must keep their case; it also loses the lines
+// that problems are reported with.
 func decodeYAML(data []byte) (cfg *Config, problems []Problem, lines map[string]int, err error) {
 	cfg = Defaults()
 	var doc yaml.Node
