@@ -1,0 +1,29 @@
+//go:build unix
+
+package replica
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+var errWouldBlock = errors.New("lock held")
+
+func lockFile(f *os.File) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case errors.Is(err, syscall.EWOULDBLOCK):
+			return errWouldBlock
+		default:
+			return err
+		}
+	}
+}
+
+func unlockFile(f *os.File) { syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }

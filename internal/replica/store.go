@@ -1,0 +1,171 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Store is the datastore of a target agent: one folder per job, one replica
+// per VM inside it.
+type Store struct {
+	root   string // absolute, symbolic links resolved
+	format chainFormat
+}
+
+// Open returns the store rooted at the datastore folder root, creating the
+// folder if it does not exist.
+func Open(root string) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("open datastore: no folder given")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open datastore %s: %w", root, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("open datastore %s: %w", abs, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open datastore %s: %w", abs, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return nil, fmt.Errorf("open datastore %s: %w", abs, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open datastore %s: not a folder", abs)
+	}
+	return &Store{root: real, format: vhdxChain{}}, nil
+}
+
+// Root returns the datastore folder.
+func (s *Store) Root() string { return s.root }
+
+// Replica returns the replica of VM vmID in job. Nothing is created until a
+// writer locks it. Both names must be single, safe folder names (ErrBadName).
+func (s *Store) Replica(job, vmID string) (*Replica, error) {
+	if err := CheckName("job", job); err != nil {
+		return nil, err
+	}
+	if err := CheckName("vm", vmID); err != nil {
+		return nil, err
+	}
+	return &Replica{store: s, job: job, vmID: vmID}, nil
+}
+
+// ReplicaRef names one replica of the datastore.
+type ReplicaRef struct {
+	Job    string `json:"job"`
+	VMID   string `json:"vmId"`
+	VMName string `json:"vmName"`
+}
+
+// Replicas lists the replicas of the datastore (those with metadata), sorted
+// by job and VM id. A replica whose metadata cannot be read is listed with an
+// empty name rather than hiding the others.
+func (s *Store) Replicas() ([]ReplicaRef, error) {
+	jobs, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("list datastore %s: %w", s.root, err)
+	}
+	var refs []ReplicaRef
+	for _, j := range jobs {
+		if !j.IsDir() || CheckName("job", j.Name()) != nil {
+			continue
+		}
+		vms, err := os.ReadDir(filepath.Join(s.root, j.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("list datastore %s: %w", filepath.Join(s.root, j.Name()), err)
+		}
+		for _, v := range vms {
+			if !v.IsDir() || CheckName("vm", v.Name()) != nil {
+				continue
+			}
+			metaPath := filepath.Join(s.root, j.Name(), v.Name(), metaFile)
+			if _, err := os.Stat(metaPath); err != nil {
+				continue
+			}
+			ref := ReplicaRef{Job: j.Name(), VMID: v.Name()}
+			if m, err := loadMeta(metaPath); err == nil {
+				ref.VMName = m.VM.Name
+			}
+			refs = append(refs, ref)
+		}
+	}
+	sort.Slice(refs, func(a, b int) bool {
+		if refs[a].Job != refs[b].Job {
+			return refs[a].Job < refs[b].Job
+		}
+		return refs[a].VMID < refs[b].VMID
+	})
+	return refs, nil
+}
+
+// Replica is the replica of one VM of one job.
+type Replica struct {
+	store *Store
+	job   string
+	vmID  string
+}
+
+// Job returns the job name.
+func (r *Replica) Job() string { return r.job }
+
+// VMID returns the VM id.
+func (r *Replica) VMID() string { return r.vmID }
+
+// dir resolves the replica folder inside the datastore; with create it is
+// made if missing.
+func (r *Replica) dir(create bool) (string, error) {
+	d, err := resolveWithin(r.store.root, create, r.job, r.vmID)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("replica of VM %s in job %s under %s: %w", r.vmID, r.job, r.store.root, ErrNoReplica)
+		}
+		return "", err
+	}
+	return d, nil
+}
+
+// Info returns the VM as the replica last recorded it.
+func (r *Replica) Info() (VMInfo, error) {
+	_, m, err := r.load()
+	if err != nil {
+		return VMInfo{}, err
+	}
+	return m.VM, nil
+}
+
+func (r *Replica) load() (string, *metadata, error) {
+	d, err := r.dir(false)
+	if err != nil {
+		return "", nil, err
+	}
+	m, err := loadMeta(filepath.Join(d, metaFile))
+	if err != nil {
+		return "", nil, err
+	}
+	return d, m, nil
+}
+
+// layout names the files of a replica folder.
+type layout string
+
+func (l layout) meta() string                  { return filepath.Join(string(l), metaFile) }
+func (l layout) lock() string                  { return filepath.Join(string(l), "lock") }
+func (l layout) diskDir(disk string) string    { return filepath.Join(string(l), "disks", disk) }
+func (l layout) digestDir(disk string) string  { return filepath.Join(string(l), "digests", disk) }
+func (l layout) vhdx(disk, file string) string { return filepath.Join(l.diskDir(disk), file) }
+func (l layout) sums(disk, file string) string { return filepath.Join(l.digestDir(disk), file) }
+
+func (l layout) chainPaths(disk string, chain []string) []string {
+	p := make([]string, len(chain))
+	for i, f := range chain {
+		p[i] = l.vhdx(disk, f)
+	}
+	return p
+}
