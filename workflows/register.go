@@ -1,0 +1,18 @@
+package workflows
+
+import (
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// Registry is what a worker registers workflows with (worker.Worker and the replayer).
+type Registry interface {
+	RegisterWorkflowWithOptions(w interface{}, options workflow.RegisterOptions)
+}
+
+// Register registers every workflow under its contract name.
+func Register(r Registry) {
+	r.RegisterWorkflowWithOptions(ReplicationWorkflow, workflow.RegisterOptions{Name: contract.ReplicationWorkflow})
+	r.RegisterWorkflowWithOptions(VMReplicationWorkflow, workflow.RegisterOptions{Name: contract.VMReplicationWorkflow})
+}

@@ -1,0 +1,359 @@
+// Package workflows holds the Temporal workflows of replicator:
+// ReplicationWorkflow runs one job once, VMReplicationWorkflow one VM of it.
+// Workflows are deterministic and do no I/O: every effect is an activity on
+// the task queue of the host that holds the data (source-<host> for the
+// proxy, target-<target> for the agent).
+package workflows
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// runState is the figures of a run so far; the progress query returns it.
+type runState struct {
+	result contract.ReplicationResult
+}
+
+func (s *runState) vm(id string) *contract.VMResult {
+	for i := range s.result.VMs {
+		if s.result.VMs[i].ID == id {
+			return &s.result.VMs[i]
+		}
+	}
+	return nil
+}
+
+func (s *runState) updateDisk(vmID string, d contract.DiskResult) {
+	vm := s.vm(vmID)
+	if vm == nil {
+		return
+	}
+	for i := range vm.Disks {
+		if vm.Disks[i].ID == d.ID {
+			// A late progress signal never overwrites a final status.
+			if isFinal(vm.Disks[i].Status) && !isFinal(d.Status) {
+				return
+			}
+			vm.Disks[i] = d
+			return
+		}
+	}
+	vm.Disks = append(vm.Disks, d)
+}
+
+func isFinal(status string) bool {
+	return status == contract.StatusSuccess || status == contract.StatusFailed || status == contract.StatusPartial
+}
+
+// ReplicationWorkflow runs a replication job once: it loads the job's settings,
+// checks the source host and the target, queries the inventory, and replicates
+// each VM in a child workflow, at most the job's parallelism at once, within
+// the job's backup window.
+func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (contract.ReplicationResult, error) {
+	info := workflow.GetInfo(ctx)
+	logger := workflow.GetLogger(ctx)
+	st := &runState{result: contract.ReplicationResult{
+		Job: in.Job, Status: contract.StatusRunning, RunID: info.WorkflowExecution.RunID, VMs: []contract.VMResult{},
+	}}
+	if err := workflow.SetQueryHandler(ctx, contract.ProgressQuery, func() (contract.ReplicationResult, error) {
+		return st.result, nil
+	}); err != nil {
+		return st.result, err
+	}
+	progress := workflow.GetSignalChannel(ctx, contract.ProgressSignal)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			var u contract.ProgressUpdate
+			if !progress.Receive(ctx, &u) {
+				return
+			}
+			st.updateDisk(u.VMID, u.Disk)
+		}
+	})
+	setDetails(ctx, st)
+
+	if in.Job == "" {
+		return st.fail(temporal.NewNonRetryableApplicationError(`input needs a job name: {"job": "NAME"}`, contract.ErrTypeBadInput, nil))
+	}
+
+	// 1. Job settings, read at run time so that an edited job applies now.
+	var spec contract.JobSpec
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
+		contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
+		return st.fail(fmt.Errorf("loading job %q: %w", in.Job, err))
+	}
+	var deadline time.Time
+	if spec.Window > 0 {
+		deadline = workflow.Now(ctx).Add(spec.Window)
+	}
+	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
+	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
+
+	// 2. The infrastructure the job needs answers.
+	checkSrc := workflow.ExecuteActivity(srcCtx, contract.ActCheckSource, spec.Source)
+	checkTgt := workflow.ExecuteActivity(tgtCtx, contract.ActCheckTarget, spec.Name)
+	if err := checkSrc.Get(ctx, nil); err != nil {
+		return st.fail(fmt.Errorf("source host %s: %w", spec.Source, err))
+	}
+	if err := checkTgt.Get(ctx, nil); err != nil {
+		return st.fail(fmt.Errorf("target %s: %w", spec.Target, err))
+	}
+
+	// 3. The inventory, narrowed by the input.
+	patterns := spec.VMs
+	if len(in.VMs) > 0 {
+		patterns = in.VMs
+	}
+	var vms []contract.VM
+	if err := workflow.ExecuteActivity(srcCtx, contract.ActInventory,
+		contract.InventoryInput{Host: spec.Source, Patterns: patterns}).Get(ctx, &vms); err != nil {
+		return st.fail(fmt.Errorf("inventory of %s: %w", spec.Source, err))
+	}
+	for _, want := range in.VMs {
+		if !anyMatches(vms, want) {
+			st.result.VMs = append(st.result.VMs, contract.VMResult{
+				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
+				Error: fmt.Sprintf("VM %q not found on host %s", want, spec.Source),
+			})
+		}
+	}
+
+	// Interrupted restore points continue before anything new starts.
+	var open []string
+	if err := workflow.ExecuteActivity(tgtCtx, contract.ActOpenSessions, spec.Name).Get(ctx, &open); err != nil {
+		logger.Warn("listing interrupted restore points failed; continuing in inventory order", "error", err)
+	}
+	vms = resumeFirst(vms, open)
+	for _, vm := range vms {
+		r := contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusPending, Disks: []contract.DiskResult{}}
+		for _, d := range vm.Disks {
+			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
+		}
+		st.result.VMs = append(st.result.VMs, r)
+	}
+
+	// 4. One child per VM, at most parallelism at once, none started after the window closed.
+	parallelism := spec.Parallelism
+	if parallelism < 1 {
+		parallelism = 1
+	}
+	running := 0
+	next := 0
+	sel := workflow.NewSelector(ctx)
+	windowClosed := false
+	if !deadline.IsZero() {
+		timer := workflow.NewTimer(ctx, deadline.Sub(workflow.Now(ctx)))
+		sel.AddFuture(timer, func(workflow.Future) { windowClosed = true })
+	}
+	cancelled := false
+	sel.AddReceive(cancelSignal(ctx), func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(ctx, nil)
+		cancelled = true
+	})
+	for {
+		for running < parallelism && next < len(vms) && !windowClosed && !cancelled {
+			vm := vms[next]
+			next++
+			running++
+			st.vm(vm.ID).Status = contract.StatusRunning
+			cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+				WorkflowID: fmt.Sprintf("%s/%s", info.WorkflowExecution.ID, vm.ID),
+				// Cancelling the run cancels its VMs, which release what they hold.
+				ParentClosePolicy:   enums.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
+				WaitForCancellation: true,
+			})
+			child := workflow.ExecuteChildWorkflow(cctx, contract.VMReplicationWorkflow, contract.VMInput{
+				Job: spec, VM: vm, ParentWorkflowID: info.WorkflowExecution.ID, Deadline: deadline,
+			})
+			sel.AddFuture(child, func(f workflow.Future) {
+				running--
+				var r contract.VMResult
+				if err := f.Get(ctx, &r); err != nil {
+					r = contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusFailed, Error: errorText(err)}
+					if prev := st.vm(vm.ID); prev != nil {
+						r.Disks = prev.Disks
+						for i := range r.Disks {
+							if !isFinal(r.Disks[i].Status) {
+								r.Disks[i].Status = contract.StatusFailed
+							}
+						}
+					}
+				}
+				*st.vm(vm.ID) = r
+			})
+		}
+		if (windowClosed || cancelled) && next < len(vms) {
+			// The window closed (or the run was cancelled) before these VMs
+			// started: they wait for the next run.
+			reason := "backup window closed before this VM started"
+			if cancelled {
+				reason = "run cancelled before this VM started"
+			}
+			for ; next < len(vms); next++ {
+				vm := st.vm(vms[next].ID)
+				vm.Status = contract.StatusPartial
+				vm.Error = reason
+				for i := range vm.Disks {
+					vm.Disks[i].Status = contract.StatusPartial
+				}
+			}
+		}
+		if running == 0 && next >= len(vms) {
+			break
+		}
+		sel.Select(ctx)
+		setDetails(ctx, st)
+	}
+	st.result.Status = overall(st.result.VMs)
+	setDetails(ctx, st)
+	if ctx.Err() != nil {
+		return st.result, ctx.Err()
+	}
+	return st.result, nil
+}
+
+func (s *runState) fail(err error) (contract.ReplicationResult, error) {
+	s.result.Status = contract.StatusFailed
+	return s.result, err
+}
+
+// overall is success when every VM succeeded, failed when none did (or there
+// were none to do), and partial otherwise.
+func overall(vms []contract.VMResult) string {
+	if len(vms) == 0 {
+		return contract.StatusFailed
+	}
+	ok, failed := 0, 0
+	for _, vm := range vms {
+		switch vm.Status {
+		case contract.StatusSuccess:
+			ok++
+		case contract.StatusFailed:
+			failed++
+		}
+	}
+	switch {
+	case ok == len(vms):
+		return contract.StatusSuccess
+	case failed == len(vms):
+		return contract.StatusFailed
+	default:
+		return contract.StatusPartial
+	}
+}
+
+func anyMatches(vms []contract.VM, want string) bool {
+	for _, vm := range vms {
+		if vm.Name == want || vm.ID == want {
+			return true
+		}
+	}
+	return false
+}
+
+// resumeFirst orders VMs with an interrupted restore point first, keeping the
+// inventory order otherwise.
+func resumeFirst(vms []contract.VM, open []string) []contract.VM {
+	isOpen := map[string]bool{}
+	for _, id := range open {
+		isOpen[id] = true
+	}
+	out := append([]contract.VM(nil), vms...)
+	sort.SliceStable(out, func(i, j int) bool { return isOpen[out[i].ID] && !isOpen[out[j].ID] })
+	return out
+}
+
+// setDetails shows a one-line summary per VM in the Web UI.
+func setDetails(ctx workflow.Context, s *runState) {
+	done, total := 0, len(s.result.VMs)
+	var written, size int64
+	for _, vm := range s.result.VMs {
+		if isFinal(vm.Status) {
+			done++
+		}
+		for _, d := range vm.Disks {
+			written += d.Position
+			size += d.Size
+		}
+	}
+	text := fmt.Sprintf("**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, humanBytes(written), humanBytes(size))
+	for _, vm := range s.result.VMs {
+		text += fmt.Sprintf("- %s: %s", vm.Name, vm.Status)
+		for _, d := range vm.Disks {
+			text += fmt.Sprintf(" · disk %s %s %s/%s", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+		}
+		text += "\n"
+	}
+	workflow.SetCurrentDetails(ctx, text)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func errorText(err error) string {
+	var app *temporal.ApplicationError
+	for e := err; e != nil; {
+		if a, ok := e.(*temporal.ApplicationError); ok {
+			app = a
+		}
+		u, ok := e.(interface{ Unwrap() error })
+		if !ok {
+			break
+		}
+		e = u.Unwrap()
+	}
+	if app != nil {
+		return app.Error()
+	}
+	return err.Error()
+}
+
+// shortActivity is the options of quick control activities: a few minutes,
+// retried with backoff. A host that is down fails the run after about five
+// minutes rather than hanging it.
+func shortActivity(queue string) workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		TaskQueue:              queue,
+		ScheduleToCloseTimeout: 5 * time.Minute,
+		StartToCloseTimeout:    time.Minute,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    30 * time.Second,
+			NonRetryableErrorTypes: []string{
+				contract.ErrTypeBadConfig, contract.ErrTypeVMNotFound, contract.ErrTypeBadInput,
+				contract.ErrTypeAuthentication,
+			},
+		},
+	}
+}
+
+// cancelSignal returns a channel that receives one value when ctx is cancelled,
+// so that a selector wakes once on cancellation (a closed Done channel would be
+// ready on every Select).
+func cancelSignal(ctx workflow.Context) workflow.ReceiveChannel {
+	ch := workflow.NewBufferedChannel(ctx, 1)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		ctx.Done().Receive(ctx, nil)
+		ch.Send(ctx, true)
+	})
+	return ch
+}

@@ -1,0 +1,279 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// transferActivity is the options of one disk transfer. It heartbeats its
+// acknowledged position every few seconds: a worker that dies is noticed
+// within HeartbeatTimeout and the retry resumes from that position (and from
+// the agent's durable one). Retries go on, with backoff capped at a minute,
+// until the backup window closes (or a day when there is no window): a network
+// failure inside a run is retried inside the run.
+func transferActivity(queue string, deadline, now time.Time) workflow.ActivityOptions {
+	limit := 24 * time.Hour
+	if !deadline.IsZero() {
+		limit = deadline.Sub(now)
+		if limit < time.Second {
+			limit = time.Second
+		}
+	}
+	return workflow.ActivityOptions{
+		TaskQueue:              queue,
+		ScheduleToCloseTimeout: limit,
+		HeartbeatTimeout:       30 * time.Second,
+		WaitForCancellation:    true,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    time.Minute,
+			NonRetryableErrorTypes: []string{
+				contract.ErrTypeBadConfig, contract.ErrTypeVMNotFound, contract.ErrTypeCheckpointNotFound,
+				contract.ErrTypeAuthentication, contract.ErrTypeBadInput,
+			},
+		},
+	}
+}
+
+// longActivity is for checkpoints and commits: minutes of work (guest
+// processing, fsync of large files, retention merges) that heartbeat.
+func longActivity(queue string) workflow.ActivityOptions {
+	o := shortActivity(queue)
+	o.ScheduleToCloseTimeout = 2 * time.Hour
+	o.StartToCloseTimeout = time.Hour
+	o.HeartbeatTimeout = time.Minute
+	o.RetryPolicy.NonRetryableErrorTypes = append(o.RetryPolicy.NonRetryableErrorTypes,
+		contract.ErrTypeCheckpointNotFound, contract.ErrTypeReplicaLocked)
+	return o
+}
+
+// VMReplicationWorkflow replicates one VM: checkpoint (after guest processing),
+// one transfer per disk, the restore-point commit with retention, and the
+// checkpoint turned into the next reference point. When the backup window
+// closes first, it stops the transfers and keeps the checkpoint so that the
+// next run continues those disks from where they stopped.
+func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.VMResult, error) {
+	logger := workflow.GetLogger(ctx)
+	res := contract.VMResult{Name: in.VM.Name, ID: in.VM.ID, Status: contract.StatusRunning, Disks: []contract.DiskResult{}}
+	for _, d := range in.VM.Disks {
+		res.Disks = append(res.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
+	}
+	if err := workflow.SetQueryHandler(ctx, contract.ProgressQuery, func() (contract.VMResult, error) { return res, nil }); err != nil {
+		return res, err
+	}
+	job := in.Job
+	source := contract.SourceQueue(job.Source)
+	target := contract.TargetQueue(job.Target)
+
+	// The window: when it closes, work is cancelled through workCtx; cleanup
+	// then runs on a disconnected context.
+	workCtx, stopWork := workflow.WithCancel(ctx)
+	windowClosed := false
+	if !in.Deadline.IsZero() {
+		remaining := in.Deadline.Sub(workflow.Now(ctx))
+		if remaining <= 0 {
+			return partialAll(res, "backup window closed before this VM started"), nil
+		}
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			if err := workflow.NewTimer(gctx, remaining).Get(gctx, nil); err == nil {
+				windowClosed = true
+				stopWork()
+			}
+		})
+	}
+	cleanupCtx, _ := workflow.NewDisconnectedContext(ctx)
+
+	// Replica state: an interrupted restore point, the newest point, the reference point.
+	var state contract.ReplicaState
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(target)),
+		contract.ActPrepareReplica, in.Job.Name, in.VM).Get(workCtx, &state); err != nil {
+		return stopped(res, windowClosed, fmt.Errorf("preparing the replica: %w", err))
+	}
+
+	// Checkpoint (guest processing inside), reusing the interrupted one if it still exists.
+	var cp contract.CheckpointResult
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(source)),
+		contract.ActCreateCheckpoint, contract.CheckpointInput{
+			Host: job.Source, Job: job.Name, VMID: in.VM.ID, VMName: in.VM.Name, ReuseID: state.OpenCheckpointID,
+		}).Get(workCtx, &cp); err != nil {
+		return stopped(res, windowClosed, fmt.Errorf("creating the checkpoint: %w", err))
+	}
+	res.Warning = cp.Warning
+	release := func(reason string) {
+		logger.Info("releasing checkpoint", "checkpoint", cp.ID, "reason", reason)
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(source)),
+			contract.ActReleaseCheckpoint, contract.ReleaseInput{Host: job.Source, VMID: in.VM.ID, CheckpointID: cp.ID}).Get(cleanupCtx, nil)
+		if err != nil {
+			logger.Error("releasing the checkpoint failed; it stays on the host", "checkpoint", cp.ID, "error", err)
+			res.Warning = joinText(res.Warning, "checkpoint "+cp.ID+" could not be released: "+errorText(err))
+		}
+	}
+
+	var begin contract.BeginResult
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(target)),
+		contract.ActBeginRestorePoint, contract.BeginInput{
+			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
+			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize,
+		}).Get(workCtx, &begin); err != nil {
+		if isCancel(err) && !windowClosed {
+			release("run cancelled")
+		}
+		return stopped(res, windowClosed, fmt.Errorf("opening the restore point: %w", err))
+	}
+
+	// One transfer per disk, all disks of the VM at once.
+	tctx := workflow.WithActivityOptions(workCtx, transferActivity(source, in.Deadline, workflow.Now(ctx)))
+	futures := make([]workflow.Future, len(in.VM.Disks))
+	for i, d := range in.VM.Disks {
+		res.Disks[i].Status = contract.StatusRunning
+		res.Disks[i].Position = begin.Positions[d.ID]
+		futures[i] = workflow.ExecuteActivity(tctx, contract.ActTransferDisk, contract.TransferInput{
+			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
+			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
+			ParentWorkflowID: in.ParentWorkflowID,
+		})
+	}
+	var firstErr error
+	for i, f := range futures {
+		var dr contract.DiskResult
+		err := f.Get(ctx, &dr)
+		if err == nil {
+			res.Disks[i] = dr
+			res.Disks[i].Status = contract.StatusSuccess
+			continue
+		}
+		// A cancelled transfer reports its figures so far in the error's details.
+		var canceled *temporal.CanceledError
+		if errors.As(err, &canceled) && canceled.HasDetails() {
+			if derr := canceled.Details(&dr); derr == nil {
+				res.Disks[i] = dr
+			}
+		}
+		res.Disks[i].ID = in.VM.Disks[i].ID
+		res.Disks[i].Size = in.VM.Disks[i].VirtualSize
+		if windowClosed && isCancel(err) {
+			res.Disks[i].Status = contract.StatusPartial
+			res.Disks[i].Error = "backup window closed; the next run continues from the acknowledged position"
+		} else {
+			res.Disks[i].Status = contract.StatusFailed
+			res.Disks[i].Error = errorText(err)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	for _, d := range res.Disks {
+		signalProgress(cleanupCtx, in, d)
+	}
+
+	if windowClosed || firstErr != nil || ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil && !windowClosed:
+			// Cancelled by an operator: release the checkpoint; the open restore
+			// point is discarded by the next run, which brings a new checkpoint.
+			release("run cancelled")
+			res.Status = contract.StatusFailed
+			res.Error = "run cancelled"
+		case windowClosed:
+			res.Status = contract.StatusPartial
+			res.Error = "backup window closed; the checkpoint is kept and the next run continues"
+		case temporal.IsApplicationError(firstErr) && isNonRetryable(firstErr):
+			release("transfer failed for good")
+			res.Status = contract.StatusFailed
+			res.Error = errorText(firstErr)
+		default:
+			// Transient failures outlasted their retries: keep the checkpoint so
+			// the next run continues from the acknowledged positions.
+			res.Status = contract.StatusFailed
+			res.Error = errorText(firstErr)
+		}
+		return res, nil
+	}
+
+	// Commit the restore point and apply retention.
+	var point string
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
+		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: in.VM.ID, Retention: job.Retention}).Get(cleanupCtx, &point); err != nil {
+		res.Status = contract.StatusFailed
+		res.Error = "committing the restore point: " + errorText(err)
+		return res, nil
+	}
+	res.RestorePoint = point
+	res.Status = contract.StatusSuccess
+
+	// The checkpoint becomes the next reference point (its changes are what the
+	// next run sends); the replica records which one, so that CBT is only used
+	// against the point it describes.
+	var ref string
+	err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(source)),
+		contract.ActConvertToReferencePoint, contract.ReferencePointInput{
+			Host: job.Source, VMID: in.VM.ID, CheckpointID: cp.ID, Previous: state.ReferencePoint,
+		}).Get(cleanupCtx, &ref)
+	if err != nil {
+		res.Warning = joinText(res.Warning, "turning the checkpoint into a reference point failed; the next run compares digests: "+errorText(err))
+		release("reference point failed")
+		return res, nil
+	}
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
+		contract.ActRecordReferencePoint, contract.RecordReferenceInput{
+			Job: job.Name, VMID: in.VM.ID, Point: point, ReferencePoint: ref,
+		}).Get(cleanupCtx, nil); err != nil {
+		res.Warning = joinText(res.Warning, "recording the reference point failed; the next run compares digests: "+errorText(err))
+	}
+	return res, nil
+}
+
+func signalProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {
+	if in.ParentWorkflowID == "" {
+		return
+	}
+	// Best effort: the parent also gets the final result from the child.
+	_ = workflow.SignalExternalWorkflow(ctx, in.ParentWorkflowID, "", contract.ProgressSignal,
+		contract.ProgressUpdate{VMID: in.VM.ID, Disk: d}).Get(ctx, nil)
+}
+
+// stopped is the result of a VM whose run stopped before its transfers.
+func stopped(res contract.VMResult, windowClosed bool, err error) (contract.VMResult, error) {
+	if windowClosed && isCancel(err) {
+		return partialAll(res, "backup window closed before the transfers started"), nil
+	}
+	res.Status = contract.StatusFailed
+	res.Error = errorText(err)
+	for i := range res.Disks {
+		res.Disks[i].Status = contract.StatusFailed
+	}
+	return res, nil
+}
+
+func partialAll(res contract.VMResult, reason string) contract.VMResult {
+	res.Status = contract.StatusPartial
+	res.Error = reason
+	for i := range res.Disks {
+		res.Disks[i].Status = contract.StatusPartial
+	}
+	return res
+}
+
+func isCancel(err error) bool {
+	var c *temporal.CanceledError
+	return errors.As(err, &c)
+}
+
+func isNonRetryable(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && app.NonRetryable()
+}
+
+func joinText(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
