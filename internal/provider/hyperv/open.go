@@ -4,10 +4,11 @@ import (
 	"strings"
 
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/diskimage"
 )
 
-// openImage opens a frozen VHDX/AVHDX file for reading.
-var openImage func(path string) (disk.Image, error)
+// openImage opens a frozen VHDX/AVHDX file (with its parent chain) for reading.
+var openImage func(path string) (disk.Image, error) = diskimage.Open
 
 // hostFilePath turns a path on the Hyper-V host into one this machine can
 // open: unchanged for the local host and for UNC paths, else through the

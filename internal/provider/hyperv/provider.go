@@ -478,8 +478,8 @@ func (p *Provider) OpenDisk(ctx context.Context, vmID, checkpointID, diskID stri
 		return nil, err
 	}
 	name := hostFilePath(p.remoteHost, d.Path)
-	if openImage == nil {
-		return nil, fmt.Errorf("open disk %s of checkpoint %s: no disk image reader is linked in", name, checkpointID)
+	if f := formatOf(d.Path); f != "vhdx" {
+		return nil, &Error{Op: fmt.Sprintf("open disk %s of checkpoint %s", name, checkpointID), Description: "only VHDX disks can be read; convert this " + f + " disk to VHDX (Convert-VHD)"}
 	}
 	img, err := openImage(name)
 	if err != nil {
