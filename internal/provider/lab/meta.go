@@ -185,6 +185,10 @@ func writeRecord(dir string, r *vmRecord) error {
 	}
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName) // no-op after the rename
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmpName, err)
+	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", tmpName, err)

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/provider/lab"
+)
+
+func init() { commands = append(commands, newLabCommand) }
+
+func newLabCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Manage lab VMs, the stand-in for a Hyper-V host where none exists",
+		Long: "Manage the VMs of a lab host (a configured host with provider lab; with no\n" +
+			"configuration, the lab of the --dev stack under --data-dir).",
+	}
+	cmd.PersistentFlags().String("host", "", "lab host of the configuration (default: the first host with provider lab)")
+	cmd.AddCommand(newLabCreateCommand(), newLabWriteCommand(), newLabListCommand())
+	return cmd
+}
+
+// labHost opens the lab host named by --host, or the first lab host of the
+// configuration.
+func labHost(cmd *cobra.Command) (*lab.Host, error) {
+	flag := func(name string) string {
+		if f := cmd.Flag(name); f != nil {
+			return f.Value.String()
+		}
+		return ""
+	}
+	cfg, err := config.Load(config.LoadOptions{File: flag("config"), DataDir: flag("data-dir")})
+	if err != nil {
+		return nil, err
+	}
+	name := flag("host")
+	for _, h := range cfg.Hosts {
+		if name != "" && h.Name != name {
+			continue
+		}
+		if h.Provider != "lab" {
+			if name != "" {
+				return nil, fmt.Errorf("host %s has provider %s, not lab", name, h.Provider)
+			}
+			continue
+		}
+		return lab.New(h.Name, h.Path), nil
+	}
+	if name != "" {
+		return nil, fmt.Errorf("no host %q in the configuration", name)
+	}
+	return nil, errors.New("no host with provider lab in the configuration")
+}
+
+func newLabCreateCommand() *cobra.Command {
+	var sizes []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "create VM --disk SIZE [--disk SIZE...]",
+		Short: "Create a lab VM with empty dynamic VHDX disks (sizes like 256MiB, 1GiB)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(sizes) == 0 {
+				return errors.New("lab create: give at least one --disk SIZE")
+			}
+			var bytes []int64
+			for i, s := range sizes {
+				n, err := config.ParseByteSize(s)
+				if err != nil {
+					return fmt.Errorf("lab create: --disk #%d %q: %w", i+1, s, err)
+				}
+				bytes = append(bytes, int64(n))
+			}
+			h, err := labHost(cmd)
+			if err != nil {
+				return err
+			}
+			vm, err := lab.CreateVM(h.Path(), args[0], bytes)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return labWriteJSON(out, labVMOf(vm))
+			}
+			fmt.Fprintf(out, "created VM %s (id %s)\n", vm.Name, vm.ID)
+			for _, d := range vm.Disks {
+				fmt.Fprintf(out, "  disk %s: %s, %d bytes\n", d.ID, d.Path, d.VirtualSize)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&sizes, "disk", nil, "size of a disk (repeat for more disks)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
+	return cmd
+}
+
+func newLabWriteCommand() *cobra.Command {
+	var diskIndex int
+	var percent float64
+	var seed int64
+	cmd := &cobra.Command{
+		Use:   "write VM [--disk N] --percent P [--seed S]",
+		Short: "Write random data over P% of a lab VM's disk, as its guest would (also during a checkpoint)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("percent") {
+				return errors.New("lab write: --percent is required")
+			}
+			if !cmd.Flags().Changed("seed") {
+				seed = time.Now().UnixNano()
+			}
+			h, err := labHost(cmd)
+			if err != nil {
+				return err
+			}
+			if err := h.Write(cmd.Context(), args[0], diskIndex, percent, seed); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %g%% of disk %d of VM %s (seed %d)\n", percent, diskIndex, args[0], seed)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&diskIndex, "disk", 0, "index of the disk to write to")
+	cmd.Flags().Float64Var(&percent, "percent", 0, "share of the disk's bytes to write, more than 0 and at most 100")
+	cmd.Flags().Int64Var(&seed, "seed", 0, "seed of the writes (default: from the clock); the same seed writes the same data")
+	return cmd
+}
+
+// labVM is one VM as `lab ls --json` prints it.
+type labVM struct {
+	Name  string    `json:"name"`
+	ID    string    `json:"id"`
+	Disks []labDisk `json:"disks"`
+}
+
+// labDisk is a disk as the VM sees it now: during a checkpoint, the child.
+type labDisk struct {
+	Path        string `json:"path"`
+	VirtualSize int64  `json:"virtualSize"`
+}
+
+func labVMOf(vm provider.VM) labVM {
+	out := labVM{Name: vm.Name, ID: vm.ID, Disks: []labDisk{}}
+	for _, d := range vm.Disks {
+		out.Disks = append(out.Disks, labDisk{Path: d.Path, VirtualSize: d.VirtualSize})
+	}
+	return out
+}
+
+func newLabListCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ls [--json]",
+		Aliases: []string{"list"},
+		Short:   "List the lab VMs and the disk files they write to now",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h, err := labHost(cmd)
+			if err != nil {
+				return err
+			}
+			list := []labVM{}
+			if _, err := os.Stat(h.Path()); !errors.Is(err, fs.ErrNotExist) {
+				vms, err := h.VMs(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, vm := range vms {
+					list = append(list, labVMOf(vm))
+				}
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return labWriteJSON(out, list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintf(out, "no VMs in %s\n", h.Path())
+			}
+			for _, vm := range list {
+				fmt.Fprintf(out, "%s\t%s\n", vm.Name, vm.ID)
+				for i, d := range vm.Disks {
+					fmt.Fprintf(out, "  disk %d\t%d bytes\t%s\n", i, d.VirtualSize, d.Path)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: [{name, id, disks: [{path, virtualSize}]}]")
+	return cmd
+}
+
+func labWriteJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
