@@ -386,7 +386,11 @@ func mergeBack(ctx context.Context, dir string, rec *vmRecord, ci int) ([]string
 			return nil, fmt.Errorf("checkpoint %s names disk %q that the VM does not have", cp.ID, cd.DiskID)
 		}
 		frozen, child := filepath.Join(dir, cd.Frozen), filepath.Join(dir, cd.Child)
-		if err := vhdx.Merge(ctx, child, frozen); err != nil {
+		// Like Hyper-V's, a merge runs to its end once started: a merge cut
+		// short leaves a parent that no longer matches its child's linkage.
+		// Release is often the cleanup of a cancelled run, so the caller's
+		// cancellation does not stop it.
+		if err := vhdx.Merge(context.WithoutCancel(ctx), child, frozen); err != nil {
 			return nil, fmt.Errorf("merge %s into %s: %w", child, frozen, err)
 		}
 		if rec.Disks[di].File == cd.Child {

@@ -559,3 +559,67 @@ func TestVMsAndCheckpointDescribeTheHost(t *testing.T) {
 		t.Fatalf("during the checkpoint disk 1 is %s", vms[0].Disks[1].Path)
 	}
 }
+
+func TestReleaseWithCancelledContextStillMerges(t *testing.T) {
+	ctx := context.Background()
+	h, vm := newLabVM(t, testDiskSize)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Write(ctx, vm.Name, 0, 30, 4); err != nil {
+		t.Fatal(err)
+	}
+	want := readVHDX(t, activePath(t, h, vm.ID))
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := h.ReleaseCheckpoint(cancelled, vm.ID, cp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if p := activePath(t, h, vm.ID); p != cp.Disks[0].Path || !bytes.Equal(readVHDX(t, p), want) {
+		t.Fatalf("after a release with a cancelled context the VM writes to %s, or its data differs", p)
+	}
+}
+
+// A crash between the merge and the vm.json update leaves the VM on its
+// child over a parent that holds the child's data already: writes go on,
+// and the retried release gives the same disk.
+func TestWritesAfterInterruptedMerge(t *testing.T) {
+	ctx := context.Background()
+	h, vm := newLabVM(t, testDiskSize)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Write(ctx, vm.Name, 0, 30, 5); err != nil {
+		t.Fatal(err)
+	}
+	child := activePath(t, h, vm.ID)
+	if err := vhdx.Merge(ctx, child, cp.Disks[0].Path); err != nil { // the crash comes after this
+		t.Fatal(err)
+	}
+	if err := h.Write(ctx, vm.Name, 0, 10, 6); err != nil {
+		t.Fatalf("write after an interrupted merge: %v", err)
+	}
+	want := make([]byte, testDiskSize)
+	for _, seed := range []int64{5, 6} {
+		pct := map[int64]float64{5: 30, 6: 10}[seed]
+		for i, r := range planWrites(testDiskSize, pct, seed) {
+			copy(want[r.off:], runData(seed, i, r.length))
+		}
+	}
+	d, err := vhdx.OpenWith(child, vhdx.OpenOptions{IgnoreParentLinkage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readImage(t, d), want) {
+		t.Fatal("the child over the partly merged parent lost data")
+	}
+	d.Close()
+	if err := h.ReleaseCheckpoint(ctx, vm.ID, cp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readVHDX(t, activePath(t, h, vm.ID)), want) {
+		t.Fatal("the retried release lost data")
+	}
+}

@@ -141,7 +141,11 @@ func writeToDisk(ctx context.Context, dir string, rec *vmRecord, diskIndex int, 
 		return fmt.Errorf("write to VM %s disk %d: %w", rec.Name, diskIndex, err)
 	}
 	active := filepath.Join(dir, d.File)
-	vd, err := vhdx.OpenWith(active, vhdx.OpenOptions{Writable: true})
+	// The chain is the one vm.json records. A merge interrupted by a crash
+	// changes the parent's DataWriteGuid before vm.json moves the VM back to
+	// it; the child over the partly merged parent still reads the same bytes,
+	// so the guest keeps writing until the release is retried.
+	vd, err := vhdx.OpenWith(active, vhdx.OpenOptions{Writable: true, IgnoreParentLinkage: true})
 	if err != nil {
 		return fmt.Errorf("write to VM %s disk %d: %w", rec.Name, diskIndex, err)
 	}
