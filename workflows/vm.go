@@ -169,6 +169,18 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			}
 		}
 	}
+	if windowClosed {
+		// The agent's durable positions are what the next run continues from.
+		var positions map[string]int64
+		if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, shortActivity(target)),
+			contract.ActSessionPositions, contract.PositionsInput{Job: job.Name, VMID: in.VM.ID}).Get(cleanupCtx, &positions); err == nil {
+			for i := range res.Disks {
+				if p, ok := positions[res.Disks[i].ID]; ok && res.Disks[i].Status != contract.StatusSuccess {
+					res.Disks[i].Position = p
+				}
+			}
+		}
+	}
 	for _, d := range res.Disks {
 		signalProgress(cleanupCtx, in, d)
 	}

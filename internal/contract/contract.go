@@ -121,6 +121,7 @@ const (
 	ActBeginRestorePoint       = "BeginRestorePoint"
 	ActCommitRestorePoint      = "CommitRestorePoint"
 	ActRecordReferencePoint    = "RecordReferencePoint"
+	ActSessionPositions        = "SessionPositions"
 )
 
 // Error types of non-retryable application errors: retrying cannot fix them,
@@ -259,4 +260,10 @@ type ReleaseInput struct {
 // TargetStatus is what CheckTarget reports.
 type TargetStatus struct {
 	FreeBytes int64 `json:"freeBytes"`
+}
+
+// PositionsInput asks the target for the durable positions of an open restore point.
+type PositionsInput struct {
+	Job  string `json:"job"`
+	VMID string `json:"vmId"`
 }

@@ -1,0 +1,379 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// fakeHost records the calls the workflows make and answers like a source
+// host, a target agent and a job store would.
+type fakeHost struct {
+	mu          sync.Mutex
+	spec        contract.JobSpec
+	vms         []contract.VM
+	open        []string
+	calls       []string
+	released    []string
+	committed   []string
+	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
+	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
+	replicaOpen map[string]string // vm id → open checkpoint
+}
+
+func (f *fakeHost) record(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, s)
+}
+
+func newFake() *fakeHost {
+	return &fakeHost{
+		spec: contract.JobSpec{Name: "demo", Source: "hv01", Target: "dr01", VMs: []string{"*"},
+			Compression: "optimal", BlockSize: 1 << 20, ChangeTracking: "auto", Retention: 3, Parallelism: 2},
+		vms: []contract.VM{
+			{ID: "id-web", Name: "web01", Disks: []contract.Disk{{ID: "0", VirtualSize: 64 << 20}}},
+			{ID: "id-db", Name: "db01", Disks: []contract.Disk{{ID: "0", VirtualSize: 64 << 20}, {ID: "1", VirtualSize: 32 << 20}}},
+		},
+		replicaOpen: map[string]string{},
+	}
+}
+
+func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
+	Register(env)
+	reg := func(fn interface{}, name string) {
+		env.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+	reg(func(ctx context.Context, job string) (contract.JobSpec, error) {
+		f.record("LoadJob")
+		if job != f.spec.Name {
+			return contract.JobSpec{}, temporal.NewNonRetryableApplicationError("job "+job+" is not configured", contract.ErrTypeBadConfig, nil)
+		}
+		return f.spec, nil
+	}, contract.ActLoadJob)
+	reg(func(ctx context.Context, host string) error { f.record("CheckSource"); return nil }, contract.ActCheckSource)
+	reg(func(ctx context.Context, job string) (contract.TargetStatus, error) {
+		f.record("CheckTarget")
+		return contract.TargetStatus{FreeBytes: 1 << 40}, nil
+	}, contract.ActCheckTarget)
+	reg(func(ctx context.Context, in contract.InventoryInput) ([]contract.VM, error) {
+		f.record("Inventory")
+		var out []contract.VM
+		for _, vm := range f.vms {
+			for _, p := range in.Patterns {
+				if p == "*" || p == vm.Name || p == vm.ID {
+					out = append(out, vm)
+					break
+				}
+			}
+		}
+		return out, nil
+	}, contract.ActInventory)
+	reg(func(ctx context.Context, job string) ([]string, error) { return f.open, nil }, contract.ActOpenSessions)
+	reg(func(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
+		f.record("Prepare " + vm.Name)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID]}, nil
+	}, contract.ActPrepareReplica)
+	reg(func(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
+		f.record("Checkpoint " + in.VMName + " reuse=" + in.ReuseID)
+		if f.checkpoint != nil {
+			return f.checkpoint(in)
+		}
+		if in.ReuseID != "" {
+			return contract.CheckpointResult{ID: in.ReuseID, Reused: true}, nil
+		}
+		return contract.CheckpointResult{ID: "cp-" + in.VMID}, nil
+	}, contract.ActCreateCheckpoint)
+	reg(func(ctx context.Context, in contract.BeginInput) (contract.BeginResult, error) {
+		f.record("Begin " + in.VMID + " " + in.CheckpointID)
+		return contract.BeginResult{Positions: map[string]int64{}}, nil
+	}, contract.ActBeginRestorePoint)
+	reg(func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		f.record("Transfer " + in.VMID + "/" + in.DiskID)
+		if f.transfer != nil {
+			return f.transfer(ctx, in)
+		}
+		return contract.DiskResult{ID: in.DiskID, BytesRead: 10, BytesSent: 5, BytesWritten: 10, ChangeTracking: contract.TrackingFull}, nil
+	}, contract.ActTransferDisk)
+	reg(func(ctx context.Context, in contract.CommitInput) (string, error) {
+		f.mu.Lock()
+		f.committed = append(f.committed, in.VMID)
+		f.mu.Unlock()
+		return "rp-" + in.VMID, nil
+	}, contract.ActCommitRestorePoint)
+	reg(func(ctx context.Context, in contract.ReferencePointInput) (string, error) {
+		f.record("Reference " + in.VMID)
+		return "ref-" + in.CheckpointID, nil
+	}, contract.ActConvertToReferencePoint)
+	reg(func(ctx context.Context, in contract.RecordReferenceInput) error { return nil }, contract.ActRecordReferencePoint)
+	reg(func(ctx context.Context, in contract.PositionsInput) (map[string]int64, error) {
+		return map[string]int64{"0": 7 << 20, "1": 3 << 20}, nil
+	}, contract.ActSessionPositions)
+	reg(func(ctx context.Context, in contract.ReleaseInput) error {
+		f.mu.Lock()
+		f.released = append(f.released, in.CheckpointID)
+		f.mu.Unlock()
+		return nil
+	}, contract.ActReleaseCheckpoint)
+}
+
+func run(t *testing.T, f *fakeHost, in contract.ReplicationInput, setup func(env *testsuite.TestWorkflowEnvironment)) (contract.ReplicationResult, error) {
+	t.Helper()
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestWorkflowEnvironment()
+	env.SetTestTimeout(30 * time.Second)
+	f.register(env)
+	if setup != nil {
+		setup(env)
+	}
+	env.ExecuteWorkflow(contract.ReplicationWorkflow, in)
+	if !env.IsWorkflowCompleted() {
+		t.Fatal("workflow did not complete")
+	}
+	var res contract.ReplicationResult
+	err := env.GetWorkflowError()
+	if err == nil {
+		if gerr := env.GetWorkflowResult(&res); gerr != nil {
+			t.Fatal(gerr)
+		}
+	}
+	return res, err
+}
+
+func TestReplicationSucceedsForEveryVM(t *testing.T) {
+	f := newFake()
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusSuccess || res.Job != "demo" || res.RunID == "" {
+		t.Fatalf("result %+v", res)
+	}
+	if len(res.VMs) != 2 {
+		t.Fatalf("want 2 VMs, got %+v", res.VMs)
+	}
+	for _, vm := range res.VMs {
+		if vm.Status != contract.StatusSuccess || vm.RestorePoint != "rp-"+vm.ID {
+			t.Errorf("VM %+v", vm)
+		}
+		for _, d := range vm.Disks {
+			if d.Status != contract.StatusSuccess || d.BytesWritten != 10 {
+				t.Errorf("VM %s disk %+v", vm.Name, d)
+			}
+		}
+	}
+	if len(f.committed) != 2 || len(f.released) != 0 {
+		t.Fatalf("committed %v released %v", f.committed, f.released)
+	}
+}
+
+func TestNarrowingToUnknownVMReportsIt(t *testing.T) {
+	f := newFake()
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo", VMs: []string{"web01", "nosuch"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial || len(res.VMs) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	var found bool
+	for _, vm := range res.VMs {
+		if vm.Name == "nosuch" {
+			found = true
+			if vm.Status != contract.StatusFailed || vm.Error == "" {
+				t.Errorf("unknown VM %+v", vm)
+			}
+		}
+		if vm.Name == "db01" {
+			t.Errorf("db01 was not asked for")
+		}
+	}
+	if !found {
+		t.Fatal("unknown VM missing from result")
+	}
+}
+
+func TestUnknownJobFailsTheRun(t *testing.T) {
+	f := newFake()
+	_, err := run(t, f, contract.ReplicationInput{Job: "nojob"}, nil)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	if !hasErrorType(err, contract.ErrTypeBadConfig) {
+		t.Fatalf("want BadConfig, got %v", err)
+	}
+}
+
+func TestEmptyInputIsRejected(t *testing.T) {
+	_, err := run(t, newFake(), contract.ReplicationInput{}, nil)
+	if err == nil {
+		t.Fatal("want an error for an empty job name")
+	}
+}
+
+func TestWindowExpiryKeepsCheckpointAndReportsPartial(t *testing.T) {
+	f := newFake()
+	// With activities running the test clock follows the wall clock.
+	f.spec.Window = time.Second
+	f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		// A transfer longer than the window: it stops when cancelled, with its figures.
+		for {
+			select {
+			case <-ctx.Done():
+				return contract.DiskResult{}, temporal.NewCanceledError(contract.DiskResult{ID: in.DiskID, Position: 7 << 20})
+			case <-time.After(10 * time.Millisecond):
+				activity.RecordHeartbeat(ctx, 1)
+			}
+		}
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial {
+		t.Fatalf("want partial, got %+v", res)
+	}
+	for _, vm := range res.VMs {
+		if vm.Status != contract.StatusPartial {
+			t.Errorf("VM %+v", vm)
+		}
+		for _, d := range vm.Disks {
+			want := int64(7 << 20)
+			if d.ID == "1" {
+				want = 3 << 20
+			}
+			if d.Status != contract.StatusPartial || d.Position != want {
+				t.Errorf("disk %+v", d)
+			}
+		}
+	}
+	if len(f.released) != 0 || len(f.committed) != 0 {
+		t.Fatalf("window expiry must keep checkpoints and commit nothing: released %v committed %v", f.released, f.committed)
+	}
+}
+
+func TestInterruptedVMsResumeFirstFromTheirCheckpoint(t *testing.T) {
+	f := newFake()
+	f.spec.Parallelism = 1
+	f.open = []string{"id-db"}
+	f.replicaOpen["id-db"] = "cp-old"
+	_, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var firstCheckpoint string
+	for _, c := range f.calls {
+		if len(c) > 10 && c[:10] == "Checkpoint" {
+			firstCheckpoint = c
+			break
+		}
+	}
+	if firstCheckpoint != "Checkpoint db01 reuse=cp-old" {
+		t.Fatalf("first checkpoint call %q, calls %v", firstCheckpoint, f.calls)
+	}
+}
+
+func TestVMNotFoundFailsOnlyThatVM(t *testing.T) {
+	f := newFake()
+	f.checkpoint = func(in contract.CheckpointInput) (contract.CheckpointResult, error) {
+		if in.VMName == "web01" {
+			return contract.CheckpointResult{}, temporal.NewNonRetryableApplicationError("vm web01 not found", contract.ErrTypeVMNotFound, nil)
+		}
+		return contract.CheckpointResult{ID: "cp-" + in.VMID}, nil
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial {
+		t.Fatalf("want partial, got %s", res.Status)
+	}
+	for _, vm := range res.VMs {
+		want := contract.StatusSuccess
+		if vm.Name == "web01" {
+			want = contract.StatusFailed
+		}
+		if vm.Status != want {
+			t.Errorf("VM %s status %s want %s (%s)", vm.Name, vm.Status, want, vm.Error)
+		}
+	}
+}
+
+func TestTransientTransferFailureIsRetriedWithinTheRun(t *testing.T) {
+	f := newFake()
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		mu.Lock()
+		attempts[in.VMID+in.DiskID]++
+		n := attempts[in.VMID+in.DiskID]
+		mu.Unlock()
+		if n < 3 {
+			return contract.DiskResult{}, errors.New("connection reset by peer")
+		}
+		return contract.DiskResult{ID: in.DiskID, ResumedFromByte: 4096}, nil
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusSuccess {
+		t.Fatalf("want success after retries, got %+v", res)
+	}
+	for k, n := range attempts {
+		if n != 3 {
+			t.Errorf("%s: %d attempts", k, n)
+		}
+	}
+}
+
+func TestCancellationReleasesCheckpoints(t *testing.T) {
+	f := newFake()
+	f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		for {
+			select {
+			case <-ctx.Done():
+				return contract.DiskResult{}, temporal.NewCanceledError()
+			case <-time.After(10 * time.Millisecond):
+				activity.RecordHeartbeat(ctx, 1)
+			}
+		}
+	}
+	_, err := run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) {
+		env.RegisterDelayedCallback(env.CancelWorkflow, time.Second)
+	})
+	if err == nil {
+		t.Fatal("want a cancelled run")
+	}
+	if len(f.released) != 2 {
+		t.Fatalf("want both checkpoints released, got %v", f.released)
+	}
+	if len(f.committed) != 0 {
+		t.Fatalf("nothing may be committed, got %v", f.committed)
+	}
+}
+
+// hasErrorType reports whether any application error in err's chain has that type.
+func hasErrorType(err error, typ string) bool {
+	for err != nil {
+		var app *temporal.ApplicationError
+		if !errors.As(err, &app) {
+			return false
+		}
+		if app.Type() == typ {
+			return true
+		}
+		err = app.Unwrap()
+	}
+	return false
+}
