@@ -91,7 +91,9 @@ func startWriter(t *testing.T, h *Host, vm string, size int64, seed uint64) *wri
 			w.mu.Unlock()
 			w.started.Add(1)
 			if err := h.WriteAt(context.Background(), vm, 0, gw.data, gw.off); err != nil {
+				w.mu.Lock()
 				w.err = err
+				w.mu.Unlock()
 				return
 			}
 			w.done.Add(1)
@@ -105,8 +107,11 @@ func (w *writer) waitWrites(t *testing.T, n int64) {
 	t.Helper()
 	target := w.done.Load() + n
 	for w.done.Load() < target {
-		if w.err != nil {
-			t.Fatal(w.err)
+		w.mu.Lock()
+		err := w.err
+		w.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)
 	}
