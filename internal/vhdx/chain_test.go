@@ -134,3 +134,34 @@ func TestExplicitParents(t *testing.T) {
 	defer d.Close()
 	requireSame(t, "explicit chain", readAll(t, d, 1<<20), model)
 }
+
+// Concurrent readers of a chain see the same bytes as one reader.
+func TestConcurrentReads(t *testing.T) {
+	paths, model := buildChain(t, t.TempDir(), 16<<20, 512, 2, 31)
+	d := mustOpen(t, paths[2])
+	defer d.Close()
+	errs := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func(g int) {
+			rng := rand.New(rand.NewSource(int64(g)))
+			buf := make([]byte, 300_000)
+			for i := 0; i < 200; i++ {
+				off := rng.Int63n(int64(len(model) - len(buf)))
+				if _, err := d.ReadAt(buf, off); err != nil {
+					errs <- err
+					return
+				}
+				if string(buf) != string(model[off:off+int64(len(buf))]) {
+					errs <- errors.New(name("goroutine %d: wrong bytes at %d", g, off))
+					return
+				}
+			}
+			errs <- nil
+		}(g)
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -41,7 +41,7 @@ func logFixture(t *testing.T) (string, []byte, []byte) {
 	b0, b1 := entryOffset(d.bat[d.geo.payloadIndex(0)]), entryOffset(d.bat[d.geo.payloadIndex(1)])
 	page := func(c byte) []byte {
 		b := bytes.Repeat([]byte{c}, logSector)
-		copy(b, "LEAD0000")  // leading bytes travel in the descriptor
+		copy(b, "LEAD0000")    // leading bytes travel in the descriptor
 		copy(b[4092:], "TRL!") // trailing bytes likewise
 		return b
 	}
