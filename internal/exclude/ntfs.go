@@ -84,6 +84,7 @@ type ntfsVolume struct {
 	mft         []dataRun
 	mftBytes    int64
 	meta        []dataRun // clusters that hold metadata, never excluded
+	dirsSeen    map[uint64]string
 	records     int
 	blocks      int
 	entries     int
@@ -302,8 +303,16 @@ func (v *ntfsVolume) walk(num uint64, seq uint16, path string, patterns []pathPa
 		dirEntry
 		patterns []pathPattern
 	}
+	if first, ok := v.dirsSeen[num]; ok {
+		return fmt.Errorf("directory %s (record %d) was already reached as %s: a loop or a hard-linked directory", path, num, first)
+	}
+	if v.dirsSeen == nil {
+		v.dirsSeen = map[uint64]string{}
+	}
+	v.dirsSeen[num] = path
 	var files []child
 	var dirs []child
+	dirIndex := map[uint64]int{}
 	err := v.listDir(num, seq, func(e dirEntry) error {
 		folded := foldName(e.name)
 		var sub []pathPattern
@@ -321,9 +330,20 @@ func (v *ntfsVolume) walk(num uint64, seq uint16, path string, patterns []pathPa
 		if isFile {
 			files = append(files, child{dirEntry: e})
 		}
-		if len(sub) > 0 {
-			dirs = append(dirs, child{dirEntry: e, patterns: sub})
+		if len(sub) == 0 {
+			return nil
 		}
+		// One directory listed under two names is walked once.
+		if i, ok := dirIndex[e.num]; ok {
+			for _, p := range sub {
+				if !containsPattern(dirs[i].patterns, p.id) {
+					dirs[i].patterns = append(dirs[i].patterns, p)
+				}
+			}
+			return nil
+		}
+		dirIndex[e.num] = len(dirs)
+		dirs = append(dirs, child{dirEntry: e, patterns: sub})
 		return nil
 	})
 	if err != nil {
@@ -340,6 +360,15 @@ func (v *ntfsVolume) walk(num uint64, seq uint16, path string, patterns []pathPa
 		}
 	}
 	return nil
+}
+
+func containsPattern(ps []pathPattern, id int) bool {
+	for _, p := range ps {
+		if p.id == id {
+			return true
+		}
+	}
+	return false
 }
 
 // fileRanges returns the disk byte ranges of the non-resident, non-sparse

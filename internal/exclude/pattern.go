@@ -15,6 +15,7 @@ const (
 // pathPattern is one compiled Options.Paths entry: its components, upper-cased
 // as NTFS compares names.
 type pathPattern struct {
+	id    int // index in Options.Paths
 	raw   string
 	parts [][]rune
 }
@@ -32,7 +33,7 @@ func compilePatterns(paths []string) ([]pathPattern, error) {
 		if len(s) >= 2 && s[1] == ':' && ((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')) {
 			s = s[2:]
 		}
-		pp := pathPattern{raw: p}
+		pp := pathPattern{id: i, raw: p}
 		for _, c := range strings.FieldsFunc(s, func(r rune) bool { return r == '/' || r == '\\' }) {
 			switch c {
 			case ".":
