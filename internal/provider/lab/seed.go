@@ -101,7 +101,8 @@ func seedVM(ctx context.Context, path string, vm demoVM, seed uint64) error {
 }
 
 // partitionedContent is a GPT disk: a Linux data partition with regions of
-// varied data, and a swap partition with its header and some swapped-out pages.
+// varied data, and a swap partition with its header and some swapped-out
+// pages. Later writes overwrite earlier ones.
 func partitionedContent(size int64, seed uint64) ([]pendingWrite, error) {
 	const sector = 512
 	lastUsable := size/sector - 34
@@ -127,8 +128,10 @@ func partitionedContent(size int64, seed uint64) ([]pendingWrite, error) {
 		{off: 0, data: gpt.Primary},
 		{off: gpt.BackupOffset, data: gpt.Backup},
 		{off: at(0.00), data: textData(seed, pages(12*dataLen/200))},
-		{off: at(0.08), data: make([]byte, 4*mib)}, // written zeros
 		{off: at(0.16), data: randomData(seed, pages(12*dataLen/200))},
+		// Zeros over written data: allocated blocks that read as zeros, as
+		// a guest leaves them after freeing space without trim.
+		{off: at(0.16) + 4*mib, data: make([]byte, 4*mib)},
 		{off: at(0.32), data: patternData(seed, pages(8*dataLen/200))},
 		{off: at(0.60), data: textData(seed+7, pages(4*dataLen/200))},
 		{off: swapOff, data: swapHdr},
@@ -143,7 +146,7 @@ func plainContent(size int64, seed uint64) []pendingWrite {
 	return []pendingWrite{
 		{off: at(0.00), data: textData(seed, size/16)},
 		{off: at(0.25), data: randomData(seed, size/16)},
-		{off: at(0.50), data: make([]byte, 2*mib)},
+		{off: at(0.25) + 2*mib, data: make([]byte, 2*mib)},
 		{off: at(0.60), data: patternData(seed, size/32)},
 	}
 }
