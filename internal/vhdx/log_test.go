@@ -2,9 +2,11 @@ package vhdx
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/replicator/replicator/internal/testkit"
@@ -107,4 +109,50 @@ func TestLogReplayMatchesQemu(t *testing.T) {
 		t.Fatalf("qemu-img check -r all: %v\n%s", err, out)
 	}
 	requireSame(t, "qemu's replay", qemuRaw(t, p), after)
+}
+
+// An entry that wraps around the end of the circular log, followed by one
+// at the start, replays in order; an entry flushed beyond the file's end is
+// an error.
+func TestLogReplayWraps(t *testing.T) {
+	dir := t.TempDir()
+	p, _ := smallDisk(t, dir)
+	d, err := openFile(p, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.f.Close()
+	b2 := entryOffset(d.bat[d.geo.payloadIndex(2)])
+	want := readAll(t, d, 1<<20)
+	pg1 := bytes.Repeat([]byte{0x5a}, logSector)
+	pg2 := bytes.Repeat([]byte{0xc3}, logSector)
+	copy(want[2<<20:], pg1)
+	copy(want[2<<20+4096:], pg2)
+
+	lg := newGUID()
+	L := int64(d.hdr.LogLength)
+	st, _ := d.f.Stat()
+	e1pos := L - logSector
+	e1 := buildLogEntry(lg, 7, e1pos, st.Size(), []logOp{{off: b2, data: pg1}})
+	e2 := buildLogEntry(lg, 8, e1pos, st.Size(), []logOp{{off: b2 + 4096, data: pg2}, {off: b2, zeroLen: 4096}})
+	lo := int64(d.hdr.LogOffset)
+	d.f.WriteAt(e1[:logSector], lo+e1pos)
+	d.f.WriteAt(e1[logSector:], lo)
+	d.f.WriteAt(e2, lo+int64(len(e1))-logSector)
+	if err := d.writeHeaders(func(h *header) { h.LogGUID = lg }); err != nil {
+		t.Fatal(err)
+	}
+	// The second entry zeroes the page the first wrote.
+	clear(want[2<<20 : 2<<20+4096])
+	r := mustOpen(t, p)
+	requireSame(t, "wrapped log", readAll(t, r, 1<<20), want)
+	r.Close()
+
+	// The same log claiming the file was flushed beyond its end.
+	e3 := buildLogEntry(lg, 9, e1pos, st.Size()+(1<<30), nil)
+	d.f.WriteAt(e3, lo+int64(len(e1)+len(e2))-logSector)
+	var fe *FormatError
+	if _, err := Open(p); !errors.As(err, &fe) || !strings.Contains(err.Error(), "flushed") {
+		t.Fatalf("flushed beyond end: %v", err)
+	}
 }
