@@ -1,0 +1,36 @@
+// Package transfer is the data channel between the source proxy and the
+// target agent: Sender streams the planned blocks of one disk, Receiver checks
+// every frame and writes it into the open restore point through a Sink, makes
+// data, digests and position durable, and only then acknowledges the position.
+// A broken connection costs at most the unacknowledged frames: on reconnect
+// the agent says where to resume.
+//
+// # Protocol (version 1)
+//
+// One TLS 1.3 connection per disk, both ends authenticated by certificates of
+// the same CA. Every message is
+//
+//	type (1 byte) | body length (uint32, big endian) | body
+//
+// and integers in bodies are big endian; strings are uint16 length + bytes.
+//
+//	proxy → agent  'H' Hello      magic "RPLC", version u16, flags u8 (1 = want digests),
+//	                              disk size i64, block size i64, job, vm id, disk id, checkpoint id
+//	agent → proxy  'R' HelloReply resume from i64, digest state u8 (0 not asked, 1 follow, 2 none),
+//	                              digest block size i64, digest count i64, retryable u8, error string
+//	agent → proxy  'S' Sums       up to 4096 digests of 16 bytes (when digest state is 1)
+//	proxy → agent  'D' Data       offset i64, raw length u32, codec u8, flags u8 (1 = zero block),
+//	                              payload length u32, XXH3-128 of the raw block (16 bytes), payload
+//	proxy → agent  'P' Passed     position i64: every planned block below it has been sent
+//	agent → proxy  'A' Ack        position i64, durable on the agent; raw bytes written on this connection i64
+//	proxy → agent  'F' Done       frames i64 sent on this connection
+//	agent → proxy  'G' DoneReply  position i64, raw bytes written i64, frames i64
+//	agent → proxy  'E' Error      retryable u8, message string; the agent closes the stream
+//
+// A data frame is exactly one block of the grid (offset a multiple of the
+// block size, raw length the block's length) and frames arrive in ascending
+// offset order. Its checksum is the block's digest (package digest), so the
+// agent verifies the frame and obtains the digest it records with one hash.
+// A zero frame has no payload: the agent writes zeros and records the digest
+// of zeros.
+package transfer

@@ -1,0 +1,36 @@
+package transfer
+
+import "bufio"
+
+// Hooks for tests that speak the protocol by hand.
+
+type TestFrame = frame
+
+const (
+	MsgError    = msgError
+	MsgHelloRep = msgHelloRep
+	FrameZero   = frameZero
+)
+
+func AppendFrameHeader(b []byte, f TestFrame) []byte { return appendFrameHeader(b, f) }
+
+func EncodeHello(h Hello) []byte {
+	var e encoder
+	return encodeHello(&e, h)
+}
+
+func EncodeDone(frames int64) []byte {
+	var e encoder
+	return encodePosition(&e, msgDone, frames)
+}
+
+func ReadMessage(br *bufio.Reader) (byte, []byte, error) {
+	typ, n, err := readHeader(br)
+	if err != nil {
+		return 0, nil, err
+	}
+	body, err := readBody(br, nil, n, 1<<20, "test")
+	return typ, body, err
+}
+
+func DecodeError(body []byte) (bool, string, error) { return decodeError(body) }

@@ -1,0 +1,509 @@
+package transfer
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/replicator/replicator/internal/codec"
+	"github.com/replicator/replicator/internal/digest"
+)
+
+// Target is where the agent writes replicas: the replica store implements it.
+type Target interface {
+	// OpenDisk opens the disk of h in the restore-point session of
+	// h.CheckpointID; it fails when no such session is open. peer is the
+	// common name of the client's certificate.
+	OpenDisk(ctx context.Context, h Hello, peer string) (Sink, error)
+	// Digests returns the per-block digests of the disk in the replica's
+	// newest complete restore point, or ErrNoDigests if there is none.
+	Digests(ctx context.Context, h Hello) (blockSize int64, sums []digest.Sum, err error)
+}
+
+// Sink is one disk of an open restore point. The receiver calls it from one
+// goroutine at a time.
+type Sink interface {
+	io.WriterAt
+	// Position is the durable resume position: every block below it was
+	// written and persisted by an earlier Persist.
+	Position() int64
+	// SetDigest records the digest of block blockIndex of this point.
+	SetDigest(blockIndex int64, d digest.Sum)
+	// Persist makes every write and digest so far durable (fsync), then
+	// records pos durably; only then is pos acknowledged to the sender.
+	Persist(pos int64) error
+	// Complete marks the disk fully transferred. It may be called again
+	// after a retried Done and must then succeed again.
+	Complete() error
+	// Close releases the disk; unpersisted writes may be lost.
+	Close() error
+}
+
+// ReceiverOptions tune the agent. Zero values take the defaults.
+type ReceiverOptions struct {
+	// PersistBytes and PersistInterval: the receiver persists and
+	// acknowledges after this many raw bytes or this much time, whichever
+	// comes first (defaults 64 MiB and 2 s), and at Done.
+	PersistBytes    int64
+	PersistInterval time.Duration
+	// HandshakeTimeout bounds TLS handshake, Hello and opening the disk (30 s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout ends a connection that sends nothing for this long (2 min).
+	IdleTimeout time.Duration
+	// MaxBlockSize bounds the block size a sender may declare (64 MiB).
+	MaxBlockSize int64
+	// Logger receives one line per connection outcome (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o *ReceiverOptions) defaults() {
+	if o.PersistBytes <= 0 {
+		o.PersistBytes = 64 << 20
+	}
+	if o.PersistInterval <= 0 {
+		o.PersistInterval = 2 * time.Second
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 2 * time.Minute
+	}
+	if o.MaxBlockSize <= 0 || o.MaxBlockSize > MaxBlockSize {
+		o.MaxBlockSize = MaxBlockSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Receiver is the agent's side of the data channel.
+type Receiver struct {
+	target Target
+	tls    *tls.Config
+	opts   ReceiverOptions
+
+	mu     sync.Mutex
+	active map[string]*session // by disk and checkpoint
+}
+
+// session is one connection that holds a disk open.
+type session struct {
+	conn net.Conn
+	done chan struct{}
+}
+
+// NewReceiver returns a receiver writing into t. tlsConf must hold the
+// agent's certificate and the CA pool that signs clients (ClientCAs); the
+// receiver enforces TLS 1.3 and a verified client certificate whatever it says.
+func NewReceiver(t Target, tlsConf *tls.Config, o ReceiverOptions) *Receiver {
+	o.defaults()
+	c := tlsConf.Clone()
+	c.MinVersion = tls.VersionTLS13
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	return &Receiver{target: t, tls: c, opts: o, active: map[string]*session{}}
+}
+
+// Serve accepts connections on ln until ctx ends, then closes ln and every
+// connection and returns nil. Each connection transfers one disk.
+func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
+	if r.tls.ClientCAs == nil {
+		return errors.New("receiver: TLS configuration has no client CA pool")
+	}
+	if len(r.tls.Certificates) == 0 && r.tls.GetCertificate == nil {
+		return errors.New("receiver: TLS configuration has no certificate")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var err error
+	for {
+		var c net.Conn
+		c, err = ln.Accept()
+		if err != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.handle(ctx, c)
+		}()
+	}
+	cancel()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("receiver: accept on %s: %w", ln.Addr(), err)
+}
+
+// handle runs one connection.
+func (r *Receiver) handle(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	log := r.opts.Logger.With("remote", raw.RemoteAddr().String())
+
+	raw.SetDeadline(time.Now().Add(r.opts.HandshakeTimeout))
+	conn := tls.Server(raw, r.tls)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		log.Warn("data channel: TLS handshake refused", "err", err)
+		return
+	}
+	peer := conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	log = log.With("peer", peer)
+	c := &receiverConn{r: r, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 256<<10), bw: bufio.NewWriterSize(conn, 64<<10), log: log}
+	err := c.run(ctx, peer)
+	if err != nil {
+		var pe *protocolError
+		retry := !errors.As(err, &pe) || pe.retryable
+		if ctx.Err() == nil {
+			c.sendError(retry, err.Error())
+		}
+		log.Warn("data channel: transfer ended", "disk", c.hello.String(), "err", err)
+		return
+	}
+	log.Info("data channel: disk received", "disk", c.hello.String(), "bytes", c.written, "frames", c.frames)
+}
+
+// protocolError is a failure caused by what the sender sent.
+type protocolError struct {
+	err       error
+	retryable bool
+}
+
+func (e *protocolError) Error() string { return e.err.Error() }
+func (e *protocolError) Unwrap() error { return e.err }
+
+func reject(format string, args ...any) error {
+	return &protocolError{err: fmt.Errorf(format, args...)}
+}
+
+type receiverConn struct {
+	r    *Receiver
+	conn *tls.Conn
+	raw  net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	enc  encoder
+	log  *slog.Logger
+
+	hello  Hello
+	sink   Sink
+	next   int64 // frames must start at or after this offset
+	acked  int64 // last persisted position
+	pend   int64 // raw bytes written since the last persist
+	last   time.Time
+	frames int64
+	// written counts raw bytes written on this connection.
+	written int64
+}
+
+func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
+	typ, n, err := readHeader(c.br)
+	if err != nil {
+		return fmt.Errorf("read hello: %w", err)
+	}
+	if typ != msgHello {
+		return reject("first message is %q, want hello", typ)
+	}
+	body, err := readBody(c.br, nil, n, maxControlLen, "hello")
+	if err != nil {
+		return reject("read hello: %w", err)
+	}
+	h, err := decodeHello(body)
+	if err != nil {
+		return reject("%w", err)
+	}
+	if err := h.Validate(); err != nil {
+		return reject("hello: %w", err)
+	}
+	if h.BlockSize > c.r.opts.MaxBlockSize {
+		return reject("hello: block size %d exceeds this agent's limit %d", h.BlockSize, c.r.opts.MaxBlockSize)
+	}
+	c.hello = h
+
+	release := c.r.claim(h, c.raw)
+	defer release()
+
+	sink, err := c.r.target.OpenDisk(ctx, h, peer)
+	if err != nil {
+		return reject("open disk %s: %w", h, err)
+	}
+	c.sink = sink
+	defer func() {
+		// Writes after the last acknowledgement are not persisted on a
+		// failure: the sender counts only what was acknowledged and sends
+		// the rest again, so the figures of a resumed transfer add up.
+		if cerr := sink.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close disk %s: %w", h, cerr)
+		}
+	}()
+	pos := sink.Position()
+	if pos < 0 || pos > h.DiskSize {
+		return fmt.Errorf("disk %s: stored position %d outside the disk of %d bytes", h, pos, h.DiskSize)
+	}
+	c.next, c.acked, c.last = pos, pos, time.Now()
+
+	reply := helloReply{ResumeFrom: pos}
+	var sums []digest.Sum
+	if h.WantDigests {
+		bs, s, err := c.r.target.Digests(ctx, h)
+		switch {
+		case errors.Is(err, ErrNoDigests):
+			reply.DigestState = digestNone
+		case err != nil:
+			return fmt.Errorf("digests of %s: %w", h, err)
+		default:
+			reply.DigestState, reply.DigestBlockSize, reply.DigestCount, sums = digestFollow, bs, int64(len(s)), s
+		}
+	}
+	if _, err := c.bw.Write(encodeHelloReply(&c.enc, reply)); err != nil {
+		return fmt.Errorf("send hello reply: %w", err)
+	}
+	for len(sums) > 0 {
+		k := min(len(sums), sumsPerMessage)
+		c.enc.begin(msgSums)
+		for _, s := range sums[:k] {
+			c.enc.b = append(c.enc.b, s[:]...)
+		}
+		if _, err := c.bw.Write(c.enc.finish()); err != nil {
+			return fmt.Errorf("send digests: %w", err)
+		}
+		sums = sums[k:]
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fmt.Errorf("send hello reply: %w", err)
+	}
+	c.raw.SetDeadline(time.Time{})
+	return c.receive(ctx)
+}
+
+// claim registers the connection as the one writing h's disk. An older
+// connection still holding it (the sender reconnected before this side saw
+// the old one die) is closed and waited for, so that one writer at a time
+// touches a disk.
+func (r *Receiver) claim(h Hello, conn net.Conn) (release func()) {
+	key := h.Job + "\x00" + h.VMID + "\x00" + h.DiskID + "\x00" + h.CheckpointID
+	s := &session{conn: conn, done: make(chan struct{})}
+	for {
+		r.mu.Lock()
+		old := r.active[key]
+		if old == nil {
+			r.active[key] = s
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		old.conn.Close()
+		<-old.done
+	}
+	return func() {
+		r.mu.Lock()
+		if r.active[key] == s {
+			delete(r.active, key)
+		}
+		r.mu.Unlock()
+		close(s.done)
+	}
+}
+
+// receive reads frames until Done.
+func (c *receiverConn) receive(ctx context.Context) error {
+	h := c.hello
+	bs := h.BlockSize
+	payload := make([]byte, bs)
+	rawBuf := make([]byte, bs)
+	var zeros []byte
+	zeroSum := map[int64]digest.Sum{}
+	var hdr [dataHeaderLen]byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c.raw.SetReadDeadline(time.Now().Add(c.r.opts.IdleTimeout))
+		typ, n, err := readHeader(c.br)
+		if err != nil {
+			return fmt.Errorf("read from sender after offset %d: %w", c.next, err)
+		}
+		switch typ {
+		case msgData:
+			if n < dataHeaderLen || int64(n) > dataHeaderLen+bs {
+				return reject("data frame after offset %d: length %d outside [%d, %d]", c.next, n, dataHeaderLen, dataHeaderLen+bs)
+			}
+			if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+				return fmt.Errorf("read frame after offset %d: %w", c.next, err)
+			}
+			f := decodeFrameHeader(hdr[:])
+			if err := c.check(f, n); err != nil {
+				return err
+			}
+			raw := rawBuf[:f.RawLength]
+			if f.Flags&frameZero != 0 {
+				want, ok := zeroSum[int64(f.RawLength)]
+				if !ok {
+					want = digest.Zero(int(f.RawLength))
+					zeroSum[int64(f.RawLength)] = want
+				}
+				if f.Sum != want {
+					return reject("zero frame at offset %d: checksum %s is not that of zeros", f.Offset, f.Sum)
+				}
+				if zeros == nil {
+					zeros = make([]byte, bs)
+				}
+				raw = zeros[:f.RawLength]
+			} else {
+				p := payload[:f.PayloadLen]
+				if _, err := io.ReadFull(c.br, p); err != nil {
+					return fmt.Errorf("read payload at offset %d: %w", f.Offset, err)
+				}
+				raw, err = codec.Decode(rawBuf, f.Codec, p, int(f.RawLength))
+				if err != nil {
+					return reject("frame at offset %d: %w", f.Offset, err)
+				}
+				if got := digest.Of(raw); got != f.Sum {
+					return reject("frame at offset %d: checksum mismatch (frame says %s, data is %s)", f.Offset, f.Sum, got)
+				}
+			}
+			if _, err := c.sink.WriteAt(raw, f.Offset); err != nil {
+				return fmt.Errorf("write %s at offset %d: %w", h, f.Offset, err)
+			}
+			c.sink.SetDigest(f.Offset/bs, f.Sum)
+			end := f.Offset + int64(f.RawLength)
+			c.next = end
+			c.pend += int64(f.RawLength)
+			c.written += int64(f.RawLength)
+			c.frames++
+			if err := c.maybePersist(false); err != nil {
+				return err
+			}
+		case msgPassed:
+			body, err := readBody(c.br, payload[:0], n, maxControlLen, "passed")
+			if err != nil {
+				return reject("read passed: %w", err)
+			}
+			pos, err := decodePosition(body, "passed")
+			if err != nil {
+				return reject("%w", err)
+			}
+			if pos < c.next || pos > h.DiskSize {
+				return reject("passed position %d outside [%d, %d]", pos, c.next, h.DiskSize)
+			}
+			if pos > c.next {
+				c.next = pos
+				c.pend++ // a position to persist even without new bytes
+			}
+			if err := c.maybePersist(false); err != nil {
+				return err
+			}
+		case msgDone:
+			body, err := readBody(c.br, payload[:0], n, maxControlLen, "done")
+			if err != nil {
+				return reject("read done: %w", err)
+			}
+			frames, err := decodePosition(body, "done")
+			if err != nil {
+				return reject("%w", err)
+			}
+			if frames != c.frames {
+				return reject("done: sender sent %d frames, agent received %d", frames, c.frames)
+			}
+			c.next = h.DiskSize
+			c.pend++
+			if err := c.maybePersist(true); err != nil {
+				return err
+			}
+			if err := c.sink.Complete(); err != nil {
+				return fmt.Errorf("complete %s: %w", h, err)
+			}
+			c.pend = 0
+			if _, err := c.bw.Write(encodeDoneReply(&c.enc, doneReply{Position: c.acked, BytesWritten: c.written, Frames: c.frames})); err != nil {
+				return fmt.Errorf("send done reply: %w", err)
+			}
+			if err := c.bw.Flush(); err != nil {
+				return fmt.Errorf("send done reply: %w", err)
+			}
+			// Wait for the sender to close, so the reply is not cut by a reset.
+			c.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+			io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
+			return nil
+		default:
+			return reject("message type %q unknown after offset %d", typ, c.next)
+		}
+	}
+}
+
+// check validates a data frame header before anything is read or written.
+func (c *receiverConn) check(f frame, bodyLen uint32) error {
+	h := c.hello
+	switch {
+	case f.Offset < 0 || f.Offset >= h.DiskSize:
+		return reject("frame offset %d outside the disk of %d bytes", f.Offset, h.DiskSize)
+	case f.Offset%h.BlockSize != 0:
+		return reject("frame offset %d is not a multiple of the block size %d", f.Offset, h.BlockSize)
+	case f.Offset < c.next:
+		return reject("frame offset %d below the position %d (frames must ascend)", f.Offset, c.next)
+	case int64(f.RawLength) != min(h.BlockSize, h.DiskSize-f.Offset):
+		return reject("frame at offset %d: raw length %d, block is %d bytes", f.Offset, f.RawLength, min(h.BlockSize, h.DiskSize-f.Offset))
+	case bodyLen != dataHeaderLen+f.PayloadLen:
+		return reject("frame at offset %d: payload length %d disagrees with message length %d", f.Offset, f.PayloadLen, bodyLen)
+	case f.PayloadLen > f.RawLength:
+		return reject("frame at offset %d: payload of %d bytes for %d raw bytes", f.Offset, f.PayloadLen, f.RawLength)
+	case f.Flags&^frameZero != 0:
+		return reject("frame at offset %d: unknown flags %#x", f.Offset, f.Flags)
+	case f.Codec != codec.TagNone && f.Codec != codec.TagS2 && f.Codec != codec.TagZstd:
+		return reject("frame at offset %d: codec tag %d unknown", f.Offset, f.Codec)
+	case f.Flags&frameZero != 0 && (f.PayloadLen != 0 || f.Codec != codec.TagNone):
+		return reject("zero frame at offset %d carries a payload", f.Offset)
+	}
+	return nil
+}
+
+// maybePersist persists and acknowledges when enough bytes or time passed,
+// or always when force is set.
+func (c *receiverConn) maybePersist(force bool) error {
+	if c.pend == 0 || (!force && c.pend < c.r.opts.PersistBytes && time.Since(c.last) < c.r.opts.PersistInterval) {
+		return nil
+	}
+	if err := c.sink.Persist(c.next); err != nil {
+		return fmt.Errorf("persist %s at position %d: %w", c.hello, c.next, err)
+	}
+	c.acked, c.pend, c.last = c.next, 0, time.Now()
+	if force {
+		return nil // the done reply carries the position
+	}
+	c.raw.SetWriteDeadline(time.Now().Add(c.r.opts.IdleTimeout))
+	if _, err := c.bw.Write(encodeAck(&c.enc, c.acked, c.written)); err != nil {
+		return fmt.Errorf("send ack %d: %w", c.acked, err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fmt.Errorf("send ack %d: %w", c.acked, err)
+	}
+	return nil
+}
+
+// sendError tells the sender why the stream ends, then lets it read that
+// before the connection closes.
+func (c *receiverConn) sendError(retryable bool, msg string) {
+	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.bw.Write(encodeError(&c.enc, retryable, msg)); err != nil {
+		return
+	}
+	if c.bw.Flush() != nil {
+		return
+	}
+	c.conn.CloseWrite()
+	c.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, io.LimitReader(c.raw, 256<<20))
+}
