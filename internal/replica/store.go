@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // Store is the datastore of a target agent: one folder per job, one replica
@@ -16,8 +17,14 @@ type Store struct {
 }
 
 // Open returns the store rooted at the datastore folder root, creating the
-// folder if it does not exist.
-func Open(root string) (*Store, error) {
+// folder if it does not exist (what the target agent does).
+func Open(root string) (*Store, error) { return open(root, true) }
+
+// OpenExisting returns the store rooted at an existing datastore folder and
+// creates nothing (what the operator's commands do).
+func OpenExisting(root string) (*Store, error) { return open(root, false) }
+
+func open(root string, create bool) (*Store, error) {
 	if root == "" {
 		return nil, errors.New("open datastore: no folder given")
 	}
@@ -25,8 +32,10 @@ func Open(root string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", root, err)
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return nil, fmt.Errorf("open datastore %s: %w", abs, err)
+	if create {
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return nil, fmt.Errorf("open datastore %s: %w", abs, err)
+		}
 	}
 	real, err := filepath.EvalSymlinks(abs)
 	if err != nil {
@@ -55,6 +64,45 @@ func (s *Store) Replica(job, vmID string) (*Replica, error) {
 		return nil, err
 	}
 	return &Replica{store: s, job: job, vmID: vmID}, nil
+}
+
+// Find returns the replica of job whose VM has id or name vm: the id is
+// tried first, then the names the replicas recorded. A name that several
+// replicas carry is an error listing their ids.
+func (s *Store) Find(job, vm string) (*Replica, error) {
+	if err := CheckName("job", job); err != nil {
+		return nil, err
+	}
+	if CheckName("vm", vm) == nil {
+		if _, err := os.Stat(filepath.Join(s.root, job, vm, metaFile)); err == nil {
+			return s.Replica(job, vm)
+		}
+	}
+	refs, err := s.Replicas()
+	if err != nil {
+		return nil, err
+	}
+	var ids, all []string
+	for _, r := range refs {
+		if r.Job != job {
+			continue
+		}
+		all = append(all, fmt.Sprintf("%s (%s)", r.VMName, r.VMID))
+		if r.VMName == vm {
+			ids = append(ids, r.VMID)
+		}
+	}
+	switch len(ids) {
+	case 1:
+		return s.Replica(job, ids[0])
+	case 0:
+		if len(all) == 0 {
+			return nil, fmt.Errorf("job %s has no replica in the datastore %s: %w", job, s.root, ErrNoReplica)
+		}
+		return nil, fmt.Errorf("job %s has no replica of a VM named or with id %q (replicas: %s): %w", job, vm, strings.Join(all, ", "), ErrNoReplica)
+	default:
+		return nil, fmt.Errorf("job %s: several replicas carry the VM name %q (ids %s); give the id", job, vm, strings.Join(ids, ", "))
+	}
 }
 
 // ReplicaRef names one replica of the datastore.

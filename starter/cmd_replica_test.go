@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/vhdx"
+)
+
+// makeReplica writes two restore points of a VM with two disks into the
+// --dev datastore under dataDir and returns each point's bytes per disk.
+func makeReplica(t *testing.T, dataDir string) [][][]byte {
+	t.Helper()
+	st, err := replica.Open(filepath.Join(dataDir, "replicas"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Replica("demo", "0f9e-vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := r.Lock(ctx, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	vm := replica.VMInfo{ID: "0f9e-vm", Name: "web01", Generation: 2, Disks: []replica.DiskInfo{
+		{ID: "boot", Size: 2 << 20, SectorSize: 512}, {ID: "data", Size: 1 << 20, SectorSize: 512},
+	}}
+	if err := w.Prepare(vm); err != nil {
+		t.Fatal(err)
+	}
+	content := [][]byte{make([]byte, 2<<20), make([]byte, 1<<20)}
+	var points [][][]byte
+	for p := range 2 {
+		ses, err := w.Begin(replica.SessionSpec{CheckpointID: "ck" + string(rune('0'+p)), ChangeTracking: "full", BlockSize: 64 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range vm.Disks {
+			dw, err := ses.Disk(d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blk := bytes.Repeat([]byte{byte(1 + p*10 + i)}, 64<<10)
+			off := int64(p+i) * (128 << 10)
+			if _, err := dw.WriteAt(blk, off); err != nil {
+				t.Fatal(err)
+			}
+			copy(content[i][off:], blk)
+			if err := dw.Complete(); err != nil {
+				t.Fatal(err)
+			}
+			dw.Close()
+		}
+		if _, err := ses.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, [][]byte{append([]byte(nil), content[0]...), append([]byte(nil), content[1]...)})
+	}
+	return points
+}
+
+func TestPointsFailoverVerify(t *testing.T) {
+	dataDir := t.TempDir()
+	want := makeReplica(t, dataDir)
+
+	out, err := runStarter(t, "points", "demo", "web01", "--data-dir", dataDir)
+	if err != nil {
+		t.Fatalf("points: %v\n%s", err, out)
+	}
+	var pts []struct {
+		ID       string `json:"id"`
+		Time     string `json:"time"`
+		Complete bool   `json:"complete"`
+		Size     int64  `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(out), &pts); err != nil || len(pts) != 2 || !pts[0].Complete || pts[0].Size <= 0 || pts[0].Time == "" || pts[0].ID >= pts[1].ID {
+		t.Fatalf("points JSON: %v\n%s", err, out)
+	}
+	// The id works as well as the name.
+	if out2, err := runStarter(t, "points", "demo", "0f9e-vm", "--data-dir", dataDir); err != nil || out2 != out {
+		t.Fatalf("points by id: %v\n%s", err, out2)
+	}
+
+	// Newest point, raw, one file per disk.
+	first := filepath.Join(dataDir, "out", "web01.img")
+	os.MkdirAll(filepath.Dir(first), 0o755)
+	if out, err := runStarter(t, "failover", "demo", "web01", "--out", first, "--data-dir", dataDir); err != nil {
+		t.Fatalf("failover: %v\n%s", err, out)
+	}
+	for i, f := range []string{first, filepath.Join(dataDir, "out", "web01-1.img")} {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Equal(b, want[1][i]) {
+			t.Fatalf("failover disk %d (%s): %v, bytes equal %v", i, f, err, bytes.Equal(b, want[1][i]))
+		}
+	}
+	// An existing file is never overwritten.
+	if _, err := runStarter(t, "failover", "demo", "web01", "--out", first, "--data-dir", dataDir); err == nil || !strings.Contains(err.Error(), first) {
+		t.Fatalf("failover over existing files: %v", err)
+	}
+
+	// Older point, VHDX.
+	vx := filepath.Join(dataDir, "out", "old.vhdx")
+	if out, err := runStarter(t, "failover", "demo", "web01", "--point", pts[0].ID, "--out", vx, "--data-dir", dataDir); err != nil {
+		t.Fatalf("failover --point: %v\n%s", err, out)
+	}
+	for i, f := range []string{vx, filepath.Join(dataDir, "out", "old-1.vhdx")} {
+		d, err := vhdx.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, d.Size())
+		d.ReadAt(b, 0)
+		d.Close()
+		if !bytes.Equal(b, want[0][i]) {
+			t.Fatalf("failover --point %s disk %d differs", pts[0].ID, i)
+		}
+	}
+	if _, err := runStarter(t, "failover", "demo", "web01", "--point", "nope", "--out", filepath.Join(dataDir, "n.raw"), "--data-dir", dataDir); err == nil || !strings.Contains(err.Error(), pts[1].ID) {
+		t.Fatalf("failover of an unknown point should list the points: %v", err)
+	}
+
+	if out, err := runStarter(t, "verify", "demo", "web01", "--data-dir", dataDir); err != nil || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	// Damage the digest of block 3 of the newest point's data disk.
+	sums := filepath.Join(dataDir, "replicas", "demo", "0f9e-vm", "digests", "data", pts[1].ID+".sum")
+	b, _ := os.ReadFile(sums)
+	b[32+3*16] ^= 1
+	os.WriteFile(sums, b, 0o644)
+	out, err = runStarter(t, "verify", "demo", "web01", "--data-dir", dataDir)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), "disk data: block 3 at offset 196608") || !strings.Contains(out, `"ok": false`) {
+		t.Fatalf("verify of a damaged point: %v\n%s", err, out)
+	}
+	if out, err := runStarter(t, "verify", "demo", "web01", "--point", pts[0].ID, "--data-dir", dataDir); err != nil {
+		t.Fatalf("verify of the intact older point: %v\n%s", err, out)
+	}
+
+	if _, err := runStarter(t, "points", "demo", "db02", "--data-dir", dataDir); err == nil || !strings.Contains(err.Error(), "web01 (0f9e-vm)") {
+		t.Fatalf("points of an unknown VM should list the replicas: %v", err)
+	}
+	if _, err := runStarter(t, "points", "../demo", "web01", "--data-dir", dataDir); !errors.Is(err, replica.ErrBadName) {
+		t.Fatalf("points with a bad job name: %v", err)
+	}
+}
