@@ -182,7 +182,10 @@ func (h *Host) CreateCheckpoint(ctx context.Context, vmID string, c provider.Con
 	}
 	defer l.unlock()
 
-	cp := checkpointRecord{ID: newUUID(), Created: time.Now().UTC(), Interval: rec.ChangeInterval}
+	cp := checkpointRecord{ID: newUUID(), Created: time.Now().UTC(), Consistency: "crash", Interval: rec.ChangeInterval}
+	if c == provider.ApplicationConsistent {
+		cp.Consistency = "application"
+	}
 	next := rec.ChangeInterval + 1
 	var created []string
 	fail := func(err error) (provider.Checkpoint, error) {

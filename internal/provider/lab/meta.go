@@ -52,6 +52,9 @@ type diskRecord struct {
 type checkpointRecord struct {
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
+	// Consistency is what was asked for: "application" or "crash". The lab
+	// has no guest to quiesce, so its data is crash-consistent either way.
+	Consistency string `json:"consistency"`
 	// Interval is the change interval this checkpoint closed.
 	Interval int64                  `json:"interval"`
 	Disks    []checkpointDiskRecord `json:"disks"`
