@@ -170,8 +170,8 @@ func checkpointOf(dir string, rec *vmRecord, c *checkpointRecord) provider.Check
 
 // CreateCheckpoint freezes the VM's disks: each gets a differencing child
 // that the VM writes to from now on, and the change interval closes. The
-// consistency is recorded by Hyper-V; the lab's checkpoints are always
-// crash-consistent, which is what a running VM without guest processing gives.
+// consistency asked for is recorded; with no guest to quiesce, the data is
+// crash-consistent, as a running VM without guest processing gives.
 func (h *Host) CreateCheckpoint(ctx context.Context, vmID string, c provider.Consistency) (provider.Checkpoint, error) {
 	if err := ctx.Err(); err != nil {
 		return provider.Checkpoint{}, err
