@@ -128,19 +128,19 @@ func openChain(path string, o OpenOptions, seen []os.FileInfo) (*Disk, error) {
 		}
 		p, err := openChain(c, next, seen)
 		if err != nil {
-			d.f.Close()
-			return nil, fmt.Errorf("vhdx %s: open parent: %w", path, err)
+			errs = append(errs, err)
+			continue
 		}
 		if err := d.checkParent(p, o.IgnoreParentLinkage); err != nil {
 			p.Close()
-			d.f.Close()
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		d.parent = p
 		return d, nil
 	}
 	d.f.Close()
-	return nil, fmt.Errorf("vhdx %s: parent not found: %w", path, errors.Join(errs...))
+	return nil, fmt.Errorf("vhdx %s: no usable parent: %w", path, errors.Join(errs...))
 }
 
 // parentCandidates lists the parent paths of the locator, relative first.
@@ -762,18 +762,26 @@ func (d *Disk) blockBitmap(block int64) ([]byte, error) {
 	chunk := block / g.chunkRatio
 	sbIdx := g.bitmapIndex(chunk)
 	n := g.blockBitmapBytes()
-	bm := make([]byte, n)
-	if sbIdx < int64(len(d.bat)) {
-		e := d.bat[sbIdx]
-		if entryState(e) == sbBlockPresent {
-			off := entryOffset(e) + (block%g.chunkRatio)*n
-			if err := d.readFile(bm, off); err != nil {
-				return nil, err
-			}
-		} else if entryState(d.bat[g.payloadIndex(block)]) == payloadPartiallyPresent {
-			return nil, d.fail(d.batRegion.Offset+8*sbIdx, "block %d is partially present but its sector bitmap block is not", block)
+	if sbIdx < int64(len(d.bat)) && entryState(d.bat[sbIdx]) == sbBlockPresent {
+		// Read the chunk's whole share of the sector bitmap block at once and
+		// cache it for every block of the chunk not cached yet.
+		first := chunk * g.chunkRatio
+		count := min(g.chunkRatio, g.dataBlocks-first)
+		all := make([]byte, count*n)
+		if err := d.readFile(all, entryOffset(d.bat[sbIdx])); err != nil {
+			return nil, err
 		}
+		for j := int64(0); j < count; j++ {
+			if _, ok := d.bitmaps[first+j]; !ok {
+				d.bitmaps[first+j] = all[j*n : (j+1)*n : (j+1)*n]
+			}
+		}
+		return d.bitmaps[block], nil
 	}
+	if entryState(d.bat[g.payloadIndex(block)]) == payloadPartiallyPresent {
+		return nil, d.fail(d.batRegion.Offset+8*sbIdx, "block %d is partially present but its sector bitmap block is not", block)
+	}
+	bm := make([]byte, n)
 	d.bitmaps[block] = bm
 	return bm, nil
 }
