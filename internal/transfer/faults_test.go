@@ -262,7 +262,6 @@ func TestUnknownClientsRejected(t *testing.T) {
 	}
 }
 
-
 func TestNamesRejected(t *testing.T) {
 	server, client, _ := testPKI(t)
 	dir := t.TempDir()
