@@ -121,3 +121,40 @@ func TestZeroWriteAllocatesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The writer extends images qemu made (with zero-state blocks), and a
+// differencing child reads through a qemu-made parent.
+func TestWriteQemuImageAndChild(t *testing.T) {
+	testkit.RequireTool(t, "qemu-img")
+	testkit.RequireTool(t, "qemu-io")
+	for _, sub := range []string{"dynamic", "fixed"} {
+		t.Run(sub, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "q.vhdx")
+			size := int64(9<<20 + 512)
+			run(t, "qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat="+sub+",block_size=1M,block_state_zero=on", p, name("%d", size))
+			run(t, "qemu-io", "-f", "vhdx", "-c", "write -P 0x42 1000448 3145728", "-c", "write -z 2097152 1048576", p)
+			model := qemuRaw(t, p)
+			d, err := OpenWith(p, OpenOptions{Writable: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewSource(5))
+			applyWrites(t, d, model, randomWrites(rng, size, 30, 1<<20))
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			qemuCheck(t, p, model)
+
+			c, err := CreateDifferencing(filepath.Join(dir, "c.vhdx"), p, CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			applyWrites(t, c, model, randomWrites(rng, size, 30, 1<<20))
+			c.Close()
+			c = mustOpen(t, filepath.Join(dir, "c.vhdx"))
+			defer c.Close()
+			requireSame(t, "child of a qemu image", readAll(t, c, 1<<20), model)
+		})
+	}
+}
