@@ -628,3 +628,74 @@ func TestWritesAfterInterruptedMerge(t *testing.T) {
 		t.Fatal("the retried release lost data")
 	}
 }
+
+// A checkpoint taken while another process writes holds the writes of a
+// whole number of that process's batches, and the child the rest.
+func TestCheckpointWhileAnotherProcessWrites(t *testing.T) {
+	ctx := context.Background()
+	const size = 64 << 20
+	h, vm := newLabVM(t, size)
+	base := activePath(t, h, vm.ID)
+	before, err := os.Stat(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envWriteLab+"="+h.Path(), envWriteVM+"="+vm.Name, envWritePct+"=100", envWriteSd+"=77")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the writer to start writing, then freeze the disk.
+	for {
+		fi, err := os.Stat(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > before.Size() {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("writer process: %v\n%s", err, out.String())
+	}
+	runs := planWrites(size, 100, 77)
+	batches := batchRuns(runs)
+	frozen := readCheckpoint(t, h, vm.ID, cp.ID)
+	m := make([]byte, size)
+	found := -1
+	for k := 0; k <= len(batches); k++ {
+		if k > 0 {
+			for _, i := range batches[k-1] {
+				copy(m[runs[i].off:], runData(77, i, runs[i].length))
+			}
+		}
+		if bytes.Equal(m, frozen) {
+			found = k
+			break
+		}
+	}
+	t.Logf("the checkpoint came after %d of %d batches", found, len(batches))
+	if found < 0 {
+		t.Fatalf("the frozen disk holds no whole number of the other process's %d batches", len(batches))
+	}
+	want := make([]byte, size)
+	for i, r := range runs {
+		copy(want[r.off:], runData(77, i, r.length))
+	}
+	if !bytes.Equal(readVHDX(t, activePath(t, h, vm.ID)), want) {
+		t.Fatal("the child chain does not hold every write of the other process")
+	}
+	if err := h.ReleaseCheckpoint(ctx, vm.ID, cp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readVHDX(t, activePath(t, h, vm.ID)), want) {
+		t.Fatal("after release the disk lost writes of the other process")
+	}
+}

@@ -21,7 +21,7 @@ const (
 	minWriteRun   = 64 << 10
 	maxWriteRun   = 1 << 20
 	writeAlign    = 4 << 10
-	writeBatchMax = 8 << 20 // bytes written under one hold of the lock
+	writeBatchMax = 4 << 20 // bytes written under one hold of the lock
 )
 
 // CreateVM creates a VM in the lab folder path with one dynamic VHDX per
@@ -226,17 +226,34 @@ func (h *Host) Write(ctx context.Context, vmName string, diskIndex int, percent 
 		return fmt.Errorf("write to VM %s: no disk %d (it has %d)", rec.Name, diskIndex, len(rec.Disks))
 	}
 	runs := planWrites(rec.Disks[diskIndex].VirtualSize, percent, seed)
-	var batch []pendingWrite
-	batchBytes := 0
-	for i, r := range runs {
-		batch = append(batch, pendingWrite{off: r.off, data: runData(seed, i, r.length)})
-		batchBytes += r.length
-		if batchBytes >= writeBatchMax || i == len(runs)-1 {
-			if err := h.writeBatch(ctx, rec.ID, diskIndex, batch); err != nil {
-				return err
-			}
-			batch, batchBytes = nil, 0
+	for _, batch := range batchRuns(runs) {
+		writes := make([]pendingWrite, 0, len(batch))
+		for _, i := range batch {
+			writes = append(writes, pendingWrite{off: runs[i].off, data: runData(seed, i, runs[i].length)})
+		}
+		if err := h.writeBatch(ctx, rec.ID, diskIndex, writes); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// batchRuns groups consecutive runs (by index) into batches of about
+// writeBatchMax bytes: each batch is written under one hold of the lock.
+func batchRuns(runs []writeRun) [][]int {
+	var batches [][]int
+	var cur []int
+	n := 0
+	for i, r := range runs {
+		cur = append(cur, i)
+		n += r.length
+		if n >= writeBatchMax {
+			batches = append(batches, cur)
+			cur, n = nil, 0
+		}
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches
 }
