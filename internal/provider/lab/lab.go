@@ -63,7 +63,7 @@ func (h *Host) VMs(ctx context.Context) ([]provider.VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab host %s: list %s: %w: %w", h.name, h.path, provider.ErrHostUnreachable, err)
 	}
-	var vms []provider.VM
+	vms := []provider.VM{}
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
@@ -129,6 +129,20 @@ func (h *Host) findVM(vm string) (string, error) {
 		}
 	}
 	return "", notFound
+}
+
+// readVM finds a VM and reads its record without the lock (vm.json is
+// replaced atomically).
+func (h *Host) readVM(vm string) (string, *vmRecord, error) {
+	dir, err := h.findVM(vm)
+	if err != nil {
+		return "", nil, err
+	}
+	rec, err := readRecord(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil, fmt.Errorf("lab host %s: VM %q: %w", h.name, vm, provider.ErrVMNotFound)
+	}
+	return dir, rec, err
 }
 
 // lockedVM finds a VM, locks it and reads its record under the lock.
@@ -228,11 +242,7 @@ func (h *Host) CreateCheckpoint(ctx context.Context, vmID string, c provider.Con
 
 // Checkpoint returns an existing checkpoint.
 func (h *Host) Checkpoint(ctx context.Context, vmID, checkpointID string) (provider.Checkpoint, error) {
-	dir, err := h.findVM(vmID)
-	if err != nil {
-		return provider.Checkpoint{}, err
-	}
-	rec, err := readRecord(dir)
+	dir, rec, err := h.readVM(vmID)
 	if err != nil {
 		return provider.Checkpoint{}, err
 	}
@@ -271,11 +281,7 @@ func (h *Host) OpenDisk(ctx context.Context, vmID, checkpointID, diskID string) 
 // reference point and the checkpoint: the union of the change intervals that
 // closed after the reference point's checkpoint, up to this checkpoint's.
 func (h *Host) ChangedRanges(ctx context.Context, vmID, checkpointID, diskID, referencePoint string) ([]disk.Extent, error) {
-	dir, err := h.findVM(vmID)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := readRecord(dir)
+	dir, rec, err := h.readVM(vmID)
 	if err != nil {
 		return nil, err
 	}

@@ -214,11 +214,7 @@ func (h *Host) Write(ctx context.Context, vmName string, diskIndex int, percent 
 	if !(percent > 0 && percent <= 100) {
 		return fmt.Errorf("write to VM %s: percent %v: want more than 0 and at most 100", vmName, percent)
 	}
-	dir, err := h.findVM(vmName)
-	if err != nil {
-		return err
-	}
-	rec, err := readRecord(dir)
+	_, rec, err := h.readVM(vmName)
 	if err != nil {
 		return err
 	}
