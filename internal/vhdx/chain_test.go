@@ -165,3 +165,32 @@ func TestConcurrentReads(t *testing.T) {
 		}
 	}
 }
+
+// A child block written piecewise until complete becomes fully present, and
+// a child keeps its parent's virtual disk ID.
+func TestChildBlockCompletes(t *testing.T) {
+	dir := t.TempDir()
+	paths, model := buildChain(t, dir, 3<<20+512, 512, 0, 41)
+	c, err := CreateDifferencing(filepath.Join(dir, "c.vhdx"), paths[0], CreateOptions{BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := make([]byte, 512<<10)
+	for i := range half {
+		half[i] = byte(i)
+	}
+	// Block 1 in two halves; the last, short block (512 bytes) whole.
+	applyWrites(t, c, model, []write{{1 << 20, half}, {3 << 20, half[:512]}, {1<<20 + 512<<10, half}})
+	for _, b := range []int64{1, 3} {
+		if st := entryState(c.bat[c.geo.payloadIndex(b)]); st != payloadFullyPresent {
+			t.Fatalf("block %d state %d, want fully present", b, st)
+		}
+	}
+	c.Close()
+	c = mustOpen(t, filepath.Join(dir, "c.vhdx"))
+	defer c.Close()
+	requireSame(t, "completed blocks", readAll(t, c, 1<<20), model)
+	if c.diskID != c.Parent().diskID || c.diskID.isZero() {
+		t.Fatalf("child disk ID %v, parent %v", c.diskID, c.Parent().diskID)
+	}
+}

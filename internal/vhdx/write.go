@@ -43,7 +43,7 @@ func Create(path string, o CreateOptions) (*Disk, error) {
 	if o.BlockSize == 0 {
 		o.BlockSize = defaultBaseBlockSize
 	}
-	if err := createFile(path, o, nil); err != nil {
+	if err := createFile(path, o, nil, newGUID()); err != nil {
 		return nil, err
 	}
 	return OpenWith(path, OpenOptions{Writable: true})
@@ -69,11 +69,14 @@ func CreateDifferencing(path, parentPath string, o CreateOptions) (*Disk, error)
 		o.BlockSize = defaultDiffBlockSize
 	}
 	loc, err := newLocator(path, parentPath, parent.DataWriteGUID())
+	diskID := parent.diskID
 	parent.Close()
 	if err != nil {
 		return nil, err
 	}
-	if err := createFile(path, o, loc); err != nil {
+	// The child presents the same virtual disk as its parent: it keeps the
+	// parent's virtual disk ID (the SCSI page 83 identity the guest sees).
+	if err := createFile(path, o, loc, diskID); err != nil {
 		return nil, err
 	}
 	return OpenWith(path, OpenOptions{Writable: true})
@@ -132,7 +135,7 @@ func validateCreate(o CreateOptions) error {
 	return nil
 }
 
-func createFile(path string, o CreateOptions, loc *parentLocator) (err error) {
+func createFile(path string, o CreateOptions, loc *parentLocator, id guid) (err error) {
 	if err := validateCreate(o); err != nil {
 		return fmt.Errorf("vhdx: create %s: %w", path, err)
 	}
@@ -155,7 +158,6 @@ func createFile(path string, o CreateOptions, loc *parentLocator) (err error) {
 	}
 	vs := make([]byte, 8)
 	le.PutUint64(vs, uint64(o.Size))
-	id := newGUID()
 	ls := make([]byte, 4)
 	le.PutUint32(ls, o.LogicalSectorSize)
 	ps := make([]byte, 4)
@@ -416,7 +418,15 @@ func (d *Disk) writeBlock(block, in int64, b []byte) error {
 		if err := d.writeFile(b, entryOffset(e)+in); err != nil {
 			return err
 		}
-		return d.setBits(block, in, int64(len(b)), false)
+		if err := d.setBits(block, in, int64(len(b)), false); err != nil {
+			return err
+		}
+		if d.blockComplete(block) {
+			// Every sector is now in this file: reads need no bitmap.
+			d.bat[idx] = batEntry(payloadFullyPresent, entryOffset(e))
+			d.batDirty[idx] = struct{}{}
+		}
+		return nil
 	}
 	// The block is not in the file. Without a parent it reads as zeros, and
 	// a zero block reads as zeros: writing zeros there changes nothing.
@@ -498,6 +508,26 @@ func (d *Disk) setBits(block, in, n int64, fresh bool) error {
 	}
 	d.bmDirty[block] = struct{}{}
 	return nil
+}
+
+// blockComplete reports whether the bitmap marks every sector of the block
+// (up to the end of the disk) present.
+func (d *Disk) blockComplete(block int64) bool {
+	g := d.geo
+	bm := d.bitmaps[block]
+	sectors := min(g.blockSize, g.virtualSize-block*g.blockSize) / g.sectorSize
+	full := sectors / 8
+	for _, c := range bm[:full] {
+		if c != 0xff {
+			return false
+		}
+	}
+	for s := full * 8; s < sectors; s++ {
+		if !bitSet(bm, s) {
+			return false
+		}
+	}
+	return true
 }
 
 // Sync makes completed writes durable, in the order that keeps the file
