@@ -23,7 +23,9 @@ type Target interface {
 	// common name of the client's certificate.
 	OpenDisk(ctx context.Context, h Hello, peer string) (Sink, error)
 	// Digests returns the per-block digests of the disk in the replica's
-	// newest complete restore point, or ErrNoDigests if there is none.
+	// newest complete restore point, or ErrNoDigests if there is none. A
+	// block never written (it reads as zeros) may be reported with the
+	// digest of zeros or with an all-zero Sum; the sender takes both as zeros.
 	Digests(ctx context.Context, h Hello) (blockSize int64, sums []digest.Sum, err error)
 }
 

@@ -240,6 +240,17 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	}
 	st.resumed = reply.ResumeFrom
 	st.acked.Store(reply.ResumeFrom)
+	if len(prev) > 0 {
+		zeroFull, last := digest.Zero(int(min(bs, size))), (size-1)/bs
+		for i := range prev {
+			if prev[i] == (digest.Sum{}) { // never written: zeros on the replica
+				prev[i] = zeroFull
+				if int64(i) == last {
+					prev[i] = digest.Zero(int(size - last*bs))
+				}
+			}
+		}
+	}
 	if plan == nil {
 		switch {
 		case reply.DigestState == digestFollow && reply.DigestBlockSize == bs:
