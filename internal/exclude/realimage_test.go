@@ -22,7 +22,7 @@ import (
 const mib = 1 << 20
 
 // run runs an outside tool and fails the test with its output on error.
-func run(t *testing.T, stdin string, name string, args ...string) string {
+func run(t testing.TB, stdin string, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(testkit.RequireTool(t, name), args...)
 	if stdin != "" {
@@ -60,7 +60,7 @@ func sfdiskLayout(t *testing.T, disk, script string) (sectorSize int64, parts []
 }
 
 // randomFile writes n random bytes to a new file in dir.
-func randomFile(t *testing.T, dir, name string, n int, seed int64) string {
+func randomFile(t testing.TB, dir, name string, n int, seed int64) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	b := make([]byte, n)
@@ -81,6 +81,10 @@ type ntfsFile struct {
 // files in with ntfscp, in order (a file copied twice is rewritten larger,
 // which fragments it).
 func makeNTFS(t *testing.T, dir string, size int64, files []ntfsFile) string {
+	return makeNTFSTB(t, dir, size, files)
+}
+
+func makeNTFSTB(t testing.TB, dir string, size int64, files []ntfsFile) string {
 	t.Helper()
 	vol := filepath.Join(dir, "ntfs.img")
 	if err := os.WriteFile(vol, nil, 0o600); err != nil {
