@@ -22,6 +22,10 @@ import (
 // what the guest wrote.
 const baseBlockSize = 1 << 20
 
+// maxReferencePoints bounds the reference points a VM keeps (each keeps its
+// change intervals), for callers that never destroy the previous one.
+const maxReferencePoints = 16
+
 // Host is a lab virtualization host: a folder of VMs.
 type Host struct {
 	name string
@@ -349,6 +353,11 @@ func (h *Host) ConvertToReferencePoint(ctx context.Context, vmID, checkpointID, 
 		}
 	}
 	rec.ReferencePoints = append(rec.ReferencePoints, rp)
+	if n := len(rec.ReferencePoints); n > maxReferencePoints {
+		// The oldest go: changed ranges against them fall back to
+		// ErrNoChangeTracking, which is always safe.
+		rec.ReferencePoints = append([]referencePointRecord(nil), rec.ReferencePoints[n-maxReferencePoints:]...)
+	}
 	if err := writeRecord(dir, rec); err != nil {
 		return "", fmt.Errorf("convert checkpoint %s of VM %s to a reference point: %w", checkpointID, rec.Name, err)
 	}

@@ -699,3 +699,62 @@ func TestCheckpointWhileAnotherProcessWrites(t *testing.T) {
 		t.Fatal("after release the disk lost writes of the other process")
 	}
 }
+
+func TestReferencePointsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	h, vm := newLabVM(t, 1<<20)
+	var refs []string
+	for i := 0; i < maxReferencePoints+2; i++ {
+		cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := h.ConvertToReferencePoint(ctx, vm.ID, cp.ID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, r)
+	}
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.ChangedRanges(ctx, vm.ID, cp.ID, "0", refs[0]); !errors.Is(err, provider.ErrNoChangeTracking) {
+		t.Fatalf("oldest reference point beyond the bound: got %v, want ErrNoChangeTracking", err)
+	}
+	if r, err := h.ChangedRanges(ctx, vm.ID, cp.ID, "0", refs[2]); err != nil || len(r) != 0 {
+		t.Fatalf("kept reference point without writes since: %v, %v", r, err)
+	}
+	maps, _ := filepath.Glob(filepath.Join(h.Path(), vm.Name, "*.cbt"))
+	if len(maps) > maxReferencePoints+2 {
+		t.Fatalf("%d change maps kept for %d reference points", len(maps), maxReferencePoints)
+	}
+}
+
+func FuzzParseRecord(f *testing.F) {
+	f.Add([]byte(`{"id":"a","name":"b","disks":[{"id":"0","file":"disk0.vhdx","virtualSize":1048576}]}`))
+	f.Add([]byte(`{"id":"a","name":"b","disks":[{"id":"0","file":"../x","virtualSize":1}]}`))
+	f.Add([]byte(`{"id":"a","name":"b","disks":[{"id":"/../../x","file":"d","virtualSize":1}]}`))
+	f.Add([]byte(`{"id":"a","name":"b","checkpoints":[{"disks":[{"frozen":"/etc/passwd","child":"c"}]}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := "/lab/vm"
+		rec, err := parseRecord(b)
+		if err != nil {
+			return
+		}
+		names := []string{}
+		for _, d := range rec.Disks {
+			names = append(names, d.File, changeMapName(d.ID, 1))
+		}
+		for _, c := range rec.Checkpoints {
+			for _, d := range c.Disks {
+				names = append(names, d.Frozen, d.Child)
+			}
+		}
+		for _, n := range names {
+			if filepath.Dir(filepath.Join(dir, n)) != dir {
+				t.Fatalf("accepted file name %q leaves the VM folder", n)
+			}
+		}
+	})
+}

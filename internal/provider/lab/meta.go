@@ -113,6 +113,9 @@ func (r *vmRecord) validate() error {
 		return errors.New("id and name are required")
 	}
 	for i, d := range r.Disks {
+		if d.ID == "" || !localName(changeMapName(d.ID, 0)) {
+			return fmt.Errorf("disks[%d].id %q: not usable in a file name", i, d.ID)
+		}
 		if !localName(d.File) {
 			return fmt.Errorf("disks[%d].file %q: not a file name inside the VM folder", i, d.File)
 		}
@@ -163,12 +166,21 @@ func readRecord(dir string) (*vmRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	var r vmRecord
-	if err := json.Unmarshal(b, &r); err != nil {
+	r, err := parseRecord(b)
+	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
+	return r, nil
+}
+
+// parseRecord decodes and checks a vm.json.
+func parseRecord(b []byte) (*vmRecord, error) {
+	var r vmRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
 	if err := r.validate(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", p, err)
+		return nil, err
 	}
 	return &r, nil
 }
