@@ -161,6 +161,7 @@ type VM struct {
 type Disk struct {
 	ID          string `json:"id"`
 	VirtualSize int64  `json:"virtualSize"`
+	SectorSize  int    `json:"sectorSize"`
 }
 
 // InventoryInput asks a source host for the job's VMs.

@@ -1,0 +1,17 @@
+//go:build windows
+
+package activities
+
+import "golang.org/x/sys/windows"
+
+func freeBytes(dir string) (int64, error) {
+	p, err := windows.UTF16PtrFromString(dir)
+	if err != nil {
+		return 0, err
+	}
+	var free, total, totalFree uint64
+	if err := windows.GetDiskFreeSpaceEx(p, &free, &total, &totalFree); err != nil {
+		return 0, err
+	}
+	return int64(free), nil
+}

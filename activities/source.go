@@ -1,0 +1,327 @@
+// Package activities adapts Temporal to the packages that do the work. Each
+// activity is a thin method: it decodes its input, calls the provider, the
+// data path or the agent, heartbeats, and turns errors into retryable or
+// non-retryable Temporal errors in one place (errors.go). Source activities
+// run on the proxy (task queue source-<host>), target activities in the
+// target agent (target-<target>), LoadJob wherever job workflows run.
+package activities
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/internal/blockplan"
+	"github.com/replicator/replicator/internal/codec"
+	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/diskimage"
+	"github.com/replicator/replicator/internal/exclude"
+	"github.com/replicator/replicator/internal/guest"
+	"github.com/replicator/replicator/internal/metrics"
+	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/transfer"
+)
+
+// Source holds what the proxy's activities need: the providers of the source
+// hosts it serves, the client TLS of the data channel, a Temporal client for
+// progress signals, and the configuration (re-read for guest settings).
+type Source struct {
+	Providers map[string]provider.Provider
+	TLS       *tls.Config
+	Client    client.Client
+	Config    func() (*config.Config, error)
+	Logger    *slog.Logger
+	Metrics   *metrics.DataPath
+	// ProgressInterval is how often a transfer signals its figures to the job run.
+	ProgressInterval time.Duration
+}
+
+func (s *Source) provider(host string) (provider.Provider, error) {
+	p, ok := s.Providers[host]
+	if !ok {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("this proxy serves no source host %q", host))
+	}
+	return p, nil
+}
+
+// CheckSource checks that the source host answers.
+func (s *Source) CheckSource(ctx context.Context, host string) (provider.Host, error) {
+	p, err := s.provider(host)
+	if err != nil {
+		return provider.Host{}, err
+	}
+	h, err := p.Host(ctx)
+	return h, classify(err)
+}
+
+// Inventory lists the VMs of the host that the patterns (names, ids, "*") select.
+func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]contract.VM, error) {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return nil, err
+	}
+	vms, err := p.VMs(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	var out []contract.VM
+	for _, vm := range vms {
+		if !selected(vm, in.Patterns) {
+			continue
+		}
+		c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{}}
+		for _, d := range vm.Disks {
+			c.Disks = append(c.Disks, contract.Disk{ID: d.ID, VirtualSize: d.VirtualSize, SectorSize: sectorSize(d.Path)})
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// sectorSize reads a disk's logical sector size so that the replica keeps it
+// (a GPT sits at LBA 1: a replica with another sector size would not boot).
+func sectorSize(p string) int {
+	img, err := diskimage.Open(p)
+	if err != nil {
+		return 0 // the replica then takes 512, Hyper-V's default
+	}
+	defer img.Close()
+	return img.SectorSize()
+}
+
+func selected(vm provider.VM, patterns []string) bool {
+	for _, p := range patterns {
+		if p == "*" || p == vm.ID || strings.EqualFold(p, vm.Name) {
+			return true
+		}
+		if ok, _ := path.Match(p, vm.Name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// CreateCheckpoint freezes the VM's disks, with guest processing around the
+// checkpoint when the job asks for it. A checkpoint named by ReuseID that still
+// exists is reused: an interrupted restore point continues from it.
+func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return contract.CheckpointResult{}, err
+	}
+	if in.ReuseID != "" {
+		cp, err := p.Checkpoint(ctx, in.VMID, in.ReuseID)
+		if err == nil {
+			return contract.CheckpointResult{ID: cp.ID, Reused: true}, nil
+		}
+		if !errors.Is(err, provider.ErrCheckpointNotFound) {
+			return contract.CheckpointResult{}, classify(err)
+		}
+		s.log().Info("the interrupted run's checkpoint is gone; taking a new one", "vm", in.VMName, "checkpoint", in.ReuseID)
+	}
+	cfg, err := s.Config()
+	if err != nil {
+		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
+	}
+	job, ok := cfg.Job(in.Job)
+	if !ok {
+		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q is not configured", in.Job))
+	}
+	var cp provider.Checkpoint
+	take := func(ctx context.Context, c provider.Consistency) error {
+		var err error
+		cp, err = p.CreateCheckpoint(ctx, in.VMID, c)
+		return err
+	}
+	if !job.GuestProcessing.Enabled {
+		if err := take(ctx, provider.CrashConsistent); err != nil {
+			return contract.CheckpointResult{}, classify(err)
+		}
+		return contract.CheckpointResult{ID: cp.ID, Consistency: "crash"}, nil
+	}
+	runner, err := guest.NewSSHRunner(job.GuestProcessing, s.log())
+	if err != nil {
+		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
+	}
+	consistency, warning, err := guest.Process(ctx, runner, in.VMName, job.GuestProcessing.OnFailure, take)
+	if err != nil {
+		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadInput, err)
+	}
+	res := contract.CheckpointResult{ID: cp.ID, Warning: warning, Consistency: "crash"}
+	if consistency == provider.ApplicationConsistent {
+		res.Consistency = "application"
+	}
+	return res, nil
+}
+
+// TransferDisk sends one disk of a checkpoint to the target agent: only the
+// changed blocks (CBT, else the replica's digests, else everything allocated),
+// without zero blocks, swap and excluded files, compressed. It heartbeats the
+// acknowledged position; a retry resumes from the agent's durable position.
+func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+	p, err := s.provider(in.Job.Source)
+	if err != nil {
+		return contract.DiskResult{}, err
+	}
+	log := s.log().With("job", in.Job.Name, "vm", in.VMID, "disk", in.DiskID, "checkpoint", in.CheckpointID,
+		"attempt", activity.GetInfo(ctx).Attempt)
+	img, err := p.OpenDisk(ctx, in.VMID, in.CheckpointID, in.DiskID)
+	if err != nil {
+		return contract.DiskResult{}, classify(err)
+	}
+	defer img.Close()
+
+	level, err := codec.ParseLevel(in.Job.Compression)
+	if err != nil {
+		return contract.DiskResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
+	}
+	opts := transfer.SendOptions{
+		Job: in.Job.Name, VMID: in.VMID, DiskID: in.DiskID, CheckpointID: in.CheckpointID,
+		BlockSize: in.Job.BlockSize, Compression: level,
+	}
+	mode, plan := s.plan(ctx, p, in, img, log)
+	if mode == contract.TrackingDigest {
+		opts.CompareDigests = true
+	}
+	excluded := s.exclusions(ctx, in, img, log)
+
+	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size()}
+	var mu sync.Mutex
+	lastSignal := time.Time{}
+	interval := s.ProgressInterval
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	progress := func(pr transfer.Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		res = diskResult(res, pr.Result)
+		activity.RecordHeartbeat(ctx, res)
+		if s.Client != nil && in.ParentWorkflowID != "" && time.Since(lastSignal) >= interval {
+			lastSignal = time.Now()
+			_ = s.Client.SignalWorkflow(ctx, in.ParentWorkflowID, "", contract.ProgressSignal,
+				contract.ProgressUpdate{VMID: in.VMID, Disk: res})
+		}
+	}
+	target, err := s.sender(in.Job)
+	if err != nil {
+		return contract.DiskResult{}, err
+	}
+	log.Info("transfer starting", "changeTracking", mode, "excludedRanges", len(excluded))
+	r, err := target.SendDisk(ctx, img, plan, excluded, opts, progress)
+	mu.Lock()
+	res = diskResult(res, r)
+	out := res
+	mu.Unlock()
+	s.Metrics.Add(in.Job.Name, r.BytesRead, r.BytesSent, r.BytesWritten, r.BlocksZero, r.BlocksExcluded, r.BlocksUnchanged, r.ResumedFromByte > 0)
+	if err != nil {
+		log.Warn("transfer stopped", "error", err, "acknowledged", r.Acknowledged)
+		if ctx.Err() != nil {
+			out.Status = contract.StatusPartial
+			return out, temporal.NewCanceledError(out)
+		}
+		return out, classify(err)
+	}
+	out.Status = contract.StatusSuccess
+	out.Position = out.Size
+	log.Info("transfer done", "bytesRead", out.BytesRead, "bytesSent", out.BytesSent, "resumedFrom", out.ResumedFromByte)
+	return out, nil
+}
+
+// plan picks the change-tracking mode of a disk: the provider's changed
+// ranges against the reference point that matches the replica's newest point;
+// else the replica's digests; else every allocated block.
+func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.TransferInput, img disk.Image, log *slog.Logger) (string, blockplan.Plan) {
+	mode := in.Job.ChangeTracking
+	if mode == "full" || !in.HasPreviousPoint {
+		return contract.TrackingFull, blockplan.Full(img.Size(), in.Job.BlockSize, img.Allocated())
+	}
+	if (mode == "auto" || mode == "rct") && in.ReferencePoint != "" {
+		changed, err := p.ChangedRanges(ctx, in.VMID, in.CheckpointID, in.DiskID, in.ReferencePoint)
+		if err == nil {
+			return contract.TrackingRCT, blockplan.Changed(img.Size(), in.Job.BlockSize, changed)
+		}
+		log.Warn("changed block tracking is not available; comparing digests", "error", err)
+	}
+	return contract.TrackingDigest, nil
+}
+
+// exclusions maps swap, page files and the job's excluded paths to byte
+// ranges. A disk that cannot be analyzed is sent whole: never less.
+func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img disk.Image, log *slog.Logger) []disk.Extent {
+	if !in.Job.ExcludeSwap && len(in.Job.ExcludePaths) == 0 {
+		return nil
+	}
+	_, ranges, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths})
+	if err != nil {
+		log.Warn("guest file systems could not be analyzed; nothing is excluded", "error", err)
+		return nil
+	}
+	out := make([]disk.Extent, 0, len(ranges))
+	for _, r := range ranges {
+		out = append(out, disk.Extent{Offset: r.Offset, Length: r.Length})
+	}
+	return out
+}
+
+func (s *Source) sender(job contract.JobSpec) (*transfer.Sender, error) {
+	if job.TargetAddress == "" {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("target %q has no address", job.Target))
+	}
+	if s.TLS == nil {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no TLS certificate for the data channel (config tls)"))
+	}
+	return &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS}, nil
+}
+
+func diskResult(d contract.DiskResult, r transfer.Result) contract.DiskResult {
+	d.BytesRead = r.BytesRead
+	d.BytesSent = r.BytesSent
+	d.BytesWritten = r.BytesWritten
+	d.BlocksChanged = r.BlocksChanged
+	d.BlocksZero = r.BlocksZero
+	d.BlocksExcluded = r.BlocksExcluded
+	d.ResumedFromByte = r.ResumedFromByte
+	if r.Acknowledged > d.Position {
+		d.Position = r.Acknowledged
+	}
+	return d
+}
+
+// ConvertToReferencePoint turns the checkpoint into the next reference point.
+func (s *Source) ConvertToReferencePoint(ctx context.Context, in contract.ReferencePointInput) (string, error) {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return "", err
+	}
+	ref, err := p.ConvertToReferencePoint(ctx, in.VMID, in.CheckpointID, in.Previous)
+	return ref, classify(err)
+}
+
+// ReleaseCheckpoint discards a checkpoint.
+func (s *Source) ReleaseCheckpoint(ctx context.Context, in contract.ReleaseInput) error {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return err
+	}
+	return classify(p.ReleaseCheckpoint(ctx, in.VMID, in.CheckpointID))
+}
+
+func (s *Source) log() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}

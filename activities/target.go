@@ -1,0 +1,68 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/replicator/replicator/internal/agent"
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// Target holds what the target agent's activities need.
+type Target struct {
+	Agent     *agent.Agent
+	Datastore string
+	// MinFreeBytes below which CheckTarget fails (default 1 GiB).
+	MinFreeBytes int64
+}
+
+// CheckTarget checks that the datastore is there and has room.
+func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetStatus, error) {
+	free, err := freeBytes(t.Datastore)
+	if err != nil {
+		return contract.TargetStatus{}, fmt.Errorf("datastore %s: %w", t.Datastore, err)
+	}
+	min := t.MinFreeBytes
+	if min == 0 {
+		min = 1 << 30
+	}
+	if free < min {
+		return contract.TargetStatus{FreeBytes: free}, fmt.Errorf("datastore %s has %d bytes free, less than the %d it needs to start", t.Datastore, free, min)
+	}
+	return contract.TargetStatus{FreeBytes: free}, nil
+}
+
+// OpenSessions lists the VMs of the job with an interrupted restore point.
+func (t *Target) OpenSessions(ctx context.Context, job string) ([]string, error) {
+	ids, err := t.Agent.OpenSessions(ctx, job)
+	return ids, classify(err)
+}
+
+// PrepareReplica records the VM on its replica and returns what the run must know.
+func (t *Target) PrepareReplica(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
+	st, err := t.Agent.Prepare(ctx, job, vm)
+	return st, classify(err)
+}
+
+// BeginRestorePoint opens or continues the restore point of a checkpoint.
+func (t *Target) BeginRestorePoint(ctx context.Context, in contract.BeginInput) (contract.BeginResult, error) {
+	r, err := t.Agent.Begin(ctx, in)
+	return r, classify(err)
+}
+
+// SessionPositions returns the durable positions of the open restore point.
+func (t *Target) SessionPositions(ctx context.Context, in contract.PositionsInput) (map[string]int64, error) {
+	p, err := t.Agent.Positions(ctx, in.Job, in.VMID)
+	return p, classify(err)
+}
+
+// CommitRestorePoint commits the restore point and applies retention.
+func (t *Target) CommitRestorePoint(ctx context.Context, in contract.CommitInput) (string, error) {
+	id, err := t.Agent.Commit(ctx, in.Job, in.VMID, in.Retention)
+	return id, classify(err)
+}
+
+// RecordReferencePoint records which source reference point matches a restore point.
+func (t *Target) RecordReferencePoint(ctx context.Context, in contract.RecordReferenceInput) error {
+	return classify(t.Agent.RecordReferencePoint(ctx, in.Job, in.VMID, in.Point, in.ReferencePoint))
+}

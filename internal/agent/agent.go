@@ -1,0 +1,276 @@
+// Package agent is the target side of replicator: it owns the replica store
+// of one datastore, holds the writer lock of every replica it writes, serves
+// the data channel's transfer.Target, and carries out the target activities
+// (prepare, begin, commit with retention, positions). One agent runs per
+// target process; the replica locks keep a second process out.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+
+	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/digest"
+	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/transfer"
+)
+
+// Agent writes replicas into one datastore.
+type Agent struct {
+	store *replica.Store
+	owner string
+
+	mu      sync.Mutex
+	writers map[string]*replica.Writer // by job/vm-id
+}
+
+// New opens the datastore (creating it if missing). owner names this process
+// in lock files ("agent dr01 pid 1234").
+func New(datastore, owner string) (*Agent, error) {
+	if err := os.MkdirAll(datastore, 0o755); err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", datastore, err)
+	}
+	s, err := replica.Open(datastore)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{store: s, owner: owner, writers: map[string]*replica.Writer{}}, nil
+}
+
+// Store returns the replica store.
+func (a *Agent) Store() *replica.Store { return a.store }
+
+// Close releases every replica lock.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var errs []error
+	for k, w := range a.writers {
+		errs = append(errs, w.Close())
+		delete(a.writers, k)
+	}
+	return errors.Join(errs...)
+}
+
+// writer returns the locked writer of a replica, taking the lock on first use.
+func (a *Agent) writer(ctx context.Context, job, vmID string) (*replica.Writer, error) {
+	key := job + "/" + vmID
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if w, ok := a.writers[key]; ok {
+		return w, nil
+	}
+	r, err := a.store.Replica(job, vmID)
+	if err != nil {
+		return nil, err
+	}
+	w, err := r.Lock(ctx, a.owner)
+	if err != nil {
+		return nil, err
+	}
+	a.writers[key] = w
+	return w, nil
+}
+
+// release closes and forgets a replica's writer (after a commit, or when it broke).
+func (a *Agent) release(job, vmID string) error {
+	key := job + "/" + vmID
+	a.mu.Lock()
+	w, ok := a.writers[key]
+	delete(a.writers, key)
+	a.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return w.Close()
+}
+
+// Prepare records the VM on its replica and says what a run must know: an
+// interrupted restore point, the newest point and its reference point.
+func (a *Agent) Prepare(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
+	w, err := a.writer(ctx, job, vm.ID)
+	if err != nil {
+		return contract.ReplicaState{}, err
+	}
+	info := replica.VMInfo{ID: vm.ID, Name: vm.Name, Generation: vm.Generation}
+	for _, d := range vm.Disks {
+		info.Disks = append(info.Disks, replica.DiskInfo{ID: d.ID, Size: d.VirtualSize, SectorSize: d.SectorSize})
+	}
+	if err := w.Prepare(info); err != nil {
+		return contract.ReplicaState{}, err
+	}
+	var st contract.ReplicaState
+	if open, ok := w.OpenSession(); ok {
+		st.OpenCheckpointID = open.CheckpointID
+	}
+	r, err := a.store.Replica(job, vm.ID)
+	if err != nil {
+		return st, err
+	}
+	points, err := r.Points()
+	if err != nil {
+		return st, err
+	}
+	if n := len(points); n > 0 {
+		st.NewestPoint = points[n-1].ID
+		if st.ReferencePoint, err = r.ReferencePoint(st.NewestPoint); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// Begin opens (or continues) the restore point of a run and returns the
+// durable position of every disk.
+func (a *Agent) Begin(ctx context.Context, in contract.BeginInput) (contract.BeginResult, error) {
+	w, err := a.writer(ctx, in.Job, in.VMID)
+	if err != nil {
+		return contract.BeginResult{}, err
+	}
+	ses, err := w.Begin(replica.SessionSpec{RunID: in.RunID, CheckpointID: in.CheckpointID, ChangeTracking: in.ChangeTracking, BlockSize: in.BlockSize})
+	if err != nil {
+		return contract.BeginResult{}, err
+	}
+	res := contract.BeginResult{Resumed: ses.Resumed(), Positions: map[string]int64{}}
+	if open, ok := w.OpenSession(); ok {
+		for id, p := range open.Positions {
+			res.Positions[id] = p
+		}
+	}
+	return res, nil
+}
+
+// Positions returns the durable positions of the open restore point.
+func (a *Agent) Positions(ctx context.Context, job, vmID string) (map[string]int64, error) {
+	w, err := a.writer(ctx, job, vmID)
+	if err != nil {
+		return nil, err
+	}
+	open, ok := w.OpenSession()
+	if !ok {
+		return map[string]int64{}, nil
+	}
+	return open.Positions, nil
+}
+
+// Commit makes the open restore point complete, applies retention, and
+// releases the replica's lock.
+func (a *Agent) Commit(ctx context.Context, job, vmID string, retention int) (string, error) {
+	w, err := a.writer(ctx, job, vmID)
+	if err != nil {
+		return "", err
+	}
+	ses, ok := w.Session()
+	if !ok {
+		return "", fmt.Errorf("commit %s/%s: no open restore point", job, vmID)
+	}
+	p, err := ses.Commit(ctx)
+	if err != nil {
+		return "", err
+	}
+	if retention > 0 {
+		if err := w.ApplyRetention(ctx, retention); err != nil {
+			return p.ID, fmt.Errorf("restore point %s committed; retention: %w", p.ID, err)
+		}
+	}
+	return p.ID, a.release(job, vmID)
+}
+
+// RecordReferencePoint notes which source reference point describes a restore point.
+func (a *Agent) RecordReferencePoint(ctx context.Context, job, vmID, pointID, ref string) error {
+	w, err := a.writer(ctx, job, vmID)
+	if err != nil {
+		return err
+	}
+	defer a.release(job, vmID)
+	return w.SetReferencePoint(pointID, ref)
+}
+
+// OpenSessions lists the VM ids of the job whose replica has an interrupted restore point.
+func (a *Agent) OpenSessions(ctx context.Context, job string) ([]string, error) {
+	refs, err := a.store.Replicas()
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, ref := range refs {
+		if ref.Job != job {
+			continue
+		}
+		w, err := a.writer(ctx, ref.Job, ref.VMID)
+		if err != nil {
+			continue // locked elsewhere or damaged: its own run reports it
+		}
+		if _, open := w.OpenSession(); open {
+			ids = append(ids, ref.VMID)
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+var _ transfer.Target = (*Agent)(nil)
+
+// OpenDisk opens a disk of the restore point being written for checkpoint
+// h.CheckpointID; after a restart of the agent the open session is found in
+// the replica's metadata and continued.
+func (a *Agent) OpenDisk(ctx context.Context, h transfer.Hello, peer string) (transfer.Sink, error) {
+	w, err := a.writer(ctx, h.Job, h.VMID)
+	if err != nil {
+		return nil, err
+	}
+	ses, ok := w.Session()
+	if !ok || !sameCheckpoint(w, h.CheckpointID) {
+		open, found := w.OpenSession()
+		if !found || open.CheckpointID != h.CheckpointID {
+			return nil, fmt.Errorf("no open restore point for checkpoint %s of %s/%s", h.CheckpointID, h.Job, h.VMID)
+		}
+		ses, err = w.Begin(replica.SessionSpec{RunID: open.RunID, CheckpointID: open.CheckpointID, BlockSize: open.BlockSize})
+		if err != nil {
+			return nil, err
+		}
+	}
+	dw, err := ses.Disk(h.DiskID)
+	if err != nil {
+		return nil, err
+	}
+	if dw.Size() != h.DiskSize {
+		dw.Close()
+		return nil, fmt.Errorf("disk %s of %s/%s is %d bytes on the replica, the sender says %d", h.DiskID, h.Job, h.VMID, dw.Size(), h.DiskSize)
+	}
+	return sink{dw}, nil
+}
+
+func sameCheckpoint(w *replica.Writer, checkpoint string) bool {
+	open, ok := w.OpenSession()
+	return ok && open.CheckpointID == checkpoint
+}
+
+// Digests returns the digests of the disk in the replica's newest complete point.
+func (a *Agent) Digests(ctx context.Context, h transfer.Hello) (int64, []digest.Sum, error) {
+	r, err := a.store.Replica(h.Job, h.VMID)
+	if err != nil {
+		return 0, nil, err
+	}
+	t, err := r.Digests("", h.DiskID)
+	if err != nil {
+		if errors.Is(err, replica.ErrNoReplica) || errors.Is(err, replica.ErrNoPoint) {
+			return 0, nil, transfer.ErrNoDigests
+		}
+		return 0, nil, err
+	}
+	return t.BlockSize, t.Sums, nil
+}
+
+// sink adapts a replica disk writer to the data channel.
+type sink struct{ *replica.DiskWriter }
+
+func (s sink) SetDigest(i int64, d digest.Sum) {
+	// Out-of-range indexes cannot come from a validated frame; the writer
+	// rejects them and Persist would then fail.
+	_ = s.DiskWriter.SetDigest(i, d)
+}

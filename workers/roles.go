@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/spf13/pflag"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/replicator/replicator/activities"
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/internal/agent"
+	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/metrics"
+	"github.com/replicator/replicator/internal/pki"
+	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/provider/hyperv"
+	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/transfer"
+	"github.com/replicator/replicator/workflows"
+)
+
+func addConfigFlags(fs *pflag.FlagSet) { config.AddFlags(fs) }
+
+func loadConfig(o options) (*config.Config, error) {
+	return config.Load(config.LoadOptions{File: o.config, DataDir: o.dataDir, Flags: o.flags})
+}
+
+// stack is what startRoles started.
+type stack struct {
+	client  client.Client
+	workers []worker.Worker
+	agent   *agent.Agent
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+func (s *stack) stop() {
+	for _, w := range s.workers {
+		w.Stop()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.done != nil {
+		<-s.done
+	}
+	if s.agent != nil {
+		s.agent.Close()
+	}
+	if s.client != nil {
+		s.client.Close()
+	}
+}
+
+func dial(cfg *config.Config, logger *slog.Logger) (client.Client, error) {
+	opts := client.Options{
+		HostPort:  cfg.Temporal.Address,
+		Namespace: cfg.Temporal.Namespace,
+		Logger:    sdklog.NewStructuredLogger(logger.With("component", "temporal")),
+	}
+	if cfg.Temporal.TLS.Cert != "" {
+		f := pki.Files{CA: cfg.Temporal.TLS.CA, Cert: cfg.Temporal.TLS.Cert, Key: cfg.Temporal.TLS.Key}
+		t, err := f.ClientTLS()
+		if err != nil {
+			return nil, fmt.Errorf("temporal.tls: %w", err)
+		}
+		opts.ConnectionOptions.TLS = t
+	}
+	c, err := client.Dial(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to Temporal at %s (namespace %s): %w", cfg.Temporal.Address, cfg.Temporal.Namespace, err)
+	}
+	return c, nil
+}
+
+// startRoles connects to Temporal and starts the roles' workers (and the
+// agent's data channel for the target role).
+func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSet, logger *slog.Logger) (*stack, error) {
+	c, err := dial(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &stack{client: c}
+	ok := false
+	defer func() {
+		if !ok {
+			s.stop()
+		}
+	}()
+	reg := metrics.NewRegistry()
+	dataPath := metrics.NewDataPath(reg)
+	if cfg.Metrics.Listen != "" {
+		if err := metrics.Serve(ctx, cfg.Metrics.Listen, reg); err != nil {
+			return nil, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+	}
+	reload := func() (*config.Config, error) { return loadConfig(o) }
+	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key}
+
+	if roles.jobs {
+		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})
+		workflows.Register(w)
+		w.RegisterActivity(&activities.Jobs{Config: reload})
+		s.workers = append(s.workers, w)
+	}
+	if roles.proxy {
+		var clientTLS *tls.Config
+		if cfg.TLS.Cert != "" {
+			if clientTLS, err = tlsFiles.ClientTLS(); err != nil {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+		}
+		src := &activities.Source{Providers: map[string]provider.Provider{}, TLS: clientTLS, Client: c, Config: reload,
+			Logger: logger.With("role", "proxy"), Metrics: dataPath}
+		for _, h := range cfg.Hosts {
+			p, err := newProvider(ctx, h, logger)
+			if err != nil {
+				return nil, fmt.Errorf("hosts %s: %w", h.Name, err)
+			}
+			src.Providers[h.Name] = p
+		}
+		for _, h := range cfg.Hosts {
+			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{})
+			w.RegisterActivity(src)
+			s.workers = append(s.workers, w)
+		}
+	}
+	if roles.target {
+		if cfg.Agent.Name == "" {
+			return nil, fmt.Errorf("the target role needs agent.name, agent.listen and agent.datastore in the configuration")
+		}
+		host, _ := os.Hostname()
+		a, err := agent.New(cfg.Agent.Datastore, fmt.Sprintf("agent %s on %s pid %d", cfg.Agent.Name, host, os.Getpid()))
+		if err != nil {
+			return nil, err
+		}
+		s.agent = a
+		serverTLS, err := tlsFiles.ServerTLS()
+		if err != nil {
+			return nil, fmt.Errorf("tls (the agent's data channel needs tls.ca, tls.cert and tls.key): %w", err)
+		}
+		ln, err := net.Listen("tcp", cfg.Agent.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("agent.listen %s: %w", cfg.Agent.Listen, err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		s.cancel = cancel
+		s.done = make(chan struct{})
+		recv := transfer.NewReceiver(a, serverTLS, transfer.ReceiverOptions{Logger: logger.With("role", "agent")})
+		go func() {
+			defer close(s.done)
+			if err := recv.Serve(rctx, ln); err != nil && rctx.Err() == nil {
+				logger.Error("agent data channel stopped", "error", err)
+			}
+		}()
+		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{})
+		w.RegisterActivity(&activities.Target{Agent: a, Datastore: cfg.Agent.Datastore})
+		s.workers = append(s.workers, w)
+	}
+	for _, w := range s.workers {
+		if err := w.Start(); err != nil {
+			return nil, fmt.Errorf("starting worker: %w", err)
+		}
+	}
+	ok = true
+	return s, nil
+}
+
+func newProvider(ctx context.Context, h config.Host, logger *slog.Logger) (provider.Provider, error) {
+	switch h.Provider {
+	case "lab":
+		if err := os.MkdirAll(h.Path, 0o755); err != nil {
+			return nil, err
+		}
+		return lab.New(h.Name, h.Path), nil
+	case "hyperv":
+		return hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
+	}
+	return nil, fmt.Errorf("unknown provider %q", h.Provider)
+}
