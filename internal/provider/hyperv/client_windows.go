@@ -332,6 +332,7 @@ func toObject(inst *cim.WmiInstance) (object, error) {
 	}
 	defer props.Clear()
 	err = oleutil.ForEach(props.ToIDispatch(), func(v *ole.VARIANT) error {
+		defer v.Clear()
 		prop := v.ToIDispatch()
 		name, err := oleutil.GetProperty(prop, "Name")
 		if err != nil {
