@@ -167,3 +167,32 @@ func TestParentLoops(t *testing.T) {
 		t.Fatalf("self loop: %v", err)
 	}
 }
+
+func TestDamagedChild(t *testing.T) {
+	dir := t.TempDir()
+	base, _ := smallDisk(t, dir)
+	cp := filepath.Join(dir, "child.vhdx")
+	c, err := CreateDifferencing(cp, base, CreateOptions{BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteAt(make([]byte, 4096), 1<<20+8192) // block 1 partially present
+	sbIdx := c.geo.bitmapIndex(0)
+	c.Close()
+	good, _ := os.ReadFile(cp)
+	b := append([]byte(nil), good...)
+	copy(b[createBATOffset+8*sbIdx:], le64(0))
+	os.WriteFile(cp, b, 0o644)
+	_, err = Open(cp)
+	var fe *FormatError
+	if !errors.As(err, &fe) || fe.Offset != createBATOffset+8 || !strings.Contains(err.Error(), "sector bitmap") {
+		t.Fatalf("partial block without bitmap: %v", err)
+	}
+	// A BAT too small for the disk size.
+	b = append([]byte(nil), good...)
+	copy(b[createMetaOffset+metadataTableSize+8:], le64(1<<40))
+	os.WriteFile(cp, b, 0o644)
+	if _, err = Open(cp); !errors.As(err, &fe) || !strings.Contains(err.Error(), "BAT region") {
+		t.Fatalf("BAT too small: %v", err)
+	}
+}

@@ -550,6 +550,12 @@ func (d *Disk) readBAT() error {
 			if st == payloadPartiallyPresent && !d.hasParent {
 				return d.fail(eoff, "BAT entry %d is partially present in a disk without parent", i)
 			}
+			if st == payloadPartiallyPresent {
+				block := idx - idx/(g.chunkRatio+1)
+				if entryState(d.bat[g.bitmapIndex(block/g.chunkRatio)]) != sbBlockPresent {
+					return d.fail(eoff, "BAT entry %d is partially present but its chunk has no sector bitmap block", i)
+				}
+			}
 			if off < mib {
 				return d.fail(eoff, "BAT entry %d points into the headers (offset %d)", i, off)
 			}
