@@ -1,0 +1,131 @@
+package exclude
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/replicator/replicator/internal/testkit"
+)
+
+// mountNTFS mounts vol with ntfs-3g (FUSE) at a new folder, runs fill on it,
+// unmounts and waits for ntfs-3g to finish writing. Where FUSE mounts are
+// not possible (no /dev/fuse, no privilege) the test is skipped.
+func mountNTFS(t *testing.T, vol string, fill func(root string)) {
+	t.Helper()
+	ntfs3g := testkit.RequireTool(t, "ntfs-3g")
+	fusermount := testkit.RequireTool(t, "fusermount")
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ntfs3g, "-o", "no_detach", vol, mnt)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for mounted := false; !mounted; {
+		select {
+		case err := <-exited:
+			t.Skipf("ntfs-3g cannot mount here (FUSE unavailable?): %v\n%s", err, out.String())
+		case <-time.After(20 * time.Millisecond):
+			b, _ := os.ReadFile("/proc/mounts")
+			mounted = strings.Contains(string(b), " "+mnt+" ")
+		}
+	}
+	unmounted := false
+	defer func() {
+		if !unmounted {
+			exec.Command(fusermount, "-u", mnt).Run()
+			<-exited
+		}
+	}()
+	fill(mnt)
+	if o, err := exec.Command(fusermount, "-u", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount -u: %v\n%s", err, o)
+	}
+	unmounted = true
+	if err := <-exited; err != nil {
+		t.Fatalf("ntfs-3g: %v\n%s", err, out.String())
+	}
+}
+
+func writeRandom(t *testing.T, path string, n int, rng *rand.Rand) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, n)
+	rng.Read(b)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPathPatternsWalkDirectories excludes files by guest path patterns in a
+// volume whose folders ntfs-3g made, one of them large enough for a
+// multi-level directory index, and compares with ntfscluster.
+func TestPathPatternsWalkDirectories(t *testing.T) {
+	dir := t.TempDir()
+	vol := makeNTFS(t, dir, 48*mib, nil)
+	rng := rand.New(rand.NewSource(7))
+	var wantFiles, keepFiles []string
+	mountNTFS(t, vol, func(root string) {
+		add := func(list *[]string, p string, n int) {
+			writeRandom(t, filepath.Join(root, p), n, rng)
+			*list = append(*list, p)
+		}
+		add(&wantFiles, "Users/alice/AppData/Local/Temp/x.bin", 300<<10)
+		add(&wantFiles, "Users/Bob/appdata/local/TEMP/z.bin", 70<<10)
+		add(&keepFiles, "Users/alice/AppData/Local/Temp/sub/deeper.bin", 50<<10)
+		add(&keepFiles, "Users/alice/AppData/Local/keep.bin", 50<<10)
+		add(&keepFiles, "Users/Bob/Documents/keep.bin", 50<<10)
+		// Many long names: the index of Many spans several blocks and levels.
+		for i := 0; i < 600; i++ {
+			name := fmt.Sprintf("Many/%s-%04d.bin", strings.Repeat("long-file-name", 6), i)
+			if i%50 == 7 {
+				add(&wantFiles, name, 5000)
+			} else {
+				add(&keepFiles, name, 5000)
+			}
+		}
+		writeRandom(t, filepath.Join(root, "Users/alice/AppData/Local/Temp/tiny.txt"), 10, rng) // resident
+	})
+	cs := clusterSize(t, vol)
+	var want []Range
+	for _, f := range wantFiles {
+		runs := ntfsclusterRuns(t, vol, "/"+f)
+		if len(runs) == 0 {
+			t.Fatalf("ntfscluster found no runs for /%s", f)
+		}
+		want = append(want, runsToRanges(runs, 0, cs, ReasonPath)...)
+	}
+	want = Merge(want)
+	_, got, err := analyzeFile(t, vol, Options{Paths: []string{
+		"/Users/*/AppData/Local/Temp/*",
+		`C:\many\*-??07.bin`,
+		`\Many\*-??57.BIN`,
+		"/Users/nobody/*",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("excluded:\n got %+v\nwant %+v", got, want)
+	}
+	for _, f := range keepFiles {
+		for _, r := range ntfsclusterRuns(t, vol, "/"+f) {
+			assertNoOverlap(t, got, r.lcn*cs, r.length*cs, f)
+		}
+	}
+	assertMetadataKept(t, vol, 0, 48*mib, got)
+}
