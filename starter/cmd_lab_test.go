@@ -111,3 +111,31 @@ func TestLabErrors(t *testing.T) {
 		t.Errorf("write to a missing VM: %v\n%s", err, out)
 	}
 }
+
+func TestLabHostFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	labA, labB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	cfg := filepath.Join(dir, "replicator.yaml")
+	yaml := "temporal: {address: 127.0.0.1:7233}\n" +
+		"hosts:\n" +
+		"  - {name: hv00, provider: hyperv, path: hv00.example.internal}\n" +
+		"  - {name: labA, provider: lab, path: " + labA + "}\n" +
+		"  - {name: labB, provider: lab, path: " + labB + "}\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runStarter(t, "lab", "create", "one", "--disk", "2MiB", "--config", cfg); err != nil {
+		t.Fatalf("lab create: %v\n%s", err, out)
+	}
+	if out, err := runStarter(t, "lab", "create", "two", "--disk", "2MiB", "--config", cfg, "--host", "labB"); err != nil {
+		t.Fatalf("lab create --host labB: %v\n%s", err, out)
+	}
+	for lab, name := range map[string]string{labA: "one", labB: "two"} {
+		if _, err := os.Stat(filepath.Join(lab, name, "vm.json")); err != nil {
+			t.Errorf("VM %s not in %s: %v", name, lab, err)
+		}
+	}
+	if _, err := runStarter(t, "lab", "ls", "--config", cfg, "--host", "hv00"); err == nil || !strings.Contains(err.Error(), "hyperv") {
+		t.Errorf("lab ls on a hyperv host: %v", err)
+	}
+}
