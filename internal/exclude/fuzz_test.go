@@ -113,4 +113,3 @@ func FuzzAnalyze(f *testing.F) {
 		}
 	})
 }
-
