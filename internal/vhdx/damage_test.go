@@ -196,3 +196,48 @@ func TestDamagedChild(t *testing.T) {
 		t.Fatalf("BAT too small: %v", err)
 	}
 }
+
+// Every payload state reads as MS-VHDX section 2.5.1 says: in a base disk
+// only present blocks hold data; in a child, absent states defer to the
+// parent and the zero state hides it.
+func TestPayloadStates(t *testing.T) {
+	dir := t.TempDir()
+	base, baseBytes := smallDisk(t, dir)
+	baseModel := layerModel(t, base)
+	for _, st := range []uint64{payloadNotPresent, payloadUndefined, payloadZero, payloadUnmapped} {
+		b := append([]byte(nil), baseBytes...)
+		e := binary.LittleEndian.Uint64(b[createBATOffset:])
+		copy(b[createBATOffset:], le64(e&^batStateMask|st))
+		p := filepath.Join(t.TempDir(), "s.vhdx")
+		os.WriteFile(p, b, 0o644)
+		want := append([]byte(nil), baseModel...)
+		clear(want[:1<<20])
+		requireSame(t, name("base, block 0 in state %d", st), layerModel(t, p), want)
+	}
+
+	cp := filepath.Join(dir, "child.vhdx")
+	c, err := CreateDifferencing(cp, base, CreateOptions{BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = 0x77
+	}
+	c.WriteAt(data, 0)
+	c.WriteAt(data, 2<<20)
+	c.Close()
+	good, _ := os.ReadFile(cp)
+	for _, st := range []uint64{payloadNotPresent, payloadUndefined, payloadZero, payloadUnmapped} {
+		b := append([]byte(nil), good...)
+		e := binary.LittleEndian.Uint64(b[createBATOffset:])
+		copy(b[createBATOffset:], le64(e&^batStateMask|st))
+		os.WriteFile(cp, b, 0o644)
+		want := append([]byte(nil), baseModel...)
+		copy(want[2<<20:], data)
+		if st == payloadZero {
+			clear(want[:1<<20])
+		}
+		requireSame(t, name("child, block 0 in state %d", st), layerModel(t, cp), want)
+	}
+}
