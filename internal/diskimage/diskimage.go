@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/vhdx"
@@ -26,7 +27,8 @@ const (
 	FormatVHDX = "vhdx"
 )
 
-// Detect returns the format of the file at path.
+// Detect returns the format of the file at path: VHDX by its signature, raw
+// otherwise, except that a file named .vhdx or .avhdx must be a VHDX.
 func Detect(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -40,6 +42,12 @@ func Detect(path string) (string, error) {
 	}
 	if n == 8 && string(sig) == "vhdxfile" {
 		return FormatVHDX, nil
+	}
+	// A file named as a VHDX without the signature is a damaged VHDX, not a
+	// raw disk.
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".vhdx", ".avhdx":
+		return "", &vhdx.FormatError{Path: path, Offset: 0, Msg: fmt.Sprintf("not a VHDX file: signature %q, want \"vhdxfile\"", sig[:n])}
 	}
 	return FormatRaw, nil
 }

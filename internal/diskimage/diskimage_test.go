@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -150,5 +151,15 @@ func TestDescribe(t *testing.T) {
 	info, err = InfoOf(raw)
 	if err != nil || info.Format != FormatRaw || info.VirtualSize != 8<<20 || info.Parent != "" {
 		t.Fatalf("raw info %+v, %v", info, err)
+	}
+}
+
+func TestDetectDamagedVHDX(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bad.vhdx")
+	os.WriteFile(p, []byte("garbage"), 0o644)
+	_, err := Open(p)
+	var fe *vhdx.FormatError
+	if !errors.As(err, &fe) || fe.Offset != 0 {
+		t.Fatalf("open of a damaged .vhdx: %v", err)
 	}
 }
