@@ -129,3 +129,53 @@ func TestPathPatternsWalkDirectories(t *testing.T) {
 	}
 	assertMetadataKept(t, vol, 0, 48*mib, got)
 }
+
+// TestFragmentedFileWithAttributeList excludes a page file so fragmented that
+// its runs continue in extension MFT records named by an attribute list.
+func TestFragmentedFileWithAttributeList(t *testing.T) {
+	dir := t.TempDir()
+	vol := makeNTFS(t, dir, 32*mib, nil)
+	rng := rand.New(rand.NewSource(9))
+	mountNTFS(t, vol, func(root string) {
+		var files []*os.File
+		for _, name := range []string{"pagefile.sys", "other.dat"} {
+			f, err := os.Create(filepath.Join(root, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			files = append(files, f)
+		}
+		chunk := make([]byte, 4096)
+		// Alternate single-cluster appends so that each file gets every
+		// other cluster.
+		for i := 0; i < 1200; i++ {
+			rng.Read(chunk)
+			f := files[i%2]
+			if _, err := f.Write(chunk); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	runs := ntfsclusterRuns(t, vol, "/pagefile.sys")
+	info := run(t, "", "ntfsinfo", "-F", "/pagefile.sys", vol)
+	if !strings.Contains(info, "$ATTRIBUTE_LIST") {
+		t.Skipf("pagefile.sys has %d runs but no attribute list; the volume did not fragment as the test needs", len(runs))
+	}
+	t.Logf("pagefile.sys: %d runs, with an attribute list", len(runs))
+	cs := clusterSize(t, vol)
+	want := Merge(runsToRanges(runs, 0, cs, ReasonPagefile))
+	_, got, err := analyzeFile(t, vol, Options{Swap: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("excluded %d ranges, want %d:\n got %+v\nwant %+v", len(got), len(want), got, want)
+	}
+	for _, r := range ntfsclusterRuns(t, vol, "/other.dat") {
+		assertNoOverlap(t, got, r.lcn*cs, r.length*cs, "other.dat")
+	}
+}
