@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -37,7 +38,7 @@ func acquireLock(path, owner string) (*fileLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := lockFile(f); err != nil {
+	if err := lockFile(f, true); err != nil {
 		f.Close()
 		if errors.Is(err, errWouldBlock) {
 			return nil, fmt.Errorf("lock %s: %w (%s)", path, ErrLocked, lockHolder(path))
@@ -75,4 +76,50 @@ func (l *fileLock) release() error {
 	l.f = nil
 	delete(heldLocks.m, l.path)
 	return err
+}
+
+// readersLock is <replica>/readers: readers hold it shared while they read
+// files of listed points; a writer holds it exclusively while a retention
+// merge rewrites the base and removes the merged child, so that a reader never
+// sees a chain change under it. Waiting polls, so that ctx can end the wait.
+type readersLock struct{ f *os.File }
+
+const lockPoll = 20 * time.Millisecond
+
+func lockReaders(ctx context.Context, path string, exclusive bool) (*readersLock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil && !exclusive {
+		// A datastore mounted read-only has no writer to exclude.
+		if f, err = os.Open(path); err != nil {
+			return &readersLock{}, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	for {
+		err := lockFile(f, exclusive)
+		if err == nil {
+			return &readersLock{f: f}, nil
+		}
+		if !errors.Is(err, errWouldBlock) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("wait for %s: %w", path, ctx.Err())
+		case <-time.After(lockPoll):
+		}
+	}
+}
+
+func (l *readersLock) release() {
+	if l == nil || l.f == nil {
+		return
+	}
+	unlockFile(l.f)
+	l.f.Close()
+	l.f = nil
 }

@@ -15,9 +15,13 @@ var errWouldBlock = errors.New("lock held")
 // the file, so that the next writer can still read who holds it.
 func lockRegion() *windows.Overlapped { return &windows.Overlapped{OffsetHigh: 1} }
 
-func lockFile(f *os.File) error {
+func lockFile(f *os.File, exclusive bool) error {
 	ol := lockRegion()
-	err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK|windows.LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, ol)
+	flags := uint32(windows.LOCKFILE_FAIL_IMMEDIATELY)
+	if exclusive {
+		flags |= windows.LOCKFILE_EXCLUSIVE_LOCK
+	}
+	err := windows.LockFileEx(windows.Handle(f.Fd()), flags, 0, 1, 0, ol)
 	if errors.Is(err, windows.ERROR_LOCK_VIOLATION) || errors.Is(err, windows.ERROR_IO_PENDING) {
 		return errWouldBlock
 	}

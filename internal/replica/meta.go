@@ -72,6 +72,7 @@ type sessionRecord struct {
 	ChangeTracking string              `json:"changeTracking"`
 	BlockSize      int64               `json:"blockSize"`
 	Started        time.Time           `json:"started"`
+	CheckpointTime time.Time           `json:"checkpointTime"`
 	Disks          []sessionDiskRecord `json:"disks"`
 }
 

@@ -15,8 +15,9 @@ import (
 
 // Point is a complete restore point.
 type Point struct {
-	ID             string      `json:"id"`
-	Time           time.Time   `json:"time"`
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"` // when the source froze the data
+
 	Complete       bool        `json:"complete"`
 	Size           int64       `json:"size"` // bytes the point's own files hold on the datastore
 	CheckpointID   string      `json:"checkpointId"`
@@ -93,8 +94,23 @@ func pointDisk(p *pointRecord, diskID string) (*pointDiskRecord, error) {
 	return d, nil
 }
 
+// lockForRead keeps retention merges out while files of listed points are
+// read (see readersLock).
+func (r *Replica) lockForRead(ctx context.Context) (*readersLock, error) {
+	d, err := r.dir(false)
+	if err != nil {
+		return nil, err
+	}
+	return lockReaders(ctx, layout(d).readers(), false)
+}
+
 // Digests returns the per-block digests of one disk at a point ("" = newest).
 func (r *Replica) Digests(pointID, diskID string) (*DigestTable, error) {
+	rl, err := r.lockForRead(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	defer rl.release()
 	l, _, p, err := r.findPoint(pointID)
 	if err != nil {
 		return nil, err
@@ -111,16 +127,40 @@ func (r *Replica) Digests(pointID, diskID string) (*DigestTable, error) {
 }
 
 // OpenPoint returns a read-only view of one disk at a point ("" = newest).
+// Until it is closed, retention merges wait.
 func (r *Replica) OpenPoint(pointID, diskID string) (disk.Image, error) {
+	rl, err := r.lockForRead(context.Background())
+	if err != nil {
+		return nil, err
+	}
 	l, m, p, err := r.findPoint(pointID)
 	if err != nil {
+		rl.release()
 		return nil, err
 	}
 	d, err := pointDisk(p, diskID)
 	if err != nil {
+		rl.release()
 		return nil, err
 	}
-	return r.openChain(l, m, p, d)
+	img, err := r.openChain(l, m, p, d)
+	if err != nil {
+		rl.release()
+		return nil, err
+	}
+	return &lockedImage{Image: img, lock: rl}, nil
+}
+
+// lockedImage releases the readers lock when closed.
+type lockedImage struct {
+	disk.Image
+	lock *readersLock
+}
+
+func (i *lockedImage) Close() error {
+	err := i.Image.Close()
+	i.lock.release()
+	return err
 }
 
 func (r *Replica) openChain(l layout, m *metadata, p *pointRecord, d *pointDiskRecord) (disk.Image, error) {
@@ -187,6 +227,11 @@ func (e *VerifyError) Error() string {
 // *VerifyError for a mismatch) names the first bad block.
 func (r *Replica) Verify(ctx context.Context, pointID string) (VerifyReport, error) {
 	rep := VerifyReport{Job: r.job, VMID: r.vmID}
+	rl, err := r.lockForRead(ctx)
+	if err != nil {
+		return rep, err
+	}
+	defer rl.release()
 	l, m, p, err := r.findPoint(pointID)
 	if err != nil {
 		return rep, err

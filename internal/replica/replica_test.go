@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/testkit"
@@ -389,5 +390,69 @@ func TestWriterChecks(t *testing.T) {
 	}
 	if err := w.ApplyRetention(ctx, 0); err == nil {
 		t.Fatal("retention 0 accepted")
+	}
+}
+
+// TestReadersDuringRetention reads and verifies while the writer commits and
+// merges: a reader sees every listed point whole, never a chain changing
+// under it.
+func TestReadersDuringRetention(t *testing.T) {
+	_, r, w := newTestReplica(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(testSeed(t), 9))
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	reads := 0
+	go func() {
+		defer close(errs)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			pts, err := r.Points()
+			if err != nil {
+				errs <- err
+				return
+			}
+			for _, p := range pts {
+				if _, err := r.Verify(ctx, p.ID); err != nil && !errors.Is(err, ErrNoPoint) {
+					errs <- err
+					return
+				}
+				reads++
+			}
+		}
+	}()
+	vm := testVM()
+	for i := range 8 {
+		commitPoints(t, w, vm, rng, 1)
+		if err := w.ApplyRetention(ctx, 2); err != nil {
+			t.Fatalf("retention %d: %v", i, err)
+		}
+	}
+	close(done)
+	if err := <-errs; err != nil {
+		t.Fatalf("reader during retention: %v", err)
+	}
+	t.Logf("%d point verifies ran beside the merges", reads)
+	// A reader holding a point keeps a merge waiting until its context ends.
+	img, err := r.OpenPoint("", "disk0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitPoints(t, w, vm, rng, 1)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := w.ApplyRetention(short, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("retention while a reader holds a point: %v", err)
+	}
+	img.Close()
+	if err := w.ApplyRetention(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if pts, _ := r.Points(); len(pts) != 1 {
+		t.Fatalf("%d points after retention 1", len(pts))
 	}
 }

@@ -66,15 +66,21 @@ func (w *Writer) mergeOldest(ctx context.Context) error {
 		}
 		intent.Disks = append(intent.Disks, md)
 	}
-	err := w.update(func(m *metadata) error {
+	oldestID := oldest.ID
+	readers, err := lockReaders(ctx, w.l.readers(), true)
+	if err != nil {
+		return fmt.Errorf("apply retention to %s: %w", w.l, err)
+	}
+	defer readers.release()
+	err = w.update(func(m *metadata) error {
 		m.Points = m.Points[1:]
 		m.Merge = intent
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("apply retention to %s: record merge of %s into %s: %w", w.l, next.ID, oldest.ID, err)
+		return fmt.Errorf("apply retention to %s: record merge of %s into %s: %w", w.l, next.ID, oldestID, err)
 	}
-	return w.finishMerge(ctx)
+	return w.carryOutMerge(ctx)
 }
 
 // chainsOf returns every chain of one disk: listed points and open session.
@@ -93,10 +99,21 @@ func (w *Writer) chainsOf(diskID string) [][]string {
 	return chains
 }
 
-// finishMerge carries out the recorded merge; every step may run again after
-// a crash. Merging rewrites the base, so the relinks follow it every time.
-// Called with w.mu held.
+// finishMerge carries out a merge recorded earlier (by a writer that crashed
+// or failed), with readers kept out. Called with w.mu held.
 func (w *Writer) finishMerge(ctx context.Context) error {
+	readers, err := lockReaders(ctx, w.l.readers(), true)
+	if err != nil {
+		return fmt.Errorf("finish merge in %s: %w", w.l, err)
+	}
+	defer readers.release()
+	return w.carryOutMerge(ctx)
+}
+
+// carryOutMerge carries out the recorded merge; every step may run again
+// after a crash. Merging rewrites the base, so the relinks follow it every
+// time. Called with w.mu and the readers lock held.
+func (w *Writer) carryOutMerge(ctx context.Context) error {
 	g := w.meta.Merge
 	for _, d := range g.Disks {
 		child, base := w.l.vhdx(d.ID, d.Child), w.l.vhdx(d.ID, d.Base)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/replicator/replicator/internal/digest"
 )
@@ -126,8 +125,12 @@ func (s *Session) Commit(ctx context.Context) (Point, error) {
 			}
 		}
 	}
+	t := rec.CheckpointTime
+	if t.IsZero() {
+		t = rec.Started
+	}
 	pr := pointRecord{
-		ID: rec.PointID, Time: time.Now().UTC(), RunID: rec.RunID, CheckpointID: rec.CheckpointID,
+		ID: rec.PointID, Time: t, RunID: rec.RunID, CheckpointID: rec.CheckpointID,
 		ChangeTracking: rec.ChangeTracking, BlockSize: rec.BlockSize,
 	}
 	for _, d := range rec.Disks {

@@ -205,6 +205,7 @@ type layout string
 
 func (l layout) meta() string                  { return filepath.Join(string(l), metaFile) }
 func (l layout) lock() string                  { return filepath.Join(string(l), "lock") }
+func (l layout) readers() string               { return filepath.Join(string(l), "readers") }
 func (l layout) diskDir(disk string) string    { return filepath.Join(string(l), "disks", disk) }
 func (l layout) digestDir(disk string) string  { return filepath.Join(string(l), "digests", disk) }
 func (l layout) vhdx(disk, file string) string { return filepath.Join(l.diskDir(disk), file) }

@@ -197,6 +197,9 @@ type SessionSpec struct {
 	CheckpointID   string // the source checkpoint the data comes from
 	ChangeTracking string // rct | digest | full
 	BlockSize      int64  // digest block size
+	// CheckpointTime is when the source froze the data: the restore point's
+	// time. Zero means when the session began.
+	CheckpointTime time.Time
 }
 
 // Begin opens the restore point of a run. An open session of the same source
@@ -273,6 +276,10 @@ func (w *Writer) newSession(spec SessionSpec) (*Session, error) {
 	rec := &sessionRecord{
 		PointID: pointID, RunID: spec.RunID, CheckpointID: spec.CheckpointID,
 		ChangeTracking: spec.ChangeTracking, BlockSize: spec.BlockSize, Started: now,
+		CheckpointTime: spec.CheckpointTime.UTC(),
+	}
+	if spec.CheckpointTime.IsZero() {
+		rec.CheckpointTime = now
 	}
 	var prev *pointRecord
 	if n := len(w.meta.Points); n > 0 {
