@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 )
 
@@ -39,7 +38,7 @@ func (o logOp) end() int64 {
 // applied over the bytes read, and the file reads as extended to the log's
 // LastFileOffset. Safe for concurrent use.
 type fileView struct {
-	f    *os.File
+	f    io.ReaderAt
 	size int64
 	ops  []logOp
 }

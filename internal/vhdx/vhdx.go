@@ -36,7 +36,7 @@ const maxChainDepth = 1024
 // Disk is an open VHDX file, with its parent chain resolved.
 type Disk struct {
 	path     string
-	f        *os.File
+	f        file
 	view     *fileView
 	writable bool
 
@@ -203,6 +203,22 @@ func openFile(path string, writable bool) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhdx: open: %w", err)
 	}
+	return openOn(path, f, writable)
+}
+
+// file is what a Disk needs of its file; *os.File in use, a fault-injecting
+// fake in crash tests.
+type file interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+	Sync() error
+	Truncate(size int64) error
+	Stat() (os.FileInfo, error)
+}
+
+// openOn parses an open file; it closes f on error.
+func openOn(path string, f file, writable bool) (*Disk, error) {
 	d := &Disk{path: path, f: f, writable: writable}
 	if err := d.parse(); err != nil {
 		f.Close()
