@@ -71,6 +71,19 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 		}
 	}
 	parts, err := readGPT(ctx, d, ss)
+	if errors.Is(err, errNoGPT) {
+		// Image metadata may state the wrong logical sector size; a GPT
+		// that passes its checksums at the other common size is the disk's.
+		other := int64(4096)
+		if ss == 4096 {
+			other = 512
+		}
+		if d.size >= other*2 {
+			if p, oerr := readGPT(ctx, d, other); oerr == nil {
+				parts, err = p, nil
+			}
+		}
+	}
 	switch {
 	case err == nil:
 		return parts, detectAll(ctx, d, parts)

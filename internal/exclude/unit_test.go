@@ -181,25 +181,33 @@ func TestProtectiveMBRWithoutGPTIsAnError(t *testing.T) {
 // gptDisk writes a valid GPT (primary and backup) with the given entries
 // (type GUID bytes, first and last LBA) into a disk of size bytes.
 func gptDisk(size int64, numEntries uint32, entries [][3]any) memDisk {
+	return gptDiskSectors(size, 512, numEntries, entries)
+}
+
+func gptDiskSectors(size, ss int64, numEntries uint32, entries [][3]any) memDisk {
 	d := make(memDisk, size)
-	putMBREntry(d, 0, 0xEE, 1, uint32(size/512-1))
+	putMBREntry(d, 0, 0xEE, 1, uint32(size/ss-1))
 	arr := make([]byte, numEntries*128)
 	for i, e := range entries {
 		copy(arr[i*128:], e[0].([]byte))
 		binary.LittleEndian.PutUint64(arr[i*128+32:], e[1].(uint64))
 		binary.LittleEndian.PutUint64(arr[i*128+40:], e[2].(uint64))
 	}
-	last := uint64(size/512 - 1)
+	last := uint64(size/ss - 1)
+	arrSectors := (uint64(len(arr)) + uint64(ss) - 1) / uint64(ss)
+	if arrSectors > last/4 { // an absurd array: lay out as if small, the copy is cut
+		arrSectors = 32
+	}
 	write := func(my, alt, entriesLBA uint64) {
-		copy(d[entriesLBA*512:], arr)
-		h := d[my*512:][:92]
+		copy(d[entriesLBA*uint64(ss):], arr)
+		h := d[my*uint64(ss):][:92]
 		copy(h, "EFI PART")
 		binary.LittleEndian.PutUint32(h[8:], 0x10000)
 		binary.LittleEndian.PutUint32(h[12:], 92)
 		binary.LittleEndian.PutUint64(h[24:], my)
 		binary.LittleEndian.PutUint64(h[32:], alt)
-		binary.LittleEndian.PutUint64(h[40:], 34)
-		binary.LittleEndian.PutUint64(h[48:], last-33)
+		binary.LittleEndian.PutUint64(h[40:], 2+arrSectors)
+		binary.LittleEndian.PutUint64(h[48:], last-1-arrSectors)
 		binary.LittleEndian.PutUint64(h[72:], entriesLBA)
 		binary.LittleEndian.PutUint32(h[80:], numEntries)
 		binary.LittleEndian.PutUint32(h[84:], 128)
@@ -207,7 +215,7 @@ func gptDisk(size int64, numEntries uint32, entries [][3]any) memDisk {
 		binary.LittleEndian.PutUint32(h[16:], crc32.ChecksumIEEE(h))
 	}
 	write(1, last, 2)
-	write(last, 1, last-32)
+	write(last, 1, last-arrSectors)
 	return d
 }
 
@@ -276,4 +284,18 @@ func (b *boundedReader) ReadAt(p []byte, off int64) (int, error) {
 		b.outside = true
 	}
 	return b.r.ReadAt(p, off)
+}
+
+func TestGPTWith4096ByteSectors(t *testing.T) {
+	d := gptDiskSectors(8<<20, 4096, 128, [][3]any{{linuxSwapGUID, uint64(256), uint64(511)}})
+	putSwapHeader(d[256*4096:512*4096], 4096)
+	want := []Partition{{Index: 1, Offset: 256 * 4096, Length: 256 * 4096, Type: "linux-swap", Filesystem: "swap"}}
+	wantEx := []Range{{256*4096 + 4096, 255 * 4096, ReasonSwap}}
+	// The stated sector size, and a wrong one (image metadata saying 512).
+	for _, ss := range []int{4096, 512} {
+		parts, ex, err := Analyze(context.Background(), d, int64(len(d)), ss, Options{Swap: true})
+		if err != nil || !reflect.DeepEqual(parts, want) || !reflect.DeepEqual(ex, wantEx) {
+			t.Errorf("sector size %d: %+v %+v %v; want %+v %+v", ss, parts, ex, err, want, wantEx)
+		}
+	}
 }
