@@ -85,6 +85,11 @@ func makeNTFS(t *testing.T, dir string, size int64, files []ntfsFile) string {
 }
 
 func makeNTFSTB(t testing.TB, dir string, size int64, files []ntfsFile) string {
+	return makeNTFSWith(t, dir, size, files, "-c", "4096")
+}
+
+// makeNTFSWith is makeNTFS with mkntfs options (cluster and sector sizes).
+func makeNTFSWith(t testing.TB, dir string, size int64, files []ntfsFile, mkntfsArgs ...string) string {
 	t.Helper()
 	vol := filepath.Join(dir, "ntfs.img")
 	if err := os.WriteFile(vol, nil, 0o600); err != nil {
@@ -93,7 +98,7 @@ func makeNTFSTB(t testing.TB, dir string, size int64, files []ntfsFile) string {
 	if err := os.Truncate(vol, size); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "", "mkntfs", "-F", "-Q", "-q", "-c", "4096", vol)
+	run(t, "", "mkntfs", append([]string{"-F", "-Q", "-q"}, append(mkntfsArgs, vol)...)...)
 	for i, f := range files {
 		src := randomFile(t, dir, fmt.Sprintf("src%d", i), f.size, int64(i+1))
 		run(t, "", "ntfscp", "-f", vol, src, f.path)
@@ -466,5 +471,37 @@ func TestWholeDiskFilesystems(t *testing.T) {
 	wantEx := Merge(runsToRanges(ntfsclusterRuns(t, vol, "/hiberfil.sys"), 0, clusterSize(t, vol), ReasonHiberfil))
 	if err != nil || len(parts) != 1 || parts[0].Filesystem != "ntfs" || !reflect.DeepEqual(ex, wantEx) {
 		t.Errorf("whole-disk NTFS: %+v %+v %v; want %+v", parts, ex, err, wantEx)
+	}
+}
+
+// TestNTFSGeometries covers cluster sizes below, equal to and above the MFT
+// record and index block sizes, and 4096-byte sectors: the arithmetic of
+// records spanning clusters and of index block numbers differs for each.
+func TestNTFSGeometries(t *testing.T) {
+	for _, g := range [][]string{{"-c", "512"}, {"-c", "65536"}, {"-s", "4096", "-c", "8192"}} {
+		t.Run(strings.Join(g, ""), func(t *testing.T) {
+			dir := t.TempDir()
+			files := []ntfsFile{{"/pagefile.sys", 256 << 10}, {"/hiberfil.sys", 200 << 10}}
+			for i := 0; i < 40; i++ {
+				files = append(files, ntfsFile{fmt.Sprintf("/file-with-a-longer-name-%02d.tmp", i), 130 << 10})
+			}
+			files = append(files, ntfsFile{"/pagefile.sys", 600 << 10})
+			vol := makeNTFSWith(t, dir, 32*mib, files, g...)
+			cs := clusterSize(t, vol)
+			want := runsToRanges(ntfsclusterRuns(t, vol, "/pagefile.sys"), 0, cs, ReasonPagefile)
+			want = append(want, runsToRanges(ntfsclusterRuns(t, vol, "/hiberfil.sys"), 0, cs, ReasonHiberfil)...)
+			for i := 10; i < 20; i++ {
+				want = append(want, runsToRanges(ntfsclusterRuns(t, vol, fmt.Sprintf("/file-with-a-longer-name-%02d.tmp", i)), 0, cs, ReasonPath)...)
+			}
+			want = Merge(want)
+			_, got, err := analyzeFile(t, vol, Options{Swap: true, Paths: []string{"/*-1?.tmp"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("cluster size %d: excluded\n got %+v\nwant %+v", cs, got, want)
+			}
+			assertMetadataKept(t, vol, 0, 32*mib, got)
+		})
 	}
 }
