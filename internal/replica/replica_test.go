@@ -18,11 +18,13 @@ import (
 	"github.com/replicator/replicator/internal/testkit"
 )
 
-// commitPoints writes n points with random plans and returns the model.
-func commitPoints(t *testing.T, w *Writer, vm VMInfo, rng *rand.Rand, n int) []modelPoint {
+// commitPoints writes n points with random plans over the points of from
+// (the model of what the replica holds so far) and returns the model of the
+// new points.
+func commitPoints(t *testing.T, w *Writer, vm VMInfo, rng *rand.Rand, n int, from ...modelPoint) []modelPoint {
 	t.Helper()
 	ctx := context.Background()
-	var pts []modelPoint
+	pts := from
 	for i := range n {
 		bs := int64(64 << 10)
 		ses, err := w.Begin(SessionSpec{CheckpointID: "c" + string(rune('a'+i)), ChangeTracking: "full", BlockSize: bs})
@@ -46,7 +48,7 @@ func commitPoints(t *testing.T, w *Writer, vm VMInfo, rng *rand.Rand, n int) []m
 			}
 			dw.Close()
 			base := make([]byte, d.Size)
-			if len(pts) > 0 {
+			if len(pts) > 0 && pts[len(pts)-1].disks[d.ID] != nil {
 				base = pts[len(pts)-1].disks[d.ID]
 			}
 			mp.disks[d.ID] = applyPlan(base, plan)
@@ -56,7 +58,7 @@ func commitPoints(t *testing.T, w *Writer, vm VMInfo, rng *rand.Rand, n int) []m
 		}
 		pts = append(pts, mp)
 	}
-	return pts
+	return pts[len(from):]
 }
 
 func newTestReplica(t *testing.T) (string, *Replica, *Writer) {
@@ -364,6 +366,20 @@ func TestWriterChecks(t *testing.T) {
 	if err := dw.SetDigest(99, digest.Sum{}); err == nil {
 		t.Fatal("digest of a block past the end accepted")
 	}
+	// A refused digest keeps the position from being acknowledged.
+	if err := dw.Persist(128 << 10); err == nil || !strings.Contains(err.Error(), "block 1") {
+		t.Fatalf("persist after a refused digest: %v", err)
+	}
+	if err := dw.Complete(); err == nil {
+		t.Fatal("complete after a refused digest")
+	}
+	dw.Close()
+	if dw, err = ses.Disk("disk1"); err != nil {
+		t.Fatal(err)
+	}
+	if dw.Position() != 0 {
+		t.Fatalf("position %d after a refused digest", dw.Position())
+	}
 	if _, err := ses.Commit(ctx); err == nil || !strings.Contains(err.Error(), "disk0") {
 		t.Fatalf("commit with incomplete disks: %v", err)
 	}
@@ -454,5 +470,88 @@ func TestReadersDuringRetention(t *testing.T) {
 	}
 	if pts, _ := r.Points(); len(pts) != 1 {
 		t.Fatalf("%d points after retention 1", len(pts))
+	}
+}
+
+// TestDisksAddedAndRemoved: a disk added to the VM starts its own base; a
+// disk removed leaves the points that have it readable, and retention
+// removes its files with the last point holding it.
+func TestDisksAddedAndRemoved(t *testing.T) {
+	_, r, w := newTestReplica(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(testSeed(t), 11))
+	vm := testVM()
+	p1 := commitPoints(t, w, vm, rng, 1)[0]
+
+	vm2 := testVM()
+	vm2.Disks = []DiskInfo{vm.Disks[0], {ID: "disk2", Size: 512 << 10, SectorSize: 4096}}
+	if err := w.Prepare(vm2); err != nil {
+		t.Fatal(err)
+	}
+	p2 := commitPoints(t, w, vm2, rng, 1, p1)[0]
+	pts, _ := r.Points()
+	img, err := r.OpenPoint(pts[1].ID, "disk0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := firstDiff(readAllImage(t, img, img.Size()), p2.disks["disk0"]); d >= 0 {
+		t.Fatalf("disk0 of the second point differs at %d", d)
+	}
+	img.Close()
+	if _, err := r.OpenPoint(pts[1].ID, "disk1"); err == nil {
+		t.Fatal("a removed disk is in the newer point")
+	}
+	img, err = r.OpenPoint(pts[0].ID, "disk1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := firstDiff(readAllImage(t, img, img.Size()), p1.disks["disk1"]); d >= 0 {
+		t.Fatalf("removed disk differs at %d in the older point", d)
+	}
+	img.Close()
+	img, err = r.OpenPoint(pts[1].ID, "disk2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.SectorSize() != 4096 || firstDiff(readAllImage(t, img, img.Size()), p2.disks["disk2"]) >= 0 {
+		t.Fatal("added disk reads wrong")
+	}
+	img.Close()
+	for _, p := range pts {
+		if _, err := r.Verify(ctx, p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.ApplyRetention(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Verify(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(w.Dir(), "*", "disk1", "*"))
+	if len(left) != 0 {
+		t.Fatalf("files of the removed disk remain after its last point went: %v", left)
+	}
+}
+
+func TestReferencePoints(t *testing.T) {
+	_, r, w := newTestReplica(t)
+	rng := rand.New(rand.NewPCG(1, 12))
+	commitPoints(t, w, testVM(), rng, 2)
+	pts, _ := r.Points()
+	if err := w.SetReferencePoint(pts[0].ID, "ref-a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetReferencePoint(pts[1].ID, "ref-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetReferencePoint("nope", "x"); !errors.Is(err, ErrNoPoint) {
+		t.Fatalf("reference of an unlisted point: %v", err)
+	}
+	if ref, err := r.ReferencePoint(""); err != nil || ref != "ref-b" {
+		t.Fatalf("newest reference: %q %v", ref, err)
+	}
+	if ref, err := r.ReferencePoint(pts[0].ID); err != nil || ref != "ref-a" {
+		t.Fatalf("oldest reference: %q %v", ref, err)
 	}
 }

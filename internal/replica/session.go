@@ -171,6 +171,9 @@ type DiskWriter struct {
 	position int64
 	complete bool
 	closed   bool
+	// rejected is the first digest refused: until the disk is reopened no
+	// position is acknowledged past bytes the source did not send.
+	rejected error
 }
 
 // ID returns the disk id.
@@ -242,7 +245,8 @@ func (dw *DiskWriter) writable() error {
 
 // SetDigest records the digest the source computed for block i. For a block
 // written whole since it was opened, a different digest is an error: the
-// bytes written are not the bytes the source read.
+// bytes written are not the bytes the source read. After a refused digest,
+// Persist and Complete fail: reopen the disk and resend from its position.
 func (dw *DiskWriter) SetDigest(i int64, d digest.Sum) error {
 	dw.mu.Lock()
 	defer dw.mu.Unlock()
@@ -250,15 +254,22 @@ func (dw *DiskWriter) SetDigest(i int64, d digest.Sum) error {
 		return err
 	}
 	if i < 0 || i >= dw.table.Len() {
-		return fmt.Errorf("disk %s: digest of block %d: the disk has %d blocks", dw.id, i, dw.table.Len())
+		return dw.reject(fmt.Errorf("disk %s: digest of block %d: the disk has %d blocks", dw.id, i, dw.table.Len()))
 	}
 	if dw.computed[i] && dw.table.Sums[i] != d {
-		return fmt.Errorf("disk %s block %d at offset %d: digest from the source %s differs from the bytes written %s", dw.id, i, i*dw.blockSize, d, dw.table.Sums[i])
+		return dw.reject(fmt.Errorf("disk %s block %d at offset %d: digest from the source %s differs from the bytes written %s", dw.id, i, i*dw.blockSize, d, dw.table.Sums[i]))
 	}
 	dw.table.Sums[i] = d
 	dw.dirty[i] = true
 	delete(dw.unknown, i)
 	return nil
+}
+
+func (dw *DiskWriter) reject(err error) error {
+	if dw.rejected == nil {
+		dw.rejected = err
+	}
+	return err
 }
 
 // Persist makes the disk durable up to pos: the disk's data and allocation
@@ -305,6 +316,9 @@ func (dw *DiskWriter) syncUpTo(pos int64) error {
 	defer dw.mu.Unlock()
 	if err := dw.writable(); err != nil {
 		return err
+	}
+	if dw.rejected != nil {
+		return fmt.Errorf("persist disk %s: %w", dw.id, dw.rejected)
 	}
 	if pos < 0 || pos > dw.size {
 		return fmt.Errorf("persist disk %s: position %d outside the disk (%d bytes)", dw.id, pos, dw.size)
