@@ -1,0 +1,25 @@
+# The test command of README.md and CI is `go test ./...`; these targets add
+# the checks CI runs and the longer suites.
+GO ?= go
+
+.PHONY: test check reliability bench fuzz
+
+test:
+	$(GO) test ./...
+
+check:
+	test -z "$$(gofmt -l .)"
+	$(GO) vet ./...
+	GOOS=windows $(GO) build ./...
+	GOOS=windows $(GO) vet ./internal/provider/hyperv/... ./internal/guest/... ./activities/...
+	workflowcheck ./workflows/...
+	staticcheck ./...
+
+# Longer fuzzing of the parsers that read untrusted bytes.
+fuzz:
+	$(GO) test ./internal/vhdx -run '^$$' -fuzz FuzzOpen -fuzztime 2m
+	$(GO) test ./internal/exclude -run '^$$' -fuzz FuzzAnalyze -fuzztime 2m
+	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
+
+bench:
+	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem

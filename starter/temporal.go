@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/internal/pki"
+)
+
+// loadConfig reads the configuration of --config (or the --dev defaults
+// under --data-dir), with REPLICATOR_* environment overrides.
+func loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	flag := func(name string) string {
+		if f := cmd.Flag(name); f != nil {
+			return f.Value.String()
+		}
+		return ""
+	}
+	return config.Load(config.LoadOptions{File: flag("config"), DataDir: flag("data-dir")})
+}
+
+// dialTemporal connects to the Temporal frontend of the configuration.
+func dialTemporal(cmd *cobra.Command) (client.Client, *config.Config, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := client.Options{
+		HostPort:  cfg.Temporal.Address,
+		Namespace: cfg.Temporal.Namespace,
+		Logger:    sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	}
+	if cfg.Temporal.TLS.Cert != "" {
+		f := pki.Files{CA: cfg.Temporal.TLS.CA, Cert: cfg.Temporal.TLS.Cert, Key: cfg.Temporal.TLS.Key}
+		t, err := f.ClientTLS()
+		if err != nil {
+			return nil, nil, fmt.Errorf("temporal.tls: %w", err)
+		}
+		opts.ConnectionOptions.TLS = t
+	}
+	c, err := client.Dial(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to Temporal at %s: %w (is `go run ./workers --dev` running?)", cfg.Temporal.Address, err)
+	}
+	return c, cfg, nil
+}
