@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sort"
 	"strings"
 )
 
@@ -86,6 +87,9 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 	}
 	switch {
 	case err == nil:
+		if err := checkOverlaps(parts); err != nil {
+			return nil, err
+		}
 		return parts, detectAll(ctx, d, parts)
 	case !errors.Is(err, errNoGPT):
 		return nil, err
@@ -98,6 +102,9 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 	if mbrOK && len(entries) > 0 {
 		parts, err := readMBR(ctx, d, ss, entries)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkOverlaps(parts); err != nil {
 			return nil, err
 		}
 		return parts, detectAll(ctx, d, parts)
@@ -386,4 +393,18 @@ func sortPartitions(parts []Partition) {
 			parts[j], parts[j-1] = parts[j-1], parts[j]
 		}
 	}
+}
+
+// checkOverlaps refuses a partition table whose partitions overlap: what is
+// excluded from one would be data of the other.
+func checkOverlaps(parts []Partition) error {
+	byOffset := append([]Partition(nil), parts...)
+	sort.Slice(byOffset, func(i, j int) bool { return byOffset[i].Offset < byOffset[j].Offset })
+	for i := 1; i < len(byOffset); i++ {
+		a, b := byOffset[i-1], byOffset[i]
+		if b.Offset < a.Offset+a.Length {
+			return fmt.Errorf("partition table: partition %d (offset %d, length %d) overlaps partition %d at offset %d", a.Index, a.Offset, a.Length, b.Index, b.Offset)
+		}
+	}
+	return nil
 }

@@ -505,3 +505,25 @@ func TestNTFSGeometries(t *testing.T) {
 		})
 	}
 }
+
+func TestExtFilesystemsAreRecognized(t *testing.T) {
+	for _, fs := range []string{"ext2", "ext3", "ext4"} {
+		dir := t.TempDir()
+		disk := newDisk(t, dir, 16*mib)
+		ss, layout := sfdiskLayout(t, disk, "label: gpt\nstart=2048, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
+		part := filepath.Join(dir, "part.img")
+		if err := os.WriteFile(part, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(part, layout[0].Size*ss); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "", "mke2fs", "-q", "-F", "-t", fs, part)
+		splice(t, disk, part, layout[0].Start*ss)
+		parts, ex, err := analyzeFile(t, disk, Options{Swap: true, Paths: []string{"/*"}})
+		want := []Partition{{Index: 1, Offset: layout[0].Start * ss, Length: layout[0].Size * ss, Type: "linux-data", Filesystem: fs}}
+		if err != nil || !reflect.DeepEqual(parts, want) || len(ex) != 0 {
+			t.Errorf("%s: %+v %+v %v; want %+v and nothing excluded", fs, parts, ex, err, want)
+		}
+	}
+}

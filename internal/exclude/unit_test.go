@@ -299,3 +299,20 @@ func TestGPTWith4096ByteSectors(t *testing.T) {
 		}
 	}
 }
+
+func TestOverlappingPartitionsAreAnError(t *testing.T) {
+	// A swap partition whose extent covers the next partition would exclude
+	// that partition's data.
+	d := gptDisk(4<<20, 128, [][3]any{{linuxSwapGUID, uint64(2048), uint64(6000)}, {linuxSwapGUID, uint64(4096), uint64(5000)}})
+	putSwapHeader(d[2048*512:6001*512], 4096)
+	_, ex, err := Analyze(context.Background(), d, int64(len(d)), 512, Options{Swap: true})
+	if err == nil || !strings.Contains(err.Error(), "overlaps partition 2") || ex != nil {
+		t.Errorf("%+v %v; want an overlap error and no exclusions", ex, err)
+	}
+	m := make(memDisk, 4<<20)
+	putMBREntry(m, 0, 0x82, 2048, 4096)
+	putMBREntry(m, 1, 0x83, 4000, 100)
+	if _, _, err := Analyze(context.Background(), m, int64(len(m)), 512, Options{Swap: true}); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Errorf("MBR: %v; want an overlap error", err)
+	}
+}
