@@ -83,7 +83,7 @@ type ntfsVolume struct {
 	recordSize  int64
 	mft         []dataRun
 	mftBytes    int64
-	meta        []dataRun // clusters that hold metadata, never excluded
+	meta        []dataRun // clusters that hold metadata, never excluded; sorted, merged
 	dirsSeen    map[uint64]string
 	records     int
 	blocks      int
@@ -211,20 +211,34 @@ func (v *ntfsVolume) loadMFT(mftLCN int64) error {
 	if err := v.checkMFTRuns(); err != nil {
 		return err
 	}
+	var meta []dataRun
 	for num := uint64(0); num < 16; num++ {
 		f, err := v.readFile(num)
 		if err != nil {
+			if num >= 12 {
+				continue // reserved records, which Windows leaves unformatted at times
+			}
 			return fmt.Errorf("metadata file: %w", err)
 		}
 		for _, a := range f.attrs {
 			for _, r := range a.runs {
 				if !r.sparse {
-					v.meta = append(v.meta, r)
+					meta = append(meta, r)
 				}
 			}
 		}
 	}
-	sort.Slice(v.meta, func(i, j int) bool { return v.meta[i].lcn < v.meta[j].lcn })
+	// Sorted and merged, so that one binary search answers an overlap.
+	sort.Slice(meta, func(i, j int) bool { return meta[i].lcn < meta[j].lcn })
+	for _, r := range meta {
+		if n := len(v.meta); n > 0 && r.lcn <= v.meta[n-1].lcn+v.meta[n-1].count {
+			if end := r.lcn + r.count; end > v.meta[n-1].lcn+v.meta[n-1].count {
+				v.meta[n-1].count = end - v.meta[n-1].lcn
+			}
+			continue
+		}
+		v.meta = append(v.meta, dataRun{lcn: r.lcn, count: r.count})
+	}
 	return nil
 }
 
@@ -263,10 +277,14 @@ func (v *ntfsVolume) exclusions(swap bool, patterns []pathPattern) ([]Range, err
 	}
 	if swap {
 		want := map[string]string{"PAGEFILE.SYS": ReasonPagefile, "SWAPFILE.SYS": ReasonSwapfile, "HIBERFIL.SYS": ReasonHiberfil}
-		found := map[uint64]dirEntry{} // name holds the reason
+		type swapFile struct {
+			dirEntry
+			reason string
+		}
+		found := map[uint64]swapFile{}
 		err := v.listDir(rootRecord, 0, func(e dirEntry) error {
 			if reason, ok := want[string(foldName(e.name))]; ok && !e.isDir {
-				found[e.num] = dirEntry{num: e.num, seq: e.seq, name: reason}
+				found[e.num] = swapFile{e, reason}
 			}
 			return nil
 		})
@@ -279,14 +297,15 @@ func (v *ntfsVolume) exclusions(swap bool, patterns []pathPattern) ([]Range, err
 		}
 		sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
 		for _, n := range nums {
-			if err := add(n, found[n].seq, found[n].name, fmt.Sprintf(`\%s (record %d)`, found[n].name, n)); err != nil {
+			f := found[n]
+			if err := add(n, f.seq, f.reason, fmt.Sprintf(`\%s (record %d)`, f.name, n)); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if len(patterns) > 0 {
 		err := v.walk(rootRecord, 0, `\`, patterns, 0, func(e dirEntry, path string) error {
-			return add(e.num, e.seq, ReasonPath, path)
+			return add(e.num, e.seq, ReasonPath, fmt.Sprintf("%s (record %d)", path, e.num))
 		})
 		if err != nil {
 			return nil, err
@@ -397,7 +416,7 @@ func (v *ntfsVolume) fileRanges(num uint64, seq uint16, reason string) ([]Range,
 				continue
 			}
 			if m, ok := v.overlapsMeta(r); ok {
-				return nil, fmt.Errorf("record %d: data run at cluster %d+%d overlaps NTFS metadata at cluster %d+%d", num, r.lcn, r.count, m.lcn, m.count)
+				return nil, fmt.Errorf("data run at cluster %d+%d (offset %d) overlaps NTFS metadata at cluster %d+%d", r.lcn, r.count, v.base+r.lcn*v.clusterSize, m.lcn, m.count)
 			}
 			out = append(out, Range{Offset: v.base + r.lcn*v.clusterSize, Length: r.count * v.clusterSize, Reason: reason})
 		}
@@ -406,17 +425,11 @@ func (v *ntfsVolume) fileRanges(num uint64, seq uint16, reason string) ([]Range,
 }
 
 func (v *ntfsVolume) overlapsMeta(r dataRun) (dataRun, bool) {
+	// v.meta is sorted and disjoint: only the last interval starting before
+	// the run's end can reach into it.
 	i := sort.Search(len(v.meta), func(i int) bool { return v.meta[i].lcn >= r.lcn+r.count })
-	for j := i - 1; j >= 0; j-- {
-		m := v.meta[j]
-		if m.lcn+m.count > r.lcn {
-			return m, true
-		}
-		// meta is sorted by start only; runs are short enough in number
-		// that a bounded look back is enough once starts are far behind.
-		if i-j > 64 {
-			break
-		}
+	if i > 0 && v.meta[i-1].lcn+v.meta[i-1].count > r.lcn {
+		return v.meta[i-1], true
 	}
 	return dataRun{}, false
 }

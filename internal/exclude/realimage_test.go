@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -525,5 +526,85 @@ func TestExtFilesystemsAreRecognized(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(parts, want) || len(ex) != 0 {
 			t.Errorf("%s: %+v %+v %v; want %+v and nothing excluded", fs, parts, ex, err, want)
 		}
+	}
+}
+
+// pagefileRecord returns the disk offset of pagefile.sys's MFT record in a
+// fresh volume made by makeNTFS (whose MFT is contiguous), from ntfsinfo.
+func pagefileRecord(t *testing.T, vol string) int64 {
+	t.Helper()
+	var inode, mftLCN int64 = -1, -1
+	for _, line := range strings.Split(run(t, "", "ntfsinfo", "-F", "/pagefile.sys", vol), "\n") {
+		if v, ok := strings.CutPrefix(line, "Dumping Inode "); ok {
+			inode, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
+	}
+	for _, line := range strings.Split(run(t, "", "ntfsinfo", "-m", vol), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "LCN of Data Attribute for FILE_MFT:"); ok {
+			mftLCN, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if inode < 24 || mftLCN <= 0 {
+		t.Fatalf("ntfsinfo: inode %d, MFT at cluster %d", inode, mftLCN)
+	}
+	return mftLCN*clusterSize(t, vol) + inode*1024
+}
+
+func patchFile(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDamagedNTFSIsAnErrorNamingWhere(t *testing.T) {
+	dir := t.TempDir()
+	vol := makeNTFS(t, dir, 16*mib, []ntfsFile{{"/pagefile.sys", mib}})
+	rec := pagefileRecord(t, vol)
+	b := make([]byte, 1024)
+	f, err := os.Open(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(b, rec); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	// A torn write: the update sequence number at the end of the first
+	// 512-byte block no longer matches.
+	torn := filepath.Join(dir, "torn.img")
+	run(t, "", "cp", vol, torn)
+	patchFile(t, torn, rec+510, []byte{b[510] ^ 0xFF})
+	_, ex, err := analyzeFile(t, torn, Options{Swap: true})
+	if err == nil || ex != nil || !strings.Contains(err.Error(), fmt.Sprintf("at offset %d", rec)) || !strings.Contains(err.Error(), "update sequence") {
+		t.Errorf("torn record: %+v %v; want an update sequence error naming offset %d", ex, err, rec)
+	}
+
+	// The page file's run moved onto the MFT: excluding it would drop
+	// metadata, so it is an error.
+	off := int(binary.LittleEndian.Uint16(b[0x14:]))
+	for binary.LittleEndian.Uint32(b[off:]) != 0x80 {
+		off += int(binary.LittleEndian.Uint32(b[off+4:]))
+	}
+	runs := off + int(binary.LittleEndian.Uint16(b[off+0x20:]))
+	h := b[runs]
+	lcnAt := runs + 1 + int(h&0x0F)
+	lcn := make([]byte, h>>4)
+	lcn[0] = 4 // the MFT of a volume made by mkntfs starts at cluster 4 with 4 KiB clusters
+	cross := filepath.Join(dir, "cross.img")
+	run(t, "", "cp", vol, cross)
+	patchFile(t, cross, rec+int64(lcnAt), lcn)
+	if got := ntfsclusterRuns(t, cross, "/pagefile.sys"); len(got) != 1 || got[0].lcn != 4 {
+		t.Fatalf("patched page file runs %+v; want one at cluster 4", got)
+	}
+	_, ex, err = analyzeFile(t, cross, Options{Swap: true})
+	if err == nil || ex != nil || !strings.Contains(err.Error(), "overlaps NTFS metadata") || !strings.Contains(err.Error(), "pagefile.sys") {
+		t.Errorf("page file over the MFT: %+v %v; want an error naming the file and the overlap", ex, err)
 	}
 }
