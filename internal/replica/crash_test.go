@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -225,6 +226,9 @@ func readCrashJournal(t *testing.T, path string) crashJournal {
 func TestCrashSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills a child process 50 times")
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("SIGKILL and flock semantics are what this test exercises")
 	}
 	seed := testSeed(t)
 	dir := fastTempDir(t)

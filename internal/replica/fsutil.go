@@ -58,7 +58,7 @@ func syncDir(dir string) error {
 
 // syncFile syncs an existing file by path.
 func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|noFollow, 0)
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}

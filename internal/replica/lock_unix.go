@@ -31,3 +31,8 @@ func lockFile(f *os.File, exclusive bool) error {
 }
 
 func unlockFile(f *os.File) { syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }
+
+// noFollow makes opening a file that is a symbolic link fail: files the
+// replica writes in place (lock, digests) must be the replica's own, never a
+// link planted to somewhere outside the datastore.
+const noFollow = syscall.O_NOFOLLOW

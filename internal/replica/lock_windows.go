@@ -32,3 +32,7 @@ func unlockFile(f *os.File) {
 	ol := lockRegion()
 	windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, ol)
 }
+
+// noFollow: Windows needs an administrator to create symbolic links, and
+// os.OpenFile has no such flag there.
+const noFollow = 0

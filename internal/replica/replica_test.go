@@ -324,6 +324,20 @@ func TestBadNames(t *testing.T) {
 	if _, err := r.Points(); err == nil {
 		t.Fatal("points through a link leaving the datastore")
 	}
+	// A lock file planted as a link to a file outside is not opened.
+	victim := filepath.Join(outer, "elsewhere", "victim")
+	os.WriteFile(victim, []byte("precious"), 0o644)
+	before = tree(t, outer, root)
+	os.MkdirAll(filepath.Join(root, "job", "vm-2"), 0o755)
+	os.Symlink(victim, filepath.Join(root, "job", "vm-2", "lock"))
+	r2, _ := st.Replica("job", "vm-2")
+	if w, err := r2.Lock(ctx, "t"); err == nil {
+		w.Close()
+		t.Fatal("lock through a planted link succeeded")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("file outside the datastore changed: %q", b)
+	}
 	if after := tree(t, outer, root); strings.Join(after, "\n") != strings.Join(before, "\n") {
 		t.Fatalf("files created outside the datastore:\nbefore %v\nafter  %v", before, after)
 	}
@@ -554,4 +568,57 @@ func TestReferencePoints(t *testing.T) {
 	if ref, err := r.ReferencePoint(pts[0].ID); err != nil || ref != "ref-a" {
 		t.Fatalf("oldest reference: %q %v", ref, err)
 	}
+}
+
+func TestSessionRecovery(t *testing.T) {
+	_, r, w := newTestReplica(t)
+	ctx := context.Background()
+	p1 := commitPoints(t, w, testVM(), rand.New(rand.NewPCG(1, 13)), 1)
+	ses, err := w.Begin(SessionSpec{CheckpointID: "c2", BlockSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dw, _ := ses.Disk("disk0")
+	blk := make([]byte, 64<<10)
+	blk[0] = 9
+	dw.WriteAt(blk, 0)
+	if err := dw.Persist(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	dw.Close()
+	w.Close()
+
+	// The same checkpoint with another block size cannot reuse the positions.
+	w, err = r.Lock(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ses, err = w.Begin(SessionSpec{CheckpointID: "c2", BlockSize: 128 << 10})
+	if err != nil || ses.Resumed() {
+		t.Fatalf("begin with another block size: resumed %v, %v", ses != nil && ses.Resumed(), err)
+	}
+	dw, _ = ses.Disk("disk0")
+	if dw.Position() != 0 {
+		t.Fatalf("position %d in a restarted session", dw.Position())
+	}
+	dw.WriteAt(blk, 0)
+	dw.Persist(64 << 10)
+	dw.Close()
+	open, _ := w.OpenSession()
+	w.Close()
+
+	// A session whose file went missing is dropped; the next run starts anew.
+	os.Remove(filepath.Join(r.store.root, "job1", "vm-1", "disks", "disk0", open.PointID+".vhdx"))
+	w, err = r.Lock(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, ok := w.OpenSession(); ok {
+		t.Fatal("a session without its disk file is still open")
+	}
+	if left, _ := filepath.Glob(filepath.Join(w.Dir(), "*", "*", open.PointID+"*")); len(left) != 0 {
+		t.Fatalf("files of the dropped session remain: %v", left)
+	}
+	checkAgainstModel(t, r, p1, "")
 }

@@ -68,7 +68,7 @@ func (s *Session) Disk(diskID string) (*DiskWriter, error) {
 		img.Close()
 		return nil, fmt.Errorf("restore point %s disk %s: digests %s have block size %d, the session %d", s.pointID, d.ID, sumPath, table.BlockSize, rec.BlockSize)
 	}
-	sf, err := os.OpenFile(sumPath, os.O_RDWR, 0)
+	sf, err := os.OpenFile(sumPath, os.O_RDWR|noFollow, 0)
 	if err != nil {
 		img.Close()
 		return nil, fmt.Errorf("restore point %s disk %s: open digests: %w", s.pointID, d.ID, err)
