@@ -71,7 +71,7 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 			protective = true
 		}
 	}
-	parts, err := readGPT(ctx, d, ss)
+	parts, tables, err := readGPT(ctx, d, ss)
 	if errors.Is(err, errNoGPT) {
 		// Image metadata may state the wrong logical sector size; a GPT
 		// that passes its checksums at the other common size is the disk's.
@@ -80,14 +80,14 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 			other = 512
 		}
 		if d.size >= other*2 {
-			if p, oerr := readGPT(ctx, d, other); oerr == nil {
-				parts, err = p, nil
+			if p, t, oerr := readGPT(ctx, d, other); oerr == nil {
+				parts, tables, err = p, t, nil
 			}
 		}
 	}
 	switch {
 	case err == nil:
-		if err := checkOverlaps(parts); err != nil {
+		if err := checkOverlaps(parts, tables); err != nil {
 			return nil, err
 		}
 		return parts, detectAll(ctx, d, parts)
@@ -100,11 +100,11 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 		return wholeDisk(ctx, d)
 	}
 	if mbrOK && len(entries) > 0 {
-		parts, err := readMBR(ctx, d, ss, entries)
+		parts, tables, err := readMBR(ctx, d, ss, entries)
 		if err != nil {
 			return nil, err
 		}
-		if err := checkOverlaps(parts); err != nil {
+		if err := checkOverlaps(parts, tables); err != nil {
 			return nil, err
 		}
 		return parts, detectAll(ctx, d, parts)
@@ -149,41 +149,41 @@ type gptHeader struct {
 
 // readGPT reads the primary GPT and, where it is missing or damaged, the
 // backup at the last sector.
-func readGPT(ctx context.Context, d *diskReader, ss int64) ([]Partition, error) {
+func readGPT(ctx context.Context, d *diskReader, ss int64) ([]Partition, []span, error) {
 	lastLBA := uint64(d.size/ss) - 1
-	parts, perr := readGPTAt(ctx, d, ss, 1, lastLBA)
+	parts, tables, perr := readGPTAt(ctx, d, ss, 1, lastLBA)
 	if perr == nil {
-		return parts, nil
+		return parts, tables, nil
 	}
-	parts, berr := readGPTAt(ctx, d, ss, lastLBA, lastLBA)
+	parts, tables, berr := readGPTAt(ctx, d, ss, lastLBA, lastLBA)
 	if berr == nil {
-		return parts, nil
+		return parts, tables, nil
 	}
 	if errors.Is(perr, errNoGPT) && errors.Is(berr, errNoGPT) {
-		return nil, errNoGPT
+		return nil, nil, errNoGPT
 	}
-	return nil, fmt.Errorf("read GPT: primary: %v; backup: %v", perr, berr)
+	return nil, nil, fmt.Errorf("read GPT: primary: %v; backup: %v", perr, berr)
 }
 
-func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64) ([]Partition, error) {
+func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64) ([]Partition, []span, error) {
 	off := int64(lba) * ss
 	buf := make([]byte, ss)
 	if err := d.readAt(buf, off); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if string(buf[0:8]) != "EFI PART" {
-		return nil, fmt.Errorf("GPT header at offset %d: %w", off, errNoGPT)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: %w", off, errNoGPT)
 	}
 	le := binary.LittleEndian
 	hsize := le.Uint32(buf[12:])
 	if hsize < 92 || int64(hsize) > ss {
-		return nil, fmt.Errorf("GPT header at offset %d: header size %d", off, hsize)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: header size %d", off, hsize)
 	}
 	want := le.Uint32(buf[16:])
 	hdr := append([]byte(nil), buf[:hsize]...)
 	binary.LittleEndian.PutUint32(hdr[16:], 0)
 	if got := crc32.ChecksumIEEE(hdr); got != want {
-		return nil, fmt.Errorf("GPT header at offset %d: CRC32 %08x, header says %08x", off, got, want)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: CRC32 %08x, header says %08x", off, got, want)
 	}
 	h := gptHeader{
 		myLBA:        le.Uint64(buf[24:]),
@@ -196,33 +196,39 @@ func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64
 		entriesCRC:   le.Uint32(buf[88:]),
 	}
 	if h.myLBA != lba {
-		return nil, fmt.Errorf("GPT header at offset %d: says it is at LBA %d", off, h.myLBA)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: says it is at LBA %d", off, h.myLBA)
 	}
 	if h.numEntries > maxGPTEntries {
-		return nil, fmt.Errorf("GPT header at offset %d: %d partition entries (at most %d)", off, h.numEntries, maxGPTEntries)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: %d partition entries (at most %d)", off, h.numEntries, maxGPTEntries)
 	}
 	if h.entrySize < 128 || h.entrySize%8 != 0 || h.entrySize > 4096 {
-		return nil, fmt.Errorf("GPT header at offset %d: partition entry size %d", off, h.entrySize)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: partition entry size %d", off, h.entrySize)
 	}
 	arrayLen := int64(h.numEntries) * int64(h.entrySize)
 	if arrayLen > maxGPTEntryArray {
-		return nil, fmt.Errorf("GPT header at offset %d: partition entry array of %d bytes", off, arrayLen)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: partition entry array of %d bytes", off, arrayLen)
 	}
 	if h.entriesLBA > lastLBA {
-		return nil, fmt.Errorf("GPT header at offset %d: partition entries at LBA %d, past the disk end", off, h.entriesLBA)
+		return nil, nil, fmt.Errorf("GPT header at offset %d: partition entries at LBA %d, past the disk end", off, h.entriesLBA)
 	}
 	eoff := int64(h.entriesLBA) * ss
 	entries := make([]byte, arrayLen)
 	if err := d.readAt(entries, eoff); err != nil {
-		return nil, fmt.Errorf("GPT partition entries of header at offset %d: %w", off, err)
+		return nil, nil, fmt.Errorf("GPT partition entries of header at offset %d: %w", off, err)
 	}
 	if got := crc32.ChecksumIEEE(entries); got != h.entriesCRC {
-		return nil, fmt.Errorf("GPT partition entries at offset %d: CRC32 %08x, header at offset %d says %08x", eoff, got, off, h.entriesCRC)
+		return nil, nil, fmt.Errorf("GPT partition entries at offset %d: CRC32 %08x, header at offset %d says %08x", eoff, got, off, h.entriesCRC)
+	}
+	// The protective MBR, this header and its entries, and the other
+	// header stay out of every partition.
+	tables := []span{{0, ss, "protective MBR"}, {off, ss, "GPT header"}, {eoff, arrayLen, "GPT partition entries"}}
+	if h.alternateLBA <= lastLBA {
+		tables = append(tables, span{int64(h.alternateLBA) * ss, ss, "alternate GPT header"})
 	}
 	var parts []Partition
 	for i := 0; i < int(h.numEntries); i++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		e := entries[i*int(h.entrySize):][:h.entrySize]
 		typ := e[0:16]
@@ -232,10 +238,10 @@ func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64
 		first, last := le.Uint64(e[32:]), le.Uint64(e[40:])
 		poff := eoff + int64(i)*int64(h.entrySize)
 		if last < first {
-			return nil, fmt.Errorf("GPT partition entry %d at offset %d: last LBA %d before first LBA %d", i+1, poff, last, first)
+			return nil, nil, fmt.Errorf("GPT partition entry %d at offset %d: last LBA %d before first LBA %d", i+1, poff, last, first)
 		}
 		if first > lastLBA || last > lastLBA {
-			return nil, fmt.Errorf("GPT partition entry %d at offset %d: LBAs %d–%d past the disk end (last LBA %d)", i+1, poff, first, last, lastLBA)
+			return nil, nil, fmt.Errorf("GPT partition entry %d at offset %d: LBAs %d–%d past the disk end (last LBA %d)", i+1, poff, first, last, lastLBA)
 		}
 		guid := guidString(typ)
 		name, ok := gptTypeNames[guid]
@@ -249,7 +255,7 @@ func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64
 			Type:   name,
 		})
 	}
-	return parts, nil
+	return parts, tables, nil
 }
 
 // guidString formats a GUID stored mixed-endian: the first three fields
@@ -298,21 +304,23 @@ func mbrTypeName(t byte) string {
 
 // readMBR lists primary partitions and the logical partitions chained in
 // extended ones.
-func readMBR(ctx context.Context, d *diskReader, ss int64, entries []mbrEntry) ([]Partition, error) {
+func readMBR(ctx context.Context, d *diskReader, ss int64, entries []mbrEntry) ([]Partition, []span, error) {
 	sectors := uint64(d.size / ss)
 	var parts []Partition
+	tables := []span{{0, ss, "MBR"}}
 	next := 5
 	for _, e := range entries {
 		poff := int64(446 + 16*e.slot)
 		if uint64(e.start)+uint64(e.size) > sectors || e.start == 0 {
-			return nil, fmt.Errorf("MBR partition %d (entry at offset %d): sectors %d+%d outside the disk (%d sectors)", e.slot+1, poff, e.start, e.size, sectors)
+			return nil, nil, fmt.Errorf("MBR partition %d (entry at offset %d): sectors %d+%d outside the disk (%d sectors)", e.slot+1, poff, e.start, e.size, sectors)
 		}
 		if isExtended(e.typ) {
-			logical, err := readEBRChain(ctx, d, ss, uint64(e.start), uint64(e.size), &next)
+			logical, ebrs, err := readEBRChain(ctx, d, ss, uint64(e.start), uint64(e.size), &next)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			parts = append(parts, logical...)
+			tables = append(tables, ebrs...)
 			continue
 		}
 		parts = append(parts, Partition{
@@ -323,34 +331,36 @@ func readMBR(ctx context.Context, d *diskReader, ss int64, entries []mbrEntry) (
 		})
 	}
 	sortPartitions(parts)
-	return parts, nil
+	return parts, tables, nil
 }
 
 // readEBRChain follows the extended boot records of an extended partition
 // [extStart, extStart+extSize) in sectors. A record visited twice is a loop.
-func readEBRChain(ctx context.Context, d *diskReader, ss int64, extStart, extSize uint64, next *int) ([]Partition, error) {
+func readEBRChain(ctx context.Context, d *diskReader, ss int64, extStart, extSize uint64, next *int) ([]Partition, []span, error) {
 	var parts []Partition
+	var ebrs []span
 	seen := map[uint64]bool{}
 	ebr := extStart
 	sec := make([]byte, ss)
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		off := int64(ebr) * ss
 		if seen[ebr] {
-			return nil, fmt.Errorf("extended partition at offset %d: the chain of extended boot records loops back to offset %d", int64(extStart)*ss, off)
+			return nil, nil, fmt.Errorf("extended partition at offset %d: the chain of extended boot records loops back to offset %d", int64(extStart)*ss, off)
 		}
 		if len(seen) >= maxLogicalPartions {
-			return nil, fmt.Errorf("extended partition at offset %d: more than %d logical partitions", int64(extStart)*ss, maxLogicalPartions)
+			return nil, nil, fmt.Errorf("extended partition at offset %d: more than %d logical partitions", int64(extStart)*ss, maxLogicalPartions)
 		}
 		seen[ebr] = true
+		ebrs = append(ebrs, span{off, ss, "extended boot record"})
 		if err := d.readAt(sec, off); err != nil {
-			return nil, fmt.Errorf("extended boot record: %w", err)
+			return nil, nil, fmt.Errorf("extended boot record: %w", err)
 		}
 		es, ok := parseMBR(sec)
 		if !ok {
-			return nil, fmt.Errorf("extended boot record at offset %d: no boot signature or bad entries", off)
+			return nil, nil, fmt.Errorf("extended boot record at offset %d: no boot signature or bad entries", off)
 		}
 		var link *mbrEntry
 		for i := range es {
@@ -366,7 +376,7 @@ func readEBRChain(ctx context.Context, d *diskReader, ss int64, extStart, extSiz
 			}
 			start := ebr + uint64(e.start)
 			if e.start == 0 || start+uint64(e.size) > extStart+extSize {
-				return nil, fmt.Errorf("logical partition in extended boot record at offset %d: sectors %d+%d outside the extended partition (sectors %d+%d)", off, start, e.size, extStart, extSize)
+				return nil, nil, fmt.Errorf("logical partition in extended boot record at offset %d: sectors %d+%d outside the extended partition (sectors %d+%d)", off, start, e.size, extStart, extSize)
 			}
 			parts = append(parts, Partition{
 				Index:  *next,
@@ -377,11 +387,11 @@ func readEBRChain(ctx context.Context, d *diskReader, ss int64, extStart, extSiz
 			*next++
 		}
 		if link == nil {
-			return parts, nil
+			return parts, ebrs, nil
 		}
 		nextEBR := extStart + uint64(link.start)
 		if nextEBR >= extStart+extSize {
-			return nil, fmt.Errorf("extended boot record at offset %d: link to sector %d outside the extended partition (sectors %d+%d)", off, nextEBR, extStart, extSize)
+			return nil, nil, fmt.Errorf("extended boot record at offset %d: link to sector %d outside the extended partition (sectors %d+%d)", off, nextEBR, extStart, extSize)
 		}
 		ebr = nextEBR
 	}
@@ -395,15 +405,29 @@ func sortPartitions(parts []Partition) {
 	}
 }
 
-// checkOverlaps refuses a partition table whose partitions overlap: what is
-// excluded from one would be data of the other.
-func checkOverlaps(parts []Partition) error {
+// span is a byte range of the disk that a partition table occupies.
+type span struct {
+	off, len int64
+	what     string
+}
+
+// checkOverlaps refuses a partition table whose partitions overlap each
+// other or the table itself: what is excluded from one would be data of the
+// other, or the table.
+func checkOverlaps(parts []Partition, tables []span) error {
 	byOffset := append([]Partition(nil), parts...)
 	sort.Slice(byOffset, func(i, j int) bool { return byOffset[i].Offset < byOffset[j].Offset })
 	for i := 1; i < len(byOffset); i++ {
 		a, b := byOffset[i-1], byOffset[i]
 		if b.Offset < a.Offset+a.Length {
 			return fmt.Errorf("partition table: partition %d (offset %d, length %d) overlaps partition %d at offset %d", a.Index, a.Offset, a.Length, b.Index, b.Offset)
+		}
+	}
+	for _, p := range parts {
+		for _, t := range tables {
+			if t.off < p.Offset+p.Length && p.Offset < t.off+t.len {
+				return fmt.Errorf("partition table: partition %d (offset %d, length %d) covers the %s at offset %d", p.Index, p.Offset, p.Length, t.what, t.off)
+			}
 		}
 	}
 	return nil

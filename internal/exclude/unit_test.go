@@ -316,3 +316,16 @@ func TestOverlappingPartitionsAreAnError(t *testing.T) {
 		t.Errorf("MBR: %v; want an overlap error", err)
 	}
 }
+
+func TestPartitionCoveringItsTableIsAnError(t *testing.T) {
+	g := gptDisk(4<<20, 128, [][3]any{{linuxSwapGUID, uint64(1), uint64(4000)}})
+	putSwapHeader(g[512:4001*512], 4096)
+	if _, ex, err := Analyze(context.Background(), g, int64(len(g)), 512, Options{Swap: true}); err == nil || ex != nil || !strings.Contains(err.Error(), "GPT header at offset 512") {
+		t.Errorf("GPT: %+v %v; want an error about the partition covering the GPT header", ex, err)
+	}
+	m := mbrDisk(0)
+	putMBREntry(m, 0, 0x82, 2048, 2049) // reaches sector 4096, the extended boot record
+	if _, ex, err := Analyze(context.Background(), m, int64(len(m)), 512, Options{Swap: true}); err == nil || ex != nil || !strings.Contains(err.Error(), "covers the extended boot record") {
+		t.Errorf("MBR: %+v %v; want an error about the partition covering the EBR", ex, err)
+	}
+}
