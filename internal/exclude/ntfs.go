@@ -393,8 +393,8 @@ func containsPattern(ps []pathPattern, id int) bool {
 // fileRanges returns the disk byte ranges of the non-resident, non-sparse
 // runs of the unnamed $DATA of file num. Metadata records, directories,
 // records no longer in use or reused (sequence number other than seq, unless
-// seq is 0) and resident data yield nothing; a run that overlaps NTFS
-// metadata or leaves the volume is an error.
+// seq is 0), resident data and files smaller than a cluster yield nothing; a
+// run that overlaps NTFS metadata is an error.
 func (v *ntfsVolume) fileRanges(num uint64, seq uint16, reason string) ([]Range, error) {
 	if num < firstUserRecord {
 		return nil, nil
@@ -408,7 +408,9 @@ func (v *ntfsVolume) fileRanges(num uint64, seq uint16, reason string) ([]Range,
 	}
 	var out []Range
 	for _, a := range f.attrs {
-		if a.typ != attrData || a.name != "" || !a.nonResident {
+		// Resident data and files smaller than a cluster cost too little
+		// to be worth a range.
+		if a.typ != attrData || a.name != "" || !a.nonResident || a.dataSize < v.clusterSize {
 			continue
 		}
 		for _, r := range a.runs {

@@ -299,8 +299,9 @@ func TestGPTSwapAndNTFSFiles(t *testing.T) {
 		{"/pagefile.sys", 3 * mib},
 		{"/HIBERFIL.SYS", 2 * mib},
 		{"/swapfile.sys", 1 * mib},
-		{"/pagefile.sys", 5 * mib}, // rewritten larger: a second run after the others
-		{"/small.tmp", 100},        // resident: nothing to exclude
+		{"/pagefile.sys", 5 * mib},     // rewritten larger: a second run after the others
+		{"/small.tmp", 100},            // resident: nothing to exclude
+		{"/under-a-cluster.tmp", 2000}, // non-resident in one cluster: not worth a range
 		{"/big.TMP", 300 * 1024},
 		{"/keep.dat", 200 * 1024},
 	})
@@ -318,6 +319,9 @@ func TestGPTSwapAndNTFSFiles(t *testing.T) {
 	want = append(want, runsToRanges(ntfsclusterRuns(t, vol, "/big.TMP"), ntfsOff, cs, ReasonPath)...)
 	if n := len(ntfsclusterRuns(t, vol, "/small.tmp")); n != 0 {
 		t.Fatalf("small.tmp has %d runs; it should be resident", n)
+	}
+	if n := len(ntfsclusterRuns(t, vol, "/under-a-cluster.tmp")); n != 1 {
+		t.Fatalf("under-a-cluster.tmp has %d runs; it should be non-resident in one", n)
 	}
 	want = Merge(want)
 
