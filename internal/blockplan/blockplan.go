@@ -65,7 +65,7 @@ func Changed(size, blockSize int64, changed []disk.Extent) Plan {
 // zeroed there. The sender digests each listed block and sends only those whose
 // digest differs from previous. Blocks beyond len(previous) count as zero on
 // the replica.
-func Digest(size, blockSize int64, allocated []disk.Extent, previous []digest.Sum) Plan {
+func Digest(size, blockSize int64, allocated []disk.Extent, previous Sums) Plan {
 	return func(yield func(Block) bool) {
 		if size <= 0 || blockSize <= 0 {
 			return
@@ -75,13 +75,17 @@ func Digest(size, blockSize int64, allocated []disk.Extent, previous []digest.Su
 		zeroLast := digest.Zero(int(size - (count-1)*blockSize))
 		// nonZeroBefore yields the blocks in [from, to) that are not zero on
 		// the replica.
+		known := int64(0)
+		if previous != nil {
+			known = previous.Len()
+		}
 		nonZeroBefore := func(from, to int64) bool {
-			for i := from; i < to && i < int64(len(previous)); i++ {
+			for i := from; i < to && i < known; i++ {
 				zero := zeroFull
 				if i == count-1 {
 					zero = zeroLast
 				}
-				if previous[i] != zero && !yield(block(size, blockSize, i)) {
+				if previous.At(i) != zero && !yield(block(size, blockSize, i)) {
 					return false
 				}
 			}
@@ -102,6 +106,19 @@ func Digest(size, blockSize int64, allocated []disk.Extent, previous []digest.Su
 		nonZeroBefore(next, count)
 	}
 }
+
+// Sums is the digest table of a replica's point, indexed by block. At is
+// called with ascending indexes by a plan, and may be called concurrently.
+type Sums interface {
+	Len() int64
+	At(i int64) digest.Sum
+}
+
+// SumSlice is a digest table held in memory.
+type SumSlice []digest.Sum
+
+func (s SumSlice) Len() int64            { return int64(len(s)) }
+func (s SumSlice) At(i int64) digest.Sum { return s[i] }
 
 // Count returns how many blocks and bytes a plan holds.
 func Count(p Plan) (blocks, bytes int64) {

@@ -85,7 +85,7 @@ func TestDigestPlan(t *testing.T) {
 	prev[10] = digest.Of([]byte("old tail"))
 	allocated := []disk.Extent{{Offset: 5 * 1024, Length: 10}, {Offset: 7 * 1024, Length: 2048}}
 	var idx []int64
-	for b := range Digest(size, bs, allocated, prev) {
+	for b := range Digest(size, bs, allocated, SumSlice(prev)) {
 		idx = append(idx, b.Index)
 	}
 	if want := []int64{3, 5, 7, 8, 10}; !slices.Equal(idx, want) {

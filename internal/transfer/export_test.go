@@ -34,3 +34,10 @@ func ReadMessage(br *bufio.Reader) (byte, []byte, error) {
 }
 
 func DecodeError(body []byte) (bool, string, error) { return decodeError(body) }
+
+// SetMemSums changes how many digests the sender keeps in memory.
+func SetMemSums(n int64) (restore func()) {
+	old := memSums
+	memSums = n
+	return func() { memSums = old }
+}

@@ -84,6 +84,14 @@ func pickBlocks(t *testing.T, src source, bs int64, allocated bool, n int) []int
 // transfer of a changed source sends exactly the blocks that differ,
 // including a block that became unallocated (sent as zeros).
 func TestDigestModeSendsOnlyDifferingBlocks(t *testing.T) {
+	t.Run("in memory", digestMode)
+	t.Run("spilled to a file", func(t *testing.T) {
+		defer transfer.SetMemSums(5)()
+		digestMode(t)
+	})
+}
+
+func digestMode(t *testing.T) {
 	server, client, _ := testPKI(t)
 	const bs = 64 << 10
 	src := makeSource(t, t.TempDir(), 8<<20+3000, bs, 21)
@@ -93,6 +101,7 @@ func TestDigestModeSendsOnlyDifferingBlocks(t *testing.T) {
 	target.Begin(testJob, testVM, testCP)
 	opts := options(bs)
 	opts.CompareDigests = true // no digests yet: a full copy
+	opts.TempDir = t.TempDir()
 	res, err := s.SendDisk(context.Background(), src.open(t), nil, nil, opts, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +137,9 @@ func TestDigestModeSendsOnlyDifferingBlocks(t *testing.T) {
 	h := hello(src.size, bs)
 	h.CheckpointID = "cp-2"
 	checkReplica(t, target, h, expected(t, changed.path, nil), blockplan.All(src.size, bs))
+	if left, _ := os.ReadDir(opts.TempDir); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
 }
 
 func TestExcludedRangesZeroedAndDropped(t *testing.T) {

@@ -57,6 +57,9 @@ type SendOptions struct {
 	// the replica has no digests, or blockplan.All if they were recorded with
 	// another block size).
 	CompareDigests bool
+	// TempDir is where a digest table too large to keep in memory (over
+	// 16 MiB: disks over 1 TiB at 1 MiB blocks) is spilled (default os.TempDir()).
+	TempDir string
 }
 
 // Result counts what one transfer did. JSON names are the contract's.
@@ -224,7 +227,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	if err := bw.Flush(); err != nil {
 		return s.failure(ctx, "send hello", err)
 	}
-	reply, prev, err := readHelloReply(br, conn, h, idle)
+	reply, table, err := readHelloReply(br, conn, h, idle, opts.TempDir)
 	if err != nil {
 		return s.failure(ctx, "read hello reply from "+s.Address, err)
 	}
@@ -240,15 +243,11 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	}
 	st.resumed = reply.ResumeFrom
 	st.acked.Store(reply.ResumeFrom)
-	if len(prev) > 0 {
-		zeroFull, last := digest.Zero(int(min(bs, size))), (size-1)/bs
-		for i := range prev {
-			if prev[i] == (digest.Sum{}) { // never written: zeros on the replica
-				prev[i] = zeroFull
-				if int64(i) == last {
-					prev[i] = digest.Zero(int(size - last*bs))
-				}
-			}
+	var prev blockplan.Sums // nil unless digests are compared
+	if table != nil {
+		defer table.Close()
+		if reply.DigestState == digestFollow && reply.DigestBlockSize == bs {
+			prev = table
 		}
 	}
 	if plan == nil {
@@ -261,11 +260,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 			plan = blockplan.Full(size, bs, src.Allocated())
 		}
 	}
-	if reply.DigestState == digestFollow && reply.DigestBlockSize == bs {
-		st.digests = true
-	} else {
-		prev = nil
-	}
+	st.digests = prev != nil
 
 	report := newReporter(progress, st, size)
 	agent := s.readAgent(br, conn, size, st, report)
@@ -361,7 +356,7 @@ func (s *Sender) dial(ctx context.Context, timeout time.Duration) (*tls.Conn, er
 
 // readHelloReply reads the agent's answer and the digest table that follows
 // it. Only the digests of blocks that exist on this disk are kept.
-func readHelloReply(br *bufio.Reader, conn net.Conn, h Hello, idle time.Duration) (helloReply, []digest.Sum, error) {
+func readHelloReply(br *bufio.Reader, conn net.Conn, h Hello, idle time.Duration, tempDir string) (helloReply, *digestTable, error) {
 	typ, n, err := readHeader(br)
 	if err != nil {
 		return helloReply{}, nil, err
@@ -392,28 +387,8 @@ func readHelloReply(br *bufio.Reader, conn net.Conn, h Hello, idle time.Duration
 	if r.DigestBlockSize == h.BlockSize {
 		keep = min(r.DigestCount, blocks)
 	}
-	sums := make([]digest.Sum, keep)
-	buf := make([]byte, 0, sumsPerMessage*digest.Size)
-	for got := int64(0); got < r.DigestCount; {
-		conn.SetReadDeadline(time.Now().Add(idle))
-		typ, n, err := readHeader(br)
-		if err != nil {
-			return r, nil, fmt.Errorf("read digests: %w", err)
-		}
-		if typ != msgSums || n == 0 || n%digest.Size != 0 || int64(n/digest.Size) > r.DigestCount-got {
-			return r, nil, fmt.Errorf("read digests: message %q of %d bytes after %d of %d digests", typ, n, got, r.DigestCount)
-		}
-		body, err := readBody(br, buf, n, sumsPerMessage*digest.Size, "digests")
-		if err != nil {
-			return r, nil, fmt.Errorf("read digests: %w", err)
-		}
-		for ; len(body) > 0; body, got = body[digest.Size:], got+1 {
-			if got < keep {
-				copy(sums[got][:], body)
-			}
-		}
-	}
-	return r, sums, nil
+	table, err := readSums(br, conn, r.DigestCount, keep, h.DiskSize, h.BlockSize, idle, tempDir)
+	return r, table, err
 }
 
 // agentReader follows what the agent says while data flows.
@@ -530,7 +505,7 @@ type pipeline struct {
 	src       disk.Image
 	size, bs  int64
 	comp      codec.Compressor
-	prev      []digest.Sum
+	prev      blockplan.Sums // nil unless digests are compared
 	resume    int64
 	allocated []disk.Extent
 	excluded  []disk.Extent
@@ -557,8 +532,8 @@ func (p *pipeline) unchanged(index int64, sum digest.Sum, length int64) bool {
 	if p.prev == nil {
 		return false
 	}
-	if index < int64(len(p.prev)) {
-		return p.prev[index] == sum
+	if index < p.prev.Len() {
+		return p.prev.At(index) == sum
 	}
 	return sum == p.zeroSum(length) // beyond the table the replica reads zeros
 }
