@@ -317,3 +317,29 @@ func TestNoSessionRejected(t *testing.T) {
 		t.Fatalf("err = %v, want the agent's final refusal naming the missing restore point", err)
 	}
 }
+
+func TestBusyAgentIsRetryable(t *testing.T) {
+	server, client, _ := testPKI(t)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	target.Begin(testJob, testVM, testCP)
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{MaxConnections: 1})
+	src := makeSource(t, t.TempDir(), 1<<20, 64<<10, 3)
+	h := hello(src.size, 64<<10)
+	h.DiskID = "other"
+	held := dialRaw(t, addr, client, h) // holds the only slot
+	held.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if typ, _, err := transfer.ReadMessage(held.br); err != nil || typ != transfer.MsgHelloRep {
+		t.Fatalf("first connection: %q, %v", typ, err)
+	}
+	_, err := (&transfer.Sender{Address: addr, TLS: client}).SendDisk(context.Background(), src.open(t), nil, nil, options(64<<10), nil)
+	if err == nil || !transfer.IsRetryable(err) || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("err = %v, want a retryable busy refusal", err)
+	}
+	held.conn.Close()
+	// Once the slot is free the transfer goes through.
+	res, err := (&transfer.Sender{Address: addr, TLS: client}).SendDiskWithRetry(context.Background(), src.open(t), nil, nil, options(64<<10), nil,
+		transfer.RetryPolicy{Attempts: 50, Backoff: 10 * time.Millisecond})
+	if err != nil || res.Acknowledged != src.size {
+		t.Fatalf("after the slot freed: %+v, %v", res, err)
+	}
+}

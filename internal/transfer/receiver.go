@@ -61,6 +61,10 @@ type ReceiverOptions struct {
 	IdleTimeout time.Duration
 	// MaxBlockSize bounds the block size a sender may declare (64 MiB).
 	MaxBlockSize int64
+	// MaxConnections bounds the disks received at once (16); a sender beyond
+	// it is told the agent is busy, a retryable error. Each connection holds
+	// about three blocks of memory.
+	MaxConnections int
 	// Logger receives one line per connection outcome (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -80,6 +84,9 @@ func (o *ReceiverOptions) defaults() {
 	}
 	if o.MaxBlockSize <= 0 || o.MaxBlockSize > MaxBlockSize {
 		o.MaxBlockSize = MaxBlockSize
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 16
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -125,6 +132,7 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, r.opts.MaxConnections)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var err error
@@ -137,7 +145,13 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.handle(ctx, c)
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+				r.handle(ctx, c, false)
+			default:
+				r.handle(ctx, c, true)
+			}
 		}()
 	}
 	cancel()
@@ -148,8 +162,8 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	return fmt.Errorf("receiver: accept on %s: %w", ln.Addr(), err)
 }
 
-// handle runs one connection.
-func (r *Receiver) handle(ctx context.Context, raw net.Conn) {
+// handle runs one connection; a busy agent only tells the sender so.
+func (r *Receiver) handle(ctx context.Context, raw net.Conn, busy bool) {
 	defer raw.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -165,6 +179,12 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn) {
 	}
 	peer := conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 	log = log.With("peer", peer)
+	if busy {
+		c := &receiverConn{r: r, conn: conn, raw: raw, bw: bufio.NewWriterSize(conn, 4096), log: log}
+		c.sendError(true, fmt.Sprintf("agent busy: %d transfers in progress", r.opts.MaxConnections))
+		log.Warn("data channel: refused, agent busy", "connections", r.opts.MaxConnections)
+		return
+	}
 	c := &receiverConn{r: r, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 256<<10), bw: bufio.NewWriterSize(conn, 64<<10), log: log}
 	err := c.run(ctx, peer)
 	if err != nil {
