@@ -1,12 +1,15 @@
 package exclude
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +180,56 @@ func TestFragmentedFileWithAttributeList(t *testing.T) {
 	}
 	for _, r := range ntfsclusterRuns(t, vol, "/other.dat") {
 		assertNoOverlap(t, got, r.lcn*cs, r.length*cs, "other.dat")
+	}
+}
+
+// inodeOf returns the MFT record number and sequence number of path.
+func inodeOf(t *testing.T, vol, path string) (num, seq int64) {
+	t.Helper()
+	num, seq = -1, -1
+	for _, line := range strings.Split(run(t, "", "ntfsinfo", "-F", path, vol), "\n") {
+		if v, ok := strings.CutPrefix(line, "Dumping Inode "); ok && num < 0 {
+			num, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "MFT Record Seq. Numb.:"); ok && seq < 0 {
+			seq, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+		}
+	}
+	if num < 0 || seq < 0 {
+		t.Fatalf("ntfsinfo -F %s: no inode", path)
+	}
+	return num, seq
+}
+
+// TestDirectoryLoopIsAnError points a folder's entry for its subfolder back
+// at the folder itself: the walk must stop with an error, not go round.
+func TestDirectoryLoopIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	vol := makeNTFS(t, dir, 16*mib, nil)
+	mountNTFS(t, vol, func(root string) {
+		writeRandom(t, filepath.Join(root, "a", "b", "x.bin"), 64<<10, rand.New(rand.NewSource(3)))
+	})
+	aNum, aSeq := inodeOf(t, vol, "/a")
+	bNum, bSeq := inodeOf(t, vol, "/a/b")
+	rec := mftRecordOffset(t, vol, aNum)
+	b := make([]byte, 1024)
+	f, err := os.Open(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(b, rec)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := binary.LittleEndian.AppendUint64(nil, uint64(bNum)|uint64(bSeq)<<48)
+	at := bytes.Index(b, ref)
+	if at < 0 || bytes.Count(b, ref) != 1 || at%512 > 502 {
+		t.Fatalf("the entry for /a/b in record %d: found at %d, %d times", aNum, at, bytes.Count(b, ref))
+	}
+	patchFile(t, vol, rec+int64(at), binary.LittleEndian.AppendUint64(nil, uint64(aNum)|uint64(aSeq)<<48))
+	_, ex, err := analyzeFile(t, vol, Options{Paths: []string{"/a/*/*/*/*.bin"}})
+	if err == nil || ex != nil || !strings.Contains(err.Error(), "already reached") {
+		t.Errorf("%+v %v; want an error about the directory reached twice", ex, err)
 	}
 }

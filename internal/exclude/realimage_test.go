@@ -537,19 +537,30 @@ func TestExtFilesystemsAreRecognized(t *testing.T) {
 // fresh volume made by makeNTFS (whose MFT is contiguous), from ntfsinfo.
 func pagefileRecord(t *testing.T, vol string) int64 {
 	t.Helper()
-	var inode, mftLCN int64 = -1, -1
+	var inode int64 = -1
 	for _, line := range strings.Split(run(t, "", "ntfsinfo", "-F", "/pagefile.sys", vol), "\n") {
 		if v, ok := strings.CutPrefix(line, "Dumping Inode "); ok {
 			inode, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 		}
 	}
+	if inode < 24 {
+		t.Fatalf("ntfsinfo: inode %d", inode)
+	}
+	return mftRecordOffset(t, vol, inode)
+}
+
+// mftRecordOffset returns the disk offset of MFT record inode in a
+// fresh volume made by makeNTFS (whose MFT is contiguous, 1 KiB records).
+func mftRecordOffset(t *testing.T, vol string, inode int64) int64 {
+	t.Helper()
+	var mftLCN int64 = -1
 	for _, line := range strings.Split(run(t, "", "ntfsinfo", "-m", vol), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "LCN of Data Attribute for FILE_MFT:"); ok {
 			mftLCN, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
 	}
-	if inode < 24 || mftLCN <= 0 {
-		t.Fatalf("ntfsinfo: inode %d, MFT at cluster %d", inode, mftLCN)
+	if mftLCN <= 0 {
+		t.Fatalf("ntfsinfo -m: MFT at cluster %d", mftLCN)
 	}
 	return mftLCN*clusterSize(t, vol) + inode*1024
 }
