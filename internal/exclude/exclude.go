@@ -49,7 +49,8 @@ type Options struct {
 	// ignored, '\' and '/' are alike, names compare case-insensitively as NTFS
 	// does, '*' matches any run of characters and '?' one character, both
 	// within one path component. A pattern names files: a directory that
-	// matches the last component is not descended.
+	// matches the last component is not descended. Patterns apply to every
+	// NTFS volume of the disk; NTFS metadata files are never matched.
 	Paths []string
 }
 
