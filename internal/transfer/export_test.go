@@ -1,6 +1,9 @@
 package transfer
 
-import "bufio"
+import (
+	"bufio"
+	"time"
+)
 
 // Hooks for tests that speak the protocol by hand.
 
@@ -40,4 +43,11 @@ func SetMemSums(n int64) (restore func()) {
 	old := memSums
 	memSums = n
 	return func() { memSums = old }
+}
+
+// SetPassedInterval changes how often the sender reports skipped blocks.
+func SetPassedInterval(d time.Duration) (restore func()) {
+	old := passedInterval
+	passedInterval = d
+	return func() { passedInterval = old }
 }

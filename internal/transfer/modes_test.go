@@ -3,9 +3,11 @@ package transfer_test
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/replicator/replicator/internal/blockplan"
 	"github.com/replicator/replicator/internal/codec"
@@ -223,4 +225,48 @@ func TestChangedPlanZeroesUnallocated(t *testing.T) {
 	if !bytes.Equal(got, expected(t, changed.path, nil)) {
 		t.Fatal("replica differs from the changed source")
 	}
+}
+
+// TestDigestModeResumesAcrossCuts: an incremental transfer in digest mode,
+// cut many times, with skipped blocks reported as passed positions, ends
+// identical to the changed source.
+func TestDigestModeResumesAcrossCuts(t *testing.T) {
+	defer transfer.SetPassedInterval(0)()
+	server, client, _ := testPKI(t)
+	const bs = 64 << 10
+	src := makeSource(t, t.TempDir(), 12<<20, bs, 31)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{PersistBytes: 128 << 10})
+	target.Begin(testJob, testVM, testCP)
+	opts := options(bs)
+	opts.CompareDigests = true
+	if _, err := (&transfer.Sender{Address: addr, TLS: client}).SendDisk(context.Background(), src.open(t), nil, nil, opts, nil); err != nil {
+		t.Fatal(err)
+	}
+	writes := map[int64][]byte{}
+	for i, idx := range pickBlocks(t, src, bs, true, 40) {
+		if i%3 == 0 {
+			writes[idx] = fill(bs, byte(i))
+		}
+	}
+	changed := changeSource(t, src, bs, writes)
+	target.Begin(testJob, testVM, "cp-2")
+	opts.CheckpointID = "cp-2"
+	r := rand.New(rand.NewPCG(8, 9))
+	proxy := newCutProxy(t, func() string { return addr }, func() int64 { return 2<<10 + r.Int64N(400<<10) })
+	res, err := (&transfer.Sender{Address: proxy.addr(), TLS: client}).SendDiskWithRetry(context.Background(), changed.open(t), nil, nil, opts, nil,
+		transfer.RetryPolicy{Attempts: 500, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proxy.cuts.Load() < 2 {
+		t.Fatalf("only %d cuts", proxy.cuts.Load())
+	}
+	if res.BytesWritten != int64(len(writes))*bs {
+		t.Errorf("%d bytes written over all attempts, want %d", res.BytesWritten, int64(len(writes))*bs)
+	}
+	h := hello(src.size, bs)
+	h.CheckpointID = "cp-2"
+	checkReplica(t, target, h, expected(t, changed.path, nil), blockplan.All(src.size, bs))
+	t.Logf("%d cuts, %+v", proxy.cuts.Load(), res)
 }

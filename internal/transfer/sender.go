@@ -657,7 +657,7 @@ func isZero(b []byte) bool {
 
 // passedInterval is how often the writer tells the agent how far it got
 // through blocks it skipped, so that a resume need not look at them again.
-const passedInterval = time.Second
+var passedInterval = time.Second
 
 // write sends the tasks' frames in plan order and returns how many frames it
 // sent.
