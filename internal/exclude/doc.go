@@ -7,6 +7,14 @@
 // and reads NTFS master file tables and directory indexes itself, bounding the
 // work and never trusting a count, offset or length it reads.
 //
+// A Linux swap area is recognized by the SWAPSPACE2 signature mkswap writes
+// (page sizes 4, 8, 16 and 64 KiB), as the guest's kernel recognizes it,
+// whatever the partition type says: a partition typed swap without the
+// signature (or one hibernated into, whose signature differs) is reported
+// and kept. A partition table is trusted only whole: overlapping partitions,
+// a partition covering its own table, a looping chain of extended boot
+// records are errors.
+//
 // What it excludes is only ever data a running guest can do without: never a
 // partition table, a boot sector, filesystem metadata or resident file data.
 // When a disk holds nothing it recognizes, Analyze reports no exclusions and no

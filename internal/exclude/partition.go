@@ -71,6 +71,12 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 			protective = true
 		}
 	}
+	if mbrOK && len(entries) > 0 && !protective {
+		// A DOS partition table without a protective entry wins over any
+		// GPT found behind it, as in Linux and Windows: such a GPT is
+		// left over from an earlier layout and describes nothing live.
+		return readMBRDisk(ctx, d, ss, mbr, entries)
+	}
 	parts, tables, err := readGPT(ctx, d, ss)
 	if errors.Is(err, errNoGPT) {
 		// Image metadata may state the wrong logical sector size; a GPT
@@ -96,20 +102,24 @@ func readPartitions(ctx context.Context, d *diskReader, sectorSize int) ([]Parti
 	case protective && mbrOK:
 		return nil, fmt.Errorf("read GPT: protective MBR at offset 0 but no GPT header at offset %d nor at the end of the disk", ss)
 	}
+	return wholeDisk(ctx, d)
+}
+
+// readMBRDisk reads a disk whose first sector holds a DOS partition table,
+// unless that sector is the boot sector of a filesystem spanning the disk
+// (whose boot code can pass for partition entries).
+func readMBRDisk(ctx context.Context, d *diskReader, ss int64, mbr []byte, entries []mbrEntry) ([]Partition, error) {
 	if fs := detectBootSector(mbr); fs != "" {
 		return wholeDisk(ctx, d)
 	}
-	if mbrOK && len(entries) > 0 {
-		parts, tables, err := readMBR(ctx, d, ss, entries)
-		if err != nil {
-			return nil, err
-		}
-		if err := checkOverlaps(parts, tables); err != nil {
-			return nil, err
-		}
-		return parts, detectAll(ctx, d, parts)
+	parts, tables, err := readMBR(ctx, d, ss, entries)
+	if err != nil {
+		return nil, err
 	}
-	return wholeDisk(ctx, d)
+	if err := checkOverlaps(parts, tables); err != nil {
+		return nil, err
+	}
+	return parts, detectAll(ctx, d, parts)
 }
 
 // wholeDisk reports the disk as one partition (index 0) if a filesystem

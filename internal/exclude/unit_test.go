@@ -329,3 +329,16 @@ func TestPartitionCoveringItsTableIsAnError(t *testing.T) {
 		t.Errorf("MBR: %+v %v; want an error about the partition covering the EBR", ex, err)
 	}
 }
+
+func TestDOSTableWinsOverAStaleGPT(t *testing.T) {
+	d := gptDisk(4<<20, 128, [][3]any{{linuxSwapGUID, uint64(2048), uint64(6000)}})
+	putSwapHeader(d[2048*512:6001*512], 4096)
+	clear(d[446:510])
+	putMBREntry(d, 0, 0x83, 2048, 4096)
+	parts, ex, err := Analyze(context.Background(), d, int64(len(d)), 512, Options{Swap: true})
+	want := []Partition{{Index: 1, Offset: 2048 * 512, Length: 4096 * 512, Type: "linux-data", Filesystem: "swap"}}
+	wantEx := []Range{{2048*512 + 4096, 4096*512 - 4096, ReasonSwap}}
+	if err != nil || !reflect.DeepEqual(parts, want) || !reflect.DeepEqual(ex, wantEx) {
+		t.Errorf("%+v %+v %v; want the DOS partition %+v and %+v", parts, ex, err, want, wantEx)
+	}
+}
