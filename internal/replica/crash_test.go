@@ -82,6 +82,12 @@ func (m *crashModel) point(k int) map[string][]byte {
 		c[d.ID] = applyPlan(prev[d.ID], plan)
 	}
 	m.at[k] = c
+	// Listed points are the newest few: older contents are not needed again.
+	for old := range m.at {
+		if old < k-4 {
+			delete(m.at, old)
+		}
+	}
 	return c
 }
 

@@ -39,7 +39,13 @@ func (t *DigestTable) Sum(i int64) digest.Sum { return t.Sums[i] }
 // BlockLen returns the length of block i (the last block may be short).
 func (t *DigestTable) BlockLen(i int64) int64 { return blockLen(t.DiskSize, t.BlockSize, i) }
 
-func blockCount(size, blockSize int64) int64 { return (size + blockSize - 1) / blockSize }
+func blockCount(size, blockSize int64) int64 {
+	n := size / blockSize
+	if size%blockSize != 0 {
+		n++
+	}
+	return n
+}
 
 func blockLen(size, blockSize, i int64) int64 {
 	n := size - i*blockSize
@@ -118,14 +124,14 @@ func parseDigests(path string, b []byte, diskSize int64) (*DigestTable, error) {
 	if t.BlockSize <= 0 || t.BlockSize > 1<<30 {
 		return nil, fmt.Errorf("digests %s: at byte 8: block size %d out of range", path, t.BlockSize)
 	}
-	if t.DiskSize != diskSize {
+	if t.DiskSize != diskSize || diskSize <= 0 {
 		return nil, fmt.Errorf("digests %s: at byte 24: disk size %d, the disk has %d", path, t.DiskSize, diskSize)
 	}
 	if want := blockCount(diskSize, t.BlockSize); count != uint64(want) {
 		return nil, fmt.Errorf("digests %s: at byte 16: %d blocks, a disk of %d bytes in blocks of %d has %d", path, count, diskSize, t.BlockSize, want)
 	}
-	if want := digestHeaderSize + int64(count)*digest.Size; int64(len(b)) != want {
-		return nil, fmt.Errorf("digests %s: at byte %d: file is %d bytes, %d expected", path, len(b), len(b), want)
+	if body := len(b) - digestHeaderSize; body%digest.Size != 0 || uint64(body/digest.Size) != count {
+		return nil, fmt.Errorf("digests %s: at byte %d: file is %d bytes, %d blocks need %d more after the header", path, len(b), len(b), count, count*digest.Size)
 	}
 	t.Sums = make([]digest.Sum, count)
 	for i := range t.Sums {
