@@ -623,3 +623,29 @@ func TestDamagedNTFSIsAnErrorNamingWhere(t *testing.T) {
 		t.Errorf("page file over the MFT: %+v %v; want an error naming the file and the overlap", ex, err)
 	}
 }
+
+func TestGPTTypeNames(t *testing.T) {
+	dir := t.TempDir()
+	disk := newDisk(t, dir, 16*mib)
+	types := []string{
+		"C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "E3C9E316-0B5C-4DB8-817D-F92DF00215AE",
+		"EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC",
+		"0FC63DAF-8483-4772-8E79-3D69D8477DE4", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F",
+		"6A898CC3-1DD2-11B2-99A6-080020736631", // ZFS on Solaris: no name, reported as its GUID
+	}
+	script := "label: gpt\n"
+	for i, typ := range types {
+		script += fmt.Sprintf("start=%d, size=2048, type=%s\n", 2048+i*2048, typ)
+	}
+	ss, layout := sfdiskLayout(t, disk, script)
+	parts, ex, err := analyzeFile(t, disk, Options{Swap: true})
+	if err != nil || len(ex) != 0 || len(parts) != len(layout) {
+		t.Fatalf("%+v %+v %v", parts, ex, err)
+	}
+	names := []string{"efi-system", "microsoft-reserved", "microsoft-basic-data", "windows-recovery", "linux-data", "linux-swap", layout[6].Type}
+	for i, p := range parts {
+		if p.Type != names[i] || p.Offset != layout[i].Start*ss || p.Length != layout[i].Size*ss {
+			t.Errorf("partition %d: %+v; want type %q at %d+%d (sfdisk type %s)", i+1, p, names[i], layout[i].Start*ss, layout[i].Size*ss, layout[i].Type)
+		}
+	}
+}
