@@ -222,3 +222,64 @@ func TestCrashConsistency(t *testing.T) {
 		})
 	}
 }
+
+// A power loss anywhere in SetParent leaves a file that opens with either
+// the old or the new parent locator, never a mix.
+func TestSetParentCrash(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := buildChain(t, dir, 4<<20, 512, 2, 51)
+	start, err := os.ReadFile(paths[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := mustOpen(t, paths[2])
+	oldLoc := before.ParentLocator()
+	before.Close()
+	mem := &memFile{data: append([]byte(nil), start...)}
+	d, err := openOn(paths[2], mem, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.setParent(paths[0]); err != nil {
+		t.Fatal(err)
+	}
+	newLoc := d.ParentLocator()
+	if newLoc["relative_path"] == oldLoc["relative_path"] {
+		t.Fatalf("locator unchanged: %v", newLoc)
+	}
+	rng := rand.New(rand.NewSource(3))
+	seenOld, seenNew := false, false
+	for k := 0; k <= len(mem.ops); k++ {
+		for rep := 0; rep < 3; rep++ {
+			img := crashImage(start, mem.ops, k, rng)
+			c, err := openOn(paths[2], &memFile{data: img}, false)
+			if err != nil {
+				t.Fatalf("crash after op %d of %d: %v", k, len(mem.ops), err)
+			}
+			got := c.ParentLocator()
+			switch {
+			case equalMaps(got, oldLoc):
+				seenOld = true
+			case equalMaps(got, newLoc):
+				seenNew = true
+			default:
+				t.Fatalf("crash after op %d of %d: locator %v is neither old nor new", k, len(mem.ops), got)
+			}
+		}
+	}
+	if !seenOld || !seenNew {
+		t.Fatalf("crash points covered old=%v new=%v", seenOld, seenNew)
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

@@ -106,6 +106,11 @@ func SetParent(childPath, newParentPath string) (err error) {
 			err = fmt.Errorf("vhdx: set parent of %s: %w", childPath, cerr)
 		}
 	}()
+	return child.setParent(newParentPath)
+}
+
+func (d *Disk) setParent(newParentPath string) error {
+	child, childPath := d, d.path
 	if !child.hasParent {
 		return fmt.Errorf("vhdx: set parent of %s: %w", childPath, ErrNotDifferencing)
 	}
@@ -155,6 +160,7 @@ func SetParent(childPath, newParentPath string) (err error) {
 	if err != nil {
 		return fmt.Errorf("vhdx: set parent of %s: %w", childPath, err)
 	}
+	child.locator, child.metaItems = loc, items
 	return nil
 }
 
