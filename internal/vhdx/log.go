@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sort"
 )
@@ -88,7 +89,9 @@ type logEntry struct {
 }
 
 // readLogEntry parses the entry at pos of the circular log buf; "" on success.
-func readLogEntry(buf []byte, pos int64, logGUID guid, fileLimit int64) (*logEntry, string) {
+// budget bounds the bytes checksummed over all candidates, so that a log
+// full of forged headers cannot cost time quadratic in its length.
+func readLogEntry(buf []byte, pos int64, logGUID guid, fileLimit int64, budget *int64) (*logEntry, string) {
 	le := binary.LittleEndian
 	L := int64(len(buf))
 	at := func(off int64, n int64) []byte { // n bytes at off, wrapping
@@ -132,10 +135,19 @@ func readLogEntry(buf []byte, pos int64, logGUID guid, fileLimit int64) (*logEnt
 	if e.flushed < 0 || e.flushed > fileLimit || e.last < 0 || e.last > fileLimit {
 		return nil, "log entry file offsets absurd"
 	}
-	ent := at(pos, e.length)
+	if *budget -= e.length; *budget < 0 {
+		return nil, "budget"
+	}
+	var ent []byte
+	if pos+e.length <= L {
+		ent = buf[pos : pos+e.length]
+	} else {
+		ent = at(pos, e.length) // wraps around the end of the log
+	}
 	sum := le.Uint32(ent[4:])
-	le.PutUint32(ent[4:], 0)
-	if crc32c(ent) != sum {
+	crc := crc32.Update(0, castagnoli, ent[:4])
+	crc = crc32.Update(crc, castagnoli, []byte{0, 0, 0, 0})
+	if crc32.Update(crc, castagnoli, ent[8:]) != sum {
 		return nil, "log entry checksum mismatch"
 	}
 	dataSector := descSectors
@@ -202,8 +214,12 @@ func replayLog(path string, r io.ReaderAt, fileSize int64, h header) (ops []logO
 	}
 	entries := map[int64]*logEntry{}
 	var byseq []*logEntry
+	budget := 8*logLen + 64*mib
 	for pos := int64(0); pos < logLen; pos += logSector {
-		e, msg := readLogEntry(buf, pos, h.LogGUID, maxFileOffset)
+		e, msg := readLogEntry(buf, pos, h.LogGUID, maxFileOffset, &budget)
+		if msg == "budget" {
+			return nil, 0, 0, formatErr(path, logOff+pos, "log holds too many overlapping entry candidates")
+		}
 		if msg != "" {
 			continue
 		}
@@ -211,12 +227,16 @@ func replayLog(path string, r io.ReaderAt, fileSize int64, h header) (ops []logO
 		byseq = append(byseq, e)
 	}
 	sort.Slice(byseq, func(i, j int) bool { return byseq[i].seq > byseq[j].seq })
+	steps := 4*len(entries) + 1024 // bounds the walks on a forged log
 	for _, head := range byseq {
 		// Walk from the head's tail forwards to the head.
 		var seqEntries []*logEntry
 		e := entries[head.tail]
 		ok := e != nil && e.seq <= head.seq && head.seq-e.seq < uint64(len(entries))
 		for ok {
+			if steps--; steps < 0 {
+				return nil, 0, 0, formatErr(path, logOff+head.pos, "log sequences too tangled to resolve")
+			}
 			seqEntries = append(seqEntries, e)
 			if e == head {
 				break
