@@ -404,6 +404,14 @@ func TestWriterChecks(t *testing.T) {
 		t.Fatal("write to a complete disk accepted")
 	}
 	dw.Close()
+	// A retried Done reopens the complete disk, persists and completes again.
+	if dw, err = ses.Disk("disk1"); err != nil {
+		t.Fatal(err)
+	}
+	if dw.Position() != 768<<10 || dw.Persist(768<<10) != nil || dw.Complete() != nil {
+		t.Fatalf("a complete disk reopened: position %d", dw.Position())
+	}
+	dw.Close()
 	if pts, _ := r.Points(); len(pts) != 0 {
 		t.Fatalf("an incomplete point is listed: %v", pts)
 	}

@@ -274,7 +274,8 @@ func (dw *DiskWriter) reject(err error) error {
 
 // Persist makes the disk durable up to pos: the disk's data and allocation
 // are synced, then its digests, then pos is written to the metadata. Only
-// when Persist returns is pos acknowledged.
+// when Persist returns is pos acknowledged. On a complete disk it does
+// nothing and succeeds.
 func (dw *DiskWriter) Persist(pos int64) error { return dw.persist(pos, false) }
 
 // Complete persists the whole disk and marks it complete in the session.
@@ -283,7 +284,8 @@ func (dw *DiskWriter) Complete() error { return dw.persist(dw.size, true) }
 // persist syncs under the disk's lock, then records the position under the
 // writer's lock (never both at once: the writer's lock comes first elsewhere).
 func (dw *DiskWriter) persist(pos int64, complete bool) error {
-	if complete && dw.IsComplete() {
+	if dw.IsComplete() {
+		// Everything is durable already; a retried Done persists again.
 		return nil
 	}
 	if err := dw.syncUpTo(pos); err != nil {
