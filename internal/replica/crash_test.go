@@ -276,7 +276,9 @@ func TestCrashSIGKILL(t *testing.T) {
 		if m.Merge != nil {
 			merges++
 		}
-		checkCrashReplica(t, kill, r, model, j, "as left")
+		// (Recovery never touches the digests of listed points: they are
+		// verified once, after it.)
+		checkCrashReplica(t, kill, r, model, j, "as left", false)
 
 		// Recovery by the next writer, then again.
 		w, err := r.Lock(ctx, "check")
@@ -294,7 +296,7 @@ func TestCrashSIGKILL(t *testing.T) {
 				}
 			}
 		}
-		checkCrashReplica(t, kill, r, model, j, "recovered")
+		checkCrashReplica(t, kill, r, model, j, "recovered", true)
 		w.Close()
 	}
 	pts, _ := r.Points()
@@ -308,7 +310,7 @@ func TestCrashSIGKILL(t *testing.T) {
 	}
 }
 
-func checkCrashReplica(t *testing.T, kill int, r *Replica, model *crashModel, j crashJournal, when string) {
+func checkCrashReplica(t *testing.T, kill int, r *Replica, model *crashModel, j crashJournal, when string, verify bool) {
 	t.Helper()
 	pts, err := r.Points()
 	if err != nil {
@@ -333,5 +335,5 @@ func checkCrashReplica(t *testing.T, kill int, r *Replica, model *crashModel, j 
 	if prevK > j.lastCommit+1 {
 		t.Fatalf("kill %d (%s): point %d listed, only %d were ever committed", kill, when, prevK, j.lastCommit+1)
 	}
-	checkAgainstModel(t, r, want, "")
+	checkPoints(t, r, want, "", verify)
 }
