@@ -172,16 +172,17 @@ func TestCrashConsistency(t *testing.T) {
 				rounds = append(rounds, rd)
 			}
 			final := append([]byte(nil), model...)
-			crashPath := path
+			var parent *Disk
+			if child {
+				parent = mustOpen(t, filepath.Join(dir, "base.vhdx"))
+				defer parent.Close()
+			}
 			for trial := 0; trial < 100; trial++ {
 				k := rng.Intn(len(mem.ops) + 1)
 				if trial == 0 {
 					k = len(mem.ops)
 				}
 				img := crashImage(start, mem.ops, k, rng)
-				if err := os.WriteFile(crashPath, img, 0o644); err != nil {
-					t.Fatal(err)
-				}
 				// The round in flight is the first whose Sync had not returned.
 				cur := 0
 				for cur < len(rounds) && rounds[cur].syncEnd >= 0 && rounds[cur].syncEnd <= k {
@@ -199,11 +200,18 @@ func TestCrashConsistency(t *testing.T) {
 				} else {
 					old, next = final, final
 				}
-				c, err := Open(crashPath)
+				c, err := openOn(path, &memFile{data: img}, false)
 				if err != nil {
 					t.Fatalf("trial %d (crash after op %d of %d): open: %v", trial, k, len(mem.ops), err)
 				}
+				if child {
+					if err := c.checkParent(parent, false); err != nil {
+						t.Fatalf("trial %d: %v", trial, err)
+					}
+					c.parent = parent
+				}
 				got := readAll(t, c, 1<<20)
+				c.parent = nil
 				c.Close()
 				inFlight := map[int64]bool{}
 				for _, w := range pending {
