@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
@@ -31,7 +33,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runReceiverProcess serves a file-backed target until killed.

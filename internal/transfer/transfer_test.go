@@ -2,6 +2,7 @@ package transfer_test
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -114,4 +115,38 @@ func TestResumeAcrossCuts(t *testing.T) {
 		}
 		t.Logf("seed %d: %d cuts, %d bytes written for %d planned", seed, proxy.cuts.Load(), res.BytesWritten, bytes)
 	}
+}
+
+// TestCancelThenResume: a backup window that closes cancels the transfer;
+// the acknowledged position stays, and the next run resumes there.
+func TestCancelThenResume(t *testing.T) {
+	server, client, _ := testPKI(t)
+	const bs = 64 << 10
+	src := makeSource(t, t.TempDir(), 16<<20, bs, 41)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	target.Begin(testJob, testVM, testCP)
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{PersistBytes: 128 << 10})
+	s := &transfer.Sender{Address: addr, TLS: client}
+	ctx, cancel := context.WithCancel(context.Background())
+	var acked int64
+	_, err := s.SendDisk(ctx, src.open(t), nil, nil, options(bs), func(p transfer.Progress) {
+		if p.Acknowledged > src.size/4 && acked == 0 {
+			acked = p.Acknowledged
+			cancel()
+		}
+	})
+	if !errors.Is(err, context.Canceled) || transfer.IsRetryable(err) {
+		t.Fatalf("err = %v, want the cancellation, not retryable", err)
+	}
+	if acked == 0 {
+		t.Fatal("never acknowledged before the cancellation")
+	}
+	res, err := s.SendDisk(context.Background(), src.open(t), nil, nil, options(bs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ResumedFromByte < acked {
+		t.Fatalf("resumed from %d, want at least the acknowledged %d", res.ResumedFromByte, acked)
+	}
+	checkReplica(t, target, hello(src.size, bs), expected(t, src.path, nil), blockplan.Full(src.size, bs, src.allocated))
 }
