@@ -33,4 +33,35 @@
 // agent verifies the frame and obtains the digest it records with one hash.
 // A zero frame has no payload: the agent writes zeros and records the digest
 // of zeros.
+//
+// # Durability and resume
+//
+// The agent persists (Sink.Persist: data and digests fsynced, then the
+// position recorded atomically) every ReceiverOptions.PersistBytes or
+// PersistInterval, whichever comes first, and at Done; only then does it
+// acknowledge. Writes after the last acknowledgement are not persisted when a
+// connection fails: they are sent again. On reconnect the agent answers Hello
+// with its durable position and the sender skips every planned block below it,
+// so a transfer resumed any number of times writes the same bytes as one
+// never interrupted. One connection at a time writes a disk: a new connection
+// for the same disk and checkpoint closes the old one and waits for it.
+//
+// # Errors
+//
+// SendDisk makes one attempt; IsRetryable tells whether another attempt may
+// succeed (connection lost, agent unreachable or busy). Certificate
+// refusals, unsafe names, a missing restore-point session, corrupt frames and
+// source read errors are final. SendDiskWithRetry retries within one call;
+// an activity may instead let Temporal retry it, since the agent's position
+// survives both.
+//
+// # Security
+//
+// TLS 1.3 only, client certificates required and verified against the
+// configured CA, the agent's certificate verified by the proxy. Before
+// anything is opened the agent checks the names in Hello (ValidName), the
+// block size and the disk size; every frame is checked against the disk's
+// size and the block grid, its payload bounded by its raw length, its
+// decompressed size bounded by the declared length, and its checksum verified
+// before a byte is written.
 package transfer
