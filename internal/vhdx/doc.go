@@ -43,5 +43,13 @@
 //
 // Merge copies the sectors a child holds into its parent through the same
 // writer; rerunning it after a crash copies the same bytes again, so it is
-// idempotent.
+// idempotent. Merge only writes where the child holds data, so the disk read
+// through the child is the same at every moment of a merge; but the parent's
+// DataWriteGuid changes at its first write, so until the merge completes and
+// the child's children are re-linked with SetParent, read that chain with
+// OpenOptions.IgnoreParentLinkage.
+//
+// The crash tests replay every prefix of a run's writes and syncs, with any
+// subset of the writes after the last sync, and check that the file opens
+// and holds, per sector, either the synced or the newly written bytes.
 package vhdx
