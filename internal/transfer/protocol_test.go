@@ -1,0 +1,56 @@
+package transfer
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestHelloRoundTrip(t *testing.T) {
+	h := Hello{Version: Version, Job: "demo", VMID: "vm-1", DiskID: "disk0", CheckpointID: "cp", DiskSize: 1 << 40, BlockSize: 1 << 20, WantDigests: true}
+	var e encoder
+	msg := encodeHello(&e, h)
+	got, err := decodeHello(msg[5:])
+	if err != nil || got != h {
+		t.Fatalf("decode(encode(%+v)) = %+v, %v", h, got, err)
+	}
+	if err := got.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte("XXXX"), msg[9:]...)
+	if _, err := decodeHello(bad); err == nil || !strings.Contains(err.Error(), "magic") {
+		t.Fatalf("bad magic: %v", err)
+	}
+	h.Version = 2
+	if err := h.Validate(); err == nil {
+		t.Fatal("version 2 accepted")
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"demo", "vm-01", "6B29FC40-CA47-1067-B31D-00DD010662DA", "disk0.vhdx", "a b", "Ω"} {
+		if err := ValidName("vm", ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", `a\b`, "/etc", "a\x00", "C:", "a:b", "con", "LPT1", "nul.txt", "x.", "x ", "a\nb", strings.Repeat("x", 65)} {
+		if err := ValidName("vm", bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzDecodeHello(f *testing.F) {
+	var e encoder
+	f.Add(encodeHello(&e, Hello{Version: Version, Job: "j", VMID: "v", DiskID: "d", CheckpointID: "c", DiskSize: 1 << 30, BlockSize: 1 << 20})[5:])
+	f.Add([]byte("RPLC"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		h, err := decodeHello(body)
+		if err != nil {
+			return
+		}
+		var e encoder
+		if again, err := decodeHello(encodeHello(&e, h)[5:]); err != nil || again != h {
+			t.Fatalf("re-encoding %+v gave %+v, %v", h, again, err)
+		}
+	})
+}
