@@ -18,22 +18,23 @@ func TestReadQemuImages(t *testing.T) {
 		blockSize string
 		size      int64
 		zeroState string
+		logSize   string
 	}{
-		{"dynamic", "1M", 10<<20 + 3*512, "on"},
-		{"dynamic", "1M", 7<<20 + 512, "off"},
-		{"dynamic", "2M", 33 << 20, "off"},
-		{"dynamic", "32M", 70<<20 + 1536, "off"},
-		{"dynamic", "256M", 300<<20 + 512, "off"},
-		{"dynamic", "8M", 40 << 20, "on"},
-		{"fixed", "1M", 5<<20 + 512, "off"},
-		{"fixed", "4M", 9 << 20, "off"},
+		{"dynamic", "1M", 10<<20 + 3*512, "on", "1M"},
+		{"dynamic", "1M", 7<<20 + 512, "off", "1M"},
+		{"dynamic", "2M", 33 << 20, "off", "1M"},
+		{"dynamic", "32M", 70<<20 + 1536, "off", "1M"},
+		{"dynamic", "256M", 300<<20 + 512, "off", "1M"},
+		{"dynamic", "8M", 40 << 20, "on", "8M"},
+		{"fixed", "1M", 5<<20 + 512, "off", "1M"},
+		{"fixed", "4M", 9 << 20, "off", "2M"},
 	}
 	for _, c := range cases {
-		t.Run(name("%s-%s-%d-zero%s", c.subformat, c.blockSize, c.size, c.zeroState), func(t *testing.T) {
+		t.Run(name("%s-%s-%d-zero%s-log%s", c.subformat, c.blockSize, c.size, c.zeroState, c.logSize), func(t *testing.T) {
 			t.Parallel()
 			p := filepath.Join(t.TempDir(), "q.vhdx")
 			run(t, "qemu-img", "create", "-q", "-f", "vhdx", "-o",
-				"subformat="+c.subformat+",block_size="+c.blockSize+",block_state_zero="+c.zeroState, p, name("%d", c.size))
+				"subformat="+c.subformat+",block_size="+c.blockSize+",block_state_zero="+c.zeroState+",log_size="+c.logSize, p, name("%d", c.size))
 			rng := rand.New(rand.NewSource(c.size))
 			var cmds []string
 			for i := 0; i < 12; i++ {
