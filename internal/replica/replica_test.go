@@ -630,3 +630,52 @@ func TestSessionRecovery(t *testing.T) {
 	}
 	checkAgainstModel(t, r, p1, "")
 }
+
+// TestParallelDisks writes and persists every disk from its own goroutine,
+// as the agent does, then commits.
+func TestParallelDisks(t *testing.T) {
+	_, r, w := newTestReplica(t)
+	ctx := context.Background()
+	ses, err := w.Begin(SessionSpec{CheckpointID: "p", BlockSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := testVM()
+	want := modelPoint{checkpoint: "p", disks: map[string][]byte{}}
+	plans := map[string][]planWrite{}
+	for i, d := range vm.Disks {
+		plans[d.ID] = randomPlan(rand.New(rand.NewPCG(3, uint64(i))), d.Size, 64<<10, 12)
+		want.disks[d.ID] = applyPlan(make([]byte, d.Size), plans[d.ID])
+	}
+	errs := make(chan error, len(vm.Disks))
+	for _, d := range vm.Disks {
+		go func() {
+			dw, err := ses.Disk(d.ID)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer dw.Close()
+			for _, pw := range plans[d.ID] {
+				if _, err := dw.WriteAt(pw.data, pw.off); err != nil {
+					errs <- err
+					return
+				}
+				if err := dw.Persist(pw.off + int64(len(pw.data))); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- dw.Complete()
+		}()
+	}
+	for range vm.Disks {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ses.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstModel(t, r, []modelPoint{want}, "")
+}
