@@ -106,7 +106,7 @@ func BenchmarkSendIncremental(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(res.BlocksChanged), "blocks-sent")
-			b.ReportMetric((cpuTime() - cpu0).Seconds()/float64(b.N), "cpu-s/op")
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 		})
 	}
 }
