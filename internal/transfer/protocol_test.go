@@ -3,6 +3,7 @@ package transfer
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHelloRoundTrip(t *testing.T) {
@@ -53,4 +54,25 @@ func FuzzDecodeHello(f *testing.F) {
 			t.Fatalf("re-encoding %+v gave %+v, %v", h, again, err)
 		}
 	})
+}
+
+func TestPace(t *testing.T) {
+	const mb = 1 << 20
+	cases := []struct {
+		sent, rate int64
+		elapsed    time.Duration
+		want       time.Duration
+	}{
+		{10 * mb, 0, 0, 0},               // no cap
+		{mb / 2, mb, 0, 0},               // within the first second's burst
+		{3 * mb, mb, 0, 2 * time.Second}, // 2 MiB beyond the burst at 1 MiB/s
+		{3 * mb, mb, 500 * time.Millisecond, 1500 * time.Millisecond},
+		{3 * mb, mb, 5 * time.Second, 0}, // behind schedule: no wait
+		{101 * mb, 100 * mb, 0, 10 * time.Millisecond},
+	}
+	for _, c := range cases {
+		if got := pace(c.sent, c.rate, c.elapsed); got != c.want {
+			t.Errorf("pace(%d, %d, %v) = %v, want %v", c.sent, c.rate, c.elapsed, got, c.want)
+		}
+	}
 }

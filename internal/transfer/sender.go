@@ -43,6 +43,9 @@ type Sender struct {
 	// disk size (default 2×Workers+2). Memory is about InFlight × 2.2 × the
 	// block size.
 	InFlight int
+	// BytesPerSecond caps the bytes this Sender puts on the wire per disk
+	// transfer (0: no cap), to leave room on a shared WAN link.
+	BytesPerSecond int64
 }
 
 // SendOptions name the disk and how to send it.
@@ -278,7 +281,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	for range workers {
 		wg.Go(p.process)
 	}
-	frames, werr := p.write(ctx, conn, bw, &enc, idle, st, report)
+	frames, werr := p.write(ctx, conn, bw, &enc, idle, st, report, s.BytesPerSecond)
 	if werr == nil {
 		werr = p.err
 	}
@@ -661,9 +664,11 @@ var passedInterval = time.Second
 
 // write sends the tasks' frames in plan order and returns how many frames it
 // sent.
-func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, enc *encoder, idle time.Duration, st *counters, report *reporter) (int64, error) {
+func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, enc *encoder, idle time.Duration, st *counters, report *reporter, rate int64) (int64, error) {
 	var frames int64
 	var hdr []byte
+	var wire int64 // bytes written, for the rate cap
+	start := time.Now()
 	lastMsg := time.Now()
 	skipped := false
 	for t := range p.order {
@@ -701,6 +706,17 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 				f.PayloadLen = uint32(len(t.payload))
 			}
 			hdr = appendFrameHeader(hdr[:0], f)
+			wire += int64(len(hdr)) + int64(f.PayloadLen)
+			if d := pace(wire, rate, time.Since(start)); d > 0 {
+				if err := bw.Flush(); err != nil {
+					return frames, connError("send", err)
+				}
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return frames, context.Cause(ctx)
+				}
+			}
 			conn.SetWriteDeadline(time.Now().Add(idle))
 			if _, err := bw.Write(hdr); err != nil {
 				return frames, connError(fmt.Sprintf("send frame at offset %d", b.Offset), err)
@@ -735,6 +751,17 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 		return frames, context.Cause(ctx)
 	}
 	return frames, nil
+}
+
+// pace returns how long to wait before sending so that sent bytes since the
+// start take at least sent/rate seconds; the first second's worth goes at
+// once.
+func pace(sent, rate int64, elapsed time.Duration) time.Duration {
+	if rate <= 0 || sent <= rate {
+		return 0
+	}
+	due := time.Duration(float64(sent-rate) / float64(rate) * float64(time.Second))
+	return max(due-elapsed, 0)
 }
 
 // mergeExtents returns the extents sorted and merged, without empty ones.

@@ -150,3 +150,18 @@ func TestCancelThenResume(t *testing.T) {
 	}
 	checkReplica(t, target, hello(src.size, bs), expected(t, src.path, nil), blockplan.Full(src.size, bs, src.allocated))
 }
+
+// TestRateCapped: a transfer under a bandwidth cap still lands intact.
+func TestRateCapped(t *testing.T) {
+	server, client, _ := testPKI(t)
+	const bs = 64 << 10
+	src := makeSource(t, t.TempDir(), 3<<20, bs, 51)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	target.Begin(testJob, testVM, testCP)
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{})
+	s := &transfer.Sender{Address: addr, TLS: client, BytesPerSecond: 2 << 20}
+	if _, err := s.SendDisk(context.Background(), src.open(t), nil, nil, options(bs), nil); err != nil {
+		t.Fatal(err)
+	}
+	checkReplica(t, target, hello(src.size, bs), expected(t, src.path, nil), blockplan.Full(src.size, bs, src.allocated))
+}
