@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -150,15 +149,6 @@ func (m *benchFile) Close() error                            { return m.f.Close(
 func (m *benchFile) Size() int64                             { return m.size }
 func (m *benchFile) SectorSize() int                         { return 512 }
 func (m *benchFile) Allocated() []disk.Extent                { return []disk.Extent{{Offset: 0, Length: m.size}} }
-
-// cpuTime is the user and system CPU time of this process.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // sparseImage is a huge disk with scattered allocated extents whose bytes are
 // generated, so that no file of that size is needed.
