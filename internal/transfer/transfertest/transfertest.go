@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"github.com/replicator/replicator/internal/digest"
@@ -231,6 +232,9 @@ func writeFileDurably(path string, b []byte) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if runtime.GOOS == "windows" {
+		return nil // directories cannot be flushed there
 	}
 	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
