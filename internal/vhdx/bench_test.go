@@ -70,3 +70,50 @@ func BenchmarkSequentialRead(b *testing.B) {
 		bench(b, d)
 	})
 }
+
+// BenchmarkSequentialWrite writes 128 MiB in 1 MiB writes, then syncs: into
+// a raw file, a new dynamic VHDX, and a new differencing child (2 MiB
+// blocks, as restore points are written).
+func BenchmarkSequentialWrite(b *testing.B) {
+	const size = 128 << 20
+	data := make([]byte, 1<<20)
+	rand.New(rand.NewSource(1)).Read(data)
+	parentDir := b.TempDir()
+	parent := filepath.Join(parentDir, "parent.vhdx")
+	p, err := Create(parent, CreateOptions{Size: size})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.Close()
+	bench := func(b *testing.B, create func(path string) (disk.WritableImage, error)) {
+		b.SetBytes(size)
+		for i := 0; i < b.N; i++ {
+			path := filepath.Join(parentDir, name("w%d", i))
+			img, err := create(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for off := int64(0); off < size; off += int64(len(data)) {
+				if _, err := img.WriteAt(data, off); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := img.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			img.Close()
+			b.StopTimer()
+			os.Remove(path)
+			b.StartTimer()
+		}
+	}
+	b.Run("raw", func(b *testing.B) {
+		bench(b, func(path string) (disk.WritableImage, error) { return disk.CreateRaw(path, size) })
+	})
+	b.Run("vhdx", func(b *testing.B) {
+		bench(b, func(path string) (disk.WritableImage, error) { return Create(path, CreateOptions{Size: size}) })
+	})
+	b.Run("vhdx-child", func(b *testing.B) {
+		bench(b, func(path string) (disk.WritableImage, error) { return CreateDifferencing(path, parent, CreateOptions{}) })
+	})
+}
