@@ -114,6 +114,8 @@ func BenchmarkSequentialWrite(b *testing.B) {
 		bench(b, func(path string) (disk.WritableImage, error) { return Create(path, CreateOptions{Size: size}) })
 	})
 	b.Run("vhdx-child", func(b *testing.B) {
-		bench(b, func(path string) (disk.WritableImage, error) { return CreateDifferencing(path, parent, CreateOptions{}) })
+		bench(b, func(path string) (disk.WritableImage, error) {
+			return CreateDifferencing(path, parent, CreateOptions{})
+		})
 	})
 }
