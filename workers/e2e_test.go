@@ -1,0 +1,427 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/devserver"
+	"github.com/replicator/replicator/internal/diskimage"
+	"github.com/replicator/replicator/internal/exclude"
+	"github.com/replicator/replicator/internal/pki"
+	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/replica"
+)
+
+// harness is a whole stack in this test process: an embedded Temporal
+// server, a lab host, the agent over mutual TLS, and the roles asked for.
+type harness struct {
+	t       *testing.T
+	dir     string
+	cfgFile string
+	cfg     *config.Config
+	srv     *devserver.Server
+	stack   *stack
+	c       client.Client
+	proxy   *throttle // between proxy and agent, when asked for
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// newHarness writes a configuration, starts Temporal, seeds the lab and
+// starts the roles. edit may change the configuration before it is written.
+func newHarness(t *testing.T, roles roleSet, throttled bool, edit func(*config.Config)) *harness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	h := &harness{t: t, dir: t.TempDir()}
+	cfg := config.Dev(h.dir)
+	cfg.Temporal.Address = freeAddr(t)
+	cfg.Agent.Listen = freeAddr(t)
+	cfg.Targets[0].Address = cfg.Agent.Listen
+	cfg.Metrics.Listen = ""
+	if throttled {
+		h.proxy = startThrottle(t, cfg.Agent.Listen)
+		cfg.Targets[0].Address = h.proxy.addr
+	}
+	if edit != nil {
+		edit(cfg)
+	}
+	h.cfg = cfg
+	h.writeConfig()
+	if _, err := pki.EnsureDev(filepath.Join(h.dir, "pki")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := devserver.Start(devserver.Options{DataDir: filepath.Join(h.dir, "temporal"), FrontendAddress: cfg.Temporal.Address, Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
+	t.Cleanup(srv.Stop)
+	if err := lab.Seed(context.Background(), cfg.Hosts[0].Path); err != nil {
+		t.Fatal(err)
+	}
+	h.start(roles)
+	return h
+}
+
+func (h *harness) writeConfig() {
+	b, err := yaml.Marshal(h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.cfgFile = filepath.Join(h.dir, "replicator.yaml")
+	if err := os.WriteFile(h.cfgFile, b, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) options() options {
+	return options{config: h.cfgFile, dataDir: h.dir}
+}
+
+func (h *harness) start(roles roleSet) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	st, err := startRoles(context.Background(), h.cfg, h.options(), roles, logger)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.stack = st
+	h.c = st.client
+	h.t.Cleanup(st.stop)
+}
+
+func (h *harness) run(in contract.ReplicationInput) contract.ReplicationResult {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("%s-%d", in.Job, time.Now().UnixNano()), TaskQueue: "replication"},
+		contract.ReplicationWorkflow, in)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var res contract.ReplicationResult
+	if err := run.Get(ctx, &res); err != nil {
+		h.t.Fatalf("run: %v", err)
+	}
+	return res
+}
+
+// checkReplicaMatchesSource compares every disk of every VM of the result at
+// its restore point with the lab disk as it is now (the checkpoint, merged
+// back, when nothing wrote since), byte for byte outside excluded ranges.
+func (h *harness) checkReplicaMatchesSource(res contract.ReplicationResult) {
+	h.t.Helper()
+	ctx := context.Background()
+	host := lab.New("hv01", h.cfg.Hosts[0].Path)
+	vms, err := host.VMs(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	store, err := replica.Open(h.cfg.Agent.Datastore)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, vmRes := range res.VMs {
+		r, err := store.Replica(res.Job, vmRes.ID)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, vm := range vms {
+			if vm.ID != vmRes.ID {
+				continue
+			}
+			for _, d := range vm.Disks {
+				src, err := diskimage.Open(d.Path)
+				if err != nil {
+					h.t.Fatal(err)
+				}
+				dst, err := r.OpenPoint(vmRes.RestorePoint, d.ID)
+				if err != nil {
+					h.t.Fatal(err)
+				}
+				_, excluded, err := exclude.Analyze(ctx, src, src.Size(), src.SectorSize(), exclude.Options{Swap: true})
+				if err != nil {
+					h.t.Fatal(err)
+				}
+				compareImages(h.t, vm.Name+" disk "+d.ID, src, dst, src.Size(), excluded)
+				src.Close()
+				dst.Close()
+			}
+		}
+	}
+}
+
+func compareImages(t *testing.T, what string, a, b io.ReaderAt, size int64, excluded []exclude.Range) {
+	t.Helper()
+	const chunk = 1 << 20
+	ba, bb := make([]byte, chunk), make([]byte, chunk)
+	for off := int64(0); off < size; off += chunk {
+		n := min(int64(chunk), size-off)
+		if _, err := a.ReadAt(ba[:n], off); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if _, err := b.ReadAt(bb[:n], off); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		for _, e := range excluded {
+			for i := max(e.Offset, off); i < min(e.Offset+e.Length, off+n); i++ {
+				ba[i-off], bb[i-off] = 0, 0
+			}
+		}
+		if !bytes.Equal(ba[:n], bb[:n]) {
+			for i := int64(0); i < n; i++ {
+				if ba[i] != bb[i] {
+					t.Fatalf("%s: replica differs from the source at byte %d", what, off+i)
+				}
+			}
+		}
+	}
+}
+
+func requireSuccess(t *testing.T, res contract.ReplicationResult) {
+	t.Helper()
+	if res.Status != contract.StatusSuccess {
+		t.Fatalf("run ended %s: %+v", res.Status, res)
+	}
+	for _, vm := range res.VMs {
+		if vm.Status != contract.StatusSuccess || vm.RestorePoint == "" {
+			t.Fatalf("VM %s: %+v", vm.Name, vm)
+		}
+	}
+}
+
+func TestEndToEndFullThenIncremental(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, nil)
+	res := h.run(contract.ReplicationInput{Job: "demo"})
+	requireSuccess(t, res)
+	if len(res.VMs) != 2 {
+		t.Fatalf("want the 2 demo VMs, got %d", len(res.VMs))
+	}
+	for _, vm := range res.VMs {
+		for _, d := range vm.Disks {
+			if d.ChangeTracking != contract.TrackingFull || d.BytesRead == 0 || d.BytesSent == 0 {
+				t.Errorf("first run of %s disk %s: %+v", vm.Name, d.ID, d)
+			}
+		}
+	}
+	h.checkReplicaMatchesSource(res)
+
+	// Change 2% of web01 and run again: only changed blocks travel, by CBT.
+	host := lab.New("hv01", h.cfg.Hosts[0].Path)
+	if err := host.Write(context.Background(), "web01", 0, 2, 42); err != nil {
+		t.Fatal(err)
+	}
+	res2 := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, res2)
+	d := res2.VMs[0].Disks[0]
+	if d.ChangeTracking != contract.TrackingRCT {
+		t.Fatalf("second run: change tracking %q, want rct", d.ChangeTracking)
+	}
+	if d.BytesRead == 0 || d.BytesRead > 40<<20 {
+		t.Fatalf("second run read %d bytes for a 2%% change of 256 MiB", d.BytesRead)
+	}
+	h.checkReplicaMatchesSource(res2)
+
+	// With digests only, the same change is found by comparing digests.
+	h.cfg.Jobs[0].ChangeTracking = "digest"
+	h.writeConfig()
+	if err := host.Write(context.Background(), "web01", 0, 1, 43); err != nil {
+		t.Fatal(err)
+	}
+	res3 := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, res3)
+	d = res3.VMs[0].Disks[0]
+	if d.ChangeTracking != contract.TrackingDigest || d.BlocksChanged == 0 || d.BlocksChanged > 20 {
+		t.Fatalf("digest run: %+v", d)
+	}
+	h.checkReplicaMatchesSource(res3)
+
+	store, _ := replica.Open(h.cfg.Agent.Datastore)
+	r, _ := store.Replica("demo", res3.VMs[0].ID)
+	points, err := r.Points()
+	if err != nil || len(points) != 3 {
+		t.Fatalf("want 3 restore points, got %d (%v)", len(points), err)
+	}
+	for _, p := range points {
+		if _, err := r.Verify(context.Background(), p.ID); err != nil {
+			t.Fatalf("verify %s: %v", p.ID, err)
+		}
+	}
+}
+
+func TestEndToEndWindowExpiryResumesNextRun(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, func(c *config.Config) {
+		c.Jobs[0].Window = 3 * time.Second
+	})
+	h.proxy.setRate(2 << 20) // 2 MiB/s: web01 sends ~15 MiB compressed, which cannot finish in 3 s
+	res := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	if res.Status != contract.StatusPartial {
+		t.Fatalf("want partial, got %+v", res)
+	}
+	d := res.VMs[0].Disks[0]
+	if d.Status != contract.StatusPartial {
+		t.Fatalf("disk %+v", d)
+	}
+
+	h.proxy.setRate(0)
+	h.cfg.Jobs[0].Window = 0
+	h.writeConfig()
+	res2 := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, res2)
+	d2 := res2.VMs[0].Disks[0]
+	if d2.ResumedFromByte <= 0 {
+		t.Fatalf("the next run must continue from where the window stopped: %+v", d2)
+	}
+	h.checkReplicaMatchesSource(res2)
+}
+
+// TestEndToEndProxyKilledMidTransfer runs the proxy role in a child process,
+// kills it with SIGKILL during the transfer, starts another, and expects the
+// run to finish from the acknowledged position with an identical replica.
+func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, target: true}, true, nil)
+	h.proxy.setRate(3 << 20)
+	startProxy := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestProxyProcess$")
+		cmd.Env = append(os.Environ(), "REPLICATOR_TEST_PROXY_CONFIG="+h.cfgFile)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if !testing.Verbose() {
+			cmd.Stdout, cmd.Stderr = nil, nil
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	first := startProxy()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	id := fmt.Sprintf("kill-%d", time.Now().UnixNano())
+	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
+		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until some data is acknowledged, then kill the proxy.
+	deadline := time.Now().Add(2 * time.Minute)
+	for h.proxy.forwarded() < 9<<20 {
+		if time.Now().After(deadline) {
+			t.Fatal("the transfer did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.Wait()
+	h.proxy.setRate(0)
+	second := startProxy()
+	defer func() { second.Process.Kill(); second.Wait() }()
+	var res contract.ReplicationResult
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	requireSuccess(t, res)
+	if d := res.VMs[0].Disks[0]; d.ResumedFromByte <= 0 {
+		t.Fatalf("the retried transfer must resume from the acknowledged position: %+v", d)
+	}
+	h.checkReplicaMatchesSource(res)
+}
+
+// TestProxyProcess is the proxy role of TestEndToEndProxyKilledMidTransfer.
+func TestProxyProcess(t *testing.T) {
+	file := os.Getenv("REPLICATOR_TEST_PROXY_CONFIG")
+	if file == "" {
+		t.Skip("run by TestEndToEndProxyKilledMidTransfer")
+	}
+	os.Exit(run([]string{"--config", file, "--roles", "proxy"}))
+}
+
+// throttle is a TCP proxy that limits bandwidth, standing in for a slow WAN.
+type throttle struct {
+	addr  string
+	rate  atomic.Int64 // bytes per second, 0 = unlimited
+	bytes atomic.Int64
+	ln    net.Listener
+	wg    sync.WaitGroup
+}
+
+func startThrottle(t *testing.T, target string) *throttle {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &throttle{addr: ln.Addr().String(), ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go p.pipe(up, c, true)
+			go p.pipe(c, up, false)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return p
+}
+
+func (p *throttle) setRate(bps int64) { p.rate.Store(bps) }
+func (p *throttle) forwarded() int64  { return p.bytes.Load() }
+
+func (p *throttle) pipe(dst, src net.Conn, limited bool) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if limited {
+				if r := p.rate.Load(); r > 0 {
+					time.Sleep(time.Duration(int64(n) * int64(time.Second) / r))
+				}
+				p.bytes.Add(int64(n))
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
