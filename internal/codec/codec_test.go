@@ -91,7 +91,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"payload longer than raw", TagNone, make([]byte, 100), 50},
 	}
 	for _, c := range cases {
-		dst := make([]byte, c.rawLen, c.rawLen)
+		dst := make([]byte, c.rawLen)
 		_, err := Decode(dst, c.tag, c.payload, c.rawLen)
 		if !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: err = %v, want ErrCorrupt", c.name, err)

@@ -313,6 +313,9 @@ func TestBadNames(t *testing.T) {
 		}
 		w.Close()
 	}
+	if after := tree(t, outer, root); strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Fatalf("bad names created files outside the datastore:\nbefore %v\nafter  %v", before, after)
+	}
 	// A folder of the datastore that links outside it is not followed.
 	r, err := st.Replica("linked", "vm-1")
 	if err != nil {

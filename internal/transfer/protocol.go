@@ -156,7 +156,6 @@ type encoder struct{ b []byte }
 
 func (e *encoder) u8(v uint8)   { e.b = append(e.b, v) }
 func (e *encoder) u16(v uint16) { e.b = binary.BigEndian.AppendUint16(e.b, v) }
-func (e *encoder) u32(v uint32) { e.b = binary.BigEndian.AppendUint32(e.b, v) }
 func (e *encoder) i64(v int64)  { e.b = binary.BigEndian.AppendUint64(e.b, uint64(v)) }
 func (e *encoder) str(s string) {
 	if len(s) > 0xffff {
@@ -202,14 +201,6 @@ func (d *decoder) u16() uint16 {
 	}
 	v := binary.BigEndian.Uint16(d.b)
 	d.b = d.b[2:]
-	return v
-}
-func (d *decoder) u32() uint32 {
-	if !d.need(4) {
-		return 0
-	}
-	v := binary.BigEndian.Uint32(d.b)
-	d.b = d.b[4:]
 	return v
 }
 func (d *decoder) i64() int64 {

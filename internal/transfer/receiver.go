@@ -371,7 +371,7 @@ func (c *receiverConn) receive(ctx context.Context) error {
 			if err := c.check(f, n); err != nil {
 				return err
 			}
-			raw := rawBuf[:f.RawLength]
+			var raw []byte
 			if f.Flags&frameZero != 0 {
 				want, ok := zeroSum[int64(f.RawLength)]
 				if !ok {

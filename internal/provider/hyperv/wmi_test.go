@@ -115,3 +115,12 @@ func TestDiskIDs(t *testing.T) {
 		t.Errorf("generation %d", g)
 	}
 }
+
+func TestIsLocalHost(t *testing.T) {
+	for h, want := range map[string]bool{"": true, ".": true, "localhost": true, "LOCALHOST": true, "127.0.0.1": true, "::1": true, " . ": true,
+		"hv01": false, "hv01.example.com": false, "10.0.0.5": false} {
+		if got := isLocalHost(h); got != want {
+			t.Errorf("isLocalHost(%q) = %v, want %v", h, got, want)
+		}
+	}
+}
