@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -372,7 +371,6 @@ type throttle struct {
 	rate  atomic.Int64 // bytes per second, 0 = unlimited
 	bytes atomic.Int64
 	ln    net.Listener
-	wg    sync.WaitGroup
 }
 
 func startThrottle(t *testing.T, target string) *throttle {

@@ -78,14 +78,13 @@ func (v *fileView) ReadAt(p []byte, off int64) (int, error) {
 }
 
 type logEntry struct {
-	pos       int64 // offset inside the log
-	length    int64
-	tail      int64
-	seq       uint64
-	flushed   int64
-	last      int64
-	ops       []logOp
-	nextValid bool
+	pos     int64 // offset inside the log
+	length  int64
+	tail    int64
+	seq     uint64
+	flushed int64
+	last    int64
+	ops     []logOp
 }
 
 // readLogEntry parses the entry at pos of the circular log buf; "" on success.
