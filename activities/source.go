@@ -245,8 +245,14 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 // else the replica's digests; else every allocated block.
 func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.TransferInput, img disk.Image, log *slog.Logger) (string, blockplan.Plan) {
 	mode := in.Job.ChangeTracking
-	if mode == "full" || !in.HasPreviousPoint {
+	if !in.HasPreviousPoint {
+		// The first point starts from an empty disk: unallocated space is zero there already.
 		return contract.TrackingFull, blockplan.Full(img.Size(), in.Job.BlockSize, img.Allocated())
+	}
+	if mode == "full" {
+		// Over an existing point every block is rewritten, unallocated ones as
+		// zeros: the previous point may hold data there.
+		return contract.TrackingFull, blockplan.All(img.Size(), in.Job.BlockSize)
 	}
 	if (mode == "auto" || mode == "rct") && in.ReferencePoint != "" {
 		changed, err := p.ChangedRanges(ctx, in.VMID, in.CheckpointID, in.DiskID, in.ReferencePoint)
