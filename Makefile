@@ -21,5 +21,9 @@ fuzz:
 	$(GO) test ./internal/exclude -run '^$$' -fuzz FuzzAnalyze -fuzztime 2m
 	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
 
+# BENCH_FLAGS: e.g. -size 4GiB (the issue's figure), -runs 5, -dir /dev/shm.
+BENCH_FLAGS ?=
+
 bench:
 	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
+	$(GO) run ./bench -out BENCHMARKS.md $(BENCH_FLAGS)

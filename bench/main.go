@@ -1,0 +1,633 @@
+// Command bench measures replicator's data path side by side with rsync and
+// a zstd pipeline, in one run on the same files, and writes the figures as
+// markdown (BENCHMARKS.md).
+//
+// It builds a lab VM whose disk holds mixed content (text-like, random,
+// repeated, zero-filled and never-written regions), takes a checkpoint, and
+// replicates it through the real path: the lab provider's checkpoint disk,
+// transfer.Sender over mutual TLS on loopback, an agent (agent.New and
+// transfer.NewReceiver) writing a datastore, and a committed restore point.
+// Every replication runs in a child process (this program re-executed with
+// -child), so that its wall time, CPU time (user+sys) and peak RSS are read
+// from wait4 exactly as for the rsync and zstd processes it is compared with.
+// Each figure is the median of -runs runs; runs of the compared commands are
+// interleaved so that a busy moment of a shared machine hits all of them.
+//
+//	go run ./bench -size 1GiB -out BENCHMARKS.md
+//
+// Measured: full replication against `rsync --whole-file` and
+// `zstd -1 -c RAW | zstd -d -c > OUT`; a 1%-changed incremental with change
+// tracking and with digests only against `rsync --inplace --no-whole-file`;
+// the full path at every compression level; peak RSS at several disk sizes.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/replicator/replicator/internal/codec"
+	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/replica"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-child" {
+		if err := runChild(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	size      int64
+	rssSizes  []int64
+	rssFill   int64
+	runs      int
+	levelRuns int
+	dir       string
+	out       string
+	keep      bool
+	command   string
+	started   time.Time
+}
+
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"G", 1 << 30}, {"M", 1 << 20}} {
+		if strings.HasSuffix(s, u.suffix) {
+			mult, s = u.mult, strings.TrimSuffix(s, u.suffix)
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with MiB or GiB", s)
+	}
+	return n * mult, nil
+}
+
+func run() error {
+	var cfg config
+	size := flag.String("size", "1GiB", "virtual and filled size of the main disk (the issue's figure is 4GiB)")
+	rss := flag.String("rss-sizes", "1GiB,4GiB,16GiB", "disk sizes of the peak-RSS runs (comma-separated; empty skips them)")
+	fill := flag.String("rss-fill", "1GiB", "data written into each peak-RSS disk, spread over its whole size")
+	flag.IntVar(&cfg.runs, "runs", 3, "runs of each measurement (the median is reported)")
+	flag.IntVar(&cfg.levelRuns, "level-runs", 3, "runs of each compression level (0 skips the levels)")
+	flag.StringVar(&cfg.dir, "dir", defaultDir(), "folder for the disks, raw copies and datastores (default the tmpfs /dev/shm when present)")
+	flag.StringVar(&cfg.out, "out", "", "markdown file to write (default: standard output)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder")
+	flag.Parse()
+	var err error
+	if cfg.size, err = parseSize(*size); err != nil {
+		return err
+	}
+	if cfg.rssFill, err = parseSize(*fill); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(*rss, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		n, err := parseSize(s)
+		if err != nil {
+			return err
+		}
+		cfg.rssSizes = append(cfg.rssSizes, n)
+	}
+	cfg.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+	cfg.started = time.Now().UTC()
+	for _, tool := range []string{"rsync", "zstd", "sh"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is needed: %w", tool, err)
+		}
+	}
+	work, err := os.MkdirTemp(cfg.dir, "replicator-bench-")
+	if err != nil {
+		return err
+	}
+	if !cfg.keep {
+		defer os.RemoveAll(work)
+	}
+	b := &bench{cfg: cfg, work: work, lab: filepath.Join(work, "lab"), pki: filepath.Join(work, "pki")}
+	report, err := b.all(context.Background())
+	if err != nil {
+		return err
+	}
+	if cfg.out == "" {
+		_, err = os.Stdout.WriteString(report)
+		return err
+	}
+	return os.WriteFile(cfg.out, []byte(report), 0o644)
+}
+
+// defaultDir is the tmpfs /dev/shm when present, so that no command pays for
+// a shared disk (and fsync, which only the agent does, costs what it costs
+// on memory), else the temporary folder.
+func defaultDir() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		return "/dev/shm"
+	}
+	return os.TempDir()
+}
+
+type bench struct {
+	cfg  config
+	work string
+	lab  string
+	pki  string
+	self string
+}
+
+// measurement is one process run: wall time, CPU and peak RSS from wait4.
+type measurement struct {
+	wall, cpu time.Duration
+	maxRSS    int64 // bytes
+	child     *childResult
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().UTC().Format("15:04:05 ")+format+"\n", args...)
+}
+
+// measure runs a command and reads its rusage (which covers the children it
+// waited for, as sh does for both sides of a pipeline).
+func measure(name string, args ...string) (measurement, error) {
+	cmd := exec.Command(name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		return measurement{}, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	m := measurement{
+		wall:   wall,
+		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		maxRSS: ru.Maxrss * 1024,
+	}
+	if bytes.HasPrefix(bytes.TrimSpace(stdout.Bytes()), []byte("{")) {
+		var r childResult
+		if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+			return m, fmt.Errorf("%s: result: %w", name, err)
+		}
+		m.child = &r
+	}
+	return m, nil
+}
+
+// replicate runs one replication child.
+func (b *bench) replicate(vm, checkpoint, reference, datastore, mode string, level codec.Level) (measurement, error) {
+	return measure(b.self, "-child", "-lab", b.lab, "-vm", vm, "-checkpoint", checkpoint, "-reference", reference,
+		"-datastore", datastore, "-pki", b.pki, "-mode", mode, "-level", level.String())
+}
+
+// series holds the runs of one measured line.
+type series struct {
+	name    string
+	command string
+	bytes   int64 // disk bytes the line covers (for throughput)
+	runs    []measurement
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func (s *series) wall() time.Duration {
+	var ds []time.Duration
+	for _, m := range s.runs {
+		ds = append(ds, m.wall)
+	}
+	return median(ds)
+}
+
+func (s *series) cpu() time.Duration {
+	var ds []time.Duration
+	for _, m := range s.runs {
+		ds = append(ds, m.cpu)
+	}
+	return median(ds)
+}
+
+func (s *series) peakRSS() int64 {
+	var p int64
+	for _, m := range s.runs {
+		p = max(p, m.maxRSS)
+	}
+	return p
+}
+
+func (s *series) last() *childResult {
+	for i := len(s.runs) - 1; i >= 0; i-- {
+		if s.runs[i].child != nil {
+			return s.runs[i].child
+		}
+	}
+	return nil
+}
+
+// fillMixed writes mixed content over [from, to) of the VM's disk in 4 MiB
+// runs cycling through text-like (3 of 10), random (2), repeated (2),
+// zero-filled (1) and never-written (2) regions.
+func fillMixed(ctx context.Context, h *lab.Host, vm string, from, to int64, seed uint64) error {
+	const run = 4 << 20
+	rng := rand.New(rand.NewPCG(seed, 7))
+	words := strings.Fields("the of and replica block disk checkpoint server error info warning request " +
+		"user time value config status 200 404 GET POST /api/v1/items id name data table index log " +
+		"2026-11-24T20:00:00Z select from where insert update commit transaction page cache")
+	buf := make([]byte, run)
+	for off, i := from, 0; off < to; off, i = off+run, i+1 {
+		n := min(int64(run), to-off)
+		p := buf[:n]
+		switch i % 10 {
+		case 0, 1, 2: // text-like
+			var t []byte
+			for len(t) < len(p) {
+				t = append(t, words[rng.IntN(len(words))]...)
+				if rng.IntN(12) == 0 {
+					t = append(t, '\n')
+				} else {
+					t = append(t, ' ')
+				}
+			}
+			copy(p, t)
+		case 3, 4: // random
+			for j := 0; j+8 <= len(p); j += 8 {
+				v := rng.Uint64()
+				for k := range 8 {
+					p[j+k] = byte(v >> (8 * k))
+				}
+			}
+		case 5, 6: // repeated 4 KiB pattern
+			pat := make([]byte, 4096)
+			for j := range pat {
+				pat[j] = byte(rng.Uint32())
+			}
+			for j := 0; j < len(p); j += len(pat) {
+				copy(p[j:], pat)
+			}
+		case 7: // zero-filled, allocated
+			clear(p)
+		default: // never written
+			continue
+		}
+		if err := h.WriteAt(ctx, vm, 0, p, off); err != nil {
+			return fmt.Errorf("fill %s at %d: %w", vm, off, err)
+		}
+	}
+	return nil
+}
+
+// exportRaw writes the checkpoint's disk as a raw file, leaving holes where
+// the disk reads zeros.
+func exportRaw(ctx context.Context, h *lab.Host, vm provider.VM, checkpoint, path string) error {
+	img, err := h.OpenDisk(ctx, vm.ID, checkpoint, vm.Disks[0].ID)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < img.Size(); off += int64(len(buf)) {
+		p := buf[:min(int64(len(buf)), img.Size()-off)]
+		if _, err := img.ReadAt(p, off); err != nil && err != io.EOF {
+			f.Close()
+			return fmt.Errorf("export %s at %d: %w", checkpoint, off, err)
+		}
+		if allZero(p) {
+			continue
+		}
+		if _, err := f.WriteAt(p, off); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Truncate(img.Size()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func allZero(p []byte) bool {
+	for _, c := range p {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// verifyReplica compares the restore point a child committed with the raw
+// file of its checkpoint, byte for byte: a benchmark of a copy that is not
+// exact would mean nothing.
+func verifyReplica(ctx context.Context, datastore string, vm provider.VM, m measurement, rawPath string) error {
+	if m.child == nil {
+		return fmt.Errorf("verify %s: the child reported no restore point", datastore)
+	}
+	store, err := replica.OpenExisting(datastore)
+	if err != nil {
+		return err
+	}
+	rep, err := store.Replica("bench", vm.ID)
+	if err != nil {
+		return err
+	}
+	img, err := rep.OpenPoint(m.child.Point, vm.Disks[0].ID)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	raw, err := os.Open(rawPath)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	st, err := raw.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() != img.Size() {
+		return fmt.Errorf("verify point %s: size %d, the checkpoint's raw file %d", m.child.Point, img.Size(), st.Size())
+	}
+	want := make([]byte, 1<<20)
+	got := make([]byte, 1<<20)
+	for off := int64(0); off < st.Size(); off += int64(len(want)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(int64(len(want)), st.Size()-off)
+		if _, err := raw.ReadAt(want[:n], off); err != nil && err != io.EOF {
+			return fmt.Errorf("verify: read %s at %d: %w", rawPath, off, err)
+		}
+		if _, err := img.ReadAt(got[:n], off); err != nil && err != io.EOF {
+			return fmt.Errorf("verify: read point %s at %d: %w", m.child.Point, off, err)
+		}
+		if !bytes.Equal(want[:n], got[:n]) {
+			return fmt.Errorf("verify: point %s differs from %s in the MiB at offset %d", m.child.Point, rawPath, off)
+		}
+	}
+	logf("verified: point %s is byte-identical to %s", m.child.Point, filepath.Base(rawPath))
+	return nil
+}
+
+func copyTree(from, to string) error {
+	out, err := exec.Command("cp", "-a", from, to).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("cp -a %s %s: %w: %s", from, to, err, out)
+	}
+	return nil
+}
+
+func sync() { syscall.Sync() }
+
+func (b *bench) all(ctx context.Context) (string, error) {
+	var err error
+	if b.self, err = os.Executable(); err != nil {
+		return "", err
+	}
+	r := &results{cfg: b.cfg}
+	h := lab.New("bench", b.lab)
+	logf("creating a %d MiB lab disk of mixed content", b.cfg.size>>20)
+	vm, err := lab.CreateVM(b.lab, "mixed", []int64{b.cfg.size})
+	if err != nil {
+		return "", err
+	}
+	if err := fillMixed(ctx, h, vm.ID, 0, b.cfg.size, 1); err != nil {
+		return "", err
+	}
+	cp1, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		return "", err
+	}
+	raw1 := filepath.Join(b.work, "disk1.raw")
+	r.rawFrom = "the lab provider's checkpoint disk (disk.Image ReadAt)"
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", cp1.Disks[0].Path, raw1).CombinedOutput(); err == nil {
+		r.rawFrom = "`qemu-img convert -O raw` of the checkpoint's frozen VHDX"
+	} else {
+		logf("qemu-img convert: %v: %s; exporting through the provider", err, out)
+		if err := exportRaw(ctx, h, vm, cp1.ID, raw1); err != nil {
+			return "", err
+		}
+	}
+	if st, err := os.Stat(raw1); err == nil {
+		r.diskSize = st.Size()
+	}
+
+	// 1. Full copy.
+	ours := &series{name: "replicator full (optimal)", bytes: b.cfg.size,
+		command: "bench -child -mode full -level optimal (lab checkpoint → Sender → TLS loopback → agent → commit)"}
+	rsyncFull := &series{name: "rsync --whole-file", bytes: b.cfg.size, command: "rsync --whole-file RAW DIR/"}
+	zstdPipe := &series{name: "zstd -1 \\| zstd -d", bytes: b.cfg.size, command: "sh -c 'zstd -1 -c RAW | zstd -d -c > OUT'"}
+	base := filepath.Join(b.work, "datastore-base")
+	for i := range b.cfg.runs {
+		ds := filepath.Join(b.work, "datastore-full")
+		os.RemoveAll(ds)
+		sync()
+		logf("full run %d: replicator", i+1)
+		m, err := b.replicate(vm.Name, cp1.ID, "", ds, "full", codec.Optimal)
+		if err != nil {
+			return "", err
+		}
+		ours.runs = append(ours.runs, m)
+		if i == 0 {
+			if err := verifyReplica(ctx, ds, vm, m, raw1); err != nil {
+				return "", err
+			}
+			if err := copyTree(ds, base); err != nil {
+				return "", err
+			}
+		}
+		os.RemoveAll(ds)
+		dst := filepath.Join(b.work, "rsync-full")
+		os.RemoveAll(dst)
+		os.MkdirAll(dst, 0o755)
+		sync()
+		logf("full run %d: rsync", i+1)
+		if m, err = measure("rsync", "--whole-file", raw1, dst+"/"); err != nil {
+			return "", err
+		}
+		rsyncFull.runs = append(rsyncFull.runs, m)
+		os.RemoveAll(dst)
+		out := filepath.Join(b.work, "zstd.out")
+		os.Remove(out)
+		sync()
+		logf("full run %d: zstd", i+1)
+		if m, err = measure("sh", "-c", fmt.Sprintf("zstd -q -1 -c %q | zstd -q -d -c > %q", raw1, out)); err != nil {
+			return "", err
+		}
+		zstdPipe.runs = append(zstdPipe.runs, m)
+		os.Remove(out)
+	}
+	r.full = []*series{ours, rsyncFull, zstdPipe}
+
+	// 2. 1%-changed incremental.
+	ref1, err := h.ConvertToReferencePoint(ctx, vm.ID, cp1.ID, "")
+	if err != nil {
+		return "", err
+	}
+	logf("writing 1%% of the disk")
+	if err := h.Write(ctx, vm.ID, 0, 1, 42); err != nil {
+		return "", err
+	}
+	cp2, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		return "", err
+	}
+	raw2 := filepath.Join(b.work, "disk2.raw")
+	if err := exportRaw(ctx, h, vm, cp2.ID, raw2); err != nil {
+		return "", err
+	}
+	cbt := &series{name: "replicator incremental, CBT", bytes: b.cfg.size,
+		command: "bench -child -mode cbt (lab ChangedRanges → blockplan.Changed)"}
+	dig := &series{name: "replicator incremental, digests", bytes: b.cfg.size,
+		command: "bench -child -mode digest (SendOptions.CompareDigests)"}
+	rsyncInc := &series{name: "rsync --inplace --no-whole-file", bytes: b.cfg.size,
+		command: "rsync --inplace --no-whole-file NEW.raw OLD.raw"}
+	for i := range b.cfg.runs {
+		for _, s := range []*series{cbt, dig} {
+			ds := filepath.Join(b.work, "datastore-inc")
+			os.RemoveAll(ds)
+			if err := copyTree(base, ds); err != nil {
+				return "", err
+			}
+			sync()
+			mode := "cbt"
+			if s == dig {
+				mode = "digest"
+			}
+			logf("incremental run %d: %s", i+1, mode)
+			m, err := b.replicate(vm.Name, cp2.ID, ref1, ds, mode, codec.Optimal)
+			if err != nil {
+				return "", err
+			}
+			s.runs = append(s.runs, m)
+			if i == 0 {
+				if err := verifyReplica(ctx, ds, vm, m, raw2); err != nil {
+					return "", err
+				}
+			}
+			os.RemoveAll(ds)
+		}
+		old := filepath.Join(b.work, "rsync-old.raw")
+		if err := copyTree(raw1, old); err != nil {
+			return "", err
+		}
+		sync()
+		logf("incremental run %d: rsync", i+1)
+		m, err := measure("rsync", "--inplace", "--no-whole-file", raw2, old)
+		if err != nil {
+			return "", err
+		}
+		rsyncInc.runs = append(rsyncInc.runs, m)
+		os.Remove(old)
+	}
+	r.inc = []*series{cbt, dig, rsyncInc}
+	if err := h.ReleaseCheckpoint(ctx, vm.ID, cp2.ID); err != nil {
+		logf("release %s: %v", cp2.ID, err)
+	}
+
+	// 3. Compression levels, over the incremental's checkpoint as a full copy.
+	cp3, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	if err != nil {
+		return "", err
+	}
+	for _, level := range codec.Levels() {
+		if b.cfg.levelRuns <= 0 {
+			break
+		}
+		s := &series{name: level.String(), bytes: b.cfg.size}
+		for i := range b.cfg.levelRuns {
+			ds := filepath.Join(b.work, "datastore-level")
+			os.RemoveAll(ds)
+			sync()
+			logf("level %s run %d", level, i+1)
+			m, err := b.replicate(vm.Name, cp3.ID, "", ds, "full", level)
+			if err != nil {
+				return "", err
+			}
+			s.runs = append(s.runs, m)
+			os.RemoveAll(ds)
+		}
+		r.levels = append(r.levels, s)
+	}
+	h.ReleaseCheckpoint(ctx, vm.ID, cp3.ID)
+	os.Remove(raw1)
+	os.Remove(raw2)
+
+	// 4. Peak RSS per disk size.
+	for i, size := range b.cfg.rssSizes {
+		name := fmt.Sprintf("rss%d", i)
+		logf("peak RSS: %d MiB disk with %d MiB of data", size>>20, min(size, b.cfg.rssFill)>>20)
+		v, err := lab.CreateVM(b.lab, name, []int64{size})
+		if err != nil {
+			return "", err
+		}
+		if err := b.fillSpread(ctx, h, v.ID, size); err != nil {
+			return "", err
+		}
+		cp, err := h.CreateCheckpoint(ctx, v.ID, provider.CrashConsistent)
+		if err != nil {
+			return "", err
+		}
+		ds := filepath.Join(b.work, "datastore-rss")
+		os.RemoveAll(ds)
+		sync()
+		m, err := b.replicate(name, cp.ID, "", ds, "full", codec.Optimal)
+		if err != nil {
+			return "", err
+		}
+		os.RemoveAll(ds)
+		r.rss = append(r.rss, &series{name: sizeName(size), bytes: min(size, b.cfg.rssFill), runs: []measurement{m}})
+		os.RemoveAll(filepath.Join(b.lab, name))
+	}
+	return r.markdown(), nil
+}
+
+// fillSpread writes rssFill bytes of mixed content in 40 MiB stretches spread
+// evenly over the disk, so that a large disk is mostly sparse but the
+// transfer still carries real data from all over it.
+func (b *bench) fillSpread(ctx context.Context, h *lab.Host, vm string, size int64) error {
+	fill := min(size, b.cfg.rssFill)
+	const stretch = 40 << 20
+	n := max(1, fill/stretch)
+	step := size / n / (1 << 20) * (1 << 20)
+	for i := range n {
+		off := i * step
+		if err := fillMixed(ctx, h, vm, off, min(off+stretch, size), uint64(i+100)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
