@@ -1,0 +1,23 @@
+#!/bin/sh
+# Registers the Temporal namespace replicator runs in (temporal.namespace of
+# deploy/replicator.yaml) once the server answers; does nothing if it exists.
+set -eu
+
+: "${TEMPORAL_ADDRESS:=temporal:7233}"
+: "${NAMESPACE:=default}"
+: "${RETENTION:=72h}"
+
+tries=0
+until temporal operator cluster health --address "$TEMPORAL_ADDRESS"; do
+	tries=$((tries + 1))
+	if [ "$tries" -ge 30 ]; then
+		echo "Temporal at $TEMPORAL_ADDRESS is not healthy after $tries tries" >&2
+		exit 1
+	fi
+	sleep 2
+done
+if temporal operator namespace describe --namespace "$NAMESPACE" --address "$TEMPORAL_ADDRESS" >/dev/null 2>&1; then
+	echo "namespace $NAMESPACE exists"
+else
+	temporal operator namespace create --namespace "$NAMESPACE" --retention "$RETENTION" --address "$TEMPORAL_ADDRESS"
+fi
