@@ -480,15 +480,11 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		}
 		rsyncFull.runs = append(rsyncFull.runs, m)
 		os.RemoveAll(dst)
-		out := filepath.Join(b.work, "zstd.out")
-		os.Remove(out)
-		sync()
 		logf("full run %d: zstd", i+1)
-		if m, err = measure("sh", "-c", fmt.Sprintf("zstd -q -1 -c %q | zstd -q -d -c > %q", raw1, out)); err != nil {
+		if m, err = b.zstdPipeline(raw1); err != nil {
 			return "", err
 		}
 		zstdPipe.runs = append(zstdPipe.runs, m)
-		os.Remove(out)
 	}
 	r.full = []*series{ours, rsyncFull, zstdPipe}
 
@@ -568,6 +564,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			break
 		}
 		s := &series{name: level.String(), bytes: b.cfg.size}
+		z := &series{name: "zstd -1 \\| zstd -d", bytes: b.cfg.size}
 		for i := range b.cfg.levelRuns {
 			ds := filepath.Join(b.work, "datastore-level")
 			os.RemoveAll(ds)
@@ -579,8 +576,13 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			}
 			s.runs = append(s.runs, m)
 			os.RemoveAll(ds)
+			if m, err = b.zstdPipeline(raw1); err != nil {
+				return "", err
+			}
+			z.runs = append(z.runs, m)
 		}
 		r.levels = append(r.levels, s)
+		r.levelZstd = append(r.levelZstd, z)
 	}
 	h.ReleaseCheckpoint(ctx, vm.ID, cp3.ID)
 	os.Remove(raw1)
@@ -613,6 +615,15 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		os.RemoveAll(filepath.Join(b.lab, name))
 	}
 	return r.markdown(), nil
+}
+
+// zstdPipeline times `zstd -1 -c RAW | zstd -d -c > OUT` over the raw file.
+func (b *bench) zstdPipeline(raw string) (measurement, error) {
+	out := filepath.Join(b.work, "zstd.out")
+	os.Remove(out)
+	sync()
+	defer os.Remove(out)
+	return measure("sh", "-c", fmt.Sprintf("zstd -q -1 -c %q | zstd -q -d -c > %q", raw, out))
 }
 
 // fillSpread writes rssFill bytes of mixed content in 40 MiB stretches spread
