@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures replicator's data path side by side with rsync and
 // a zstd pipeline, in one run on the same files, and writes the figures as
 // markdown (BENCHMARKS.md).
