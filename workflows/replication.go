@@ -59,7 +59,6 @@ func isFinal(status string) bool {
 // the job's backup window.
 func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (contract.ReplicationResult, error) {
 	info := workflow.GetInfo(ctx)
-	logger := workflow.GetLogger(ctx)
 	st := &runState{result: contract.ReplicationResult{
 		Job: in.Job, Status: contract.StatusRunning, RunID: info.WorkflowExecution.RunID, VMs: []contract.VMResult{},
 	}}
@@ -84,60 +83,19 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		return st.fail(temporal.NewNonRetryableApplicationError(`input needs a job name: {"job": "NAME"}`, contract.ErrTypeBadInput, nil))
 	}
 
-	// 1. Job settings, read at run time so that an edited job applies now.
 	var spec contract.JobSpec
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
-		contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
-		return st.fail(fmt.Errorf("loading job %q: %w", in.Job, err))
-	}
 	var deadline time.Time
-	if spec.Window > 0 {
-		deadline = workflow.Now(ctx).Add(spec.Window)
-	}
-	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
-	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
-
-	// 2. The infrastructure the job needs answers.
-	checkSrc := workflow.ExecuteActivity(srcCtx, contract.ActCheckSource, spec.Source)
-	checkTgt := workflow.ExecuteActivity(tgtCtx, contract.ActCheckTarget, spec.Name)
-	if err := checkSrc.Get(ctx, nil); err != nil {
-		return st.fail(fmt.Errorf("source host %s: %w", spec.Source, err))
-	}
-	if err := checkTgt.Get(ctx, nil); err != nil {
-		return st.fail(fmt.Errorf("target %s: %w", spec.Target, err))
-	}
-
-	// 3. The inventory, narrowed by the input.
-	patterns := spec.VMs
-	if len(in.VMs) > 0 {
-		patterns = in.VMs
-	}
 	var vms []contract.VM
-	if err := workflow.ExecuteActivity(srcCtx, contract.ActInventory,
-		contract.InventoryInput{Host: spec.Source, Patterns: patterns}).Get(ctx, &vms); err != nil {
-		return st.fail(fmt.Errorf("inventory of %s: %w", spec.Source, err))
-	}
-	for _, want := range in.VMs {
-		if !anyMatches(vms, want) {
-			st.result.VMs = append(st.result.VMs, contract.VMResult{
-				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
-				Error: fmt.Sprintf("VM %q not found on host %s", want, spec.Source),
-			})
+	if c := in.Continued; c != nil {
+		// The rest of a run that continued as new: the job's settings, the
+		// inventory and the window are those of the run's start.
+		spec, deadline, vms = c.Spec, c.Deadline, c.Pending
+		st.result = c.Result
+	} else {
+		var err error
+		if spec, deadline, vms, err = startRun(ctx, in, st); err != nil {
+			return st.fail(err)
 		}
-	}
-
-	// Interrupted restore points continue before anything new starts.
-	var open []string
-	if err := workflow.ExecuteActivity(tgtCtx, contract.ActOpenSessions, spec.Name).Get(ctx, &open); err != nil {
-		logger.Warn("listing interrupted restore points failed; continuing in inventory order", "error", err)
-	}
-	vms = resumeFirst(vms, open)
-	for _, vm := range vms {
-		r := contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusPending, Disks: []contract.DiskResult{}}
-		for _, d := range vm.Disks {
-			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
-		}
-		st.result.VMs = append(st.result.VMs, r)
 	}
 
 	// 4. One child per VM, at most parallelism at once, none started after the window closed.
@@ -158,8 +116,14 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		c.Receive(ctx, nil)
 		cancelled = true
 	})
+	draining := false
 	for {
-		for running < parallelism && next < len(vms) && !windowClosed && !cancelled {
+		if !draining && next < len(vms) && historyIsLong(ctx) {
+			// Start no more VMs; when the running ones finish, the rest
+			// continues in a new run with a new history.
+			draining = workflow.GetVersion(ctx, "continue-as-new-when-long", workflow.DefaultVersion, 1) == 1
+		}
+		for running < parallelism && next < len(vms) && !windowClosed && !cancelled && !draining {
 			vm := vms[next]
 			next++
 			running++
@@ -206,6 +170,12 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 				}
 			}
 		}
+		if draining && running == 0 && next < len(vms) {
+			return st.result, workflow.NewContinueAsNewError(ctx, contract.ReplicationWorkflow, contract.ReplicationInput{
+				Job: in.Job, VMs: in.VMs,
+				Continued: &contract.RunContinuation{Spec: spec, Deadline: deadline, Pending: vms[next:], Result: st.result},
+			})
+		}
 		if running == 0 && next >= len(vms) {
 			break
 		}
@@ -218,6 +188,83 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		return st.result, ctx.Err()
 	}
 	return st.result, nil
+}
+
+// startRun loads the job's settings, checks the source host and the target,
+// and lists the VMs to replicate (interrupted ones first), adding them to the
+// run's result as pending.
+func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) (contract.JobSpec, time.Time, []contract.VM, error) {
+	logger := workflow.GetLogger(ctx)
+	// 1. Job settings, read at run time so that an edited job applies now.
+	var spec contract.JobSpec
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
+		contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
+		return spec, time.Time{}, nil, fmt.Errorf("loading job %q: %w", in.Job, err)
+	}
+	var deadline time.Time
+	if spec.Window > 0 {
+		deadline = workflow.Now(ctx).Add(spec.Window)
+	}
+	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
+	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
+
+	// 2. The infrastructure the job needs answers.
+	checkSrc := workflow.ExecuteActivity(srcCtx, contract.ActCheckSource, spec.Source)
+	checkTgt := workflow.ExecuteActivity(tgtCtx, contract.ActCheckTarget, spec.Name)
+	if err := checkSrc.Get(ctx, nil); err != nil {
+		return spec, time.Time{}, nil, fmt.Errorf("source host %s: %w", spec.Source, err)
+	}
+	if err := checkTgt.Get(ctx, nil); err != nil {
+		return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+	}
+
+	// 3. The inventory, narrowed by the input.
+	patterns := spec.VMs
+	if len(in.VMs) > 0 {
+		patterns = in.VMs
+	}
+	var vms []contract.VM
+	if err := workflow.ExecuteActivity(srcCtx, contract.ActInventory,
+		contract.InventoryInput{Host: spec.Source, Patterns: patterns}).Get(ctx, &vms); err != nil {
+		return spec, time.Time{}, nil, fmt.Errorf("inventory of %s: %w", spec.Source, err)
+	}
+	for _, want := range in.VMs {
+		if !anyMatches(vms, want) {
+			st.result.VMs = append(st.result.VMs, contract.VMResult{
+				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
+				Error: fmt.Sprintf("VM %q not found on host %s", want, spec.Source),
+			})
+		}
+	}
+
+	// Interrupted restore points continue before anything new starts.
+	var open []string
+	if err := workflow.ExecuteActivity(tgtCtx, contract.ActOpenSessions, spec.Name).Get(ctx, &open); err != nil {
+		logger.Warn("listing interrupted restore points failed; continuing in inventory order", "error", err)
+	}
+	vms = resumeFirst(vms, open)
+	for _, vm := range vms {
+		r := contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusPending, Disks: []contract.DiskResult{}}
+		for _, d := range vm.Disks {
+			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
+		}
+		st.result.VMs = append(st.result.VMs, r)
+	}
+
+	return spec, deadline, vms, nil
+}
+
+// continueAsNewAfter is the history length at which a run starts no more VMs
+// and, once the running ones finish, continues as new with the rest: each VM
+// adds about 15 events to the run's history (its child, progress signals,
+// workflow tasks), so without it the history would grow with the job.
+const continueAsNewAfter = 1000
+
+// historyIsLong says whether the run's history has reached continueAsNewAfter
+// events or the server suggests continuing as new.
+func historyIsLong(ctx workflow.Context) bool {
+	info := workflow.GetInfo(ctx)
+	return info.GetCurrentHistoryLength() >= continueAsNewAfter || info.GetContinueAsNewSuggested()
 }
 
 func (s *runState) fail(err error) (contract.ReplicationResult, error) {

@@ -42,6 +42,19 @@ const (
 type ReplicationInput struct {
 	Job string   `json:"job"`
 	VMs []string `json:"vms,omitempty"`
+	// Continued is set only by a run that continues as new to keep its
+	// history short: the rest of the same run. Users never set it.
+	Continued *RunContinuation `json:"continued,omitempty"`
+}
+
+// RunContinuation is what a job run hands to its continuation: the job's
+// settings as the run loaded them, the window's deadline, the VMs not started
+// yet, and the result so far (every VM, the pending ones included).
+type RunContinuation struct {
+	Spec     JobSpec           `json:"spec"`
+	Deadline time.Time         `json:"deadline"`
+	Pending  []VM              `json:"pending"`
+	Result   ReplicationResult `json:"result"`
 }
 
 // ReplicationResult is the result (and the progress) of a run.

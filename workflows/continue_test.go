@@ -1,0 +1,44 @@
+package workflows
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// A run that continued as new (its history had grown long) replicates only
+// the VMs not started yet, with the settings the run started with, and its
+// result still holds every VM of the run.
+func TestContinuedRunReplicatesOnlyThePendingVMs(t *testing.T) {
+	f := newFake()
+	web, db := f.vms[0], f.vms[1]
+	carried := contract.ReplicationResult{Job: "demo", Status: contract.StatusRunning, RunID: "first-run", VMs: []contract.VMResult{
+		{Name: web.Name, ID: web.ID, Status: contract.StatusSuccess, RestorePoint: "rp-earlier",
+			Disks: []contract.DiskResult{{ID: "0", Status: contract.StatusSuccess, Size: 64 << 20}}},
+		{Name: db.Name, ID: db.ID, Status: contract.StatusPending,
+			Disks: []contract.DiskResult{{ID: "0", Status: contract.StatusPending}, {ID: "1", Status: contract.StatusPending}}},
+	}}
+	f.spec.Name = "renamed-after-the-run-started" // the continuation must not load the job again
+	spec := newFake().spec
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo", Continued: &contract.RunContinuation{
+		Spec: spec, Pending: []contract.VM{db}, Result: carried,
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusSuccess || res.RunID != "first-run" || len(res.VMs) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.VMs[0].RestorePoint != "rp-earlier" || res.VMs[1].Status != contract.StatusSuccess || res.VMs[1].RestorePoint != "rp-"+db.ID {
+		t.Fatalf("VMs %+v", res.VMs)
+	}
+	for _, c := range f.calls {
+		if c == "LoadJob" || c == "Inventory" || c == "CheckSource" || strings.Contains(c, web.Name) || strings.Contains(c, web.ID) {
+			t.Errorf("the continuation called %q", c)
+		}
+	}
+	if len(f.committed) != 1 || f.committed[0] != db.ID {
+		t.Fatalf("committed %v, want only %s", f.committed, db.ID)
+	}
+}
