@@ -2,7 +2,7 @@
 # the checks CI runs and the longer suites.
 GO ?= go
 
-.PHONY: test check reliability bench fuzz
+.PHONY: test check reliability bench fuzz load
 
 test:
 	$(GO) test ./...
@@ -27,3 +27,9 @@ BENCH_FLAGS ?=
 bench:
 	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
 	$(GO) run ./bench -out BENCHMARKS.md $(BENCH_FLAGS)
+
+# One job of 200 lab VMs (2 disks each) at parallelism 8 on the in-process
+# stack: all must succeed, no workflow history may pass 2,000 events; logs
+# wall time, CPU time, peak RSS and the largest history.
+load:
+	REPLICATOR_LOAD_VMS=200 $(GO) test ./workers -run '^TestLoadManyVMs$$' -count=1 -v -timeout 60m
