@@ -200,9 +200,13 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size()}
 	var mu sync.Mutex
 	lastSignal := time.Time{}
+	// Each signal adds events to the job run's history, which only continues
+	// as new between VMs: once a minute per disk keeps a day-long transfer of
+	// a few disks far below Temporal's history limits. Heartbeats (every few
+	// seconds, no history) carry the live position to the workflow's retries.
 	interval := s.ProgressInterval
 	if interval <= 0 {
-		interval = 10 * time.Second
+		interval = time.Minute
 	}
 	progress := func(pr transfer.Progress) {
 		mu.Lock()
