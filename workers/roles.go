@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -37,6 +38,7 @@ type stack struct {
 	client  client.Client
 	workers []worker.Worker
 	agent   *agent.Agent
+	metrics io.Closer
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -57,13 +59,17 @@ func (s *stack) stop() {
 	if s.client != nil {
 		s.client.Close()
 	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
 }
 
-func dial(cfg *config.Config, logger *slog.Logger) (client.Client, error) {
+func dial(cfg *config.Config, logger *slog.Logger, handler client.MetricsHandler) (client.Client, error) {
 	opts := client.Options{
-		HostPort:  cfg.Temporal.Address,
-		Namespace: cfg.Temporal.Namespace,
-		Logger:    sdklog.NewStructuredLogger(logger.With("component", "temporal")),
+		HostPort:       cfg.Temporal.Address,
+		Namespace:      cfg.Temporal.Namespace,
+		Logger:         sdklog.NewStructuredLogger(logger.With("component", "temporal")),
+		MetricsHandler: handler,
 	}
 	if cfg.Temporal.TLS.Cert != "" {
 		f := pki.Files{CA: cfg.Temporal.TLS.CA, Cert: cfg.Temporal.TLS.Cert, Key: cfg.Temporal.TLS.Key}
@@ -83,19 +89,21 @@ func dial(cfg *config.Config, logger *slog.Logger) (client.Client, error) {
 // startRoles connects to Temporal and starts the roles' workers (and the
 // agent's data channel for the target role).
 func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSet, logger *slog.Logger) (*stack, error) {
-	c, err := dial(cfg, logger)
+	reg := metrics.NewRegistry()
+	dataPath := metrics.NewDataPath(reg)
+	handler, metricsCloser := metrics.TemporalHandler(reg)
+	c, err := dial(cfg, logger, handler)
 	if err != nil {
+		metricsCloser.Close()
 		return nil, err
 	}
-	s := &stack{client: c}
+	s := &stack{client: c, metrics: metricsCloser}
 	ok := false
 	defer func() {
 		if !ok {
 			s.stop()
 		}
 	}()
-	reg := metrics.NewRegistry()
-	dataPath := metrics.NewDataPath(reg)
 	if cfg.Metrics.Listen != "" {
 		if err := metrics.Serve(ctx, cfg.Metrics.Listen, reg); err != nil {
 			return nil, fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
