@@ -2,7 +2,7 @@
 # the checks CI runs and the longer suites.
 GO ?= go
 
-.PHONY: test check reliability bench fuzz load
+.PHONY: test check bench fuzz load
 
 test:
 	$(GO) test ./...
