@@ -224,7 +224,16 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		return contract.DiskResult{}, err
 	}
 	log.Info("transfer starting", "changeTracking", mode, "excludedRanges", len(excluded))
-	r, err := target.SendDisk(ctx, img, plan, excluded, opts, progress)
+	// The transfer stops by itself when the backup window closes, rather than
+	// when the cancellation reaches it with the next heartbeat. Heartbeats keep
+	// using the activity's own ctx.
+	sendCtx := ctx
+	if !in.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithDeadline(ctx, in.Deadline)
+		defer cancel()
+	}
+	r, err := target.SendDisk(sendCtx, img, plan, excluded, opts, progress)
 	mu.Lock()
 	res = diskResult(res, r)
 	out := res
@@ -235,6 +244,11 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		if ctx.Err() != nil {
 			out.Status = contract.StatusPartial
 			return out, temporal.NewCanceledError(out)
+		}
+		if sendCtx.Err() != nil {
+			out.Status = contract.StatusPartial
+			return out, temporal.NewNonRetryableApplicationError("backup window closed at "+in.Deadline.UTC().Format(time.RFC3339)+"; the next run continues from the acknowledged position",
+				contract.ErrTypeWindowClosed, err, out)
 		}
 		return out, classify(err)
 	}

@@ -140,7 +140,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		futures[i] = workflow.ExecuteActivity(tctx, contract.ActTransferDisk, contract.TransferInput{
 			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
 			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
-			ParentWorkflowID: in.ParentWorkflowID,
+			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline,
 		})
 	}
 	var firstErr error
@@ -152,16 +152,27 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			res.Disks[i].Status = contract.StatusSuccess
 			continue
 		}
-		// A cancelled transfer reports its figures so far in the error's details.
+		// A cancelled transfer, or one stopped by the window, reports its
+		// figures so far in the error's details.
 		var canceled *temporal.CanceledError
 		if errors.As(err, &canceled) && canceled.HasDetails() {
 			if derr := canceled.Details(&dr); derr == nil {
 				res.Disks[i] = dr
 			}
 		}
+		if isWindowClosed(err) {
+			var app *temporal.ApplicationError
+			if errors.As(err, &app) && app.HasDetails() {
+				if derr := app.Details(&dr); derr == nil {
+					res.Disks[i] = dr
+				}
+			}
+			// The transfer saw the window close before the timer here did.
+			windowClosed = true
+		}
 		res.Disks[i].ID = in.VM.Disks[i].ID
 		res.Disks[i].Size = in.VM.Disks[i].VirtualSize
-		if windowClosed && (isCancel(err) || temporal.IsTimeoutError(err)) {
+		if windowClosed && (isCancel(err) || temporal.IsTimeoutError(err) || isWindowClosed(err)) {
 			res.Disks[i].Status = contract.StatusPartial
 			res.Disks[i].Error = "backup window closed; the next run continues from the acknowledged position"
 		} else {
@@ -291,4 +302,9 @@ func joinText(a, b string) string {
 		return b
 	}
 	return a + "; " + b
+}
+
+func isWindowClosed(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && app.Type() == contract.ErrTypeWindowClosed
 }

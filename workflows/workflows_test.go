@@ -377,3 +377,33 @@ func hasErrorType(err error, typ string) bool {
 	}
 	return false
 }
+
+func TestTransferStoppedByItsDeadlineIsPartial(t *testing.T) {
+	f := newFake()
+	f.spec.Window = time.Second
+	f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		if in.Deadline.IsZero() {
+			return contract.DiskResult{}, errors.New("the transfer must know the window's deadline")
+		}
+		// The activity stops at the deadline by itself, before any cancellation reaches it.
+		d := contract.DiskResult{ID: in.DiskID, Position: 5 << 20, BytesRead: 5 << 20}
+		return d, temporal.NewNonRetryableApplicationError("backup window closed", contract.ErrTypeWindowClosed, nil, d)
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial {
+		t.Fatalf("want partial, got %+v", res)
+	}
+	for _, vm := range res.VMs {
+		for _, d := range vm.Disks {
+			if d.Status != contract.StatusPartial || d.BytesRead != 5<<20 {
+				t.Errorf("VM %s disk %+v", vm.Name, d)
+			}
+		}
+	}
+	if len(f.released) != 0 || len(f.committed) != 0 {
+		t.Fatalf("a closed window keeps checkpoints and commits nothing: released %v committed %v", f.released, f.committed)
+	}
+}

@@ -146,6 +146,9 @@ const (
 	ErrTypeAuthentication     = "Authentication"
 	ErrTypeBadInput           = "BadInput"
 	ErrTypeReplicaLocked      = "ReplicaLocked"
+	// ErrTypeWindowClosed: a transfer stopped because the backup window
+	// closed; its details are the DiskResult so far. The next run continues.
+	ErrTypeWindowClosed = "WindowClosed"
 )
 
 // VMInput is the input of VMReplicationWorkflow.
@@ -239,6 +242,9 @@ type TransferInput struct {
 	ReferencePoint   string  `json:"referencePoint"`
 	HasPreviousPoint bool    `json:"hasPreviousPoint"`
 	ParentWorkflowID string  `json:"parentWorkflowId"`
+	// Deadline is when the backup window closes (zero: none); the transfer
+	// stops there by itself, with its acknowledged position durable.
+	Deadline time.Time `json:"deadline,omitempty"`
 }
 
 // CommitInput commits a restore point and applies retention.
