@@ -2,7 +2,7 @@
 # the checks CI runs and the longer suites.
 GO ?= go
 
-.PHONY: test check bench fuzz load
+.PHONY: test check bench fuzz load reliability
 
 test:
 	$(GO) test ./...
@@ -33,3 +33,13 @@ bench:
 # wall time, CPU time, peak RSS and the largest history.
 load:
 	REPLICATOR_LOAD_VMS=200 $(GO) test ./workers -run '^TestLoadManyVMs$$' -count=1 -v -timeout 60m
+
+# The fault scenarios, repeated: connections cut at random points, the agent and
+# the proxy killed with SIGKILL, corrupt frames and unknown clients, writers of
+# the replica store killed 50 times per run, backup windows closing mid-disk,
+# and the Temporal server killed and restarted mid-run. `go test ./...` (CI)
+# runs each once.
+reliability:
+	$(GO) test -count=3 -run 'ResumeAcrossCuts|ReceiverKilled|CorruptFrames|UnknownClients|NamesRejected|DigestModeResumesAcrossCuts' ./internal/transfer
+	$(GO) test -count=2 -run 'Crash' ./internal/replica
+	$(GO) test -count=3 -run 'TestEndToEnd(Window|Proxy|TemporalServer)' ./workers
