@@ -36,10 +36,11 @@ load:
 
 # The fault scenarios, repeated: connections cut at random points, the agent and
 # the proxy killed with SIGKILL, corrupt frames and unknown clients, writers of
-# the replica store killed 50 times per run, backup windows closing mid-disk,
+# the replica store killed 50 times per run, the proxy–agent connection cut 10
+# times in one workflow run, backup windows closing mid-disk,
 # and the Temporal server killed and restarted mid-run. `go test ./...` (CI)
 # runs each once.
 reliability:
 	$(GO) test -count=3 -run 'ResumeAcrossCuts|ReceiverKilled|CorruptFrames|UnknownClients|NamesRejected|DigestModeResumesAcrossCuts' ./internal/transfer
 	$(GO) test -count=2 -run 'Crash' ./internal/replica
-	$(GO) test -count=3 -run 'TestEndToEnd(Window|Proxy|TemporalServer)' ./workers
+	$(GO) test -count=3 -run 'TestEndToEnd(Window|Proxy|TemporalServer|ConnectionCut)' ./workers

@@ -233,7 +233,11 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		sendCtx, cancel = context.WithDeadline(ctx, in.Deadline)
 		defer cancel()
 	}
-	r, err := target.SendDisk(sendCtx, img, plan, excluded, opts, progress)
+	// A network blip is ridden out here, reconnecting within seconds and
+	// resuming from the acknowledged position; a longer outage fails the
+	// attempt and Temporal retries it with its own backoff.
+	r, err := target.SendDiskWithRetry(sendCtx, img, plan, excluded, opts, progress,
+		transfer.RetryPolicy{Attempts: 5, Backoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second})
 	mu.Lock()
 	res = diskResult(res, r)
 	out := res

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -371,6 +373,32 @@ type throttle struct {
 	rate  atomic.Int64 // bytes per second, 0 = unlimited
 	bytes atomic.Int64
 	ln    net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+// cutAll closes every connection going through the proxy, like a network failure.
+func (p *throttle) cutAll() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.conns)
+	for c := range p.conns {
+		c.Close()
+	}
+	return n
+}
+
+func (p *throttle) track(c net.Conn, open bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		p.conns = map[net.Conn]bool{}
+	}
+	if open {
+		p.conns[c] = true
+	} else {
+		delete(p.conns, c)
+	}
 }
 
 func startThrottle(t *testing.T, target string) *throttle {
@@ -390,6 +418,8 @@ func startThrottle(t *testing.T, target string) *throttle {
 				c.Close()
 				continue
 			}
+			p.track(c, true)
+			p.track(up, true)
 			go p.pipe(up, c, true)
 			go p.pipe(c, up, false)
 		}
@@ -402,6 +432,8 @@ func (p *throttle) setRate(bps int64) { p.rate.Store(bps) }
 func (p *throttle) forwarded() int64  { return p.bytes.Load() }
 
 func (p *throttle) pipe(dst, src net.Conn, limited bool) {
+	defer p.track(dst, false)
+	defer p.track(src, false)
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -422,4 +454,39 @@ func (p *throttle) pipe(dst, src net.Conn, limited bool) {
 			return
 		}
 	}
+}
+
+// TestEndToEndConnectionCutTenTimes cuts the proxy–agent connection 10 times
+// at random moments of one run; the run succeeds with an identical replica.
+func TestEndToEndConnectionCutTenTimes(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, nil)
+	h.proxy.setRate(3 << 19) // 1.5 MiB/s: about 10 s for web01, time for 10 cuts
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	id := fmt.Sprintf("cuts-%d", time.Now().UnixNano())
+	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
+		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	cuts := 0
+	for cuts < 10 {
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
+		if h.proxy.cutAll() > 0 {
+			cuts++
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("timed out while cutting connections")
+		default:
+		}
+	}
+	h.proxy.setRate(0)
+	var res contract.ReplicationResult
+	if err := run.Get(ctx, &res); err != nil {
+		t.Fatal(err)
+	}
+	requireSuccess(t, res)
+	h.checkReplicaMatchesSource(res)
 }
