@@ -135,7 +135,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			src.Providers[h.Name] = p
 		}
 		for _, h := range cfg.Hosts {
-			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{})
+			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{DisableWorkflowWorker: true})
 			w.RegisterActivity(src)
 			s.workers = append(s.workers, w)
 		}
@@ -168,7 +168,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 				logger.Error("agent data channel stopped", "error", err)
 			}
 		}()
-		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{})
+		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
 		w.RegisterActivity(&activities.Target{Agent: a, Datastore: cfg.Agent.Datastore})
 		s.workers = append(s.workers, w)
 	}
