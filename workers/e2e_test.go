@@ -28,6 +28,7 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // harness is a whole stack in this test process: an embedded Temporal
@@ -57,9 +58,7 @@ func freeAddr(t *testing.T) string {
 // starts the roles. edit may change the configuration before it is written.
 func newHarness(t *testing.T, roles roleSet, throttled bool, edit func(*config.Config)) *harness {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
+	testkit.Long(t, "end-to-end test")
 	h := &harness{t: t, dir: t.TempDir()}
 	cfg := config.Dev(h.dir)
 	cfg.Temporal.Address = freeAddr(t)
@@ -312,7 +311,7 @@ func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, target: true}, true, nil)
 	h.proxy.setRate(3 << 20)
 	startProxy := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestProxyProcess$")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "REPLICATOR_TEST_PROXY_CONFIG="+h.cfgFile)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if !testing.Verbose() {
@@ -356,15 +355,6 @@ func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
 		t.Fatalf("the retried transfer must resume from the acknowledged position: %+v", d)
 	}
 	h.checkReplicaMatchesSource(res)
-}
-
-// TestProxyProcess is the proxy role of TestEndToEndProxyKilledMidTransfer.
-func TestProxyProcess(t *testing.T) {
-	file := os.Getenv("REPLICATOR_TEST_PROXY_CONFIG")
-	if file == "" {
-		t.Skip("run by TestEndToEndProxyKilledMidTransfer")
-	}
-	os.Exit(run([]string{"--config", file, "--roles", "proxy"}))
 }
 
 // throttle is a TCP proxy that limits bandwidth, standing in for a slow WAN.

@@ -1,3 +1,5 @@
+//go:build record
+
 package main
 
 import (
@@ -17,9 +19,6 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
 )
-
-// recordHistoriesEnv turns TestRecordHistories on.
-const recordHistoriesEnv = "REPLICATOR_RECORD_HISTORIES"
 
 // historiesDir is where the workflows package's replay tests read histories.
 const historiesDir = "../workflows/testdata"
@@ -113,11 +112,8 @@ func saveHistories(t *testing.T, c client.Client, dir string, rec recordedRun) {
 // Recording is a maintenance step, run after a deliberate change of the
 // workflows' commands (guarded by workflow.GetVersion) or to add scenarios:
 //
-//	REPLICATOR_RECORD_HISTORIES=1 go test ./workers -run TestRecordHistories
+//	go test -tags record ./workers -run TestRecordHistories
 func TestRecordHistories(t *testing.T) {
-	if os.Getenv(recordHistoriesEnv) != "1" {
-		t.Skip("records workflow histories for the replay tests; set " + recordHistoriesEnv + "=1 to record")
-	}
 	out := t.TempDir()
 
 	t.Run("full, incremental and unknown VM", func(t *testing.T) {

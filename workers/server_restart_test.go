@@ -19,6 +19,7 @@ import (
 	"github.com/replicator/replicator/internal/devserver"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // TestEndToEndTemporalServerKilledMidRun runs the Temporal server in a child
@@ -26,9 +27,7 @@ import (
 // the same SQLite database, and expects the run to finish from its durable
 // history with a replica identical to the source.
 func TestEndToEndTemporalServerKilledMidRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
+	testkit.Long(t, "end-to-end test")
 	h := &harness{t: t, dir: t.TempDir()}
 	cfg := config.Dev(h.dir)
 	cfg.Temporal.Address = freeAddr(t)
@@ -42,7 +41,7 @@ func TestEndToEndTemporalServerKilledMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	startServer := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestTemporalServerProcess$")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(),
 			"REPLICATOR_TEST_TEMPORAL_DIR="+filepath.Join(h.dir, "temporal"),
 			"REPLICATOR_TEST_TEMPORAL_ADDRESS="+cfg.Temporal.Address)
@@ -101,12 +100,8 @@ func TestEndToEndTemporalServerKilledMidRun(t *testing.T) {
 	h.checkReplicaMatchesSource(res)
 }
 
-// TestTemporalServerProcess is the Temporal server of TestEndToEndTemporalServerKilledMidRun.
-func TestTemporalServerProcess(t *testing.T) {
-	dir := os.Getenv("REPLICATOR_TEST_TEMPORAL_DIR")
-	if dir == "" {
-		t.Skip("run by TestEndToEndTemporalServerKilledMidRun")
-	}
+// runTemporalServer is the Temporal server of TestEndToEndTemporalServerKilledMidRun.
+func runTemporalServer(dir string) {
 	srv, err := devserver.Start(devserver.Options{DataDir: dir, FrontendAddress: os.Getenv("REPLICATOR_TEST_TEMPORAL_ADDRESS"), Namespace: "default"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "temporal server:", err)

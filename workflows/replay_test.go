@@ -45,7 +45,7 @@ func loadHistories(t *testing.T) []recordedHistory {
 	}
 	if len(files) == 0 {
 		t.Fatal("no recorded histories in workflows/testdata; record them with " +
-			"REPLICATOR_RECORD_HISTORIES=1 go test ./workers -run TestRecordHistories")
+			"go test -tags record ./workers -run TestRecordHistories")
 	}
 	var out []recordedHistory
 	for _, f := range files {

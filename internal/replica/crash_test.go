@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/testkit"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,7 +20,7 @@ import (
 )
 
 // The crash test runs a writer in a child process (this test binary, re-run
-// for TestHelperProcess) and kills it with SIGKILL at random moments of its
+// for TestMain) and kills it with SIGKILL at random moments of its
 // writes, commits and retention merges. After every kill the replica must
 // read correctly as the crash left it, open (finishing any merge), and list
 // only points that equal the model and verify.
@@ -92,16 +93,18 @@ func (m *crashModel) point(k int) map[string][]byte {
 	return c
 }
 
-func TestHelperProcess(t *testing.T) {
-	dir := os.Getenv(crashEnvDir)
-	if dir == "" {
-		return // only a child of TestCrashSIGKILL writes
+// TestMain runs the writer that TestCrashSIGKILL kills when the test binary
+// is started as its child; otherwise the tests.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashEnvDir); dir != "" {
+		seed, _ := strconv.ParseUint(os.Getenv(crashEnvSeed), 10, 64)
+		if err := crashWriter(dir, seed); err != nil {
+			fmt.Fprintln(os.Stderr, "crash writer:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
 	}
-	seed, _ := strconv.ParseUint(os.Getenv(crashEnvSeed), 10, 64)
-	if err := crashWriter(dir, seed); err != nil {
-		fmt.Fprintln(os.Stderr, "crash writer:", err)
-		os.Exit(2)
-	}
+	os.Exit(m.Run())
 }
 
 // crashWriter writes points forever, journaling what it was told is durable.
@@ -231,9 +234,7 @@ func readCrashJournal(t *testing.T, path string) crashJournal {
 }
 
 func TestCrashSIGKILL(t *testing.T) {
-	if testing.Short() {
-		t.Skip("testing.Short: this test kills a writer process 50 times")
-	}
+	testkit.Long(t, "kills a writer process 50 times")
 	seed := testSeed(t)
 	dir := fastTempDir(t)
 	model := &crashModel{seed: seed, vm: crashVM(), at: map[int]map[string][]byte{}}
@@ -249,7 +250,7 @@ func TestCrashSIGKILL(t *testing.T) {
 	}
 	merges := 0
 	for kill := range 50 {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashEnvDir+"="+dir, crashEnvSeed+"="+strconv.FormatUint(seed, 10))
 		var stderr strings.Builder
 		cmd.Stderr = &stderr

@@ -23,3 +23,22 @@ func RequireTool(t testing.TB, name string) string {
 	t.Skipf("%s not installed: %v", name, err)
 	return ""
 }
+
+// Long marks a slow test: `go test -short` skips it on a developer's machine,
+// but under CI=true it always runs.
+func Long(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skipf("-short: %s", what)
+	}
+}
+
+// Precondition fails the test under CI=true and skips it elsewhere: for a
+// facility of the machine (a FUSE mount, say) that CI must have.
+func Precondition(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}

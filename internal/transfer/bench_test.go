@@ -17,6 +17,7 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/transfer"
 )
 
@@ -84,7 +85,7 @@ func benchSource(b *testing.B) string {
 		}
 	}
 	if written < benchSourceSize {
-		b.Skipf("only %d bytes of files under /usr", written)
+		b.Fatalf("only %d bytes of files under /usr: the benchmark needs real files to compress", written)
 	}
 	f.Close()
 	if err := os.Rename(tmp, benchSourcePath); err != nil {
@@ -210,9 +211,7 @@ func peakHeap() (stop func() uint64) {
 // digest table of the previous point (16 MiB per TiB at 1 MiB blocks) is
 // the one part that grows with the disk.
 func TestMemoryBoundedOnHugeSparseDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("sends a 16 TiB sparse disk")
-	}
+	testkit.Long(t, "sends a 16 TiB sparse disk")
 	server, client, _ := testPKI(t)
 	addr := startReceiver(t, nullTarget{}, server, transfer.ReceiverOptions{})
 	img := newSparseImage(16<<40, 400, 64<<10)
