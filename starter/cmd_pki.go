@@ -7,11 +7,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/pki"
 )
 
@@ -129,10 +129,10 @@ func issueNodeFolder(caDir, name string, hosts []string) (pki.Files, error) {
 	if err != nil {
 		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
 	}
-	if err := writeFileDurably(files.CA, caPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(files.CA, caPEM, 0o644); err != nil {
 		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
 	}
-	if err := syncFolder(out); err != nil {
+	if err := atomicfile.SyncDir(out); err != nil {
 		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
 	}
 	// The folder must work as a whole: the same check an agent makes at start.
@@ -140,54 +140,6 @@ func issueNodeFolder(caDir, name string, hosts []string) (pki.Files, error) {
 		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
 	}
 	return files, nil
-}
-
-// writeFileDurably writes data to path through a temporary file that is
-// flushed before it is renamed into place.
-func writeFileDurably(path string, data []byte, mode os.FileMode) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncFolder makes renames inside dir durable (Windows cannot flush a
-// directory; NTFS journals the rename itself).
-func syncFolder(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 func pkiFileExists(path string) bool {

@@ -14,9 +14,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
+	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/vhdx"
 )
@@ -225,7 +225,7 @@ func Convert(ctx context.Context, src, dst, format string) (err error) {
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
-	return syncDir(filepath.Dir(dst))
+	return atomicfile.SyncDir(filepath.Dir(dst))
 }
 
 // Copy copies the allocated extents of src into dst (of the same size),
@@ -274,17 +274,4 @@ func fileID(path string) os.FileInfo {
 		return nil
 	}
 	return st
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync folder %s: %w", dir, err)
-	}
-	defer d.Close()
-	// Windows cannot flush a directory handle; the rename is durable there.
-	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("sync folder %s: %w", dir, err)
-	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/atomicfile"
 	"os"
 	"time"
 )
@@ -236,7 +237,7 @@ func saveMeta(path string, m *metadata) error {
 	if err != nil {
 		return fmt.Errorf("encode replica metadata %s: %w", path, err)
 	}
-	return writeFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // clone deep-copies metadata so that a failed update leaves memory unchanged.

@@ -3,6 +3,7 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,7 +86,7 @@ func resolveWithin(root string, create bool, elems ...string) (string, error) {
 			if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 				return "", fmt.Errorf("create folder %s: %w", p, err)
 			}
-			if err := syncDir(cur); err != nil {
+			if err := atomicfile.SyncDir(cur); err != nil {
 				return "", err
 			}
 			fi, err = os.Lstat(p)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
 )
@@ -370,7 +371,7 @@ func (r *Replica) Materialize(ctx context.Context, pointID, diskID, out, format 
 		return fmt.Errorf("materialize to %s: %w", out, err)
 	}
 	ok = true
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // copyChunk is the unit of materializing: large enough for throughput,

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/replicator/replicator/internal/atomicfile"
 )
 
 // referenceFile maps restore points to the source's change-tracking reference
@@ -55,7 +57,7 @@ func (w *Writer) SetReferencePoint(pointID, ref string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(string(w.l), referenceFile), b)
+	return atomicfile.WriteFile(filepath.Join(string(w.l), referenceFile), b, 0o644)
 }
 
 // ReferencePoint returns the source reference point recorded for a restore

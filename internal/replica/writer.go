@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -338,10 +339,10 @@ func (w *Writer) newSession(spec SessionSpec) (*Session, error) {
 		if err := writeDigestFile(filepath.Join(sumDir, sums), table); err != nil {
 			return nil, err
 		}
-		if err := syncDir(diskDir); err != nil {
+		if err := atomicfile.SyncDir(diskDir); err != nil {
 			return nil, err
 		}
-		if err := syncDir(sumDir); err != nil {
+		if err := atomicfile.SyncDir(sumDir); err != nil {
 			return nil, err
 		}
 		rec.Disks = append(rec.Disks, sessionDiskRecord{pointDiskRecord: pointDiskRecord{
@@ -483,7 +484,7 @@ func (w *Writer) collectGarbage() error {
 				removed = true
 			}
 			if removed {
-				errs = append(errs, syncDir(dir))
+				errs = append(errs, atomicfile.SyncDir(dir))
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -222,19 +223,7 @@ func createFile(path string, o CreateOptions, loc *parentLocator, id guid) (err 
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("vhdx: create %s: sync: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("vhdx: sync folder %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("vhdx: sync folder %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // writeHeaders updates the header: the copy that is not current is written

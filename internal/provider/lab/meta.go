@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,45 +193,7 @@ func writeRecord(dir string, r *vmRecord) error {
 		return fmt.Errorf("encode vm.json of %s: %w", r.Name, err)
 	}
 	b = append(b, '\n')
-	final := filepath.Join(dir, metaFile)
-	tmp, err := os.CreateTemp(dir, metaFile+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", final, err)
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName) // no-op after the rename
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", tmpName, err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", tmpName, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("fsync %s: %w", tmpName, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmpName, err)
-	}
-	if err := os.Rename(tmpName, final); err != nil {
-		return fmt.Errorf("rename %s: %w", final, err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes the entries of a folder (creations, renames, removals) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync folder %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync folder %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(dir, metaFile), b, 0o644)
 }
 
 // vmLock is an exclusive flock on <vm>/lock. flock locks belong to an open

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/replicator/replicator/internal/atomicfile"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -97,7 +98,7 @@ func seedVM(ctx context.Context, path string, vm demoVM, seed uint64) error {
 		}
 		return err
 	}
-	return syncDir(path)
+	return atomicfile.SyncDir(path)
 }
 
 // partitionedContent is a GPT disk: a Linux data partition with regions of

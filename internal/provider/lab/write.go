@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/vhdx"
@@ -53,7 +54,7 @@ func CreateVM(path, name string, diskSizes []int64) (provider.VM, error) {
 		os.RemoveAll(dir)
 		return provider.VM{}, fmt.Errorf("create lab VM %s: %w", name, err)
 	}
-	if err := syncDir(path); err != nil {
+	if err := atomicfile.SyncDir(path); err != nil {
 		return provider.VM{}, err
 	}
 	abs, err := filepath.Abs(dir)
