@@ -190,6 +190,7 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 	opts := transfer.SendOptions{
 		Job: in.Job.Name, VMID: in.VMID, DiskID: in.DiskID, CheckpointID: in.CheckpointID,
 		BlockSize: in.Job.BlockSize, Compression: level,
+		ZeroBlocksAsData: !in.Job.ExcludeZero,
 	}
 	mode, plan := s.plan(ctx, p, in, img, log)
 	if mode == contract.TrackingDigest {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/replicator/replicator/internal/agent"
@@ -49,6 +50,7 @@ func runChild(args []string) error {
 	mode := fs.String("mode", "full", "full, cbt or digest")
 	levelName := fs.String("level", "optimal", "compression level")
 	blockSize := fs.Int64("block-size", 1<<20, "block size")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +59,16 @@ func runChild(args []string) error {
 		return err
 	}
 	ctx := context.Background()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	files, err := pki.EnsureDev(*pkiDir)
 	if err != nil {
 		return err

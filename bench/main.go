@@ -71,6 +71,7 @@ type config struct {
 	keep      bool
 	command   string
 	started   time.Time
+	profile   string
 }
 
 func parseSize(s string) (int64, error) {
@@ -102,6 +103,7 @@ func run() error {
 	flag.StringVar(&cfg.dir, "dir", defaultDir(), "folder for the disks, raw copies and datastores (default the tmpfs /dev/shm when present)")
 	flag.StringVar(&cfg.out, "out", "", "markdown file to write (default: standard output)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder")
+	flag.StringVar(&cfg.profile, "profile", "", "folder for a CPU profile of every replicator run (go tool pprof)")
 	flag.Parse()
 	var err error
 	if cfg.size, err = parseSize(*size); err != nil {
@@ -162,6 +164,8 @@ type bench struct {
 	lab  string
 	pki  string
 	self string
+	// profiles counts the CPU profiles written (-profile).
+	profiles int
 }
 
 // measurement is one process run: wall time, CPU and peak RSS from wait4.
@@ -205,8 +209,13 @@ func measure(name string, args ...string) (measurement, error) {
 
 // replicate runs one replication child.
 func (b *bench) replicate(vm, checkpoint, reference, datastore, mode string, level codec.Level) (measurement, error) {
-	return measure(b.self, "-child", "-lab", b.lab, "-vm", vm, "-checkpoint", checkpoint, "-reference", reference,
-		"-datastore", datastore, "-pki", b.pki, "-mode", mode, "-level", level.String())
+	args := []string{"-child", "-lab", b.lab, "-vm", vm, "-checkpoint", checkpoint, "-reference", reference,
+		"-datastore", datastore, "-pki", b.pki, "-mode", mode, "-level", level.String()}
+	if b.cfg.profile != "" {
+		b.profiles++
+		args = append(args, "-cpuprofile", filepath.Join(b.cfg.profile, fmt.Sprintf("%02d-%s-%s.pprof", b.profiles, mode, level)))
+	}
+	return measure(b.self, args...)
 }
 
 // series holds the runs of one measured line.

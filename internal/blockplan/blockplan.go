@@ -11,6 +11,7 @@ package blockplan
 
 import (
 	"iter"
+	"math/bits"
 	"slices"
 
 	"github.com/replicator/replicator/internal/digest"
@@ -22,10 +23,70 @@ type Block struct {
 	Index  int64 // Offset / block size
 	Offset int64 // byte offset on the disk
 	Length int64 // block size, or less for the last block
+	// Changed, when not zero, is the set of the block's parts that changed
+	// (changed block tracking finer than the block); zero means the whole
+	// block is to be considered.
+	Changed Parts
 }
 
 // End returns the first byte after the block.
 func (b Block) End() int64 { return b.Offset + b.Length }
+
+// Parts is a set of the parts of one block: bit i stands for part i, the
+// bytes [i*PartSize, (i+1)*PartSize) of the block (the last part cut short at
+// the block's end). A block has at most 64 parts.
+type Parts uint64
+
+// PartSize is the size of a part of a block of blockSize bytes: a 64th of the
+// block rounded up to 4 KiB, so that parts are whole sectors of any disk.
+func PartSize(blockSize int64) int64 {
+	const sector = 4096
+	return max(sector, (blockSize/64+sector-1)/sector*sector)
+}
+
+// PartCount is how many parts a block of length bytes has.
+func PartCount(length, partSize int64) int { return int((length + partSize - 1) / partSize) }
+
+// AllParts returns the set of every part of a block of length bytes.
+func AllParts(length, partSize int64) Parts {
+	n := PartCount(length, partSize)
+	if n >= 64 {
+		return ^Parts(0)
+	}
+	return Parts(1)<<n - 1
+}
+
+// Count is the number of parts in the set.
+func (p Parts) Count() int { return bits.OnesCount64(uint64(p)) }
+
+// Has reports whether part i is in the set.
+func (p Parts) Has(i int) bool { return i >= 0 && i < 64 && p&(1<<i) != 0 }
+
+// Covering returns the set of the parts of a block [0, length) that the byte
+// range [from, to) of the block touches.
+func Covering(from, to, length, partSize int64) Parts {
+	from, to = max(from, 0), min(to, length)
+	if to <= from {
+		return 0
+	}
+	first, last := from/partSize, (to-1)/partSize
+	var p Parts
+	for i := first; i <= last; i++ {
+		p |= 1 << i
+	}
+	return p
+}
+
+// Bytes returns how many bytes of a block of length bytes the parts cover.
+func (p Parts) Bytes(length, partSize int64) int64 {
+	var n int64
+	for i := range PartCount(length, partSize) {
+		if p.Has(i) {
+			n += min(partSize, length-int64(i)*partSize)
+		}
+	}
+	return n
+}
 
 // Plan yields blocks in ascending offset order, each at most once.
 type Plan = iter.Seq[Block]
@@ -46,7 +107,9 @@ func All(size, blockSize int64) Plan {
 }
 
 // Changed lists the blocks that touch a changed range (changed block
-// tracking since the reference point of the replica's newest point).
+// tracking since the reference point of the replica's newest point). A block
+// only partly changed carries the parts that changed (Block.Changed), so that
+// a sender may send just those.
 //
 // The allocated extents of the image deliberately do not narrow this plan: a
 // range that changed and is no longer allocated (trimmed, unmapped, a
@@ -55,7 +118,66 @@ func All(size, blockSize int64) Plan {
 // zero frames, or the replica would keep stale data. The sender does not read
 // unallocated space to find that out: it knows it is zero.
 func Changed(size, blockSize int64, changed []disk.Extent) Plan {
-	return touching(size, blockSize, changed)
+	return func(yield func(Block) bool) {
+		partSize := PartSize(blockSize)
+		var cur Block
+		have := false
+		flush := func() bool {
+			if !have {
+				return true
+			}
+			if cur.Changed == AllParts(cur.Length, partSize) {
+				cur.Changed = 0
+			}
+			have = false
+			return yield(cur)
+		}
+		for _, e := range clipped(size, blockSize, changed) {
+			for i := e.Offset / blockSize; i <= (e.End()-1)/blockSize; i++ {
+				if !have || cur.Index != i {
+					if !flush() {
+						return
+					}
+					cur, have = block(size, blockSize, i), true
+				}
+				cur.Changed |= Covering(e.Offset-cur.Offset, e.End()-cur.Offset, cur.Length, partSize)
+			}
+		}
+		flush()
+	}
+}
+
+// clipped returns the extents clipped to the disk, sorted and merged, so that
+// the blocks they touch come in ascending order. With a zero size or block
+// size there are none.
+func clipped(size, blockSize int64, extents []disk.Extent) []disk.Extent {
+	if size <= 0 || blockSize <= 0 {
+		return nil
+	}
+	var out []disk.Extent
+	for _, e := range extents {
+		if e.Length <= 0 {
+			continue
+		}
+		end := e.End()
+		if end < e.Offset { // overflow: the extent runs past any disk
+			end = size
+		}
+		start, end := max(e.Offset, 0), min(end, size)
+		if end > start {
+			out = append(out, disk.Extent{Offset: start, Length: end - start})
+		}
+	}
+	slices.SortFunc(out, byOffset)
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Offset <= merged[n-1].End() {
+			merged[n-1].Length = max(merged[n-1].End(), e.End()) - merged[n-1].Offset
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged
 }
 
 // Digest lists the blocks a digest comparison must look at when there is no

@@ -48,7 +48,7 @@ func TestFullMatchesReference(t *testing.T) {
 
 func TestFullShortLastBlock(t *testing.T) {
 	got := slices.Collect(Full(2500, 1024, []disk.Extent{{Offset: 0, Length: 2500}}))
-	want := []Block{{0, 0, 1024}, {1, 1024, 1024}, {2, 2048, 452}}
+	want := []Block{{Index: 0, Offset: 0, Length: 1024}, {Index: 1, Offset: 1024, Length: 1024}, {Index: 2, Offset: 2048, Length: 452}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -58,7 +58,7 @@ func TestFullShortLastBlock(t *testing.T) {
 	if got := slices.Collect(Full(100, 0, []disk.Extent{{Offset: 0, Length: 10}})); len(got) != 0 {
 		t.Fatalf("zero block size: %v", got)
 	}
-	if got := slices.Collect(Full(4096, 1024, []disk.Extent{{Offset: 3000, Length: math.MaxInt64}})); !slices.Equal(got, []Block{{2, 2048, 1024}, {3, 3072, 1024}}) {
+	if got := slices.Collect(Full(4096, 1024, []disk.Extent{{Offset: 3000, Length: math.MaxInt64}})); !slices.Equal(got, []Block{{Index: 2, Offset: 2048, Length: 1024}, {Index: 3, Offset: 3072, Length: 1024}}) {
 		t.Fatalf("overflowing extent: %v", got)
 	}
 }
@@ -68,7 +68,7 @@ func TestFullShortLastBlock(t *testing.T) {
 func TestChangedIgnoresAllocation(t *testing.T) {
 	changed := []disk.Extent{{Offset: 5000, Length: 100}, {Offset: 0, Length: 1}}
 	got := slices.Collect(Changed(1<<20, 4096, changed))
-	want := []Block{{0, 0, 4096}, {1, 4096, 4096}}
+	want := []Block{{Index: 0, Offset: 0, Length: 4096}, {Index: 1, Offset: 4096, Length: 4096}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -115,5 +115,65 @@ func TestHugeSparseDisk(t *testing.T) {
 	allocs := testing.AllocsPerRun(10, func() { Count(Full(size, 1<<20, ext)) })
 	if allocs > 10 {
 		t.Fatalf("%v allocations to plan a sparse 64 TiB disk", allocs)
+	}
+}
+
+// TestChangedPartsMatchReference checks the parts a Changed plan gives each
+// block against a part-by-part test of every changed range: a part missing
+// from the set would leave changed bytes off the replica.
+func TestChangedPartsMatchReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for iter := 0; iter < 500; iter++ {
+		bs := int64(4096) << r.IntN(10) // 4 KiB to 2 MiB
+		size := 1 + r.Int64N(12*bs)
+		var ext []disk.Extent
+		for n := r.IntN(8); n > 0; n-- {
+			off := r.Int64N(size+bs) - bs/2
+			ext = append(ext, disk.Extent{Offset: off, Length: r.Int64N(bs) - 10})
+		}
+		ps := PartSize(bs)
+		var want []Block
+		for _, b := range reference(size, bs, ext) {
+			for i := range PartCount(b.Length, ps) {
+				lo, hi := b.Offset+int64(i)*ps, min(b.Offset+int64(i+1)*ps, b.End())
+				for _, e := range ext {
+					if e.Length > 0 && e.Offset < hi && e.End() > lo {
+						b.Changed |= 1 << i
+						break
+					}
+				}
+			}
+			if b.Changed == AllParts(b.Length, ps) {
+				b.Changed = 0
+			}
+			want = append(want, b)
+		}
+		got := slices.Collect(Changed(size, bs, ext))
+		if !slices.Equal(got, want) {
+			t.Fatalf("size %d bs %d extents %v:\n got %v\nwant %v", size, bs, ext, got, want)
+		}
+	}
+}
+
+func TestParts(t *testing.T) {
+	for _, c := range []struct{ bs, part int64 }{{4096, 4096}, {64 << 10, 4096}, {256 << 10, 4096}, {1 << 20, 16 << 10}, {3 << 20, 48 << 10}, {64 << 20, 1 << 20}, {4096 + 512, 4096}} {
+		if got := PartSize(c.bs); got != c.part {
+			t.Errorf("PartSize(%d) = %d, want %d", c.bs, got, c.part)
+		}
+		if n := PartCount(c.bs, PartSize(c.bs)); n > 64 || n < 1 {
+			t.Errorf("block of %d bytes has %d parts", c.bs, n)
+		}
+	}
+	ps := PartSize(1 << 20)
+	p := Covering(10, ps+1, 1<<20, ps)
+	if p != 0b11 || p.Count() != 2 || p.Bytes(1<<20, ps) != 2*ps {
+		t.Fatalf("Covering: %b", p)
+	}
+	// The last part of a short block is cut at the block's end.
+	if got := AllParts(100<<10, 16<<10).Bytes(100<<10, 16<<10); got != 100<<10 {
+		t.Fatalf("bytes of every part of a 100 KiB block: %d", got)
+	}
+	if AllParts(1<<20, ps) != ^Parts(0) || Covering(5, 5, 1<<20, ps) != 0 {
+		t.Fatal("AllParts or an empty Covering")
 	}
 }

@@ -233,6 +233,28 @@ func (dw *DiskWriter) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// ReadAt reads the disk as this restore point holds it so far: what was
+// written since it was opened, the rest from the points it is based on.
+func (dw *DiskWriter) ReadAt(p []byte, off int64) (int, error) {
+	dw.mu.Lock()
+	defer dw.mu.Unlock()
+	if dw.closed {
+		return 0, fmt.Errorf("disk %s: writer is closed", dw.id)
+	}
+	if off < 0 || off > dw.size {
+		return 0, fmt.Errorf("read disk %s at offset %d: outside the disk (%d bytes)", dw.id, off, dw.size)
+	}
+	want := len(p)
+	if rest := dw.size - off; int64(want) > rest {
+		p = p[:rest]
+	}
+	n, err := dw.img.ReadAt(p, off)
+	if err == nil && n < want {
+		err = io.EOF
+	}
+	return n, err
+}
+
 func (dw *DiskWriter) writable() error {
 	if dw.closed {
 		return fmt.Errorf("disk %s: writer is closed", dw.id)

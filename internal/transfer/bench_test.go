@@ -35,6 +35,7 @@ func (nullTarget) Digests(context.Context, transfer.Hello) (int64, []digest.Sum,
 type nullSink struct{}
 
 func (*nullSink) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
+func (*nullSink) ReadAt(p []byte, _ int64) (int, error)  { clear(p); return len(p), nil }
 func (*nullSink) Position() int64                        { return 0 }
 func (*nullSink) SetDigest(int64, digest.Sum)            {}
 func (*nullSink) Persist(int64) error                    { return nil }

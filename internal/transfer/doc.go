@@ -5,7 +5,7 @@
 // A broken connection costs at most the unacknowledged frames: on reconnect
 // the agent says where to resume.
 //
-// # Protocol (version 1)
+// # Protocol (version 2)
 //
 // One TLS 1.3 connection per disk, both ends authenticated by certificates of
 // the same CA. Every message is
@@ -19,13 +19,15 @@
 //	agent → proxy  'R' HelloReply resume from i64, digest state u8 (0 not asked, 1 follow, 2 none),
 //	                              digest block size i64, digest count i64, retryable u8, error string
 //	agent → proxy  'S' Sums       up to 4096 digests of 16 bytes (when digest state is 1)
-//	proxy → agent  'D' Data       offset i64, raw length u32, codec u8, flags u8 (1 = zero block),
-//	                              payload length u32, XXH3-128 of the raw block (16 bytes), payload
+//	proxy → agent  'D' Data       offset i64, raw length u32, codec u8, flags u8 (1 = zero block,
+//	                              2 = partial), payload length u32, XXH3-128 of the raw block
+//	                              (16 bytes), [parts u64 when partial], payload
 //	proxy → agent  'P' Passed     position i64: every planned block below it has been sent
 //	agent → proxy  'A' Ack        position i64, durable on the agent; raw bytes written on this connection i64
 //	proxy → agent  'F' Done       frames i64 sent on this connection
 //	agent → proxy  'G' DoneReply  position i64, raw bytes written i64, frames i64
-//	agent → proxy  'E' Error      retryable u8, message string; the agent closes the stream
+//	agent → proxy  'E' Error      flags u8 (1 = retryable, 2 = replica differs: send whole blocks),
+//	                              message string; the agent closes the stream
 //
 // A data frame is exactly one block of the grid (offset a multiple of the
 // block size, raw length the block's length) and frames arrive in ascending
@@ -33,6 +35,19 @@
 // agent verifies the frame and obtains the digest it records with one hash.
 // A zero frame has no payload: the agent writes zeros and records the digest
 // of zeros.
+//
+// A partial frame (version 2) carries only some parts of its block: a block
+// has at most 64 parts of blockplan.PartSize bytes, and bit i of the frame's
+// parts set stands for part i; the payload decompresses to those parts, in
+// order. The sender uses one when change tracking says at most half of the
+// block changed. Its checksum is still the digest of the whole block: the
+// agent lays the parts over the block its restore point holds so far (the
+// previous point's), checks the result against the checksum, and only then
+// writes the parts. A mismatch means the replica and the change tracking
+// disagree outside the changed parts: the agent writes nothing of the frame
+// and ends the stream with the "replica differs" flag, and the sender
+// continues with whole blocks (ErrReplicaDiffers). A version 2 agent accepts
+// version 1 senders, which never send partial frames.
 //
 // # Durability and resume
 //

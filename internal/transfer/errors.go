@@ -12,6 +12,14 @@ import (
 // restore point (or none with digests): the sender then plans a full copy.
 var ErrNoDigests = errors.New("no digests recorded for this disk")
 
+// ErrReplicaDiffers is what SendDisk returns (wrapped, retryable) when the
+// agent found that a block written from its changed parts only does not
+// give the block the source has: the replica's earlier point and the change
+// tracking disagree. Nothing of that block is acknowledged; the next attempt
+// must send whole blocks (SendOptions.WholeBlocks), which SendDiskWithRetry
+// does by itself.
+var ErrReplicaDiffers = errors.New("the replica differs from the source outside the changed parts of a block")
+
 // RetryableError marks a failure that a new attempt may get past: the
 // connection broke, the agent was unreachable or restarting. A retry
 // reconnects and resumes at the position the agent acknowledged. Every other
@@ -36,9 +44,14 @@ type AgentError struct {
 
 func (e *AgentError) Error() string { return "agent: " + e.Message }
 
-// agentError wraps what the agent said, retryable if the agent says so.
-func agentError(msg string, retry bool) error {
+// agentError wraps what the agent said (flags of its error message),
+// retryable if the agent says so.
+func agentError(msg string, flags uint8) error {
+	retry := flags != 0 // version 1 agents send 1 for retryable
 	err := error(&AgentError{Message: msg, Retryable: retry})
+	if flags&errReplicaDiffers != 0 {
+		err = fmt.Errorf("%w: %w", ErrReplicaDiffers, err)
+	}
 	if retry {
 		return &RetryableError{Err: err}
 	}

@@ -10,9 +10,10 @@ import (
 type TestFrame = frame
 
 const (
-	MsgError    = msgError
-	MsgHelloRep = msgHelloRep
-	FrameZero   = frameZero
+	MsgError     = msgError
+	MsgHelloRep  = msgHelloRep
+	FrameZero    = frameZero
+	FramePartial = framePartial
 )
 
 func AppendFrameHeader(b []byte, f TestFrame) []byte { return appendFrameHeader(b, f) }
@@ -36,7 +37,10 @@ func ReadMessage(br *bufio.Reader) (byte, []byte, error) {
 	return typ, body, err
 }
 
-func DecodeError(body []byte) (bool, string, error) { return decodeError(body) }
+func DecodeError(body []byte) (bool, string, error) {
+	flags, msg, err := decodeError(body)
+	return flags&errRetryable != 0, msg, err
+}
 
 // SetMemSums changes how many digests the sender keeps in memory.
 func SetMemSums(n int64) (restore func()) {

@@ -254,3 +254,12 @@ func (p *cutProxy) serve() {
 		go pipe(c, u)
 	}
 }
+
+func (s source) bytes(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -8,14 +8,18 @@ import (
 	"io"
 	"strings"
 
+	"github.com/replicator/replicator/internal/blockplan"
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
 )
 
 // Protocol constants.
 const (
-	Magic   = "RPLC"
-	Version = 1
+	Magic = "RPLC"
+	// Version is what this sender speaks; version 2 added partial frames.
+	Version = 2
+	// MinVersion is the oldest sender an agent accepts.
+	MinVersion = 1
 
 	msgHello     = 'H'
 	msgHelloRep  = 'R'
@@ -29,6 +33,10 @@ const (
 
 	helloWantDigests = 1
 	frameZero        = 1
+	framePartial     = 2 // version 2: the frame carries only some parts of the block
+
+	errRetryable      = 1 // flags of an error message
+	errReplicaDiffers = 2 // a partial frame did not give the block the source has
 
 	digestNotAsked = 0
 	digestFollow   = 1
@@ -36,6 +44,9 @@ const (
 
 	// dataHeaderLen is the fixed part of a data frame's body.
 	dataHeaderLen = 8 + 4 + 1 + 1 + 4 + digest.Size
+	// partsLen is what a partial frame adds before its payload: the set of
+	// the block's parts it carries.
+	partsLen = 8
 	// maxControlLen bounds every message but data frames and sums.
 	maxControlLen = 4096
 	// sumsPerMessage is how many digests one 'S' message carries at most.
@@ -68,6 +79,17 @@ type frame struct {
 	Flags      uint8
 	PayloadLen uint32
 	Sum        digest.Sum
+	// Parts is the set of the block's parts a partial frame carries, in
+	// order, as its payload; Sum is still the digest of the whole block.
+	Parts blockplan.Parts
+}
+
+// bodyLen is the length of a data message's body.
+func (f frame) bodyLen() uint32 {
+	if f.Flags&framePartial != 0 {
+		return dataHeaderLen + partsLen + f.PayloadLen
+	}
+	return dataHeaderLen + f.PayloadLen
 }
 
 // helloReply is the agent's answer to Hello.
@@ -128,8 +150,8 @@ func ValidName(kind, s string) error {
 
 // Validate checks a Hello as the agent must before touching anything.
 func (h Hello) Validate() error {
-	if h.Version != Version {
-		return fmt.Errorf("protocol version %d unsupported (this agent speaks %d)", h.Version, Version)
+	if h.Version < MinVersion || h.Version > Version {
+		return fmt.Errorf("protocol version %d unsupported (this agent speaks %d to %d)", h.Version, MinVersion, Version)
 	}
 	for _, n := range []struct{ kind, v string }{{"job", h.Job}, {"vm", h.VMID}, {"disk", h.DiskID}, {"checkpoint", h.CheckpointID}} {
 		if err := ValidName(n.kind, n.v); err != nil {
@@ -297,12 +319,16 @@ func decodeHelloReply(body []byte) (helloReply, error) {
 // appendFrameHeader appends the message header and fixed part of a data frame.
 func appendFrameHeader(b []byte, f frame) []byte {
 	b = append(b, msgData)
-	b = binary.BigEndian.AppendUint32(b, uint32(dataHeaderLen)+f.PayloadLen)
+	b = binary.BigEndian.AppendUint32(b, f.bodyLen())
 	b = binary.BigEndian.AppendUint64(b, uint64(f.Offset))
 	b = binary.BigEndian.AppendUint32(b, f.RawLength)
 	b = append(b, byte(f.Codec), f.Flags)
 	b = binary.BigEndian.AppendUint32(b, f.PayloadLen)
-	return append(b, f.Sum[:]...)
+	b = append(b, f.Sum[:]...)
+	if f.Flags&framePartial != 0 {
+		b = binary.BigEndian.AppendUint64(b, uint64(f.Parts))
+	}
+	return b
 }
 
 func decodeFrameHeader(h []byte) frame {
@@ -355,18 +381,20 @@ func decodeDoneReply(body []byte) (doneReply, error) {
 	return r, d.end("done reply")
 }
 
-func encodeError(e *encoder, retryable bool, msg string) []byte {
+// encodeError encodes an error message; flags are errRetryable and
+// errReplicaDiffers (a version 1 sender reads any flag as retryable).
+func encodeError(e *encoder, flags uint8, msg string) []byte {
 	e.begin(msgError)
-	e.u8(boolByte(retryable))
+	e.u8(flags)
 	e.str(msg)
 	return e.finish()
 }
 
-func decodeError(body []byte) (bool, string, error) {
+func decodeError(body []byte) (flags uint8, msg string, err error) {
 	d := decoder{b: body}
-	r := d.u8() != 0
-	m := d.str()
-	return r, m, d.end("error")
+	flags = d.u8()
+	msg = d.str()
+	return flags, msg, d.end("error")
 }
 
 func boolByte(b bool) uint8 {

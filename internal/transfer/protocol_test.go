@@ -21,9 +21,15 @@ func TestHelloRoundTrip(t *testing.T) {
 	if _, err := decodeHello(bad); err == nil || !strings.Contains(err.Error(), "magic") {
 		t.Fatalf("bad magic: %v", err)
 	}
-	h.Version = 2
-	if err := h.Validate(); err == nil {
-		t.Fatal("version 2 accepted")
+	for _, v := range []uint16{0, Version + 1} {
+		h.Version = v
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "protocol version") {
+			t.Fatalf("version %d: %v", v, err)
+		}
+	}
+	h.Version = MinVersion // an older proxy is still served
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 

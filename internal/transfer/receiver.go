@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/replicator/replicator/internal/blockplan"
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
 )
@@ -33,6 +35,10 @@ type Target interface {
 // goroutine at a time.
 type Sink interface {
 	io.WriterAt
+	// ReadAt reads the disk of the point as written so far (through to the
+	// earlier points it is based on): a block written from its changed parts
+	// only is read back whole to check it against the source's digest.
+	io.ReaderAt
 	// Position is the durable resume position: every block below it was
 	// written and persisted by an earlier Persist.
 	Position() int64
@@ -181,7 +187,7 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, busy bool) {
 	log = log.With("peer", peer)
 	if busy {
 		c := &receiverConn{r: r, conn: conn, raw: raw, bw: bufio.NewWriterSize(conn, 4096), log: log}
-		c.sendError(true, fmt.Sprintf("agent busy: %d transfers in progress", r.opts.MaxConnections))
+		c.sendError(errRetryable, fmt.Sprintf("agent busy: %d transfers in progress", r.opts.MaxConnections))
 		log.Warn("data channel: refused, agent busy", "connections", r.opts.MaxConnections)
 		return
 	}
@@ -189,9 +195,15 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, busy bool) {
 	err := c.run(ctx, peer)
 	if err != nil {
 		var pe *protocolError
-		retry := !errors.As(err, &pe) || pe.retryable
+		var flags uint8
+		if !errors.As(err, &pe) || pe.retryable {
+			flags |= errRetryable
+		}
+		if pe != nil && pe.differs {
+			flags |= errReplicaDiffers
+		}
 		if ctx.Err() == nil {
-			c.sendError(retry, err.Error())
+			c.sendError(flags, err.Error())
 		}
 		log.Warn("data channel: transfer ended", "disk", c.hello.String(), "err", err)
 		return
@@ -203,6 +215,7 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, busy bool) {
 type protocolError struct {
 	err       error
 	retryable bool
+	differs   bool // a partial frame did not give the source's block
 }
 
 func (e *protocolError) Error() string { return e.err.Error() }
@@ -347,7 +360,8 @@ func (c *receiverConn) receive(ctx context.Context) error {
 	bs := h.BlockSize
 	payload := make([]byte, bs)
 	rawBuf := make([]byte, bs)
-	var zeros []byte
+	var zeros, whole []byte // whole: a partly written block read back
+	partSize := blockplan.PartSize(bs)
 	zeroSum := map[int64]digest.Sum{}
 	var hdr [dataHeaderLen]byte
 	for {
@@ -361,15 +375,37 @@ func (c *receiverConn) receive(ctx context.Context) error {
 		}
 		switch typ {
 		case msgData:
-			if n < dataHeaderLen || int64(n) > dataHeaderLen+bs {
-				return reject("data frame after offset %d: length %d outside [%d, %d]", c.next, n, dataHeaderLen, dataHeaderLen+bs)
+			if n < dataHeaderLen || int64(n) > dataHeaderLen+partsLen+bs {
+				return reject("data frame after offset %d: length %d outside [%d, %d]", c.next, n, dataHeaderLen, dataHeaderLen+partsLen+bs)
 			}
 			if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 				return fmt.Errorf("read frame after offset %d: %w", c.next, err)
 			}
 			f := decodeFrameHeader(hdr[:])
-			if err := c.check(f, n); err != nil {
+			if f.Flags&framePartial != 0 {
+				var pb [partsLen]byte
+				if n < dataHeaderLen+partsLen {
+					return reject("partial frame at offset %d: length %d leaves no room for its parts", f.Offset, n)
+				}
+				if _, err := io.ReadFull(c.br, pb[:]); err != nil {
+					return fmt.Errorf("read frame at offset %d: %w", f.Offset, err)
+				}
+				f.Parts = blockplan.Parts(binary.BigEndian.Uint64(pb[:]))
+			}
+			if err := c.check(f, n, partSize); err != nil {
 				return err
+			}
+			if f.Flags&framePartial != 0 {
+				if whole == nil {
+					whole = make([]byte, bs)
+				}
+				if err := c.writeParts(f, payload, rawBuf, whole, partSize); err != nil {
+					return err
+				}
+				if err := c.received(f, f.Parts.Bytes(int64(f.RawLength), partSize)); err != nil {
+					return err
+				}
+				continue
 			}
 			var raw []byte
 			if f.Flags&frameZero != 0 {
@@ -401,13 +437,7 @@ func (c *receiverConn) receive(ctx context.Context) error {
 			if _, err := c.sink.WriteAt(raw, f.Offset); err != nil {
 				return fmt.Errorf("write %s at offset %d: %w", h, f.Offset, err)
 			}
-			c.sink.SetDigest(f.Offset/bs, f.Sum)
-			end := f.Offset + int64(f.RawLength)
-			c.next = end
-			c.pend += int64(f.RawLength)
-			c.written += int64(f.RawLength)
-			c.frames++
-			if err := c.maybePersist(false); err != nil {
+			if err := c.received(f, int64(f.RawLength)); err != nil {
 				return err
 			}
 		case msgPassed:
@@ -466,9 +496,76 @@ func (c *receiverConn) receive(ctx context.Context) error {
 	}
 }
 
-// check validates a data frame header before anything is read or written.
-func (c *receiverConn) check(f frame, bodyLen uint32) error {
+// received records a frame written (written raw bytes of it) and persists
+// when it is time.
+func (c *receiverConn) received(f frame, written int64) error {
+	c.sink.SetDigest(f.Offset/c.hello.BlockSize, f.Sum)
+	c.next = f.Offset + int64(f.RawLength)
+	c.pend += written
+	c.written += written
+	c.frames++
+	return c.maybePersist(false)
+}
+
+// writeParts checks a partial frame and writes it: its parts, laid over the
+// block the point holds so far (the previous point's, or an earlier
+// attempt's), must give the source's digest of the whole block; only then
+// are the parts written. A mismatch means the replica's earlier point and the
+// change tracking disagree outside the changed parts (or the frame is
+// corrupt): nothing is written, and the sender is told to send whole blocks.
+func (c *receiverConn) writeParts(f frame, payload, rawBuf, whole []byte, partSize int64) error {
 	h := c.hello
+	length := int64(f.RawLength)
+	p := payload[:f.PayloadLen]
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return fmt.Errorf("read payload at offset %d: %w", f.Offset, err)
+	}
+	raw, err := codec.Decode(rawBuf, f.Codec, p, int(f.Parts.Bytes(length, partSize)))
+	if err != nil {
+		return reject("partial frame at offset %d: %w", f.Offset, err)
+	}
+	block := whole[:length]
+	if _, err := c.sink.ReadAt(block, f.Offset); err != nil && !(errors.Is(err, io.EOF) && f.Offset+length == h.DiskSize) {
+		return fmt.Errorf("read %s at offset %d: %w", h, f.Offset, err)
+	}
+	// The byte ranges of consecutive parts, in order.
+	type run struct{ lo, hi int64 }
+	var runs [64]run
+	nr := 0
+	for i, n := 0, blockplan.PartCount(length, partSize); i < n; {
+		if !f.Parts.Has(i) {
+			i++
+			continue
+		}
+		j := i
+		for j < n && f.Parts.Has(j) {
+			j++
+		}
+		runs[nr] = run{int64(i) * partSize, min(int64(j)*partSize, length)}
+		nr++
+		i = j
+	}
+	at := int64(0)
+	for _, r := range runs[:nr] {
+		at += int64(copy(block[r.lo:r.hi], raw[at:]))
+	}
+	if got := digest.Of(block); got != f.Sum {
+		return &protocolError{retryable: true, differs: true, err: fmt.Errorf(
+			"block at offset %d: its changed parts over the replica's block give %s, the source's block is %s: the replica's earlier point and the change tracking disagree (or the frame is corrupt); nothing of it was written, send whole blocks",
+			f.Offset, got, f.Sum)}
+	}
+	for _, r := range runs[:nr] {
+		if _, err := c.sink.WriteAt(block[r.lo:r.hi], f.Offset+r.lo); err != nil {
+			return fmt.Errorf("write %s at offset %d: %w", h, f.Offset+r.lo, err)
+		}
+	}
+	return nil
+}
+
+// check validates a data frame header before anything is read or written.
+func (c *receiverConn) check(f frame, bodyLen uint32, partSize int64) error {
+	h := c.hello
+	partial := f.Flags&framePartial != 0
 	switch {
 	case f.Offset < 0 || f.Offset >= h.DiskSize:
 		return reject("frame offset %d outside the disk of %d bytes", f.Offset, h.DiskSize)
@@ -478,12 +575,18 @@ func (c *receiverConn) check(f frame, bodyLen uint32) error {
 		return reject("frame offset %d below the position %d (frames must ascend)", f.Offset, c.next)
 	case int64(f.RawLength) != min(h.BlockSize, h.DiskSize-f.Offset):
 		return reject("frame at offset %d: raw length %d, block is %d bytes", f.Offset, f.RawLength, min(h.BlockSize, h.DiskSize-f.Offset))
-	case bodyLen != dataHeaderLen+f.PayloadLen:
+	case bodyLen != f.bodyLen():
 		return reject("frame at offset %d: payload length %d disagrees with message length %d", f.Offset, f.PayloadLen, bodyLen)
 	case f.PayloadLen > f.RawLength:
 		return reject("frame at offset %d: payload of %d bytes for %d raw bytes", f.Offset, f.PayloadLen, f.RawLength)
-	case f.Flags&^frameZero != 0:
+	case f.Flags&^(frameZero|framePartial) != 0 || (partial && h.Version < 2):
 		return reject("frame at offset %d: unknown flags %#x", f.Offset, f.Flags)
+	case partial && f.Flags&frameZero != 0:
+		return reject("frame at offset %d: a zero frame cannot be partial", f.Offset)
+	case partial && (f.Parts == 0 || f.Parts&^blockplan.AllParts(int64(f.RawLength), partSize) != 0):
+		return reject("partial frame at offset %d: parts %#x are not parts of a block of %d bytes (%d-byte parts)", f.Offset, uint64(f.Parts), f.RawLength, partSize)
+	case partial && int64(f.PayloadLen) > f.Parts.Bytes(int64(f.RawLength), partSize):
+		return reject("partial frame at offset %d: payload of %d bytes for %d bytes of parts", f.Offset, f.PayloadLen, f.Parts.Bytes(int64(f.RawLength), partSize))
 	case f.Codec != codec.TagNone && f.Codec != codec.TagS2 && f.Codec != codec.TagZstd:
 		return reject("frame at offset %d: codec tag %d unknown", f.Offset, f.Codec)
 	case f.Flags&frameZero != 0 && (f.PayloadLen != 0 || f.Codec != codec.TagNone):
@@ -517,9 +620,9 @@ func (c *receiverConn) maybePersist(force bool) error {
 
 // sendError tells the sender why the stream ends, then lets it read that
 // before the connection closes.
-func (c *receiverConn) sendError(retryable bool, msg string) {
+func (c *receiverConn) sendError(flags uint8, msg string) {
 	c.raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.bw.Write(encodeError(&c.enc, retryable, msg)); err != nil {
+	if _, err := c.bw.Write(encodeError(&c.enc, flags, msg)); err != nil {
 		return
 	}
 	if c.bw.Flush() != nil {

@@ -63,6 +63,16 @@ type SendOptions struct {
 	// TempDir is where a digest table too large to keep in memory (over
 	// 16 MiB: disks over 1 TiB at 1 MiB blocks) is spilled (default os.TempDir()).
 	TempDir string
+	// WholeBlocks sends every planned block whole, even when the plan says
+	// only some of its parts changed. Without it a block of which at most
+	// half changed travels as those parts alone (with the digest of the
+	// whole block, which the agent checks after writing them over the
+	// replica's block).
+	WholeBlocks bool
+	// ZeroBlocksAsData sends allocated blocks that read as zeros as
+	// compressed data, like any other block, instead of zero frames (job
+	// setting exclude.zeroBlocks: false).
+	ZeroBlocksAsData bool
 }
 
 // Result counts what one transfer did. JSON names are the contract's.
@@ -235,7 +245,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 		return s.failure(ctx, "read hello reply from "+s.Address, err)
 	}
 	if reply.Err != "" {
-		return agentError(reply.Err, reply.Retryable)
+		return agentError(reply.Err, boolByte(reply.Retryable))
 	}
 	if reply.ResumeFrom < 0 || reply.ResumeFrom > size {
 		return fmt.Errorf("send %s: agent says resume from %d, outside the disk of %d bytes", h, reply.ResumeFrom, size)
@@ -270,6 +280,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 
 	p := &pipeline{
 		src: src, size: size, bs: bs, comp: comp, prev: prev, resume: reply.ResumeFrom,
+		partSize: blockplan.PartSize(bs), partial: !opts.WholeBlocks, zeroAsData: opts.ZeroBlocksAsData,
 		allocated: src.Allocated(), excluded: mergeExtents(excluded),
 		order: make(chan *task, inFlight), work: make(chan *task, workers), free: make(chan *task, inFlight),
 	}
@@ -369,11 +380,11 @@ func readHelloReply(br *bufio.Reader, conn net.Conn, h Hello, idle time.Duration
 		return helloReply{}, nil, err
 	}
 	if typ == msgError {
-		retry, msg, err := decodeError(body)
+		flags, msg, err := decodeError(body)
 		if err != nil {
 			return helloReply{}, nil, err
 		}
-		return helloReply{Err: msg, Retryable: retry}, nil, nil
+		return helloReply{Err: msg, Retryable: flags != 0}, nil, nil
 	}
 	if typ != msgHelloRep {
 		return helloReply{}, nil, fmt.Errorf("message %q, want hello reply", typ)
@@ -433,11 +444,11 @@ func (s *Sender) readAgent(br *bufio.Reader, conn net.Conn, size int64, st *coun
 				a.done, a.err = decodeDoneReply(body)
 				return
 			case msgError:
-				retry, msg, err := decodeError(body)
+				flags, msg, err := decodeError(body)
 				if err != nil {
 					a.err = err
 				} else {
-					a.err, a.agentSaid = agentError(msg, retry), true
+					a.err, a.agentSaid = agentError(msg, flags), true
 				}
 				conn.Close()
 				return
@@ -497,6 +508,7 @@ type task struct {
 	raw, comp  []byte
 	// results
 	zero, unchanged bool
+	parts           blockplan.Parts // not zero: the payload is these parts only
 	tag             codec.Tag
 	payload         []byte
 	sum             digest.Sum
@@ -512,6 +524,11 @@ type pipeline struct {
 	resume    int64
 	allocated []disk.Extent
 	excluded  []disk.Extent
+	// partSize is the size of a block's parts; partial says whether a block
+	// of which only some parts changed may travel as those parts.
+	partSize   int64
+	partial    bool
+	zeroAsData bool // zero blocks travel as data frames
 
 	order chan *task // in plan order, to the writer
 	work  chan *task // to the workers
@@ -564,7 +581,7 @@ func (p *pipeline) produce(ctx context.Context, plan blockplan.Plan) {
 			p.err = context.Cause(ctx)
 			return
 		}
-		t.b, t.err, t.zero, t.unchanged, t.payload, t.tag = b, nil, false, false, nil, codec.TagNone
+		t.b, t.err, t.zero, t.unchanged, t.payload, t.tag, t.parts = b, nil, false, false, nil, codec.TagNone, 0
 
 		for alloc < len(p.allocated) && p.allocated[alloc].End() <= b.Offset {
 			alloc++
@@ -635,14 +652,49 @@ func (p *pipeline) processOne(t *task) {
 		clear(raw[lo:hi])
 	}
 	if isZero(raw) {
-		t.zero, t.sum = true, p.zeroSum(b.Length)
+		t.zero, t.sum = !p.zeroAsData, p.zeroSum(b.Length)
 	} else {
 		t.sum = digest.Of(raw)
 	}
 	if t.unchanged = p.unchanged(b.Index, t.sum, b.Length); t.unchanged || t.zero {
 		return
 	}
+	if parts := p.partsToSend(t); parts != 0 {
+		t.parts, raw = parts, gatherParts(raw, parts, p.partSize)
+	}
 	t.tag, t.payload = p.comp.Encode(t.comp[:0], raw)
+}
+
+// partsToSend returns the parts of a block to send alone, or zero to send
+// the block whole: the parts that changed and those holding excluded bytes
+// (zeroed on the replica too), when they are at most half the block.
+func (p *pipeline) partsToSend(t *task) blockplan.Parts {
+	b := t.b
+	if !p.partial || b.Changed == 0 {
+		return 0
+	}
+	parts := b.Changed
+	for _, e := range p.excluded[t.exLo:t.exHi] {
+		parts |= blockplan.Covering(e.Offset-b.Offset, e.End()-b.Offset, b.Length, p.partSize)
+	}
+	if parts.Bytes(b.Length, p.partSize) > b.Length/2 {
+		return 0
+	}
+	return parts
+}
+
+// gatherParts moves the bytes of parts to the front of raw, in order, and
+// returns them.
+func gatherParts(raw []byte, parts blockplan.Parts, partSize int64) []byte {
+	n := int64(0)
+	length := int64(len(raw))
+	for i := range blockplan.PartCount(length, partSize) {
+		if parts.Has(i) {
+			lo, hi := int64(i)*partSize, min(int64(i+1)*partSize, length)
+			n += int64(copy(raw[n:], raw[lo:hi]))
+		}
+	}
+	return raw[:n]
 }
 
 var zeroChunk [64 << 10]byte
@@ -700,10 +752,15 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 			skipped = true
 		default:
 			f := frame{Offset: b.Offset, RawLength: uint32(b.Length), Codec: t.tag, Sum: t.sum}
+			written := b.Length
 			if t.zero {
 				f.Flags = frameZero
 			} else {
 				f.PayloadLen = uint32(len(t.payload))
+			}
+			if t.parts != 0 {
+				f.Flags, f.Parts = framePartial, t.parts
+				written = t.parts.Bytes(b.Length, p.partSize)
 			}
 			hdr = appendFrameHeader(hdr[:0], f)
 			wire += int64(len(hdr)) + int64(f.PayloadLen)
@@ -728,7 +785,7 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 			}
 			frames++
 			st.changed.Add(1)
-			st.ledger.add(b.End(), st.written.Add(b.Length))
+			st.ledger.add(b.End(), st.written.Add(written))
 			if t.zero {
 				st.zero.Add(1)
 			} else {
@@ -802,7 +859,9 @@ type RetryPolicy struct {
 }
 
 // SendDiskWithRetry calls SendDisk until it succeeds, fails for good, or the
-// policy's attempts run out, reconnecting after retryable failures. The
+// policy's attempts run out, reconnecting after retryable failures. When the
+// agent reports ErrReplicaDiffers it continues at once with whole blocks,
+// without counting an attempt. The
 // counters add up over attempts; ResumedFromByte is where the first attempt
 // resumed. plan must be re-iterable (every plan of package blockplan is).
 func (s *Sender) SendDiskWithRetry(ctx context.Context, src disk.Image, plan blockplan.Plan, excluded []disk.Extent, opts SendOptions, progress func(Progress), policy RetryPolicy) (Result, error) {
@@ -818,7 +877,9 @@ func (s *Sender) SendDiskWithRetry(ctx context.Context, src disk.Image, plan blo
 	var total Result
 	var last *counters // the previous attempt's
 	wait := policy.Backoff
-	for attempt := 1; ; attempt++ {
+	attempt := 0
+	for n := 1; ; n++ {
+		attempt++
 		var st counters
 		// Bytes the previous attempt got durable without an acknowledgement.
 		onResume := func(resume int64) {
@@ -829,7 +890,7 @@ func (s *Sender) SendDiskWithRetry(ctx context.Context, src disk.Image, plan blo
 		}
 		wrapped := progress
 		if progress != nil {
-			wrapped = func(p Progress) { progress(Progress{Result: sum(total, p.Result, attempt == 1), DiskSize: p.DiskSize}) }
+			wrapped = func(p Progress) { progress(Progress{Result: sum(total, p.Result, n == 1), DiskSize: p.DiskSize}) }
 		}
 		err := s.send(ctx, src, plan, excluded, opts, wrapped, &st, onResume)
 		if err != nil {
@@ -837,7 +898,14 @@ func (s *Sender) SendDiskWithRetry(ctx context.Context, src disk.Image, plan blo
 		}
 		r := st.result()
 		last = &st
-		total = sum(total, r, attempt == 1)
+		total = sum(total, r, n == 1)
+		if errors.Is(err, ErrReplicaDiffers) && !opts.WholeBlocks {
+			// The agent could not rebuild a block from its changed parts:
+			// send whole blocks from the acknowledged position, at once.
+			opts.WholeBlocks = true
+			attempt--
+			continue
+		}
 		if err == nil || !IsRetryable(err) || attempt >= policy.Attempts {
 			if err != nil && IsRetryable(err) {
 				err = fmt.Errorf("after %d attempts: %w", attempt, err)

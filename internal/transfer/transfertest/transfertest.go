@@ -152,6 +152,7 @@ type Sink struct {
 
 func (s *Sink) WriteAt(p []byte, off int64) (int, error) { return s.img.WriteAt(p, off) }
 func (s *Sink) Position() int64                          { return s.pos.Position }
+func (s *Sink) ReadAt(p []byte, off int64) (int, error)  { return s.img.ReadAt(p, off) }
 func (s *Sink) SetDigest(i int64, d digest.Sum)          { s.pending[i] = d }
 
 // Persist writes the pending digests, fsyncs data and digests, then records
