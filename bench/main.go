@@ -65,6 +65,7 @@ type config struct {
 	rssSizes  []int64
 	rssFill   int64
 	runs      int
+	incRuns   int
 	levelRuns int
 	dir       string
 	out       string
@@ -99,6 +100,7 @@ func run() error {
 	rss := flag.String("rss-sizes", "1GiB,4GiB,16GiB", "disk sizes of the peak-RSS runs (comma-separated; empty skips them)")
 	fill := flag.String("rss-fill", "1GiB", "data written into each peak-RSS disk, spread over its whole size")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each measurement (the median is reported)")
+	flag.IntVar(&cfg.incRuns, "inc-runs", 0, "runs of each incremental measurement (default: -runs)")
 	flag.IntVar(&cfg.levelRuns, "level-runs", 3, "runs of each compression level (0 skips the levels)")
 	flag.StringVar(&cfg.dir, "dir", defaultDir(), "folder for the disks, raw copies and datastores (default the tmpfs /dev/shm when present)")
 	flag.StringVar(&cfg.out, "out", "", "markdown file to write (default: standard output)")
@@ -522,7 +524,11 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		command: "bench -child -mode digest (SendOptions.CompareDigests)"}
 	rsyncInc := &series{name: "rsync --inplace --no-whole-file", bytes: b.cfg.size,
 		command: "rsync --inplace --no-whole-file NEW.raw OLD.raw"}
-	for i := range b.cfg.runs {
+	incRuns := b.cfg.incRuns
+	if incRuns <= 0 {
+		incRuns = b.cfg.runs
+	}
+	for i := range incRuns {
 		for _, s := range []*series{cbt, dig} {
 			ds := filepath.Join(b.work, "datastore-inc")
 			os.RemoveAll(ds)

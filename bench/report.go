@@ -191,8 +191,8 @@ func (r *results) markdown() string {
 	r.table(&w, r.inc, rsyncInc)
 	for _, s := range []*series{cbt, dig} {
 		if c := s.last(); c != nil {
-			fmt.Fprintf(&w, "\n%s: read %s, sent %s, %d blocks written, %d unchanged skipped.", s.name,
-				mib(c.Transfer.BytesRead), mib(c.Transfer.BytesSent), c.Transfer.BlocksChanged, c.Transfer.BlocksUnchanged)
+			fmt.Fprintf(&w, "\n%s: read %s, sent %s, wrote %s in %d blocks, %d unchanged skipped.", s.name,
+				mib(c.Transfer.BytesRead), mib(c.Transfer.BytesSent), mib(c.Transfer.BytesWritten), c.Transfer.BlocksChanged, c.Transfer.BlocksUnchanged)
 		}
 	}
 	fmt.Fprintf(&w, "\n\nWall times of each run (s): CBT %s; digests %s; rsync %s.\n\n", runsLine(cbt), runsLine(dig), runsLine(rsyncInc))

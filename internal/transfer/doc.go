@@ -39,7 +39,7 @@
 // A partial frame (version 2) carries only some parts of its block: a block
 // has at most 64 parts of blockplan.PartSize bytes, and bit i of the frame's
 // parts set stands for part i; the payload decompresses to those parts, in
-// order. The sender uses one when change tracking says at most half of the
+// order. The sender uses one when change tracking says that not all of the
 // block changed. Its checksum is still the digest of the whole block: the
 // agent lays the parts over the block its restore point holds so far (the
 // previous point's), checks the result against the checksum, and only then

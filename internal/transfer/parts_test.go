@@ -39,7 +39,7 @@ func writeRanges(t *testing.T, src source, ranges []disk.Extent, seed uint64) so
 
 // partsWritten is what the agent must write for a changed plan: nothing of a
 // block wholly excluded, the changed parts (with those holding excluded
-// bytes) of a block at most half changed, the whole block otherwise.
+// bytes) of a block not wholly changed, the whole block otherwise.
 func partsWritten(plan blockplan.Plan, excluded []disk.Extent, bs int64) int64 {
 	ps := blockplan.PartSize(bs)
 	var n int64
@@ -52,7 +52,7 @@ blocks:
 			}
 			parts |= blockplan.Covering(e.Offset-b.Offset, e.End()-b.Offset, b.Length, ps)
 		}
-		if b.Changed != 0 && parts.Bytes(b.Length, ps) <= b.Length/2 {
+		if b.Changed != 0 && parts != blockplan.AllParts(b.Length, ps) {
 			n += parts.Bytes(b.Length, ps)
 		} else {
 			n += b.Length

@@ -524,14 +524,22 @@ func (c *receiverConn) writeParts(f frame, payload, rawBuf, whole []byte, partSi
 	if err != nil {
 		return reject("partial frame at offset %d: %w", f.Offset, err)
 	}
+	// The block: the frame's parts, and the rest as the point holds it.
 	block := whole[:length]
-	if _, err := c.sink.ReadAt(block, f.Offset); err != nil && !(errors.Is(err, io.EOF) && f.Offset+length == h.DiskSize) {
-		return fmt.Errorf("read %s at offset %d: %w", h, f.Offset, err)
-	}
-	// The byte ranges of consecutive parts, in order.
 	type run struct{ lo, hi int64 }
-	var runs [64]run
+	var runs [64]run // of consecutive parts in the frame
 	nr := 0
+	readTo := int64(0) // the point's bytes are read up to here
+	readGap := func(to int64) error {
+		if to <= readTo {
+			return nil
+		}
+		if _, err := c.sink.ReadAt(block[readTo:to], f.Offset+readTo); err != nil && !(errors.Is(err, io.EOF) && f.Offset+to == h.DiskSize) {
+			return fmt.Errorf("read %s at offset %d: %w", h, f.Offset+readTo, err)
+		}
+		return nil
+	}
+	at := int64(0)
 	for i, n := 0, blockplan.PartCount(length, partSize); i < n; {
 		if !f.Parts.Has(i) {
 			i++
@@ -541,13 +549,17 @@ func (c *receiverConn) writeParts(f frame, payload, rawBuf, whole []byte, partSi
 		for j < n && f.Parts.Has(j) {
 			j++
 		}
-		runs[nr] = run{int64(i) * partSize, min(int64(j)*partSize, length)}
+		r := run{int64(i) * partSize, min(int64(j)*partSize, length)}
+		if err := readGap(r.lo); err != nil {
+			return err
+		}
+		at += int64(copy(block[r.lo:r.hi], raw[at:]))
+		runs[nr], readTo = r, r.hi
 		nr++
 		i = j
 	}
-	at := int64(0)
-	for _, r := range runs[:nr] {
-		at += int64(copy(block[r.lo:r.hi], raw[at:]))
+	if err := readGap(length); err != nil {
+		return err
 	}
 	if got := digest.Of(block); got != f.Sum {
 		return &protocolError{retryable: true, differs: true, err: fmt.Errorf(

@@ -64,10 +64,9 @@ type SendOptions struct {
 	// 16 MiB: disks over 1 TiB at 1 MiB blocks) is spilled (default os.TempDir()).
 	TempDir string
 	// WholeBlocks sends every planned block whole, even when the plan says
-	// only some of its parts changed. Without it a block of which at most
-	// half changed travels as those parts alone (with the digest of the
-	// whole block, which the agent checks after writing them over the
-	// replica's block).
+	// only some of its parts changed. Without it such a block travels as
+	// those parts alone, with the digest of the whole block, which the agent
+	// checks by laying them over the replica's block before writing them.
 	WholeBlocks bool
 	// ZeroBlocksAsData sends allocated blocks that read as zeros as
 	// compressed data, like any other block, instead of zero frames (job
@@ -667,7 +666,9 @@ func (p *pipeline) processOne(t *task) {
 
 // partsToSend returns the parts of a block to send alone, or zero to send
 // the block whole: the parts that changed and those holding excluded bytes
-// (zeroed on the replica too), when they are at most half the block.
+// (zeroed on the replica too), unless that is every part. Any part left out
+// is bytes neither compressed, sent nor written; the agent pays one read of
+// the block for it.
 func (p *pipeline) partsToSend(t *task) blockplan.Parts {
 	b := t.b
 	if !p.partial || b.Changed == 0 {
@@ -677,7 +678,7 @@ func (p *pipeline) partsToSend(t *task) blockplan.Parts {
 	for _, e := range p.excluded[t.exLo:t.exHi] {
 		parts |= blockplan.Covering(e.Offset-b.Offset, e.End()-b.Offset, b.Length, p.partSize)
 	}
-	if parts.Bytes(b.Length, p.partSize) > b.Length/2 {
+	if parts == blockplan.AllParts(b.Length, p.partSize) {
 		return 0
 	}
 	return parts
