@@ -40,7 +40,7 @@ func Spec(cfg *config.Config, job *config.Job) contract.JobSpec {
 		Retention: job.Retention, Parallelism: job.Parallelism, GuestProcessing: job.GuestProcessing.Enabled,
 	}
 	if t, ok := cfg.Target(job.Target); ok {
-		s.TargetAddress = t.Address
+		s.TargetAddress, s.TargetStallTimeout = t.Address, t.StallTimeout
 	}
 	return s
 }

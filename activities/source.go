@@ -312,7 +312,7 @@ func (s *Source) sender(job contract.JobSpec) (*transfer.Sender, error) {
 	if s.TLS == nil {
 		return nil, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no TLS certificate for the data channel (config tls)"))
 	}
-	return &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS}, nil
+	return &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS, StallTimeout: job.TargetStallTimeout}, nil
 }
 
 func diskResult(d contract.DiskResult, r transfer.Result) contract.DiskResult {

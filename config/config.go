@@ -46,6 +46,10 @@ type Host struct {
 type Target struct {
 	Name    string `mapstructure:"name" yaml:"name"`
 	Address string `mapstructure:"address" yaml:"address"` // data channel of the target's agent
+	// StallTimeout ends a transfer attempt whose connection takes data but
+	// brings no acknowledgement for this long (a half-open connection); the
+	// transfer reconnects and resumes. 0 means 30 s.
+	StallTimeout time.Duration `mapstructure:"stallTimeout" yaml:"stallTimeout,omitempty"`
 }
 
 // Agent is the target role of this process.

@@ -575,6 +575,8 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{"hosts[1].name: required"}},
 		{"duplicate target", strings.Replace(withJob(""), `  - {name: dr01, address: "dr01.example:7300"}`, "  - {name: dr01, address: 'a:1'}\n  - {name: dr01, address: 'b:1'}", 1),
 			[]string{`targets[1].name: duplicate name "dr01" (also targets[0])`}},
+		{"target stall timeout too short", strings.Replace(withJob(""), `address: "dr01.example:7300"}`, `address: "dr01.example:7300", stallTimeout: 2s}`, 1),
+			[]string{"targets[0].stallTimeout: 2s: want 0 for the default (30s) or at least 5s"}},
 		{"target address missing", strings.Replace(withJob(""), `, address: "dr01.example:7300"`, "", 1),
 			[]string{"targets[0].address: required: host:port"}},
 		{"job with missing source", strings.Replace(withJob(""), "source: hv01", "source: hv09", 1),

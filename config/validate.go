@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Problem is one fault of a configuration: the key path, such as
@@ -125,6 +126,9 @@ func (c *Config) validate() []Problem {
 		p := fmt.Sprintf("targets[%d]", i)
 		ck.uniqueName(p+".name", t.Name, targetNames, i, "targets")
 		ck.dialAddress(p+".address", t.Address)
+		if t.StallTimeout < 0 || (t.StallTimeout > 0 && t.StallTimeout < 5*time.Second) {
+			ck.add(p+".stallTimeout", "%s: want 0 for the default (30s) or at least 5s (the agent acknowledges every 2 s)", t.StallTimeout)
+		}
 	}
 
 	if c.Agent.Name != "" {

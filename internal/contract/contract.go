@@ -102,21 +102,23 @@ type ProgressUpdate struct {
 
 // JobSpec is a job's settings as loaded at the start of a run.
 type JobSpec struct {
-	Name            string        `json:"name"`
-	Source          string        `json:"source"`
-	Target          string        `json:"target"`
-	TargetAddress   string        `json:"targetAddress"`
-	VMs             []string      `json:"vms"`
-	Window          time.Duration `json:"window"`
-	Compression     string        `json:"compression"`
-	BlockSize       int64         `json:"blockSize"`
-	ChangeTracking  string        `json:"changeTracking"`
-	ExcludeZero     bool          `json:"excludeZero"`
-	ExcludeSwap     bool          `json:"excludeSwap"`
-	ExcludePaths    []string      `json:"excludePaths"`
-	Retention       int           `json:"retention"`
-	Parallelism     int           `json:"parallelism"`
-	GuestProcessing bool          `json:"guestProcessing"`
+	Name          string `json:"name"`
+	Source        string `json:"source"`
+	Target        string `json:"target"`
+	TargetAddress string `json:"targetAddress"`
+	// TargetStallTimeout is the target's stallTimeout (0: the default).
+	TargetStallTimeout time.Duration `json:"targetStallTimeout,omitempty"`
+	VMs                []string      `json:"vms"`
+	Window             time.Duration `json:"window"`
+	Compression        string        `json:"compression"`
+	BlockSize          int64         `json:"blockSize"`
+	ChangeTracking     string        `json:"changeTracking"`
+	ExcludeZero        bool          `json:"excludeZero"`
+	ExcludeSwap        bool          `json:"excludeSwap"`
+	ExcludePaths       []string      `json:"excludePaths"`
+	Retention          int           `json:"retention"`
+	Parallelism        int           `json:"parallelism"`
+	GuestProcessing    bool          `json:"guestProcessing"`
 }
 
 // Activity names. Activities are registered under their method names.

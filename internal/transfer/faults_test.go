@@ -354,3 +354,60 @@ func TestBusyAgentIsRetryable(t *testing.T) {
 		t.Fatalf("after the slot freed: %+v, %v", res, err)
 	}
 }
+
+// TestHalfOpenConnectionResumes: connections that stop carrying bytes
+// without closing (a NAT or firewall that dropped its state) are given up
+// by the sender after its stall timeout, long before the agent's idle
+// timeout, and the transfer resumes and ends identical.
+func TestHalfOpenConnectionResumes(t *testing.T) {
+	server, client, _ := testPKI(t)
+	const bs = 64 << 10
+	src := makeSource(t, t.TempDir(), 6<<20, bs, 71)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	target.Begin(testJob, testVM, testCP)
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{PersistBytes: 128 << 10, IdleTimeout: 10 * time.Minute})
+	r := rand.New(rand.NewPCG(71, 72))
+	stalls := 0
+	proxy := newCutProxy(t, func() string { return addr }, func() int64 {
+		if stalls++; stalls > 3 {
+			return -1
+		}
+		return 64<<10 + r.Int64N(1<<20)
+	})
+	proxy.stall = true
+	s := &transfer.Sender{Address: proxy.addr(), TLS: client, StallTimeout: 500 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := options(bs)
+	opts.Compression = codec.Fast
+	res, err := s.SendDiskWithRetry(ctx, src.open(t), nil, nil, opts, nil,
+		transfer.RetryPolicy{Attempts: 10, Backoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proxy.cuts.Load() != 3 {
+		t.Fatalf("%d connections stalled, want 3", proxy.cuts.Load())
+	}
+	if res.ResumedFromByte != 0 {
+		t.Fatalf("resumed from %d on the first attempt", res.ResumedFromByte)
+	}
+	checkReplica(t, target, hello(src.size, bs), expected(t, src.path, nil), blockplan.Full(src.size, bs, src.allocated))
+}
+
+// TestStalledAttemptSaysSo: one attempt over a connection that stalls ends
+// with a retryable error that says what happened.
+func TestStalledAttemptSaysSo(t *testing.T) {
+	server, client, _ := testPKI(t)
+	const bs = 64 << 10
+	src := makeSource(t, t.TempDir(), 4<<20, bs, 73)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	target.Begin(testJob, testVM, testCP)
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{IdleTimeout: 10 * time.Minute})
+	proxy := newCutProxy(t, func() string { return addr }, func() int64 { return 100 << 10 })
+	proxy.stall = true
+	s := &transfer.Sender{Address: proxy.addr(), TLS: client, StallTimeout: 300 * time.Millisecond}
+	_, err := s.SendDisk(context.Background(), src.open(t), nil, nil, options(bs), nil)
+	if err == nil || !transfer.IsRetryable(err) || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("want a retryable stall error, got %v", err)
+	}
+}

@@ -194,7 +194,10 @@ type cutProxy struct {
 	ln       net.Listener
 	upstream func() string
 	budget   func() int64 // bytes before the cut; < 0 never
-	cuts     atomic.Int64
+	// stall makes a cut half-open: bytes stop flowing both ways but both
+	// connections stay open until an end closes its own.
+	stall bool
+	cuts  atomic.Int64
 	wg       sync.WaitGroup
 }
 
@@ -227,6 +230,7 @@ func (p *cutProxy) serve() {
 		}
 		budget := p.budget()
 		var used atomic.Int64
+		var counted atomic.Bool // one cut per connection, whichever way
 		var once sync.Once
 		cut := func() { once.Do(func() { c.Close(); u.Close() }) }
 		pipe := func(dst, src net.Conn) {
@@ -237,7 +241,14 @@ func (p *cutProxy) serve() {
 				n, err := src.Read(buf)
 				if n > 0 {
 					if budget >= 0 && used.Add(int64(n)) > budget {
-						p.cuts.Add(1)
+						if counted.CompareAndSwap(false, true) {
+							p.cuts.Add(1)
+						}
+						for p.stall {
+							if _, err := src.Read(buf); err != nil {
+								return
+							}
+						}
 						return
 					}
 					if _, err := dst.Write(buf[:n]); err != nil {

@@ -37,6 +37,12 @@ type Sender struct {
 	// IdleTimeout ends an attempt when the agent takes no data and says
 	// nothing for this long (default 2 min).
 	IdleTimeout time.Duration
+	// StallTimeout ends an attempt when data the agent has not acknowledged
+	// is outstanding and no acknowledgement has come for this long (default
+	// 30 s): a half-open connection, or a network path that stopped carrying
+	// bytes without closing, is given up well before IdleTimeout. The agent
+	// acknowledges about every 2 s while data flows.
+	StallTimeout time.Duration
 	// Workers read, digest, filter and compress blocks (default GOMAXPROCS).
 	Workers int
 	// InFlight is how many blocks the pipeline holds at once, whatever the
@@ -101,6 +107,10 @@ type Progress struct {
 type counters struct {
 	read, sent, written, changed, zero, excluded, unchanged, acked atomic.Int64
 	ledger                                                         ledger
+	// waiting is when the agent was last seen to make progress while
+	// something it has not acknowledged is outstanding (unix nanoseconds;
+	// 0: nothing outstanding).
+	waiting atomic.Int64
 	resumed                                                        int64
 	digests                                                        bool
 }
@@ -197,6 +207,13 @@ func (l *ledger) ack(pos int64) int64 {
 	return l.acked
 }
 
+// pending reports whether frames are sent that the agent has not acknowledged.
+func (l *ledger) pending() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.entries) > 0
+}
+
 func (l *ledger) acknowledged() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -276,6 +293,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 
 	report := newReporter(progress, st, size)
 	agent := s.readAgent(br, conn, size, st, report)
+	stalled := watchStall(ctx, conn, st, s.stallTimeout())
 
 	p := &pipeline{
 		src: src, size: size, bs: bs, comp: comp, prev: prev, resume: reply.ResumeFrom,
@@ -303,6 +321,8 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 		switch {
 		case agent.agentSaid: // the agent's reason is the root cause
 			return agent.err
+		case stalled.Load() != nil:
+			return fmt.Errorf("send %s: %w", h, *stalled.Load())
 		case parent.Err() != nil:
 			return fmt.Errorf("send %s: %w", h, context.Cause(parent))
 		}
@@ -318,8 +338,12 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	if err := bw.Flush(); err != nil {
 		return s.failure(ctx, "send done", err)
 	}
+	st.outstanding()
 	conn.SetReadDeadline(time.Now().Add(idle))
 	<-agent.finished
+	if err := stalled.Load(); err != nil {
+		return fmt.Errorf("send %s: %w", h, *err)
+	}
 	if agent.err != nil {
 		return agent.err
 	}
@@ -330,6 +354,55 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	st.acked.Store(agent.done.Position)
 	report.report(true)
 	return nil
+}
+
+func (s *Sender) stallTimeout() time.Duration {
+	if s.StallTimeout > 0 {
+		return s.StallTimeout
+	}
+	return 30 * time.Second
+}
+
+// outstanding notes that the agent has something to acknowledge.
+func (c *counters) outstanding() { c.waiting.CompareAndSwap(0, time.Now().UnixNano()) }
+
+// progressed notes an acknowledgement: the clock restarts if more is
+// outstanding.
+func (c *counters) progressed() {
+	if c.ledger.pending() {
+		c.waiting.Store(time.Now().UnixNano())
+	} else {
+		c.waiting.Store(0)
+	}
+}
+
+// watchStall closes conn when the agent has acknowledged nothing for limit
+// while something was outstanding, and then holds the reason. It stops with
+// ctx.
+func watchStall(ctx context.Context, conn net.Conn, st *counters, limit time.Duration) *atomic.Pointer[error] {
+	var stalled atomic.Pointer[error]
+	tick := min(time.Second, limit/4)
+	go func() {
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			since := st.waiting.Load()
+			if since == 0 || time.Since(time.Unix(0, since)) < limit {
+				continue
+			}
+			err := &RetryableError{Err: fmt.Errorf("connection stalled: the agent acknowledged nothing for %s with data outstanding (last acknowledged position %d)", limit, st.acked.Load())}
+			var e error = err
+			stalled.Store(&e)
+			conn.Close()
+			return
+		}
+	}()
+	return &stalled
 }
 
 // failure turns an I/O error into the caller's cancellation when that is what
@@ -438,6 +511,7 @@ func (s *Sender) readAgent(br *bufio.Reader, conn net.Conn, size int64, st *coun
 				}
 				st.acked.Store(pos)
 				st.ledger.ack(pos)
+				st.progressed()
 				report.report(true)
 			case msgDoneReply:
 				a.done, a.err = decodeDoneReply(body)
@@ -785,6 +859,7 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 				}
 			}
 			frames++
+			st.outstanding()
 			st.changed.Add(1)
 			st.ledger.add(b.End(), st.written.Add(written))
 			if t.zero {
@@ -799,6 +874,7 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 			if _, err := bw.Write(encodePosition(enc, msgPassed, b.End())); err != nil {
 				return frames, connError("send position", err)
 			}
+			st.outstanding()
 			skipped, lastMsg = false, time.Now()
 		}
 		t.payload = nil
