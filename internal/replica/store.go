@@ -99,6 +99,20 @@ func (s *Store) Find(job, vm string) (*Replica, error) {
 		if len(all) == 0 {
 			return nil, fmt.Errorf("job %s has no replica in the datastore %s: %w", job, s.root, ErrNoReplica)
 		}
+		// A replica whose metadata cannot be read has no name to match: it
+		// may be the one asked for, so say what is wrong with it.
+		var damaged []error
+		for _, r := range refs {
+			if r.Job == job && r.VMName == "" {
+				if _, err := loadMeta(filepath.Join(s.root, r.Job, r.VMID, metaFile)); err != nil {
+					damaged = append(damaged, err)
+				}
+			}
+		}
+		if len(damaged) > 0 {
+			return nil, fmt.Errorf("job %s has no readable replica of a VM named or with id %q (replicas: %s); unreadable: %w",
+				job, vm, strings.Join(all, ", "), errors.Join(damaged...))
+		}
 		return nil, fmt.Errorf("job %s has no replica of a VM named or with id %q (replicas: %s): %w", job, vm, strings.Join(all, ", "), ErrNoReplica)
 	default:
 		return nil, fmt.Errorf("job %s: several replicas carry the VM name %q (ids %s); give the id", job, vm, strings.Join(ids, ", "))

@@ -198,7 +198,7 @@ type cutProxy struct {
 	// connections stay open until an end closes its own.
 	stall bool
 	cuts  atomic.Int64
-	wg       sync.WaitGroup
+	wg    sync.WaitGroup
 }
 
 func newCutProxy(t testing.TB, upstream func() string, budget func() int64) *cutProxy {

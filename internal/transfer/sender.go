@@ -111,8 +111,8 @@ type counters struct {
 	// something it has not acknowledged is outstanding (unix nanoseconds;
 	// 0: nothing outstanding).
 	waiting atomic.Int64
-	resumed                                                        int64
-	digests                                                        bool
+	resumed int64
+	digests bool
 }
 
 func (c *counters) result() Result {
