@@ -58,7 +58,7 @@ func (t *Target) SessionPositions(ctx context.Context, in contract.PositionsInpu
 
 // CommitRestorePoint commits the restore point and applies retention.
 func (t *Target) CommitRestorePoint(ctx context.Context, in contract.CommitInput) (string, error) {
-	id, err := t.Agent.Commit(ctx, in.Job, in.VMID, in.Retention)
+	id, err := t.Agent.Commit(ctx, in.Job, in.VMID, in.CheckpointID, in.Retention)
 	return id, classify(err)
 }
 

@@ -156,7 +156,7 @@ func runChild(args []string) error {
 	if *mode == "digest" && !res.DigestsCompared {
 		return errors.New("digest mode: the agent had no digests of a previous point")
 	}
-	point, err := a.Commit(ctx, job, vm.ID, 0)
+	point, err := a.Commit(ctx, job, vm.ID, *checkpoint, 0)
 	if err != nil {
 		return err
 	}

@@ -226,7 +226,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	// Commit the restore point and apply retention.
 	var point string
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
-		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: in.VM.ID, Retention: job.Retention}).Get(cleanupCtx, &point); err != nil {
+		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: in.VM.ID, Retention: job.Retention, CheckpointID: cp.ID}).Get(cleanupCtx, &point); err != nil {
 		res.Status = contract.StatusFailed
 		res.Error = "committing the restore point: " + errorText(err)
 		return res, nil

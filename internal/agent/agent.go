@@ -157,20 +157,36 @@ func (a *Agent) Positions(ctx context.Context, job, vmID string) (map[string]int
 	return open.Positions, nil
 }
 
-// Commit makes the open restore point complete, applies retention, and
-// releases the replica's lock.
-func (a *Agent) Commit(ctx context.Context, job, vmID string, retention int) (string, error) {
+// Commit makes the open restore point of checkpoint complete, applies
+// retention, and releases the replica's lock. When there is no open point
+// but the newest point is checkpoint's (an earlier attempt committed it and
+// died before answering), it applies retention again and returns that point.
+func (a *Agent) Commit(ctx context.Context, job, vmID, checkpoint string, retention int) (string, error) {
 	w, err := a.writer(ctx, job, vmID)
 	if err != nil {
 		return "", err
 	}
-	ses, ok := w.Session()
-	if !ok {
-		return "", fmt.Errorf("commit %s/%s: no open restore point", job, vmID)
+	var p replica.Point
+	ses, inMemory := w.Session()
+	open, isOpen := w.OpenSession()
+	switch {
+	case checkpoint != "" && isOpen && open.CheckpointID != checkpoint:
+		return "", fmt.Errorf("commit %s/%s: the open restore point is of checkpoint %s, not %s", job, vmID, open.CheckpointID, checkpoint)
+	case inMemory:
+	case isOpen: // begun by a process that has since restarted
+		ses, err = a.continueSession(w)
+	case checkpoint != "": // committed by an attempt that died before answering
+		p, err = a.committed(job, vmID, checkpoint)
+	default:
+		err = fmt.Errorf("commit %s/%s: no open restore point", job, vmID)
 	}
-	p, err := ses.Commit(ctx)
 	if err != nil {
 		return "", err
+	}
+	if ses != nil {
+		if p, err = ses.Commit(ctx); err != nil {
+			return "", err
+		}
 	}
 	if retention > 0 {
 		if err := w.ApplyRetention(ctx, retention); err != nil {
@@ -229,8 +245,7 @@ func (a *Agent) OpenDisk(ctx context.Context, h transfer.Hello, peer string) (tr
 		if !found || open.CheckpointID != h.CheckpointID {
 			return nil, fmt.Errorf("no open restore point for checkpoint %s of %s/%s", h.CheckpointID, h.Job, h.VMID)
 		}
-		ses, err = w.Begin(replica.SessionSpec{RunID: open.RunID, CheckpointID: open.CheckpointID, BlockSize: open.BlockSize})
-		if err != nil {
+		if ses, err = a.continueSession(w); err != nil {
 			return nil, err
 		}
 	}
@@ -243,6 +258,33 @@ func (a *Agent) OpenDisk(ctx context.Context, h transfer.Hello, peer string) (tr
 		return nil, fmt.Errorf("disk %s of %s/%s is %d bytes on the replica, the sender says %d", h.DiskID, h.Job, h.VMID, dw.Size(), h.DiskSize)
 	}
 	return sink{dw}, nil
+}
+
+// continueSession continues the open session recorded in the replica's
+// metadata: what this process must do after a restart, before it writes or
+// commits a point an earlier process began.
+func (a *Agent) continueSession(w *replica.Writer) (*replica.Session, error) {
+	open, ok := w.OpenSession()
+	if !ok {
+		return nil, errors.New("no open restore point")
+	}
+	return w.Begin(replica.SessionSpec{RunID: open.RunID, CheckpointID: open.CheckpointID, BlockSize: open.BlockSize})
+}
+
+// committed returns the newest point of a replica if it holds checkpoint.
+func (a *Agent) committed(job, vmID, checkpoint string) (replica.Point, error) {
+	r, err := a.store.Replica(job, vmID)
+	if err != nil {
+		return replica.Point{}, err
+	}
+	points, err := r.Points()
+	if err != nil {
+		return replica.Point{}, err
+	}
+	if n := len(points); n > 0 && points[n-1].CheckpointID == checkpoint {
+		return points[n-1], nil
+	}
+	return replica.Point{}, fmt.Errorf("commit %s/%s: no open restore point, and the newest point is not of checkpoint %s", job, vmID, checkpoint)
 }
 
 func sameCheckpoint(w *replica.Writer, checkpoint string) bool {

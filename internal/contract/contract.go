@@ -254,6 +254,10 @@ type CommitInput struct {
 	Job       string `json:"job"`
 	VMID      string `json:"vmId"`
 	Retention int    `json:"retention"`
+	// CheckpointID is the source checkpoint of the point: a retried commit
+	// whose first attempt committed before it could answer finds the point
+	// by it and succeeds again.
+	CheckpointID string `json:"checkpointId,omitempty"`
 }
 
 // ReferencePointInput turns a checkpoint into the next reference point.
