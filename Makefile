@@ -34,13 +34,16 @@ bench:
 load:
 	REPLICATOR_LOAD_VMS=200 $(GO) test ./workers -run '^TestLoadManyVMs$$' -count=1 -v -timeout 60m
 
-# The fault scenarios, repeated: connections cut at random points, the agent and
-# the proxy killed with SIGKILL, corrupt frames and unknown clients, writers of
-# the replica store killed 50 times per run, the proxy–agent connection cut 10
-# times in one workflow run, backup windows closing mid-disk,
-# and the Temporal server killed and restarted mid-run. `go test ./...` (CI)
-# runs each once.
+# The fault scenarios and bad inputs, repeated (`go test ./...`, and so CI,
+# runs each once): connections cut at random points, half-open and stalled
+# connections, latency and bandwidth limits, the worker (jobs + proxy)
+# killed with SIGKILL 5 times during transfers, the agent killed 3 times
+# during writes and commits, replica writers killed 50 times per run, the
+# Temporal server killed and restarted mid-run, backup windows closing run
+# after run, the source written during every run, and 60+ hostile inputs
+# (VHDX files, replica metadata, frames, certificates, names, configurations,
+# workflow inputs).
 reliability:
-	$(GO) test -count=3 -run 'ResumeAcrossCuts|ReceiverKilled|CorruptFrames|UnknownClients|NamesRejected|DigestModeResumesAcrossCuts' ./internal/transfer
+	$(GO) test -count=3 -run 'ResumeAcrossCuts|ReceiverKilled|CorruptFrames|UnknownClients|NamesRejected|DigestModeResumesAcrossCuts|HalfOpen|Stalled|ChangedParts|ReplicaDiffers|EndTransfers' ./internal/transfer
 	$(GO) test -count=2 -run 'Crash' ./internal/replica
-	$(GO) test -count=3 -run 'TestEndToEnd(Window|Proxy|TemporalServer|ConnectionCut)' ./workers
+	$(GO) test -count=3 -run 'TestEndToEnd(Window|Proxy|TemporalServer|ConnectionCut)|TestReliability|TestBadInput' -timeout 60m ./workers

@@ -10,7 +10,10 @@ import (
 
 // Target holds what the target agent's activities need.
 type Target struct {
-	Agent     *agent.Agent
+	Agent *agent.Agent
+	// Channel is the agent's data channel (transfer.Receiver); nil in tests
+	// that have none.
+	Channel   interface{ EndTransfers(job, vmID string) }
 	Datastore string
 	// MinFreeBytes below which CheckTarget fails (default 1 GiB).
 	MinFreeBytes int64
@@ -45,7 +48,12 @@ func (t *Target) PrepareReplica(ctx context.Context, job string, vm contract.VM)
 }
 
 // BeginRestorePoint opens or continues the restore point of a checkpoint.
+// Data connections of the VM left over from an earlier attempt are ended
+// first: no transfer of the VM runs while its point is being opened.
 func (t *Target) BeginRestorePoint(ctx context.Context, in contract.BeginInput) (contract.BeginResult, error) {
+	if t.Channel != nil {
+		t.Channel.EndTransfers(in.Job, in.VMID)
+	}
 	r, err := t.Agent.Begin(ctx, in)
 	return r, classify(err)
 }

@@ -11,8 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -361,95 +359,6 @@ func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
 		t.Fatalf("the retried transfer must resume from the acknowledged position: %+v", d)
 	}
 	h.checkReplicaMatchesSource(res)
-}
-
-// throttle is a TCP proxy that limits bandwidth, standing in for a slow WAN.
-type throttle struct {
-	addr  string
-	rate  atomic.Int64 // bytes per second, 0 = unlimited
-	bytes atomic.Int64
-	ln    net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-}
-
-// cutAll closes every connection going through the proxy, like a network failure.
-func (p *throttle) cutAll() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(p.conns)
-	for c := range p.conns {
-		c.Close()
-	}
-	return n
-}
-
-func (p *throttle) track(c net.Conn, open bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.conns == nil {
-		p.conns = map[net.Conn]bool{}
-	}
-	if open {
-		p.conns[c] = true
-	} else {
-		delete(p.conns, c)
-	}
-}
-
-func startThrottle(t *testing.T, target string) *throttle {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &throttle{addr: ln.Addr().String(), ln: ln}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.track(c, true)
-			p.track(up, true)
-			go p.pipe(up, c, true)
-			go p.pipe(c, up, false)
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	return p
-}
-
-func (p *throttle) setRate(bps int64) { p.rate.Store(bps) }
-func (p *throttle) forwarded() int64  { return p.bytes.Load() }
-
-func (p *throttle) pipe(dst, src net.Conn, limited bool) {
-	defer p.track(dst, false)
-	defer p.track(src, false)
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if limited {
-				if r := p.rate.Load(); r > 0 {
-					time.Sleep(time.Duration(int64(n) * int64(time.Second) / r))
-				}
-				p.bytes.Add(int64(n))
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // TestEndToEndConnectionCutTenTimes cuts the proxy–agent connection 10 times

@@ -91,6 +91,14 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		// inventory and the window are those of the run's start.
 		spec, deadline, vms = c.Spec, c.Deadline, c.Pending
 		st.result = c.Result
+		// Any client can send a continuation: one whose result does not list
+		// a pending VM would leave that VM's outcome nowhere to go.
+		for _, vm := range vms {
+			if st.vm(vm.ID) == nil {
+				return st.fail(temporal.NewNonRetryableApplicationError(
+					fmt.Sprintf("input continued.pending: VM %q (id %q) is not in continued.result", vm.Name, vm.ID), contract.ErrTypeBadInput, nil))
+			}
+		}
 	} else {
 		var err error
 		if spec, deadline, vms, err = startRun(ctx, in, st); err != nil {
@@ -355,11 +363,21 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
+// errorText is the error as the activity or workflow that failed returned
+// it: the outermost application error below the last activity or child
+// workflow error. The application errors below it are only the causes it
+// wraps, whose text it already holds; the deepest is often a bare sentinel
+// ("not a safe name for a folder of the datastore") without the name.
 func errorText(err error) string {
 	var app *temporal.ApplicationError
 	for e := err; e != nil; {
-		if a, ok := e.(*temporal.ApplicationError); ok {
-			app = a
+		switch a := e.(type) {
+		case *temporal.ApplicationError:
+			if app == nil {
+				app = a
+			}
+		case *temporal.ActivityError, *temporal.ChildWorkflowExecutionError:
+			app = nil
 		}
 		u, ok := e.(interface{ Unwrap() error })
 		if !ok {
@@ -368,7 +386,7 @@ func errorText(err error) string {
 		e = u.Unwrap()
 	}
 	if app != nil {
-		return app.Error()
+		return app.Message()
 	}
 	return err.Error()
 }

@@ -235,6 +235,18 @@ var _ transfer.Target = (*Agent)(nil)
 // h.CheckpointID; after a restart of the agent the open session is found in
 // the replica's metadata and continued.
 func (a *Agent) OpenDisk(ctx context.Context, h transfer.Hello, peer string) (transfer.Sink, error) {
+	// The data channel only writes into a restore point a run opened: the
+	// names a client sends never create a replica (its folders and lock).
+	r, err := a.store.Replica(h.Job, h.VMID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Info(); err != nil {
+		if errors.Is(err, replica.ErrNoReplica) {
+			return nil, fmt.Errorf("no open restore point for checkpoint %s of %s/%s: no such replica", h.CheckpointID, h.Job, h.VMID)
+		}
+		return nil, err
+	}
 	w, err := a.writer(ctx, h.Job, h.VMID)
 	if err != nil {
 		return nil, err

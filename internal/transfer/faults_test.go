@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -409,5 +410,41 @@ func TestStalledAttemptSaysSo(t *testing.T) {
 	_, err := s.SendDisk(context.Background(), src.open(t), nil, nil, options(bs), nil)
 	if err == nil || !transfer.IsRetryable(err) || !strings.Contains(err.Error(), "stalled") {
 		t.Fatalf("want a retryable stall error, got %v", err)
+	}
+}
+
+// TestEndTransfers: a connection left over from an earlier attempt (here one
+// that sent its Hello and then nothing) is ended when the VM's next restore
+// point is opened, and the disk is free again at once.
+func TestEndTransfers(t *testing.T) {
+	server, client, _ := testPKI(t)
+	target := &transfertest.Target{Dir: t.TempDir()}
+	target.Begin(testJob, testVM, testCP)
+	addr, recv := serveReceiver(t, target, server, transfer.ReceiverOptions{IdleTimeout: 10 * time.Minute})
+	s := dialRaw(t, addr, client, hello(1<<20, 64<<10))
+	s.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if typ, _, err := transfer.ReadMessage(s.br); err != nil || typ != transfer.MsgHelloRep {
+		t.Fatalf("hello reply: %q, %v", typ, err)
+	}
+	waitOpened := time.Now().Add(10 * time.Second)
+	for target.Opened() == 0 && time.Now().Before(waitOpened) {
+		time.Sleep(time.Millisecond)
+	}
+	recv.EndTransfers("other-job", testVM) // another job's VM: left alone
+	s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, _, err := transfer.ReadMessage(s.br); err == nil {
+		t.Fatal("the agent said something unasked")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("another job's transfers were ended too: %v", err)
+	}
+	recv.EndTransfers(testJob, testVM)
+	s.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := transfer.ReadMessage(s.br); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the connection was not ended")
+			}
+			break
+		}
 	}
 }

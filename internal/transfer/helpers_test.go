@@ -52,6 +52,13 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // startReceiver serves target on a loopback port until the test ends.
 func startReceiver(t testing.TB, target transfer.Target, server *tls.Config, o transfer.ReceiverOptions) string {
 	t.Helper()
+	addr, _ := serveReceiver(t, target, server, o)
+	return addr
+}
+
+// serveReceiver is startReceiver that also returns the receiver.
+func serveReceiver(t testing.TB, target transfer.Target, server *tls.Config, o transfer.ReceiverOptions) (string, *transfer.Receiver) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +76,7 @@ func startReceiver(t testing.TB, target transfer.Target, server *tls.Config, o t
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), r
 }
 
 // source is a test disk: a sparse file with random, compressible and zero

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -323,6 +324,28 @@ func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
 	}
 	c.raw.SetDeadline(time.Time{})
 	return c.receive(ctx)
+}
+
+// EndTransfers closes every connection writing a disk of the VM and waits
+// until each has released its disk. A run opening the VM's next restore
+// point calls it: a connection still open then is left over from an earlier
+// attempt (a half-open connection the agent has not yet timed out, bytes
+// still draining from a cancelled transfer) and would hold the point's
+// disks open.
+func (r *Receiver) EndTransfers(job, vmID string) {
+	prefix := job + "\x00" + vmID + "\x00"
+	r.mu.Lock()
+	var old []*session
+	for key, s := range r.active {
+		if strings.HasPrefix(key, prefix) {
+			old = append(old, s)
+		}
+	}
+	r.mu.Unlock()
+	for _, s := range old {
+		s.conn.Close()
+		<-s.done
+	}
 }
 
 // claim registers the connection as the one writing h's disk. An older
