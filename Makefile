@@ -21,12 +21,15 @@ fuzz:
 	$(GO) test ./internal/exclude -run '^$$' -fuzz FuzzAnalyze -fuzztime 2m
 	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
 
-# BENCH_FLAGS: e.g. -size 4GiB (the issue's figure), -runs 5, -dir /dev/shm.
+# The data path side by side with rsync and zstd on a 4 GiB disk (the
+# generated part of BENCHMARKS.md), then what orchestration costs per VM.
+# BENCH_FLAGS: e.g. -size 1GiB, -runs 5, -level-runs 0, -dir /tmp.
 BENCH_FLAGS ?=
 
 bench:
 	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
-	$(GO) run ./bench -out BENCHMARKS.md $(BENCH_FLAGS)
+	$(GO) run ./bench -size 4GiB -out BENCHMARKS.md $(BENCH_FLAGS)
+	REPLICATOR_ORCHESTRATION_VMS=50 $(GO) test ./workers -run '^TestOrchestrationOverhead$$' -count=1 -v
 
 # One job of 200 lab VMs (2 disks each) at parallelism 8 on the in-process
 # stack: all must succeed, no workflow history may pass 2,000 events; logs

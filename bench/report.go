@@ -134,12 +134,15 @@ func met(ok bool) string {
 func (r *results) markdown() string {
 	var w strings.Builder
 	size := sizeName(r.cfg.size)
-	fmt.Fprintf(&w, "# Benchmarks\n\n")
 	fmt.Fprintf(&w, "Produced by `make bench` (`%s`), started %s, finished %s.\n",
 		r.cfg.command, r.cfg.started.Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&w, "Every figure is the median of %d runs (compression levels: %d runs); the runs of the compared\n", r.cfg.runs, r.cfg.levelRuns)
-	fmt.Fprintf(&w, "commands are interleaved. The machine is shared with other builds, so absolute times move\n")
-	fmt.Fprintf(&w, "between runs: read the ratios, which compare commands measured within the same minutes.\n\n")
+	fmt.Fprintf(&w, "commands are interleaved")
+	if r.cfg.warmup {
+		fmt.Fprintf(&w, ", after one uncounted run of each (`-warmup`)")
+	}
+	fmt.Fprintf(&w, ". The machine may be shared with other work, so absolute\n")
+	fmt.Fprintf(&w, "times move between runs: read the ratios, which compare commands measured within the same minutes.\n\n")
 
 	fmt.Fprintf(&w, "## Machine\n\n")
 	fmt.Fprintf(&w, "- CPU: %s, `nproc` = %s\n", cpuModel(), shell("nproc"))
