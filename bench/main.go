@@ -101,7 +101,7 @@ func run() error {
 	rss := flag.String("rss-sizes", "1GiB,4GiB,16GiB", "disk sizes of the peak-RSS runs (comma-separated; empty skips them)")
 	fill := flag.String("rss-fill", "1GiB", "data written into each peak-RSS disk, spread over its whole size")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each measurement (the median is reported)")
-	flag.IntVar(&cfg.incRuns, "inc-runs", 0, "runs of each incremental measurement (default: -runs)")
+	flag.IntVar(&cfg.incRuns, "inc-runs", 5, "runs of each incremental measurement (they are short, and the first ones pay for fresh memory: more runs steady the median)")
 	flag.IntVar(&cfg.levelRuns, "level-runs", 3, "runs of each compression level (0 skips the levels)")
 	flag.StringVar(&cfg.dir, "dir", defaultDir(), "folder for the disks, raw copies and datastores (default the tmpfs /dev/shm when present)")
 	flag.StringVar(&cfg.out, "out", "", "markdown file to write (default: standard output)")
@@ -576,11 +576,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		command: "bench -child -mode digest (SendOptions.CompareDigests)"}
 	rsyncInc := &series{name: "rsync --inplace --no-whole-file", bytes: b.cfg.size,
 		command: "rsync --inplace --no-whole-file NEW.raw OLD.raw"}
-	incRuns := b.cfg.incRuns
-	if incRuns <= 0 {
-		incRuns = b.cfg.runs
-	}
-	for i := range incRuns {
+	for i := range max(b.cfg.incRuns, 1) {
 		for _, s := range []*series{cbt, dig} {
 			ds := filepath.Join(b.work, "datastore-inc")
 			os.RemoveAll(ds)

@@ -136,7 +136,7 @@ func (r *results) markdown() string {
 	size := sizeName(r.cfg.size)
 	fmt.Fprintf(&w, "Produced by `make bench` (`%s`), started %s, finished %s.\n",
 		r.cfg.command, r.cfg.started.Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(&w, "Every figure is the median of %d runs (compression levels: %d runs); the runs of the compared\n", r.cfg.runs, r.cfg.levelRuns)
+	fmt.Fprintf(&w, "Every figure is the median of %d runs (incrementals: %d runs, compression levels: %d runs); the runs of the compared\n", r.cfg.runs, max(r.cfg.incRuns, 1), r.cfg.levelRuns)
 	fmt.Fprintf(&w, "commands are interleaved")
 	if r.cfg.warmup {
 		fmt.Fprintf(&w, ", after one uncounted run of each (`-warmup`)")
