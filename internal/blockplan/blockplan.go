@@ -12,7 +12,6 @@ package blockplan
 import (
 	"iter"
 	"math/bits"
-	"slices"
 
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
@@ -154,30 +153,7 @@ func clipped(size, blockSize int64, extents []disk.Extent) []disk.Extent {
 	if size <= 0 || blockSize <= 0 {
 		return nil
 	}
-	var out []disk.Extent
-	for _, e := range extents {
-		if e.Length <= 0 {
-			continue
-		}
-		end := e.End()
-		if end < e.Offset { // overflow: the extent runs past any disk
-			end = size
-		}
-		start, end := max(e.Offset, 0), min(end, size)
-		if end > start {
-			out = append(out, disk.Extent{Offset: start, Length: end - start})
-		}
-	}
-	slices.SortFunc(out, byOffset)
-	merged := out[:0]
-	for _, e := range out {
-		if n := len(merged); n > 0 && e.Offset <= merged[n-1].End() {
-			merged[n-1].Length = max(merged[n-1].End(), e.End()) - merged[n-1].Offset
-			continue
-		}
-		merged = append(merged, e)
-	}
-	return merged
+	return disk.Merge(extents, size)
 }
 
 // Digest lists the blocks a digest comparison must look at when there is no
@@ -266,46 +242,20 @@ func touching(size, blockSize int64, extents []disk.Extent) Plan {
 	}
 }
 
-// blockRanges yields, for each extent clipped to the disk in ascending order,
-// the first and last index of the blocks it touches. Ranges may overlap;
-// callers skip what they already yielded.
+// blockRanges yields, for each extent clipped to the disk and merged with
+// its neighbours, in ascending order, the first and last index of the blocks
+// it touches. Consecutive ranges may share a block; callers skip what they
+// already yielded.
 func blockRanges(size, blockSize int64, extents []disk.Extent) iter.Seq2[int64, int64] {
 	return func(yield func(int64, int64) bool) {
-		if size <= 0 || blockSize <= 0 {
-			return
-		}
-		sorted := extents
-		if !slices.IsSortedFunc(extents, byOffset) {
-			sorted = slices.SortedFunc(slices.Values(extents), byOffset)
-		}
-		for _, e := range sorted {
-			if e.Length <= 0 {
-				continue
-			}
-			end := e.End()
-			if end < e.Offset { // overflow: the extent runs past any disk
-				end = size
-			}
-			start, end := max(e.Offset, 0), min(end, size)
-			if end <= start {
-				continue
-			}
-			if !yield(start/blockSize, (end-1)/blockSize) {
+		for _, e := range clipped(size, blockSize, extents) {
+			if !yield(e.Offset/blockSize, (e.End()-1)/blockSize) {
 				return
 			}
 		}
 	}
 }
 
-func byOffset(a, b disk.Extent) int {
-	switch {
-	case a.Offset < b.Offset:
-		return -1
-	case a.Offset > b.Offset:
-		return 1
-	}
-	return 0
-}
 
 func blockCount(size, blockSize int64) int64 { return (size + blockSize - 1) / blockSize }
 

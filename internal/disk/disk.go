@@ -5,7 +5,9 @@
 package disk
 
 import (
+	"cmp"
 	"io"
+	"slices"
 )
 
 // Extent is a byte range of a disk.
@@ -37,4 +39,34 @@ type WritableImage interface {
 	Image
 	io.WriterAt
 	Sync() error
+}
+
+// Merge returns the extents clipped to [0, size), sorted, with overlapping
+// and adjacent ones joined and empty ones dropped: the form Allocated
+// promises. An extent whose end overflows runs to size. in is not changed.
+func Merge(in []Extent, size int64) []Extent {
+	out := make([]Extent, 0, len(in))
+	for _, e := range in {
+		if e.Length <= 0 {
+			continue
+		}
+		end := e.End()
+		if end < e.Offset { // overflow: the extent runs past any disk
+			end = size
+		}
+		start, end := max(e.Offset, 0), min(end, size)
+		if end > start {
+			out = append(out, Extent{Offset: start, Length: end - start})
+		}
+	}
+	slices.SortFunc(out, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) })
+	merged := out[:0]
+	for _, e := range out {
+		if n := len(merged); n > 0 && e.Offset <= merged[n-1].End() {
+			merged[n-1].Length = max(merged[n-1].End(), e.End()) - merged[n-1].Offset
+			continue
+		}
+		merged = append(merged, e)
+	}
+	return merged
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -298,7 +297,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	p := &pipeline{
 		src: src, size: size, bs: bs, comp: comp, prev: prev, resume: reply.ResumeFrom,
 		partSize: blockplan.PartSize(bs), partial: !opts.WholeBlocks, zeroAsData: opts.ZeroBlocksAsData,
-		allocated: src.Allocated(), excluded: mergeExtents(excluded),
+		allocated: src.Allocated(), excluded: disk.Merge(excluded, size),
 		order: make(chan *task, inFlight), work: make(chan *task, workers), free: make(chan *task, inFlight),
 	}
 	for range inFlight {
@@ -896,34 +895,6 @@ func pace(sent, rate int64, elapsed time.Duration) time.Duration {
 	}
 	due := time.Duration(float64(sent-rate) / float64(rate) * float64(time.Second))
 	return max(due-elapsed, 0)
-}
-
-// mergeExtents returns the extents sorted and merged, without empty ones.
-func mergeExtents(in []disk.Extent) []disk.Extent {
-	out := make([]disk.Extent, 0, len(in))
-	for _, e := range in {
-		if e.Length > 0 {
-			out = append(out, e)
-		}
-	}
-	slices.SortFunc(out, func(a, b disk.Extent) int {
-		switch {
-		case a.Offset < b.Offset:
-			return -1
-		case a.Offset > b.Offset:
-			return 1
-		}
-		return 0
-	})
-	merged := out[:0]
-	for _, e := range out {
-		if n := len(merged); n > 0 && e.Offset <= merged[n-1].End() {
-			merged[n-1].Length = max(merged[n-1].End(), e.End()) - merged[n-1].Offset
-			continue
-		}
-		merged = append(merged, e)
-	}
-	return merged
 }
 
 // RetryPolicy bounds SendDiskWithRetry.

@@ -814,7 +814,7 @@ func (d *Disk) Allocated() []disk.Extent {
 	for l := d; l != nil; l = l.parent {
 		all = append(all, l.OwnAllocated()...)
 	}
-	return mergeExtents(all)
+	return disk.Merge(all, d.geo.virtualSize)
 }
 
 // OwnAllocated lists the byte ranges this file itself defines: allocated
@@ -878,20 +878,3 @@ func (d *Disk) ownExtents(strict bool) ([]disk.Extent, error) {
 	return out, nil
 }
 
-func mergeExtents(in []disk.Extent) []disk.Extent {
-	sort.Slice(in, func(i, j int) bool { return in[i].Offset < in[j].Offset })
-	var out []disk.Extent
-	for _, e := range in {
-		if e.Length <= 0 {
-			continue
-		}
-		if k := len(out); k > 0 && e.Offset <= out[k-1].End() {
-			if e.End() > out[k-1].End() {
-				out[k-1].Length = e.End() - out[k-1].Offset
-			}
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}

@@ -347,14 +347,6 @@ func TestChangedRangesCancelled(t *testing.T) {
 	}
 }
 
-func TestMergeExtents(t *testing.T) {
-	in := []disk.Extent{{Offset: 100, Length: 50}, {Offset: 0, Length: 10}, {Offset: 10, Length: 5}, {Offset: 120, Length: 100}, {Offset: 300, Length: 0}, {Offset: 990, Length: 100}, {Offset: -5, Length: 3}}
-	got := mergeExtents(in, 1000)
-	want := []disk.Extent{{Offset: 0, Length: 15}, {Offset: 100, Length: 120}, {Offset: 990, Length: 10}}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("merge = %+v, want %+v", got, want)
-	}
-}
 
 func convertAnswers(f *fakeWMI, newRP string) {
 	f.methods["ConvertToReferencePoint"] = func(invocation) (result, error) {

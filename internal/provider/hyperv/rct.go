@@ -3,7 +3,6 @@ package hyperv
 import (
 	"context"
 	"fmt"
-	"sort"
 
 	"github.com/replicator/replicator/internal/disk"
 )
@@ -50,43 +49,6 @@ func (p *Provider) diskChanges(ctx context.Context, op, imsPath, path, limitID s
 		}
 		offset += processed
 	}
-	return mergeExtents(ranges, size), nil
+	return disk.Merge(ranges, size), nil
 }
 
-// mergeExtents sorts extents, clamps them to [0, size), drops empty ones and
-// merges overlapping or adjacent ones.
-func mergeExtents(in []disk.Extent, size int64) []disk.Extent {
-	clamped := make([]disk.Extent, 0, len(in))
-	for _, e := range in {
-		start, end := e.Offset, e.Offset+e.Length
-		if e.Length <= 0 || end < start { // empty, or overflowed
-			if e.Length > 0 {
-				end = size
-			} else {
-				continue
-			}
-		}
-		if start < 0 {
-			start = 0
-		}
-		if end > size {
-			end = size
-		}
-		if start >= end {
-			continue
-		}
-		clamped = append(clamped, disk.Extent{Offset: start, Length: end - start})
-	}
-	sort.Slice(clamped, func(i, j int) bool { return clamped[i].Offset < clamped[j].Offset })
-	var out []disk.Extent
-	for _, e := range clamped {
-		if n := len(out); n > 0 && e.Offset <= out[n-1].End() {
-			if e.End() > out[n-1].End() {
-				out[n-1].Length = e.End() - out[n-1].Offset
-			}
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
