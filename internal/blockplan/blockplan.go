@@ -256,7 +256,6 @@ func blockRanges(size, blockSize int64, extents []disk.Extent) iter.Seq2[int64, 
 	}
 }
 
-
 func blockCount(size, blockSize int64) int64 { return (size + blockSize - 1) / blockSize }
 
 func block(size, blockSize, i int64) Block {

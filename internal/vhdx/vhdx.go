@@ -877,4 +877,3 @@ func (d *Disk) ownExtents(strict bool) ([]disk.Extent, error) {
 	}
 	return out, nil
 }
-

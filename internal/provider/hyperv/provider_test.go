@@ -347,7 +347,6 @@ func TestChangedRangesCancelled(t *testing.T) {
 	}
 }
 
-
 func convertAnswers(f *fakeWMI, newRP string) {
 	f.methods["ConvertToReferencePoint"] = func(invocation) (result, error) {
 		return result{ReturnValue: 0, Out: map[string]any{"ResultingReferencePoint": `\\HV01\root\virtualization\v2:Msvm_VirtualSystemReferencePoint.InstanceID="` + newRP + `"`, "Job": nil}}, nil

@@ -51,4 +51,3 @@ func (p *Provider) diskChanges(ctx context.Context, op, imsPath, path, limitID s
 	}
 	return disk.Merge(ranges, size), nil
 }
-
