@@ -308,25 +308,36 @@ func TestEndToEndWindowExpiryResumesNextRun(t *testing.T) {
 	h.checkReplicaMatchesSource(res2)
 }
 
+// startChild starts this test binary as a worker with the given roles on the
+// harness's configuration (see TestMain).
+func startChild(t *testing.T, h *harness, roles string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "REPLICATOR_TEST_PROXY_CONFIG="+h.cfgFile, "REPLICATOR_TEST_ROLES="+roles)
+	if testing.Verbose() {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+func kill(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+}
+
 // TestEndToEndProxyKilledMidTransfer runs the proxy role in a child process,
 // kills it with SIGKILL during the transfer, starts another, and expects the
 // run to finish from the acknowledged position with an identical replica.
 func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, target: true}, true, nil)
 	h.proxy.setRate(3 << 20)
-	startProxy := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), "REPLICATOR_TEST_PROXY_CONFIG="+h.cfgFile)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if !testing.Verbose() {
-			cmd.Stdout, cmd.Stderr = nil, nil
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
-	first := startProxy()
+	first := startChild(t, h, "proxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	id := fmt.Sprintf("kill-%d", time.Now().UnixNano())
@@ -343,13 +354,10 @@ func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	first.Wait()
+	kill(t, first)
 	h.proxy.setRate(0)
-	second := startProxy()
-	defer func() { second.Process.Kill(); second.Wait() }()
+	second := startChild(t, h, "proxy")
+	defer func() { kill(t, second) }()
 	var res contract.ReplicationResult
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatal(err)

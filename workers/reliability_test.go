@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,29 +33,6 @@ import (
 // that keeps writing — each ending with every replica compared byte for
 // byte with its source and every restore point verified against its
 // digests. `make reliability` repeats them; `go test ./...` runs each once.
-
-// startChild starts this test binary as a worker with the given roles on the
-// harness's configuration (see TestMain).
-func startChild(t *testing.T, h *harness, roles string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "REPLICATOR_TEST_PROXY_CONFIG="+h.cfgFile, "REPLICATOR_TEST_ROLES="+roles)
-	if testing.Verbose() {
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd
-}
-
-func kill(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-}
 
 // startRun starts one run of the job and returns it.
 func (h *harness) startRun(ctx context.Context, in contract.ReplicationInput) client.WorkflowRun {
