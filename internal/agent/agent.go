@@ -76,6 +76,30 @@ func (a *Agent) writer(ctx context.Context, job, vmID string) (*replica.Writer, 
 	return w, nil
 }
 
+// existingWriter is writer for the data channel, which only writes into a
+// restore point a run opened: the names a client sends never create a
+// replica (its folders and lock). The replica's metadata is read only when
+// this agent does not hold the replica already.
+func (a *Agent) existingWriter(ctx context.Context, h transfer.Hello) (*replica.Writer, error) {
+	a.mu.Lock()
+	w, held := a.writers[h.Job+"/"+h.VMID]
+	a.mu.Unlock()
+	if held {
+		return w, nil
+	}
+	r, err := a.store.Replica(h.Job, h.VMID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Info(); err != nil {
+		if errors.Is(err, replica.ErrNoReplica) {
+			return nil, fmt.Errorf("no open restore point for checkpoint %s of %s/%s: no such replica", h.CheckpointID, h.Job, h.VMID)
+		}
+		return nil, err
+	}
+	return a.writer(ctx, h.Job, h.VMID)
+}
+
 // release closes and forgets a replica's writer (after a commit, or when it broke).
 func (a *Agent) release(job, vmID string) error {
 	key := job + "/" + vmID
@@ -235,19 +259,7 @@ var _ transfer.Target = (*Agent)(nil)
 // h.CheckpointID; after a restart of the agent the open session is found in
 // the replica's metadata and continued.
 func (a *Agent) OpenDisk(ctx context.Context, h transfer.Hello, peer string) (transfer.Sink, error) {
-	// The data channel only writes into a restore point a run opened: the
-	// names a client sends never create a replica (its folders and lock).
-	r, err := a.store.Replica(h.Job, h.VMID)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.Info(); err != nil {
-		if errors.Is(err, replica.ErrNoReplica) {
-			return nil, fmt.Errorf("no open restore point for checkpoint %s of %s/%s: no such replica", h.CheckpointID, h.Job, h.VMID)
-		}
-		return nil, err
-	}
-	w, err := a.writer(ctx, h.Job, h.VMID)
+	w, err := a.existingWriter(ctx, h)
 	if err != nil {
 		return nil, err
 	}
