@@ -142,7 +142,7 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 	var cp provider.Checkpoint
 	take := func(ctx context.Context, c provider.Consistency) error {
 		var err error
-		cp, err = p.CreateCheckpoint(ctx, in.VMID, c)
+		cp, err = p.CreateCheckpoint(ctx, in.VMID, provider.CheckpointOptions{Name: provider.CheckpointName(in.Job, in.VMName), Consistency: c})
 		return err
 	}
 	if !job.GuestProcessing.Enabled {

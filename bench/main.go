@@ -472,7 +472,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	if err := fillMixed(ctx, h, vm.ID, 0, b.cfg.size, 1); err != nil {
 		return "", err
 	}
-	cp1, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp1, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{Name: "bench"})
 	if err != nil {
 		return "", err
 	}
@@ -562,7 +562,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	if err := h.Write(ctx, vm.ID, 0, 1, 42); err != nil {
 		return "", err
 	}
-	cp2, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp2, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{Name: "bench"})
 	if err != nil {
 		return "", err
 	}
@@ -620,7 +620,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 
 	// 3. Compression levels, over the incremental's checkpoint as a full copy.
-	cp3, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp3, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{Name: "bench"})
 	if err != nil {
 		return "", err
 	}
@@ -664,7 +664,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		if err := b.fillSpread(ctx, h, v.ID, size); err != nil {
 			return "", err
 		}
-		cp, err := h.CreateCheckpoint(ctx, v.ID, provider.CrashConsistent)
+		cp, err := h.CreateCheckpoint(ctx, v.ID, provider.CheckpointOptions{})
 		if err != nil {
 			return "", err
 		}

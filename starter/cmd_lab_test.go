@@ -68,7 +68,7 @@ func TestLabCreateWriteList(t *testing.T) {
 
 	// During a checkpoint, ls shows the child and writes go there.
 	h := lab.New("hv01", filepath.Join(dataDir, "lab"))
-	cp, err := h.CreateCheckpoint(context.Background(), vms[0].ID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(context.Background(), vms[0].ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/replicator/replicator/internal/disk"
@@ -60,9 +61,42 @@ const (
 	ApplicationConsistent
 )
 
+// CheckpointOptions says how to take a checkpoint.
+type CheckpointOptions struct {
+	// Name is the checkpoint's name on the host (Hyper-V's ElementName):
+	// CheckpointName(job, vm) for the checkpoints replicator makes, so that
+	// they can be told apart from an administrator's and swept when no run
+	// will reuse them.
+	Name        string
+	Consistency Consistency
+}
+
+// checkpointNamePrefix starts the name of every checkpoint replicator makes.
+const checkpointNamePrefix = "replicator "
+
+// CheckpointName is the name replicator gives the checkpoints (and reference
+// points) it makes of a VM for a job: "replicator <job> <vm>".
+func CheckpointName(job, vm string) string {
+	return checkpointNamePrefix + job + " " + vm
+}
+
+// MadeByJob says whether a checkpoint name is one CheckpointName gives for
+// the job (of any VM). Job names hold no spaces (config's name policy), so
+// the job is the name's second word.
+func MadeByJob(name, job string) bool {
+	rest, ok := strings.CutPrefix(name, checkpointNamePrefix)
+	if !ok {
+		return false
+	}
+	j, _, ok := strings.Cut(rest, " ")
+	return ok && j == job
+}
+
 // Checkpoint is a point-in-time copy of a VM, frozen until released.
 type Checkpoint struct {
-	ID      string           `json:"id"`
+	ID string `json:"id"`
+	// Name is the checkpoint's name on the host (see CheckpointOptions.Name).
+	Name    string           `json:"name,omitempty"`
 	VMID    string           `json:"vmId"`
 	Created time.Time        `json:"created"`
 	Disks   []CheckpointDisk `json:"disks"`
@@ -83,9 +117,11 @@ type Provider interface {
 	// VMs lists the VMs of the host.
 	VMs(ctx context.Context) ([]VM, error)
 	// CreateCheckpoint freezes the VM's disks; new writes go to differencing children.
-	CreateCheckpoint(ctx context.Context, vmID string, c Consistency) (Checkpoint, error)
+	CreateCheckpoint(ctx context.Context, vmID string, opts CheckpointOptions) (Checkpoint, error)
 	// Checkpoint returns an existing checkpoint, or ErrCheckpointNotFound.
 	Checkpoint(ctx context.Context, vmID, checkpointID string) (Checkpoint, error)
+	// Checkpoints lists the VM's checkpoints, whoever made them, oldest first.
+	Checkpoints(ctx context.Context, vmID string) ([]Checkpoint, error)
 	// OpenDisk opens a frozen disk of a checkpoint for reading.
 	OpenDisk(ctx context.Context, vmID, checkpointID, diskID string) (disk.Image, error)
 	// ChangedRanges returns the byte ranges of the disk that changed between the

@@ -353,7 +353,8 @@ func (p *Provider) findCheckpoint(ctx context.Context, vmID, checkpointID string
 
 // CreateCheckpoint creates a recovery checkpoint (SnapshotType 32768) of the
 // VM with the requested consistency and returns its frozen disks.
-func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, c provider.Consistency) (provider.Checkpoint, error) {
+func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provider.CheckpointOptions) (provider.Checkpoint, error) {
+	c := opts.Consistency
 	vm, err := p.findVM(ctx, vmID)
 	if err != nil {
 		return provider.Checkpoint{}, err
@@ -428,7 +429,7 @@ func (p *Provider) resultingObject(ctx context.Context, op string, res result, o
 // checkpointOf builds the provider's view of a checkpoint setting data.
 func (p *Provider) checkpointOf(ctx context.Context, vmID string, snap object) (provider.Checkpoint, error) {
 	id := checkpointIDOf(snap.str("InstanceID"))
-	cp := provider.Checkpoint{ID: id, VMID: vmID}
+	cp := provider.Checkpoint{ID: id, Name: snap.str("ElementName"), VMID: vmID}
 	if ct := snap.str("CreationTime"); ct != "" {
 		t, err := parseCIMDateTime(ct)
 		if err != nil {
@@ -453,6 +454,32 @@ func (p *Provider) Checkpoint(ctx context.Context, vmID, checkpointID string) (p
 		return provider.Checkpoint{}, err
 	}
 	return p.checkpointOf(ctx, vmID, snap)
+}
+
+// Checkpoints lists the VM's checkpoints (standard and recovery), oldest first.
+func (p *Provider) Checkpoints(ctx context.Context, vmID string) ([]provider.Checkpoint, error) {
+	op := fmt.Sprintf("list checkpoints of VM %s", vmID)
+	q, err := selectWhere(classSettingData, "VirtualSystemIdentifier", vmID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	objs, err := p.c.Query(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	var out []provider.Checkpoint
+	for _, o := range objs {
+		if t := o.str("VirtualSystemType"); t != systemTypeRecovery && t != systemTypeSnapshot {
+			continue
+		}
+		cp, err := p.checkpointOf(ctx, vmID, o)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cp)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
 }
 
 // checkpointDisk returns one disk of a checkpoint, or ErrCheckpointNotFound

@@ -103,7 +103,7 @@ func TestCreateCheckpoint(t *testing.T) {
 		p, clk := testProvider(f, "", nil)
 		vmID := f.rec.IDs["web01"]
 
-		cp, err := p.CreateCheckpoint(context.Background(), vmID, tc.c)
+		cp, err := p.CreateCheckpoint(context.Background(), vmID, provider.CheckpointOptions{Consistency: tc.c})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func TestCreateCheckpoint(t *testing.T) {
 			t.Errorf("CreateSnapshot called on %s", calls[0].Path)
 		}
 		want := provider.Checkpoint{
-			ID: f.rec.IDs["snapshot"], VMID: vmID, Created: time.Date(2026, 11, 24, 19, 5, 1, 123456000, time.UTC),
+			ID: f.rec.IDs["snapshot"], Name: "web01 - Backup - (24.11.2026 - 19:05:01)", VMID: vmID, Created: time.Date(2026, 11, 24, 19, 5, 1, 123456000, time.UTC),
 			Disks: []provider.CheckpointDisk{
 				{DiskID: osDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-os.vhdx`, VirtualSize: 10 * gib},
 				{DiskID: dataDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`, VirtualSize: 100 * gib},
@@ -156,7 +156,7 @@ func TestCreateCheckpoint(t *testing.T) {
 func TestCreateCheckpointFailures(t *testing.T) {
 	f := newFake(t)
 	p, _ := testProvider(f, "", nil)
-	_, err := p.CreateCheckpoint(context.Background(), "00000000-0000-0000-0000-000000000000", provider.CrashConsistent)
+	_, err := p.CreateCheckpoint(context.Background(), "00000000-0000-0000-0000-000000000000", provider.CheckpointOptions{})
 	if !errors.Is(err, provider.ErrVMNotFound) || Retryable(err) {
 		t.Fatalf("missing VM: err = %v", err)
 	}
@@ -164,7 +164,7 @@ func TestCreateCheckpointFailures(t *testing.T) {
 	f = newFake(t)
 	snapshotJob(f, jobException, 32775, "'web01' could not initiate a checkpoint operation: The virtual machine is in an invalid state.")
 	p, _ = testProvider(f, "", nil)
-	_, err = p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.ApplicationConsistent)
+	_, err = p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.CheckpointOptions{Consistency: provider.ApplicationConsistent})
 	if err == nil || !Retryable(err) || !strings.Contains(err.Error(), "invalid state") || !strings.Contains(err.Error(), "web01") {
 		t.Fatalf("job exception: err = %v", err)
 	}
@@ -172,7 +172,7 @@ func TestCreateCheckpointFailures(t *testing.T) {
 	f = newFake(t)
 	f.methods["CreateSnapshot"] = func(invocation) (result, error) { return result{ReturnValue: rcAccessDenied}, nil }
 	p, _ = testProvider(f, "", nil)
-	_, err = p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.ApplicationConsistent)
+	_, err = p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.CheckpointOptions{Consistency: provider.ApplicationConsistent})
 	var he *Error
 	if !errors.As(err, &he) || he.Code != rcAccessDenied || he.Retryable() {
 		t.Fatalf("access denied: err = %v", err)

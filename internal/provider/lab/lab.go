@@ -175,7 +175,7 @@ func checkpointNotFound(rec *vmRecord, id string) error {
 }
 
 func checkpointOf(dir string, rec *vmRecord, c *checkpointRecord) provider.Checkpoint {
-	out := provider.Checkpoint{ID: c.ID, VMID: rec.ID, Created: c.Created, Disks: []provider.CheckpointDisk{}}
+	out := provider.Checkpoint{ID: c.ID, Name: c.Name, VMID: rec.ID, Created: c.Created, Disks: []provider.CheckpointDisk{}}
 	for _, d := range c.Disks {
 		var size int64
 		if i, ok := rec.diskIndex(d.DiskID); ok {
@@ -190,7 +190,7 @@ func checkpointOf(dir string, rec *vmRecord, c *checkpointRecord) provider.Check
 // that the VM writes to from now on, and the change interval closes. The
 // consistency asked for is recorded; with no guest to quiesce, the data is
 // crash-consistent, as a running VM without guest processing gives.
-func (h *Host) CreateCheckpoint(ctx context.Context, vmID string, c provider.Consistency) (provider.Checkpoint, error) {
+func (h *Host) CreateCheckpoint(ctx context.Context, vmID string, opts provider.CheckpointOptions) (provider.Checkpoint, error) {
 	if err := ctx.Err(); err != nil {
 		return provider.Checkpoint{}, err
 	}
@@ -200,8 +200,8 @@ func (h *Host) CreateCheckpoint(ctx context.Context, vmID string, c provider.Con
 	}
 	defer l.unlock()
 
-	cp := checkpointRecord{ID: newUUID(), Created: time.Now().UTC(), Consistency: "crash", Interval: rec.ChangeInterval}
-	if c == provider.ApplicationConsistent {
+	cp := checkpointRecord{ID: newUUID(), Name: opts.Name, Created: time.Now().UTC(), Consistency: "crash", Interval: rec.ChangeInterval}
+	if opts.Consistency == provider.ApplicationConsistent {
 		cp.Consistency = "application"
 	}
 	next := rec.ChangeInterval + 1
@@ -255,6 +255,19 @@ func (h *Host) Checkpoint(ctx context.Context, vmID, checkpointID string) (provi
 		return provider.Checkpoint{}, checkpointNotFound(rec, checkpointID)
 	}
 	return checkpointOf(dir, rec, &rec.Checkpoints[i]), nil
+}
+
+// Checkpoints lists the VM's checkpoints, oldest first.
+func (h *Host) Checkpoints(ctx context.Context, vmID string) ([]provider.Checkpoint, error) {
+	dir, rec, err := h.readVM(vmID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]provider.Checkpoint, 0, len(rec.Checkpoints))
+	for i := range rec.Checkpoints {
+		out = append(out, checkpointOf(dir, rec, &rec.Checkpoints[i]))
+	}
+	return out, nil
 }
 
 // OpenDisk opens the frozen chain of one disk of a checkpoint read-only.

@@ -195,7 +195,7 @@ func checkpointDuring(t *testing.T, h *Host, w *writer, vmID string) (provider.C
 	t.Helper()
 	w.waitWrites(t, 5)
 	lo := w.done.Load()
-	cp, err := h.CreateCheckpoint(context.Background(), vmID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(context.Background(), vmID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +419,7 @@ func TestWriteFromAnotherProcessGoesToTheChild(t *testing.T) {
 	if err := h.Write(ctx, vm.Name, 0, 10, 1); err != nil {
 		t.Fatal(err)
 	}
-	cp1, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp1, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +428,7 @@ func TestWriteFromAnotherProcessGoesToTheChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := readVHDX(t, activePath(t, h, vm.ID))
-	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func TestWriteFromAnotherProcessGoesToTheChild(t *testing.T) {
 	if filepath.Ext(child) != ".avhdx" || !bytes.Equal(readVHDX(t, child), want) {
 		t.Fatalf("the child %s does not hold the other process's writes", child)
 	}
-	cp2, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp2, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +494,7 @@ func TestErrors(t *testing.T) {
 	h, vm := newLabVM(t, testDiskSize)
 	missing := "no-such-vm"
 	checks := map[string]error{}
-	_, checks["CreateCheckpoint"] = h.CreateCheckpoint(ctx, missing, provider.CrashConsistent)
+	_, checks["CreateCheckpoint"] = h.CreateCheckpoint(ctx, missing, provider.CheckpointOptions{})
 	_, checks["Checkpoint"] = h.Checkpoint(ctx, missing, "x")
 	_, checks["OpenDisk"] = h.OpenDisk(ctx, missing, "x", "0")
 	_, checks["ChangedRanges"] = h.ChangedRanges(ctx, missing, "x", "0", "r")
@@ -548,7 +548,7 @@ func TestVMsAndCheckpointDescribeTheHost(t *testing.T) {
 	if d := vms[0].Disks[1]; d.ID != "1" || d.VirtualSize != 8<<20 || d.Format != "vhdx" || filepath.Base(d.Path) != "disk1.vhdx" {
 		t.Fatalf("second disk: %+v", d)
 	}
-	cp, err := h.CreateCheckpoint(ctx, vm.Name, provider.ApplicationConsistent)
+	cp, err := h.CreateCheckpoint(ctx, vm.Name, provider.CheckpointOptions{Consistency: provider.ApplicationConsistent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +568,7 @@ func TestVMsAndCheckpointDescribeTheHost(t *testing.T) {
 func TestReleaseWithCancelledContextStillMerges(t *testing.T) {
 	ctx := context.Background()
 	h, vm := newLabVM(t, testDiskSize)
-	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +592,7 @@ func TestReleaseWithCancelledContextStillMerges(t *testing.T) {
 func TestWritesAfterInterruptedMerge(t *testing.T) {
 	ctx := context.Background()
 	h, vm := newLabVM(t, testDiskSize)
-	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +658,7 @@ func TestCheckpointWhileAnotherProcessWrites(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -705,7 +705,7 @@ func TestReferencePointsAreBounded(t *testing.T) {
 	h, vm := newLabVM(t, 1<<20)
 	var refs []string
 	for i := 0; i < maxReferencePoints+2; i++ {
-		cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+		cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -715,7 +715,7 @@ func TestReferencePointsAreBounded(t *testing.T) {
 		}
 		refs = append(refs, r)
 	}
-	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CrashConsistent)
+	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

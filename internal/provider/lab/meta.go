@@ -51,6 +51,7 @@ type diskRecord struct {
 // checkpointRecord is a checkpoint that still holds its frozen files.
 type checkpointRecord struct {
 	ID      string    `json:"id"`
+	Name    string    `json:"name,omitempty"`
 	Created time.Time `json:"created"`
 	// Consistency is what was asked for: "application" or "crash". The lab
 	// has no guest to quiesce, so its data is crash-consistent either way.
