@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -178,6 +179,23 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// freeServerPort is a free loopback port below 32768: the server records
+// its membership port in a PostgreSQL smallint (cluster_membership.rpc_port),
+// which the kernel's ephemeral ports overflow.
+func freeServerPort(t *testing.T) int {
+	t.Helper()
+	for range 1000 {
+		port := 20000 + mathrand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	t.Fatal("no free port between 20000 and 32000")
+	return 0
+}
+
 // proc is one process of the topology, with its folder and log.
 type proc struct {
 	t    *testing.T
@@ -300,7 +318,13 @@ func tail(path string, lines int) string {
 		return err.Error()
 	}
 	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(all[max(0, len(all)-lines):], "\n")
+	all = all[max(0, len(all)-lines):]
+	for i, l := range all {
+		if len(l) > 400 {
+			all[i] = l[:400] + "…"
+		}
+	}
+	return strings.Join(all, "\n")
 }
 
 // run runs a one-shot command to its end, failing the test with its output.
@@ -467,7 +491,7 @@ func (c compose) environment(t *testing.T, service string, site map[string]strin
 		t.Fatalf("docker-compose.yml has no service %s", service)
 	}
 	mounts := c.mounts(t, service)
-	env := map[string]string{}
+	env := map[string]string{"PATH": os.Getenv("PATH"), "HOME": os.Getenv("HOME")}
 	for k, v := range s.Environment {
 		v = composeVar.ReplaceAllString(v, "$2")
 		for dst, src := range mounts {
@@ -480,7 +504,7 @@ func (c compose) environment(t *testing.T, service string, site map[string]strin
 	for k, v := range site {
 		env[k] = v
 	}
-	out := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	var out []string
 	for k, v := range env {
 		out = append(out, k+"="+v)
 	}
@@ -554,7 +578,7 @@ func startCluster(t *testing.T) *cluster {
 	ports := map[string]string{}
 	for _, k := range []string{"FRONTEND_GRPC_PORT", "FRONTEND_HTTP_PORT", "FRONTEND_MEMBERSHIP_PORT", "MATCHING_GRPC_PORT",
 		"MATCHING_MEMBERSHIP_PORT", "HISTORY_GRPC_PORT", "HISTORY_MEMBERSHIP_PORT", "WORKER_GRPC_PORT", "WORKER_MEMBERSHIP_PORT"} {
-		ports[k] = strconv.Itoa(freePort(t))
+		ports[k] = strconv.Itoa(freeServerPort(t))
 	}
 	site := map[string]string{
 		"POSTGRES_SEEDS": "127.0.0.1", "DB_PORT": strconv.Itoa(cl.pg.port), "POSTGRES_PWD": cl.pg.password,
