@@ -12,6 +12,7 @@ import (
 	"io"
 	mathrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -59,6 +60,8 @@ type tools struct {
 	server    string // go.temporal.io/server/cmd/server
 	sqlTool   string // go.temporal.io/server/cmd/tools/sql, which the images call temporal-sql-tool
 	cli       string // the Temporal CLI, github.com/temporalio/cli/cmd/temporal
+	ui        string // the Web UI server, github.com/temporalio/ui-server/v2/cmd/server
+	uiConfig  string // its config/docker.yaml, which the temporalio/ui image runs
 	schemaDir string // schema/postgresql/v12 of the server module
 	workers   string
 	starter   string
@@ -121,12 +124,12 @@ func findTools(t *testing.T, dir string) tools {
 	tl.server = goInstalled(t, "server", "go.temporal.io/server", release, "go install go.temporal.io/server/cmd/server@"+release)
 	tl.sqlTool = goInstalled(t, "sql", "go.temporal.io/server", release, "go install go.temporal.io/server/cmd/tools/sql@"+release)
 	tl.cli = goInstalled(t, "temporal", "github.com/temporalio/cli", cliRelease, "go install github.com/temporalio/cli/cmd/temporal@"+cliRelease)
+	uiRelease := moduleVersion(t, uiModule)
+	tl.ui = goInstalled(t, "temporal-ui/server", uiModule, uiRelease,
+		"GOBIN=$(go env GOPATH)/bin/temporal-ui go install "+uiModule+"/cmd/server@"+uiRelease)
+	tl.uiConfig = filepath.Join(moduleDir(t, uiModule), "config", "docker.yaml")
 
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "go.temporal.io/server").Output()
-	if err != nil {
-		t.Fatalf("go list -m go.temporal.io/server: %v", err)
-	}
-	tl.schemaDir = filepath.Join(strings.TrimSpace(string(out)), "schema", "postgresql", "v12")
+	tl.schemaDir = filepath.Join(moduleDir(t, "go.temporal.io/server"), "schema", "postgresql", "v12")
 	if !fileExists(filepath.Join(tl.schemaDir, "temporal", "versioned")) {
 		t.Fatalf("no PostgreSQL schema in %s", tl.schemaDir)
 	}
@@ -147,6 +150,25 @@ func findTools(t *testing.T, dir string) tools {
 	}
 	tl.workers, tl.starter = filepath.Join(tl.binDir, "workers"), filepath.Join(tl.binDir, "starter")
 	return tl
+}
+
+// uiModule is the Web UI server's module, which go.mod pins for --dev.
+const uiModule = "github.com/temporalio/ui-server/v2"
+
+// moduleDir and moduleVersion are a module of go.mod, in the module cache.
+func moduleDir(t *testing.T, module string) string { return goList(t, "{{.Dir}}", module) }
+
+func moduleVersion(t *testing.T, module string) string { return goList(t, "{{.Version}}", module) }
+
+func goList(t *testing.T, format, module string) string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-m", "-f", format, module)
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("go list -m %s: %v", module, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // cliRelease is the Temporal CLI that .ci/run installs.
@@ -521,6 +543,8 @@ type cluster struct {
 	compose  compose
 	pg       *postgres
 	temporal *proc
+	ui       *proc
+	uiURL    string
 	frontend string // host:port of the frontend
 	certs    string // the private CA's folder; certs/NAME/ per party
 }
@@ -608,7 +632,50 @@ func startCluster(t *testing.T) *cluster {
 	for range 2 {
 		run(t, cl.dir, nsEnv, nil, "sh", cl.local(cl.compose.mounts(t, "temporal-namespace")[script[len(script)-1]]))
 	}
+	cl.startUI()
 	return cl
+}
+
+// startUI runs the Web UI server as the temporalio/ui image does
+// (`./ui-server --env docker start` beside config/docker.yaml), with the
+// temporal-ui service's environment.
+func (cl *cluster) startUI() {
+	t := cl.t
+	t.Helper()
+	dir := filepath.Join(cl.dir, "temporal-ui")
+	if err := os.MkdirAll(filepath.Join(dir, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cl.tools.uiConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config", "docker.yaml"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	env := cl.compose.environment(t, "temporal-ui", map[string]string{
+		"TEMPORAL_ADDRESS": cl.frontend, "TEMPORAL_UI_PORT": strconv.Itoa(port),
+	}, cl.local)
+	cl.ui = newProc(t, "temporal-ui", dir, env, cl.tools.ui, "--env", "docker", "start")
+	cl.ui.start()
+	cl.uiURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(cl.uiURL + "/api/v1/namespaces")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"default"`)) {
+				return
+			}
+			err = fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		if time.Now().After(deadline) || cl.ui.exited() {
+			t.Fatalf("the Web UI at %s does not list the namespace through the frontend: %v\n%s", cl.uiURL, err, tail(cl.ui.log, 20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // startTemporal starts the server and waits until its frontend answers over
@@ -750,6 +817,8 @@ func TestCIInstallsTools(t *testing.T) {
 		"install_at sql go.temporal.io/server go.temporal.io/server/cmd/tools/sql \"$temporal_server\"",
 		"temporal_server=$(go list -m -f '{{.Version}}' go.temporal.io/server)",
 		"install_at temporal github.com/temporalio/cli github.com/temporalio/cli/cmd/temporal " + cliRelease,
+		"temporal_ui=$(go list -m -f '{{.Version}}' " + uiModule + ")",
+		"install_at temporal-ui/server " + uiModule + " " + uiModule + "/cmd/server \"$temporal_ui\"",
 	} {
 		if !strings.Contains(ci, want) {
 			t.Errorf(".ci/run does not contain %q", want)

@@ -617,6 +617,16 @@ func TestTopology(t *testing.T) {
 				t.Errorf("%s sent nothing: both proxies of the host must take transfers (%v)", p.name, sent)
 			}
 		}
+		// The Web UI shows the run, read through the frontend's mutual TLS.
+		resp, err := http.Get(tp.uiURL + "/api/v1/namespaces/" + tp.jobs.cfg.Temporal.Namespace + "/workflows/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(contract.ReplicationWorkflow)) || !bytes.Contains(body, []byte("COMPLETED")) {
+			t.Errorf("the Web UI's view of run %s: %s\n%.500s", id, resp.Status, body)
+		}
 		t.Logf("20 VMs on the topology: wall %.2f s; histories %d events, %d bytes (largest %d events); bytes sent by proxy %v",
 			wall.Seconds(), events, size, largest, sent)
 	})
@@ -636,7 +646,17 @@ func TestTopology(t *testing.T) {
 			stop := tp.watchPositions()
 			tp.startRun(ctx, id, vms)
 			tp.waitTransferring(from + 2<<20)
+			// The fault lands while the run is transferring, not after it.
+			d, err := tp.c.DescribeWorkflowExecution(ctx, id, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := d.WorkflowExecutionInfo.Status; st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+				t.Fatalf("run %s is %v before the fault", id, st)
+			}
+			durableAtFault := sum(tp.durable()) - from
 			fault(t)
+			t.Logf("fault with %d of %d bytes durable", durableAtFault, int64(len(vms))*8<<20)
 			tp.link.setRate(0)
 			res := tp.result(ctx, id)
 			if back := stop(); back != "" {
