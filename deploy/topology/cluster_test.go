@@ -498,6 +498,16 @@ func (c compose) mounts(t *testing.T, service string) map[string]string {
 	return out
 }
 
+// imageDefault are the variables the compose file leaves at the image's
+// defaults (its ports, the paths it mounts files at, the tools on its PATH),
+// which a test on one machine must set.
+var imageDefault = map[string]bool{
+	"PATH": true, "SCHEMA_DIR": true, "DYNAMIC_CONFIG_FILE_PATH": true, "TEMPORAL_UI_PORT": true,
+	"FRONTEND_GRPC_PORT": true, "FRONTEND_HTTP_PORT": true, "FRONTEND_MEMBERSHIP_PORT": true,
+	"MATCHING_GRPC_PORT": true, "MATCHING_MEMBERSHIP_PORT": true, "HISTORY_GRPC_PORT": true,
+	"HISTORY_MEMBERSHIP_PORT": true, "WORKER_GRPC_PORT": true, "WORKER_MEMBERSHIP_PORT": true,
+}
+
 var composeVar = regexp.MustCompile(`\$\{([A-Z_]+):-([^}]*)\}`)
 
 // environment is what a compose service's environment becomes outside
@@ -524,6 +534,11 @@ func (c compose) environment(t *testing.T, service string, site map[string]strin
 		env[k] = v
 	}
 	for k, v := range site {
+		// A site value replaces the compose file's; only what the image
+		// leaves at its default (ports, mounted paths) may be added.
+		if _, ok := s.Environment[k]; !ok && !imageDefault[k] {
+			t.Fatalf("docker-compose.yml: service %s does not set %s, which a deployment sets for its site", service, k)
+		}
 		env[k] = v
 	}
 	var out []string
