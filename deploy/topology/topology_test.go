@@ -645,7 +645,7 @@ func TestTopology(t *testing.T) {
 			id := strings.ToLower(name)
 			stop := tp.watchPositions()
 			tp.startRun(ctx, id, vms)
-			tp.waitTransferring(from + 2<<20)
+			tp.waitTransferring(from + 4<<20)
 			// The fault lands while the run is transferring, not after it.
 			d, err := tp.c.DescribeWorkflowExecution(ctx, id, "")
 			if err != nil {
