@@ -840,3 +840,47 @@ func TestCIInstallsTools(t *testing.T) {
 		}
 	}
 }
+
+// TestReadmeRunsTheTopology checks that README's "Running without Docker"
+// tells an operator to run what the topology test runs: the same programs
+// at the same releases, the compose file's scripts, and every variable the
+// compose file gives the schema, server, namespace and Web UI steps.
+func TestReadmeRunsTheTopology(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	start := strings.Index(readme, "### Running without Docker")
+	if start < 0 {
+		t.Fatal(`README.md has no "### Running without Docker" section`)
+	}
+	section := readme[start:]
+	if end := strings.Index(section[1:], "\n## "); end >= 0 {
+		section = section[:end+1]
+	}
+	release := temporalRelease(t)
+	want := []string{
+		"go install go.temporal.io/server/cmd/server@" + release,
+		"go install go.temporal.io/server/cmd/tools/sql@" + release,
+		"go install github.com/temporalio/cli/cmd/temporal@" + cliRelease,
+		"go install " + uiModule + "/cmd/server@" + moduleVersion(t, uiModule),
+		"server@" + release + "/schema/postgresql/v12",
+		"sh deploy/temporal/setup-schema.sh", "sh deploy/temporal/create-namespace.sh", "start",
+		"--roles jobs", "--roles proxy", "--roles target", "SCHEMA_DIR=", "temporal-sql-tool",
+	}
+	c := loadCompose(t)
+	for _, svc := range []string{"temporal-schema", "temporal", "temporal-namespace", "temporal-ui"} {
+		for k := range c.Services[svc].Environment {
+			if k == "NAMESPACE" { // the script's default, "default"
+				continue
+			}
+			want = append(want, k+"=")
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(section, w) {
+			t.Errorf("README's \"Running without Docker\" does not say %q", w)
+		}
+	}
+}
