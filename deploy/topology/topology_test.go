@@ -108,7 +108,10 @@ func (tp *topology) siteConfig(service, dir string, agentListen string) (string,
 		}
 	}
 	for i, tg := range deployed.Targets {
-		if tg.Name == deployed.Agent.Name {
+		// The proxies dial the agent over the link. The jobs worker keeps
+		// the file's address, which resolves nowhere here: where replicas
+		// live is the proxies' view, not the central site's.
+		if tg.Name == deployed.Agent.Name && service != "jobs" {
 			site[fmt.Sprintf("targets.%d.address", i)] = tp.link.addr()
 		}
 	}
@@ -304,14 +307,30 @@ func (tp *topology) startRun(ctx context.Context, id string, vms []string) clien
 	return run
 }
 
+// runLimit is how long one run of a scenario may take: each is a few
+// seconds to a minute here; a run that hangs fails its scenario with its
+// progress instead of the whole test's timeout.
+const runLimit = 5 * time.Minute
+
 // result waits for a run's result, across the frontend's own restarts.
 func (tp *topology) result(ctx context.Context, id string) contract.ReplicationResult {
 	tp.t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, runLimit)
+	defer cancel()
 	for {
 		var res contract.ReplicationResult
 		err := tp.c.GetWorkflow(ctx, id, "").Get(ctx, &res)
 		if err == nil {
 			return res
+		}
+		if ctx.Err() != nil {
+			qctx, qcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			var progress contract.ReplicationResult
+			if v, qerr := tp.c.QueryWorkflow(qctx, id, "", contract.ProgressQuery); qerr == nil {
+				qerr = v.Get(&progress)
+			}
+			qcancel()
+			tp.t.Fatalf("run %s did not end within %s: %v; its progress: %+v", id, runLimit, err, progress)
 		}
 		var app *temporal.ApplicationError
 		var canceled *temporal.CanceledError
