@@ -43,26 +43,7 @@ func TestTopologyBenchmark(t *testing.T) {
 		}
 		info := d.WorkflowExecutionInfo
 		wall = info.CloseTime.AsTime().Sub(info.StartTime.AsTime())
-		var next []byte
-		for {
-			resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-				Query: fmt.Sprintf("RootWorkflowId = '%s'", id), NextPageToken: next})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range resp.Executions {
-				d, err := c.DescribeWorkflowExecution(ctx, e.Execution.WorkflowId, e.Execution.RunId)
-				if err != nil {
-					t.Fatal(err)
-				}
-				events += d.WorkflowExecutionInfo.HistoryLength
-				size += d.WorkflowExecutionInfo.HistorySizeBytes
-				largest = max(largest, d.WorkflowExecutionInfo.HistoryLength)
-			}
-			if next = resp.NextPageToken; len(next) == 0 {
-				break
-			}
-		}
+		events, size, largest = historySize(ctx, t, c, id)
 		return wall, events, size, largest
 	}
 	row := func(what string, wall time.Duration, events, size, largest int64) {

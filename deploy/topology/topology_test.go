@@ -326,11 +326,12 @@ func (tp *topology) result(ctx context.Context, id string) contract.ReplicationR
 		if ctx.Err() != nil {
 			qctx, qcancel := context.WithTimeout(context.Background(), 30*time.Second)
 			var progress contract.ReplicationResult
-			if v, qerr := tp.c.QueryWorkflow(qctx, id, "", contract.ProgressQuery); qerr == nil {
+			v, qerr := tp.c.QueryWorkflow(qctx, id, "", contract.ProgressQuery)
+			if qerr == nil {
 				qerr = v.Get(&progress)
 			}
 			qcancel()
-			tp.t.Fatalf("run %s did not end within %s: %v; its progress: %+v", id, runLimit, err, progress)
+			tp.t.Fatalf("run %s did not end within %s: %v; its progress: %+v (query: %v)", id, runLimit, err, progress, qerr)
 		}
 		var app *temporal.ApplicationError
 		var canceled *temporal.CanceledError
@@ -562,12 +563,12 @@ func (tp *topology) bytesSent(n *node) float64 {
 
 // historySize is the number of events and bytes of a run's history and of
 // the histories of its VM workflows.
-func (tp *topology) historySize(ctx context.Context, id string) (events, size, largest int64) {
-	tp.t.Helper()
+func historySize(ctx context.Context, t *testing.T, c client.Client, id string) (events, size, largest int64) {
+	t.Helper()
 	add := func(wid, rid string) {
-		d, err := tp.c.DescribeWorkflowExecution(ctx, wid, rid)
+		d, err := c.DescribeWorkflowExecution(ctx, wid, rid)
 		if err != nil {
-			tp.t.Fatal(err)
+			t.Fatal(err)
 		}
 		events += d.WorkflowExecutionInfo.HistoryLength
 		size += d.WorkflowExecutionInfo.HistorySizeBytes
@@ -577,10 +578,10 @@ func (tp *topology) historySize(ctx context.Context, id string) (events, size, l
 	// (children of those runs).
 	var next []byte
 	for {
-		resp, err := tp.c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
 			Query: fmt.Sprintf("RootWorkflowId = '%s'", id), NextPageToken: next})
 		if err != nil {
-			tp.t.Fatal(err)
+			t.Fatal(err)
 		}
 		for _, e := range resp.Executions {
 			add(e.Execution.WorkflowId, e.Execution.RunId)
@@ -628,7 +629,7 @@ func TestTopology(t *testing.T) {
 		wall := time.Since(start)
 		requireSuccess(t, res, 20)
 		tp.checkReplicas(res)
-		events, size, largest := tp.historySize(ctx, id)
+		events, size, largest := historySize(ctx, t, tp.c, id)
 		var sent []float64
 		for i, p := range tp.proxies {
 			sent = append(sent, tp.bytesSent(p)-before[i])
