@@ -719,7 +719,8 @@ func TestTopology(t *testing.T) {
 	scenario("AgentKilled", twenty[16:20], 5, func(t *testing.T) {
 		tp.agent.kill()
 		tp.agent.begin()
-	}, nil) // the proxies reconnect within their activity, from the positions the watch checks
+	}, nil) // the proxies reconnect within their activity: resumedFromByte keeps the first
+	// attempt's, so the evidence of resuming is the watch on durable positions
 
 	sub("ScheduleFromTemporalCLI", func(t *testing.T) {
 		vms := twenty[0:2]
