@@ -22,7 +22,9 @@ fuzz:
 	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
 
 # The data path side by side with rsync and zstd on a 4 GiB disk (the
-# generated part of BENCHMARKS.md), then what orchestration costs per VM.
+# generated part of BENCHMARKS.md), then what orchestration costs per VM, then
+# the 20-VM job on the production topology (PostgreSQL, separate processes;
+# the tools .ci/run installs) beside the embedded stack.
 # BENCH_FLAGS: e.g. -size 1GiB, -runs 5, -level-runs 0, -dir /tmp.
 BENCH_FLAGS ?=
 
@@ -30,6 +32,7 @@ bench:
 	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
 	$(GO) run ./bench -size 4GiB -out BENCHMARKS.md $(BENCH_FLAGS)
 	REPLICATOR_ORCHESTRATION_VMS=50 $(GO) test ./workers -run '^TestOrchestrationOverhead$$' -count=1 -v
+	$(GO) test -tags bench ./deploy/topology -run '^TestTopologyBenchmark$$' -count=1 -v
 
 # One job of 200 lab VMs (2 disks each) at parallelism 8 on the in-process
 # stack: all must succeed, no workflow history may pass 2,000 events; logs

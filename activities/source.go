@@ -306,6 +306,19 @@ func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img 
 }
 
 func (s *Source) sender(job contract.JobSpec) (*transfer.Sender, error) {
+	// targets[] is where replicas live as seen from the proxy: in a
+	// deployment across sites the proxy's own file says how it reaches the
+	// agent, which the jobs worker's file (that the run carries) may not know.
+	if s.Config != nil {
+		if cfg, err := s.Config(); err == nil {
+			if t, ok := cfg.Target(job.Target); ok && t.Address != "" {
+				job.TargetAddress = t.Address
+				if t.StallTimeout > 0 {
+					job.TargetStallTimeout = t.StallTimeout
+				}
+			}
+		}
+	}
 	if job.TargetAddress == "" {
 		return nil, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("target %q has no address", job.Target))
 	}

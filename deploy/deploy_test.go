@@ -131,7 +131,8 @@ func TestConfigLoads(t *testing.T) {
 	if cfg.Temporal.Address != "temporal:7233" {
 		t.Errorf("temporal.address %q, want the compose service temporal:7233", cfg.Temporal.Address)
 	}
-	for key, p := range map[string]string{"tls.ca": cfg.TLS.CA, "tls.cert": cfg.TLS.Cert, "tls.key": cfg.TLS.Key} {
+	for key, p := range map[string]string{"tls.ca": cfg.TLS.CA, "tls.cert": cfg.TLS.Cert, "tls.key": cfg.TLS.Key,
+		"temporal.tls.ca": cfg.Temporal.TLS.CA, "temporal.tls.cert": cfg.Temporal.TLS.Cert, "temporal.tls.key": cfg.Temporal.TLS.Key} {
 		if path.Dir(p) != tlsDir {
 			t.Errorf("%s %q is not in %s, where the services mount their certificates", key, p, tlsDir)
 		}
@@ -252,7 +253,7 @@ func TestComposeServices(t *testing.T) {
 	cfg := loadDeployConfig(t)
 	flags, knownRoles := workersFlags(t)
 
-	for _, want := range []string{"postgresql", "temporal", "temporal-ui", "worker", "agent"} {
+	for _, want := range []string{"postgresql", "temporal", "temporal-ui", "jobs", "proxy", "agent"} {
 		if _, ok := c.Services[want]; !ok {
 			t.Errorf("docker-compose.yml: no service %s", want)
 		}

@@ -5,5 +5,7 @@
 // PostgreSQL. The tests load the configuration, and check docker-compose.yml
 // and the Dockerfile against the repository: the files they mount exist, the
 // commands use flags the workers binary defines, and the Dockerfile builds
-// with the command CI runs. No Go code of the product lives here.
+// with the command CI runs. Package topology (deploy/topology) runs the same
+// topology without Docker, from these files, and kills its processes during
+// runs. No Go code of the product lives here.
 package deploy

@@ -4,6 +4,11 @@
 # version as the temporalio/server image). Every step is idempotent, so the
 # script runs at every `docker compose up` and upgrades the schema after the
 # image tags are raised together.
+#
+# Without Docker (README, "Running without Docker"): temporal-sql-tool is
+# `go install go.temporal.io/server/cmd/tools/sql@v1.32.0` (installed as
+# "sql"; put it on PATH under this name) and SCHEMA_DIR is the schema of that
+# module, $(go env GOMODCACHE)/go.temporal.io/server@v1.32.0/schema/postgresql/v12.
 set -eu
 
 : "${POSTGRES_SEEDS:=postgresql}"
@@ -12,7 +17,8 @@ set -eu
 : "${SQL_PASSWORD:?SQL_PASSWORD must be the PostgreSQL password}"
 export SQL_PASSWORD
 
-schema=/etc/temporal/schema/postgresql/v12
+: "${SCHEMA_DIR:=/etc/temporal/schema/postgresql/v12}"
+schema=$SCHEMA_DIR
 for db in temporal:temporal temporal_visibility:visibility; do
 	name=${db%%:*}
 	dir=${db##*:}
