@@ -188,7 +188,7 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		return contract.DiskResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
 	}
 	opts := transfer.SendOptions{
-		Job: in.Job.Name, VMID: in.VMID, DiskID: in.DiskID, CheckpointID: in.CheckpointID,
+		Job: in.Job.Name, VMID: in.VMID, DiskID: in.DiskID, CheckpointID: in.CheckpointID, Token: in.Token,
 		BlockSize: in.Job.BlockSize, Compression: level,
 		ZeroBlocksAsData: !in.Job.ExcludeZero,
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/temporalclient"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/workflows"
 )
@@ -65,20 +66,12 @@ func (s *stack) stop() {
 }
 
 func dial(cfg *config.Config, logger *slog.Logger, handler client.MetricsHandler) (client.Client, error) {
-	opts := client.Options{
-		HostPort:       cfg.Temporal.Address,
-		Namespace:      cfg.Temporal.Namespace,
-		Logger:         sdklog.NewStructuredLogger(logger.With("component", "temporal")),
-		MetricsHandler: handler,
+	opts, err := temporalclient.Options(cfg.Temporal)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Temporal.TLS.Cert != "" {
-		f := pki.Files{CA: cfg.Temporal.TLS.CA, Cert: cfg.Temporal.TLS.Cert, Key: cfg.Temporal.TLS.Key}
-		t, err := f.ClientTLS()
-		if err != nil {
-			return nil, fmt.Errorf("temporal.tls: %w", err)
-		}
-		opts.ConnectionOptions.TLS = t
-	}
+	opts.Logger = sdklog.NewStructuredLogger(logger.With("component", "temporal"))
+	opts.MetricsHandler = handler
 	c, err := client.Dial(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to Temporal at %s (namespace %s): %w", cfg.Temporal.Address, cfg.Temporal.Namespace, err)
@@ -110,7 +103,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}
 	}
 	reload := func() (*config.Config, error) { return loadConfig(o) }
-	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key}
+	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key, CRL: cfg.TLS.CRL}
 
 	if roles.jobs {
 		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})

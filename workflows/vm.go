@@ -140,7 +140,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		futures[i] = workflow.ExecuteActivity(tctx, contract.ActTransferDisk, contract.TransferInput{
 			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
 			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
-			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline,
+			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline, Token: begin.Token,
 		})
 	}
 	var firstErr error

@@ -233,6 +233,9 @@ type BeginInput struct {
 type BeginResult struct {
 	Resumed   bool             `json:"resumed"`
 	Positions map[string]int64 `json:"positions"`
+	// Token is the secret the proxy presents on the data channel to write
+	// this restore point; a new one is made by every Begin.
+	Token string `json:"token,omitempty"`
 }
 
 // TransferInput sends one disk of a checkpoint.
@@ -247,6 +250,8 @@ type TransferInput struct {
 	// Deadline is when the backup window closes (zero: none); the transfer
 	// stops there by itself, with its acknowledged position durable.
 	Deadline time.Time `json:"deadline,omitempty"`
+	// Token is BeginResult.Token: the data channel refuses a Hello without it.
+	Token string `json:"token,omitempty"`
 }
 
 // CommitInput commits a restore point and applies retention.

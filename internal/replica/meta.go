@@ -75,6 +75,10 @@ type sessionRecord struct {
 	Started        time.Time           `json:"started"`
 	CheckpointTime time.Time           `json:"checkpointTime"`
 	Disks          []sessionDiskRecord `json:"disks"`
+	// TokenHash is the SHA-256 of the session token the data channel must
+	// present (hex); only its hash is kept, so the metadata cannot be
+	// replayed as a credential.
+	TokenHash string `json:"tokenHash,omitempty"`
 }
 
 type sessionDiskRecord struct {
