@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 
@@ -59,11 +60,31 @@ func New(datastore, owner string) (*Agent, error) {
 	if err := os.MkdirAll(datastore, 0o700); err != nil {
 		return nil, fmt.Errorf("datastore %s: %w", datastore, err)
 	}
+	if err := private(datastore); err != nil {
+		return nil, err
+	}
 	s, err := replica.Open(datastore)
 	if err != nil {
 		return nil, err
 	}
 	return &Agent{store: s, owner: owner, replicas: map[string]*replicaSlot{}}, nil
+}
+
+// private makes the datastore's folder accessible to this user only: replicas
+// are whole disks of the source VMs. A datastore created by an older version
+// (mode 0755) is tightened here, which closes everything beneath it.
+func private(datastore string) error {
+	st, err := os.Stat(datastore)
+	if err != nil {
+		return fmt.Errorf("datastore %s: %w", datastore, err)
+	}
+	if runtime.GOOS == "windows" || st.Mode().Perm()&0o077 == 0 {
+		return nil // on Windows the folder's ACL governs access
+	}
+	if err := os.Chmod(datastore, 0o700); err != nil {
+		return fmt.Errorf("datastore %s has mode %v (others may read the replicas) and cannot be made private: %w", datastore, st.Mode().Perm(), err)
+	}
+	return nil
 }
 
 // Store returns the replica store.

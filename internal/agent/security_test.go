@@ -252,6 +252,27 @@ func TestForgedClientsChangeNothing(t *testing.T) {
 	if _, err := r.Verify(ctx, point); err != nil {
 		t.Fatalf("verify of the rightful point: %v", err)
 	}
+	// Replicas are private: files 0600, folders 0700.
+	err = filepath.WalkDir(fx.datastore, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := fs.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if info.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v", p, info.Mode().Perm(), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	exported := filepath.Join(t.TempDir(), "out.raw")
 	if err := exportRaw(ctx, r, point, exported); err != nil {
 		t.Fatal(err)

@@ -241,7 +241,7 @@ func saveMeta(path string, m *metadata) error {
 	if err != nil {
 		return fmt.Errorf("encode replica metadata %s: %w", path, err)
 	}
-	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // clone deep-copies metadata so that a failed update leaves memory unchanged.

@@ -33,7 +33,7 @@ func open(root string, create bool) (*Store, error) {
 		return nil, fmt.Errorf("open datastore %s: %w", root, err)
 	}
 	if create {
-		if err := os.MkdirAll(abs, 0o755); err != nil {
+		if err := os.MkdirAll(abs, 0o700); err != nil {
 			return nil, fmt.Errorf("open datastore %s: %w", abs, err)
 		}
 	}
