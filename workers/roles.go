@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
@@ -104,6 +105,13 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 	}
 	reload := func() (*config.Config, error) { return loadConfig(o) }
 	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key, CRL: cfg.TLS.CRL}
+	if cfg.TLS.Cert != "" {
+		// Certificates are short-lived: say so well before one ends.
+		if leaf, err := tlsFiles.Leaf(); err == nil && time.Until(leaf.NotAfter) < 14*24*time.Hour {
+			logger.Warn("the data channel's certificate expires soon: renew it with `starter pki renew`",
+				"cert", cfg.TLS.Cert, "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
 
 	if roles.jobs {
 		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})
