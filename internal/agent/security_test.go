@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/json"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -407,4 +408,121 @@ func wireHello(h transfer.Hello) []byte {
 		b = append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
 	}
 	return wireMsg('H', b)
+}
+
+// TestSlowReplicaDoesNotHoldUpOthers: an agent that must finish a retention
+// merge of one replica before using it waits for that replica's readers (a
+// `starter verify` or `export`), and meanwhile serves every other replica.
+func TestSlowReplicaDoesNotHoldUpOthers(t *testing.T) {
+	fx := newSecurityFixture(t, transfer.ReceiverOptions{})
+	ctx := context.Background()
+	vm2 := contract.VM{ID: "vm-2", Name: "vm-2", Generation: 2, Disks: []contract.Disk{{ID: "0", VirtualSize: secSize, SectorSize: 512}}}
+	// Two points on vm-2.
+	if _, err := fx.send(t, fx.proxyTLS(t), "vm-2", fx.tokens["vm-2"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.a.Commit(ctx, secJob, "vm-2", secCP, 7); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.a.Prepare(ctx, secJob, vm2); err != nil {
+		t.Fatal(err)
+	}
+	begun, err := fx.a.Begin(ctx, contract.BeginInput{Job: secJob, VMID: "vm-2", RunID: "run-2", CheckpointID: "cp-2", ChangeTracking: "full", BlockSize: secBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := transfertest.OpenImage(fx.src, []disk.Extent{{Offset: 0, Length: secSize}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &transfer.Sender{Address: fx.addr, TLS: fx.proxyTLS(t)}
+	if _, err := s.SendDisk(ctx, img, blockplan.Full(secSize, secBS, img.Allocated()), nil,
+		transfer.SendOptions{Job: secJob, VMID: "vm-2", DiskID: "0", CheckpointID: "cp-2", BlockSize: secBS, Token: begun.Token}, nil); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	if _, err := fx.a.Commit(ctx, secJob, "vm-2", "cp-2", 7); err != nil {
+		t.Fatal(err)
+	}
+	fx.a.Close()
+
+	// The merge of vm-2's oldest point recorded, as a writer that died
+	// after recording it leaves it (the intent mergeOldest writes).
+	metaPath := filepath.Join(fx.datastore, secJob, "vm-2", "replica.json")
+	raw, err := os.ReadFile(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		t.Fatal(err)
+	}
+	points := meta["points"].([]any)
+	if len(points) != 2 {
+		t.Fatalf("%d points on vm-2, want 2", len(points))
+	}
+	next := points[1].(map[string]any)
+	chain := next["disks"].([]any)[0].(map[string]any)["chain"].([]any)
+	meta["points"] = points[1:]
+	meta["merge"] = map[string]any{"point": next["id"], "disks": []any{map[string]any{"id": "0", "child": chain[0], "base": chain[1]}}}
+	if raw, err = json.Marshal(meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(metaPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// A reader holds vm-2's point open: the merge must wait for it.
+	store, err := replica.Open(fx.datastore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := store.Replica(secJob, "vm-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := r2.OpenPoint("", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := New(fx.datastore, "security test, second process")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close()
+	slow := make(chan error, 1)
+	go func() { _, err := a2.Prepare(ctx, secJob, vm2); slow <- err }()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-slow:
+		t.Fatalf("vm-2 was prepared while a reader held it (%v): the merge did not wait", err)
+	default:
+	}
+	start := time.Now()
+	pos, err := a2.Positions(ctx, secJob, "vm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("vm-1 waited %s for vm-2's merge", d)
+	}
+	if _, ok := pos["0"]; !ok {
+		t.Fatalf("positions of vm-1: %v", pos)
+	}
+	reader.Close()
+	select {
+	case err := <-slow:
+		if err != nil {
+			t.Fatalf("vm-2 after its reader left: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("vm-2's merge did not finish after its reader left")
+	}
+	ps, err := r2.Points()
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("points of vm-2 after the merge: %v %v", ps, err)
+	}
+	if _, err := r2.Verify(ctx, ps[0].ID); err != nil {
+		t.Fatalf("verify after the merge: %v", err)
+	}
 }
