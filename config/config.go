@@ -82,6 +82,11 @@ type Agent struct {
 	Name      string `mapstructure:"name" yaml:"name"`
 	Listen    string `mapstructure:"listen" yaml:"listen"`
 	Datastore string `mapstructure:"datastore" yaml:"datastore"`
+	// EncryptionKeyFile holds the datastore's key for encryption at rest
+	// (64 hex digits, mode 0600): replica disks are stored AES-256-GCM
+	// encrypted. Empty: not encrypted. A datastore is encrypted from its
+	// first replica on, or never.
+	EncryptionKeyFile string `mapstructure:"encryptionKeyFile" yaml:"encryptionKeyFile,omitempty"`
 }
 
 // TLS names PEM files: the CA that signs peers, and this process's certificate and key.

@@ -22,6 +22,7 @@ var keyUsage = map[string]string{
 	"agent.name":              "target this process's agent serves",
 	"agent.listen":            "address the agent's data channel listens on, host:port",
 	"agent.datastore":         "folder of the replicas",
+	"agent.encryptionKeyFile": "file holding the datastore's key for encryption at rest",
 	"tls.ca":                  "PEM file of the CA of the data channel",
 	"tls.cert":                "PEM certificate of this process on the data channel",
 	"tls.key":                 "PEM key of this process on the data channel",

@@ -98,6 +98,7 @@ func (c *Config) validate() []Problem {
 	ck.noNUL("temporal.apiKeyFile", c.Temporal.APIKeyFile)
 	ck.noNUL("temporal.codecKeyFile", c.Temporal.CodecKeyFile)
 	ck.noNUL("tls.crl", c.TLS.CRL)
+	ck.noNUL("agent.encryptionKeyFile", c.Agent.EncryptionKeyFile)
 	if c.TLS.CRL != "" && c.TLS.CA == "" {
 		ck.add("tls.crl", "needs tls.ca (the CA that signed the list)")
 	}

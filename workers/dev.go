@@ -173,7 +173,11 @@ func progressLine(p contract.ReplicationResult) string {
 
 // verifyRun re-reads every restore point the run committed against its digests.
 func verifyRun(ctx context.Context, cfg *config.Config, res contract.ReplicationResult) error {
-	store, err := replica.Open(cfg.Agent.Datastore)
+	key, err := replica.LoadKeyFile(cfg.Agent.EncryptionKeyFile)
+	if err != nil {
+		return err
+	}
+	store, err := replica.OpenEncrypted(cfg.Agent.Datastore, true, key)
 	if err != nil {
 		return err
 	}

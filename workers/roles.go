@@ -24,6 +24,7 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/replica"
 	"github.com/replicator/replicator/internal/temporalclient"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/workflows"
@@ -146,7 +147,11 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			return nil, fmt.Errorf("the target role needs agent.name, agent.listen and agent.datastore in the configuration")
 		}
 		host, _ := os.Hostname()
-		a, err := agent.New(cfg.Agent.Datastore, fmt.Sprintf("agent %s on %s pid %d", cfg.Agent.Name, host, os.Getpid()))
+		key, err := replica.LoadKeyFile(cfg.Agent.EncryptionKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent.encryptionKeyFile: %w", err)
+		}
+		a, err := agent.New(cfg.Agent.Datastore, fmt.Sprintf("agent %s on %s pid %d", cfg.Agent.Name, host, os.Getpid()), agent.WithKey(key))
 		if err != nil {
 			return nil, err
 		}

@@ -54,16 +54,28 @@ func (s *replicaSlot) acquire(ctx context.Context) error {
 
 func (s *replicaSlot) unlock() { <-s.lock }
 
+// Option changes how New opens the datastore.
+type Option func(*options)
+
+type options struct{ key *replica.Key }
+
+// WithKey encrypts replicas at rest with key (nil: not encrypted).
+func WithKey(key *replica.Key) Option { return func(o *options) { o.key = key } }
+
 // New opens the datastore (creating it if missing, private to this user).
 // owner names this process in lock files ("agent dr01 pid 1234").
-func New(datastore, owner string) (*Agent, error) {
+func New(datastore, owner string, opts ...Option) (*Agent, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	if err := os.MkdirAll(datastore, 0o700); err != nil {
 		return nil, fmt.Errorf("datastore %s: %w", datastore, err)
 	}
 	if err := private(datastore); err != nil {
 		return nil, err
 	}
-	s, err := replica.Open(datastore)
+	s, err := replica.OpenEncrypted(datastore, true, o.key)
 	if err != nil {
 		return nil, err
 	}

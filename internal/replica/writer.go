@@ -492,8 +492,8 @@ func (w *Writer) collectGarbage() error {
 			removed := false
 			for _, f := range files {
 				name := f.Name()
-				ours := strings.HasSuffix(name, ".vhdx") || strings.HasSuffix(name, ".sum") || strings.Contains(name, ".tmp-")
-				if !ours || f.IsDir() || keep[kind+"/"+id.Name()+"/"+name] {
+				ours := strings.HasSuffix(name, ".vhdx") || strings.HasSuffix(name, ".sum") || strings.HasSuffix(name, sealSuffix) || strings.Contains(name, ".tmp-")
+				if !ours || f.IsDir() || keep[kind+"/"+id.Name()+"/"+strings.TrimSuffix(name, sealSuffix)] {
 					continue
 				}
 				if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -16,6 +16,8 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/replicator/replicator/internal/secretfile"
 )
 
 // Metadata of an encrypted payload. The encoding name follows the SDK's
@@ -41,7 +43,7 @@ var _ converter.PayloadCodec = (*Codec)(nil)
 // LoadCodec reads a key file: 64 hexadecimal digits (32 bytes), readable by
 // its owner only.
 func LoadCodec(path string) (*Codec, error) {
-	b, err := readSecret(path, 4096)
+	b, err := secretfile.Read(path, 4096)
 	if err != nil {
 		return nil, err
 	}

@@ -8,13 +8,13 @@ package temporalclient
 import (
 	"fmt"
 	"net"
-	"os"
 	"strings"
 
 	"go.temporal.io/sdk/client"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/pki"
+	"github.com/replicator/replicator/internal/secretfile"
 )
 
 // maxAPIKeyBytes bounds the API key file.
@@ -41,7 +41,7 @@ func Options(cfg config.Temporal) (client.Options, error) {
 		if opts.ConnectionOptions.TLS == nil {
 			return client.Options{}, fmt.Errorf("temporal.apiKeyFile: an API key is sent only over TLS (set temporal.tls)")
 		}
-		key, err := readSecret(cfg.APIKeyFile, maxAPIKeyBytes)
+		key, err := secretfile.Read(cfg.APIKeyFile, maxAPIKeyBytes)
 		if err != nil {
 			return client.Options{}, fmt.Errorf("temporal.apiKeyFile: %w", err)
 		}
@@ -56,30 +56,4 @@ func Options(cfg config.Temporal) (client.Options, error) {
 		opts.FailureConverter = codec.FailureConverter()
 	}
 	return opts, nil
-}
-
-// readSecret reads a file that holds a secret: it must be a regular file of
-// at most max bytes that no one but its owner can read or write.
-func readSecret(path string, max int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if err := privateMode(path, st.Mode()); err != nil {
-		return nil, err
-	}
-	if st.Size() > max {
-		return nil, fmt.Errorf("%s: %d bytes, more than %d", path, st.Size(), max)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return nil, fmt.Errorf("%s is empty", path)
-	}
-	return b, nil
 }

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package temporalclient
+package secretfile
 
 import (
 	"fmt"
