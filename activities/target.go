@@ -2,11 +2,13 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/replica"
 )
 
 // Target holds what the target agent's activities need.
@@ -58,6 +60,14 @@ func (t *Target) PrepareReplica(ctx context.Context, job string, vm contract.VM)
 	if err := checkVM(vm); err != nil {
 		return contract.ReplicaState{}, err
 	}
+	// A VM seen for the first time gets its replica when its restore point
+	// begins, after the source checked that the job selects it: a forged VM
+	// creates nothing here.
+	if r, err := t.Agent.Store().Replica(job, vm.ID); err == nil {
+		if _, err := r.Info(); errors.Is(err, replica.ErrNoReplica) {
+			return contract.ReplicaState{}, nil
+		}
+	}
 	st, err := t.Agent.Prepare(ctx, job, vm)
 	return st, classify(err)
 }
@@ -72,6 +82,17 @@ func (t *Target) BeginRestorePoint(ctx context.Context, in contract.BeginInput) 
 	}
 	if in.BlockSize != int64(job.BlockSize) {
 		return contract.BeginResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q: block size %d in the input, %d configured", in.Job, in.BlockSize, int64(job.BlockSize)))
+	}
+	if in.VM != nil {
+		if in.VM.ID != in.VMID {
+			return contract.BeginResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("begin: VM %q described as %q", in.VMID, in.VM.ID))
+		}
+		if err := checkVM(*in.VM); err != nil {
+			return contract.BeginResult{}, err
+		}
+		if _, err := t.Agent.Prepare(ctx, in.Job, *in.VM); err != nil {
+			return contract.BeginResult{}, classify(err)
+		}
 	}
 	if t.Channel != nil {
 		t.Channel.EndTransfers(in.Job, in.VMID)

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -113,6 +117,9 @@ func TestForgedSettingsRefused(t *testing.T) {
 			requireAll(t, "the forged run's error", res.Error, c.want...)
 			if got := points(); !slices.Equal(got, before) {
 				t.Fatalf("restore points %v after the forged run, were %v", got, before)
+			}
+			if _, err := os.Stat(filepath.Join(h.cfg.Agent.Datastore, "demo", db.ID)); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("a replica folder for %s, outside the job, exists after the forged run (%v)", db.Name, err)
 			}
 		})
 	}

@@ -227,6 +227,10 @@ type BeginInput struct {
 	CheckpointID   string `json:"checkpointId"`
 	ChangeTracking string `json:"changeTracking"`
 	BlockSize      int64  `json:"blockSize"`
+	// VM is recorded on the replica first (PrepareReplica does not create
+	// the replica of a VM seen for the first time: only a run that got its
+	// checkpoint, from a VM the job selects, does).
+	VM *VM `json:"vm,omitempty"`
 }
 
 // BeginResult says whether an interrupted restore point is continued.
