@@ -261,19 +261,25 @@ func (f sealedFormat) merge(ctx context.Context, child, parent string) error {
 	if err != nil {
 		return err
 	}
-	for u := int64(0); sealHeaderLen+u*sealRecordLen < st.Size(); u++ {
-		if u%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		r, err := cs.get(u)
-		if err != nil {
+	// The child's records in batches; only those present are copied.
+	const batch = 4096
+	buf := make([]byte, batch*sealRecordLen)
+	var none [sealIDLen]byte
+	for first := int64(0); sealHeaderLen+first*sealRecordLen < st.Size(); first += batch {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if r.present() {
-			if err := ps.put(u, r); err != nil {
-				return err
+		n, err := cs.f.ReadAt(buf, sealHeaderLen+first*sealRecordLen)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("seal %s: read records: %w", cs.path, err)
+		}
+		for i := 0; (i+1)*sealRecordLen <= n; i++ {
+			rec := buf[i*sealRecordLen : (i+1)*sealRecordLen]
+			if bytes.Equal(rec[:sealIDLen], none[:]) {
+				continue
+			}
+			if _, err := ps.f.WriteAt(rec, sealHeaderLen+(first+int64(i))*sealRecordLen); err != nil {
+				return fmt.Errorf("seal %s: write record %d: %w", ps.path, first+int64(i), err)
 			}
 		}
 	}
