@@ -29,6 +29,9 @@ type Target struct {
 
 // CheckTarget checks that the datastore is there and has room.
 func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetStatus, error) {
+	if _, err := t.targetJob(job); err != nil {
+		return contract.TargetStatus{}, err
+	}
 	free, err := freeBytes(t.Datastore)
 	if err != nil {
 		return contract.TargetStatus{}, fmt.Errorf("datastore %s: %w", t.Datastore, err)
