@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -117,8 +118,18 @@ func selected(vm provider.VM, patterns []string) bool {
 // checkpoint when the job asks for it. A checkpoint named by ReuseID that still
 // exists is reused: an interrupted restore point continues from it.
 func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
+	_, job, _, err := configuredJob(s.Config, in.Job)
+	if err != nil {
+		return contract.CheckpointResult{}, err
+	}
+	if in.Host != job.Source {
+		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q reads host %q, not %q", in.Job, job.Source, in.Host))
+	}
 	p, err := s.provider(in.Host)
 	if err != nil {
+		return contract.CheckpointResult{}, err
+	}
+	if _, err := jobVM(ctx, p, job, in.VMID); err != nil {
 		return contract.CheckpointResult{}, err
 	}
 	if in.ReuseID != "" {
@@ -130,14 +141,6 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 			return contract.CheckpointResult{}, classify(err)
 		}
 		s.log().Info("the interrupted run's checkpoint is gone; taking a new one", "vm", in.VMName, "checkpoint", in.ReuseID)
-	}
-	cfg, err := s.Config()
-	if err != nil {
-		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
-	}
-	job, ok := cfg.Job(in.Job)
-	if !ok {
-		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q is not configured", in.Job))
 	}
 	var cp provider.Checkpoint
 	take := func(ctx context.Context, c provider.Consistency) error {
@@ -171,9 +174,24 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 // without zero blocks, swap and excluded files, compressed. It heartbeats the
 // acknowledged position; a retry resumes from the agent's durable position.
 func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+	_, job, spec, err := configuredJob(s.Config, in.Job.Name)
+	if err != nil {
+		return contract.DiskResult{}, err
+	}
+	if err := checkSpec(in.Job, spec); err != nil {
+		return contract.DiskResult{}, err
+	}
+	in.Job = spec
 	p, err := s.provider(in.Job.Source)
 	if err != nil {
 		return contract.DiskResult{}, err
+	}
+	vm, err := jobVM(ctx, p, job, in.VMID)
+	if err != nil {
+		return contract.DiskResult{}, err
+	}
+	if !slices.ContainsFunc(vm.Disks, func(d provider.Disk) bool { return d.ID == in.DiskID }) {
+		return contract.DiskResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("VM %q has no disk %q", vm.Name, in.DiskID))
 	}
 	log := s.log().With("job", in.Job.Name, "vm", in.VMID, "disk", in.DiskID, "checkpoint", in.CheckpointID,
 		"attempt", activity.GetInfo(ctx).Attempt)
@@ -188,7 +206,7 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		return contract.DiskResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
 	}
 	opts := transfer.SendOptions{
-		Job: in.Job.Name, VMID: in.VMID, DiskID: in.DiskID, CheckpointID: in.CheckpointID,
+		Job: in.Job.Name, VMID: in.VMID, DiskID: in.DiskID, CheckpointID: in.CheckpointID, Token: in.Token,
 		BlockSize: in.Job.BlockSize, Compression: level,
 		ZeroBlocksAsData: !in.Job.ExcludeZero,
 	}

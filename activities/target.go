@@ -2,10 +2,13 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/replica"
 )
 
 // Target holds what the target agent's activities need.
@@ -17,10 +20,18 @@ type Target struct {
 	Datastore string
 	// MinFreeBytes below which CheckTarget fails (default 1 GiB).
 	MinFreeBytes int64
+	// Config re-reads the configuration, and Name is this agent's target
+	// name: every activity checks its job against them (the job must
+	// replicate to this target; block size and retention are the job's).
+	Config func() (*config.Config, error)
+	Name   string
 }
 
 // CheckTarget checks that the datastore is there and has room.
 func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetStatus, error) {
+	if _, err := t.targetJob(job); err != nil {
+		return contract.TargetStatus{}, err
+	}
 	free, err := freeBytes(t.Datastore)
 	if err != nil {
 		return contract.TargetStatus{}, fmt.Errorf("datastore %s: %w", t.Datastore, err)
@@ -37,12 +48,29 @@ func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetSt
 
 // OpenSessions lists the VMs of the job with an interrupted restore point.
 func (t *Target) OpenSessions(ctx context.Context, job string) ([]string, error) {
+	if _, err := t.targetJob(job); err != nil {
+		return nil, err
+	}
 	ids, err := t.Agent.OpenSessions(ctx, job)
 	return ids, classify(err)
 }
 
 // PrepareReplica records the VM on its replica and returns what the run must know.
 func (t *Target) PrepareReplica(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
+	if _, err := t.targetJob(job); err != nil {
+		return contract.ReplicaState{}, err
+	}
+	if err := checkVM(vm); err != nil {
+		return contract.ReplicaState{}, err
+	}
+	// A VM seen for the first time gets its replica when its restore point
+	// begins, after the source checked that the job selects it: a forged VM
+	// creates nothing here.
+	if r, err := t.Agent.Store().Replica(job, vm.ID); err == nil {
+		if _, err := r.Info(); errors.Is(err, replica.ErrNoReplica) {
+			return contract.ReplicaState{}, nil
+		}
+	}
 	st, err := t.Agent.Prepare(ctx, job, vm)
 	return st, classify(err)
 }
@@ -51,6 +79,24 @@ func (t *Target) PrepareReplica(ctx context.Context, job string, vm contract.VM)
 // Data connections of the VM left over from an earlier attempt are ended
 // first: no transfer of the VM runs while its point is being opened.
 func (t *Target) BeginRestorePoint(ctx context.Context, in contract.BeginInput) (contract.BeginResult, error) {
+	job, err := t.targetJob(in.Job)
+	if err != nil {
+		return contract.BeginResult{}, err
+	}
+	if in.BlockSize != int64(job.BlockSize) {
+		return contract.BeginResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q: block size %d in the input, %d configured", in.Job, in.BlockSize, int64(job.BlockSize)))
+	}
+	if in.VM != nil {
+		if in.VM.ID != in.VMID {
+			return contract.BeginResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("begin: VM %q described as %q", in.VMID, in.VM.ID))
+		}
+		if err := checkVM(*in.VM); err != nil {
+			return contract.BeginResult{}, err
+		}
+		if _, err := t.Agent.Prepare(ctx, in.Job, *in.VM); err != nil {
+			return contract.BeginResult{}, classify(err)
+		}
+	}
 	if t.Channel != nil {
 		t.Channel.EndTransfers(in.Job, in.VMID)
 	}
@@ -60,17 +106,30 @@ func (t *Target) BeginRestorePoint(ctx context.Context, in contract.BeginInput) 
 
 // SessionPositions returns the durable positions of the open restore point.
 func (t *Target) SessionPositions(ctx context.Context, in contract.PositionsInput) (map[string]int64, error) {
+	if _, err := t.targetJob(in.Job); err != nil {
+		return nil, err
+	}
 	p, err := t.Agent.Positions(ctx, in.Job, in.VMID)
 	return p, classify(err)
 }
 
 // CommitRestorePoint commits the restore point and applies retention.
 func (t *Target) CommitRestorePoint(ctx context.Context, in contract.CommitInput) (string, error) {
+	job, err := t.targetJob(in.Job)
+	if err != nil {
+		return "", err
+	}
+	if in.Retention != job.Retention {
+		return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q: retention %d in the input, %d configured; nothing was committed or merged", in.Job, in.Retention, job.Retention))
+	}
 	id, err := t.Agent.Commit(ctx, in.Job, in.VMID, in.CheckpointID, in.Retention)
 	return id, classify(err)
 }
 
 // RecordReferencePoint records which source reference point matches a restore point.
 func (t *Target) RecordReferencePoint(ctx context.Context, in contract.RecordReferenceInput) error {
+	if _, err := t.targetJob(in.Job); err != nil {
+		return err
+	}
 	return classify(t.Agent.RecordReferencePoint(ctx, in.Job, in.VMID, in.Point, in.ReferencePoint))
 }

@@ -125,12 +125,13 @@ func runChild(args []string) error {
 	if _, err := a.Prepare(ctx, job, cvm); err != nil {
 		return err
 	}
-	if _, err := a.Begin(ctx, contract.BeginInput{Job: job, VMID: vm.ID, RunID: "run-" + *checkpoint,
-		CheckpointID: *checkpoint, ChangeTracking: *mode, BlockSize: *blockSize}); err != nil {
+	begun, err := a.Begin(ctx, contract.BeginInput{Job: job, VMID: vm.ID, RunID: "run-" + *checkpoint,
+		CheckpointID: *checkpoint, ChangeTracking: *mode, BlockSize: *blockSize})
+	if err != nil {
 		return err
 	}
 	opts := transfer.SendOptions{Job: job, VMID: vm.ID, DiskID: diskID, CheckpointID: *checkpoint,
-		BlockSize: *blockSize, Compression: level}
+		BlockSize: *blockSize, Compression: level, Token: begun.Token}
 	var plan blockplan.Plan
 	switch *mode {
 	case "full":

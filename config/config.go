@@ -28,8 +28,33 @@ type Temporal struct {
 	Namespace string `mapstructure:"namespace" yaml:"namespace"`
 	TaskQueue string `mapstructure:"taskQueue" yaml:"taskQueue"`
 	// TLS to the Temporal frontend (optional; empty means plaintext).
-	TLS TLS `mapstructure:"tls" yaml:"tls"`
+	TLS TemporalTLS `mapstructure:"tls" yaml:"tls"`
+	// APIKeyFile holds an API key sent as a bearer token with every call
+	// (Temporal Cloud API keys, or a cluster whose claim mapper reads JWTs);
+	// only over TLS. Empty: none.
+	APIKeyFile string `mapstructure:"apiKeyFile" yaml:"apiKeyFile"`
+	// CodecKeyFile holds the AES-256 key (64 hex digits) of the payload
+	// codec: every payload (inputs, results, heartbeats, errors' details) is
+	// encrypted before it leaves the process, so the cluster's database and
+	// Web UI hold only ciphertext. Empty: payloads in plain JSON.
+	CodecKeyFile string `mapstructure:"codecKeyFile" yaml:"codecKeyFile"`
 }
+
+// TemporalTLS is TLS to the Temporal frontend: with CA alone (or Enabled
+// alone, for the system's roots) the frontend is authenticated; Cert and Key
+// add a client certificate (mutual TLS).
+type TemporalTLS struct {
+	Enabled bool   `mapstructure:"enabled" yaml:"enabled"`
+	CA      string `mapstructure:"ca" yaml:"ca"`
+	Cert    string `mapstructure:"cert" yaml:"cert"`
+	Key     string `mapstructure:"key" yaml:"key"`
+	// ServerName is the name the frontend's certificate must carry (default:
+	// the host of temporal.address).
+	ServerName string `mapstructure:"serverName" yaml:"serverName"`
+}
+
+// On reports whether TLS to the frontend is configured.
+func (t TemporalTLS) On() bool { return t.Enabled || t.CA != "" || t.Cert != "" }
 
 // Host is a source virtualization host.
 type Host struct {
@@ -57,6 +82,11 @@ type Agent struct {
 	Name      string `mapstructure:"name" yaml:"name"`
 	Listen    string `mapstructure:"listen" yaml:"listen"`
 	Datastore string `mapstructure:"datastore" yaml:"datastore"`
+	// EncryptionKeyFile holds the datastore's key for encryption at rest
+	// (64 hex digits, mode 0600): replica disks are stored AES-256-GCM
+	// encrypted. Empty: not encrypted. A datastore is encrypted from its
+	// first replica on, or never.
+	EncryptionKeyFile string `mapstructure:"encryptionKeyFile" yaml:"encryptionKeyFile,omitempty"`
 }
 
 // TLS names PEM files: the CA that signs peers, and this process's certificate and key.
@@ -64,6 +94,9 @@ type TLS struct {
 	CA   string `mapstructure:"ca" yaml:"ca"`
 	Cert string `mapstructure:"cert" yaml:"cert"`
 	Key  string `mapstructure:"key" yaml:"key"`
+	// CRL is a copy of the CA's revocation list (`starter pki revoke`):
+	// peers it lists are refused; re-read when it changes. Empty: none.
+	CRL string `mapstructure:"crl" yaml:"crl"`
 }
 
 // Metrics is where Prometheus metrics are served.

@@ -116,7 +116,7 @@ jobs:
       guests: {Web01: "10.0.0.21:22"}
 `)
 	want := &Config{
-		Temporal: Temporal{Address: "temporal.example:7233", Namespace: "prod", TaskQueue: "repl", TLS: TLS{CA: "/pki/t-ca.pem"}},
+		Temporal: Temporal{Address: "temporal.example:7233", Namespace: "prod", TaskQueue: "repl", TLS: TemporalTLS{CA: "/pki/t-ca.pem"}},
 		Hosts:    []Host{{Name: "hv01", Provider: "hyperv", Path: "hv01.example", Username: `CORP\backup`, PasswordFile: "/secrets/hv01"}},
 		Targets:  []Target{{Name: "dr01", Address: "10.0.0.5:7300"}},
 		Agent:    Agent{Name: "dr01", Listen: ":7300", Datastore: "/srv/replicas"},

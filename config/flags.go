@@ -8,19 +8,25 @@ import (
 
 // keyUsage describes each key that a flag can override.
 var keyUsage = map[string]string{
-	"temporal.address":   "Temporal frontend, host:port",
-	"temporal.namespace": "Temporal namespace",
-	"temporal.taskQueue": "task queue of job workflows",
-	"temporal.tls.ca":    "PEM file of the CA of the Temporal frontend",
-	"temporal.tls.cert":  "PEM client certificate for the Temporal frontend",
-	"temporal.tls.key":   "PEM key of the Temporal client certificate",
-	"agent.name":         "target this process's agent serves",
-	"agent.listen":       "address the agent's data channel listens on, host:port",
-	"agent.datastore":    "folder of the replicas",
-	"tls.ca":             "PEM file of the CA of the data channel",
-	"tls.cert":           "PEM certificate of this process on the data channel",
-	"tls.key":            "PEM key of this process on the data channel",
-	"metrics.listen":     "address of the Prometheus metrics, host:port (empty: none)",
+	"temporal.address":        "Temporal frontend, host:port",
+	"temporal.namespace":      "Temporal namespace",
+	"temporal.taskQueue":      "task queue of job workflows",
+	"temporal.tls.ca":         "PEM file of the CA of the Temporal frontend",
+	"temporal.tls.cert":       "PEM client certificate for the Temporal frontend",
+	"temporal.tls.key":        "PEM key of the Temporal client certificate",
+	"temporal.tls.enabled":    "TLS to the Temporal frontend with the system's roots",
+	"temporal.tls.serverName": "name the Temporal frontend's certificate must carry",
+	"temporal.apiKeyFile":     "file holding the API key for the Temporal frontend",
+	"temporal.codecKeyFile":   "file holding the AES-256 key of the payload codec",
+	"tls.crl":                 "PEM revocation list of the data channel's CA",
+	"agent.name":              "target this process's agent serves",
+	"agent.listen":            "address the agent's data channel listens on, host:port",
+	"agent.datastore":         "folder of the replicas",
+	"agent.encryptionKeyFile": "file holding the datastore's key for encryption at rest",
+	"tls.ca":                  "PEM file of the CA of the data channel",
+	"tls.cert":                "PEM certificate of this process on the data channel",
+	"tls.key":                 "PEM key of this process on the data channel",
+	"metrics.listen":          "address of the Prometheus metrics, host:port (empty: none)",
 }
 
 // AddFlags defines a string flag for every key of OverrideKeys, named by its

@@ -92,6 +92,16 @@ func (c *Config) validate() []Problem {
 	if c.Temporal.TaskQueue == "" {
 		ck.add("temporal.taskQueue", "required")
 	}
+	if c.Temporal.APIKeyFile != "" && !c.Temporal.TLS.On() {
+		ck.add("temporal.apiKeyFile", "an API key is sent only over TLS: set temporal.tls.ca or temporal.tls.enabled")
+	}
+	ck.noNUL("temporal.apiKeyFile", c.Temporal.APIKeyFile)
+	ck.noNUL("temporal.codecKeyFile", c.Temporal.CodecKeyFile)
+	ck.noNUL("tls.crl", c.TLS.CRL)
+	ck.noNUL("agent.encryptionKeyFile", c.Agent.EncryptionKeyFile)
+	if c.TLS.CRL != "" && c.TLS.CA == "" {
+		ck.add("tls.crl", "needs tls.ca (the CA that signed the list)")
+	}
 	// To the Temporal frontend the CA may come from the system roots, but a
 	// client certificate needs its key.
 	if (c.Temporal.TLS.Cert == "") != (c.Temporal.TLS.Key == "") {

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,21 +21,28 @@ import (
 func init() { commands = append(commands, newPKICommand) }
 
 // newPKICommand manages the private CA of the data channel outside --dev:
-// `pki init DIR` creates the CA, `pki issue DIR NAME --host H…` gives one
-// worker or agent a folder laid out like the --dev certificates
-// (ca.pem, node.pem, node-key.pem), ready to mount at /etc/replicator/tls.
+// `pki init DIR` creates the CA, `pki issue DIR NAME --role R --host H…` gives
+// one worker or agent a folder laid out like the --dev certificates
+// (ca.pem, node.pem, node-key.pem), ready to mount at /etc/replicator/tls;
+// `pki renew` replaces a certificate before it expires, `pki revoke` lists it
+// in the CA's revocation list.
 func newPKICommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pki",
-		Short: "Create the private CA of the data channel and issue worker and agent certificates",
+		Short: "Create the private CA of the data channel; issue, renew and revoke certificates",
 		Long: "The data channel between proxies and agents is mutual TLS with certificates\n" +
 			"signed by one private CA. `pki init DIR` creates it (DIR/ca.pem and\n" +
-			"DIR/ca-key.pem; keep ca-key.pem away from the workers). `pki issue DIR NAME`\n" +
-			"writes DIR/NAME/ with ca.pem, node.pem and node-key.pem: set tls.ca, tls.cert\n" +
-			"and tls.key to them. An agent's certificate must name, with --host, every\n" +
-			"host name or IP address the proxies dial it by (targets[].address).",
+			"DIR/ca-key.pem; keep ca-key.pem away from the workers). `pki issue DIR NAME\n" +
+			"--role agent|proxy|client` writes DIR/NAME/ with ca.pem, node.pem and\n" +
+			"node-key.pem: set tls.ca, tls.cert and tls.key to them. An agent accepts only\n" +
+			"proxy certificates and a proxy only agent certificates; client certificates\n" +
+			"are for the Temporal frontend (temporal.tls). An agent's certificate must\n" +
+			"name, with --host, every host name or IP address the proxies dial it by\n" +
+			"(targets[].address). Certificates live 90 days unless --days says otherwise:\n" +
+			"`pki renew DIR NAME` issues the same certificate again. `pki revoke DIR NAME`\n" +
+			"adds it to DIR/crl.pem; copy that file to every worker and set tls.crl.",
 	}
-	cmd.AddCommand(newPKIInitCommand(), newPKIIssueCommand())
+	cmd.AddCommand(newPKIInitCommand(), newPKIIssueCommand(), newPKIRenewCommand(), newPKIRevokeCommand())
 	return cmd
 }
 
@@ -59,21 +69,28 @@ func newPKIInitCommand() *cobra.Command {
 }
 
 func newPKIIssueCommand() *cobra.Command {
-	var hosts []string
+	var hosts, roles []string
+	var days int
 	cmd := &cobra.Command{
-		Use:   "issue DIR NAME [--host H…]",
-		Short: "Issue a certificate for a worker or an agent into DIR/NAME/",
+		Use:   "issue DIR NAME --role agent|proxy|client [--host H…] [--days N]",
+		Short: "Issue a certificate for an agent, a proxy or a Temporal client into DIR/NAME/",
 		Long: "Issue a certificate for NAME (its common name, which the agent logs as the\n" +
-			"peer) signed by the CA in DIR, usable both to serve an agent and to dial one.\n" +
+			"peer) signed by the CA in DIR, carrying the roles given with --role: agent\n" +
+			"(serves the data channel), proxy (sends disks to agents), client (of the\n" +
+			"Temporal frontend). A process that is both agent and proxy takes both roles.\n" +
 			"Writes DIR/NAME/ca.pem (a copy of the CA certificate), DIR/NAME/node.pem and\n" +
 			"DIR/NAME/node-key.pem (mode 0600). --host names the DNS names and IP\n" +
 			"addresses of an agent, as in targets[].address; a proxy needs none.",
 		Example: "  starter pki init deploy/tls\n" +
-			"  starter pki issue deploy/tls agent --host agent --host dr01.example.internal\n" +
-			"  starter pki issue deploy/tls worker",
+			"  starter pki issue deploy/tls agent --role agent --host agent --host dr01.example.internal\n" +
+			"  starter pki issue deploy/tls worker --role proxy",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			files, err := issueNodeFolder(args[0], args[1], hosts)
+			rs, err := parseRoles(roles)
+			if err != nil {
+				return err
+			}
+			files, err := issueNodeFolder(args[0], args[1], pki.Request{Name: args[1], Roles: rs, Hosts: hosts, Validity: time.Duration(days) * 24 * time.Hour})
 			if err != nil {
 				return err
 			}
@@ -82,17 +99,148 @@ func newPKIIssueCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&hosts, "host", nil, "DNS name or IP address the certificate is valid for (repeatable)")
+	cmd.Flags().StringArrayVar(&roles, "role", nil, "agent, proxy or client (repeatable; required)")
+	cmd.Flags().IntVar(&days, "days", 90, "validity in days (at most 397)")
 	return cmd
 }
 
-// issueNodeFolder issues a node certificate for name with the CA in caDir
-// and lays it out in caDir/name/ like the --dev certificates. It refuses to
-// touch an existing folder, so a certificate in use is never replaced.
-func issueNodeFolder(caDir, name string, hosts []string) (pki.Files, error) {
+func parseRoles(names []string) ([]pki.Role, error) {
+	if len(names) == 0 {
+		return nil, errors.New("pki issue: --role is required: agent (serves the data channel), proxy (sends to agents) or client (of the Temporal frontend)")
+	}
+	var out []pki.Role
+	for _, n := range names {
+		for _, part := range strings.Split(n, ",") {
+			r, err := pki.ParseRole(strings.TrimSpace(part))
+			if err != nil {
+				return nil, fmt.Errorf("pki issue: --role: %w", err)
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func newPKIRenewCommand() *cobra.Command {
+	var days int
+	var revokeOld bool
+	cmd := &cobra.Command{
+		Use:   "renew DIR NAME [--days N] [--revoke-old]",
+		Short: "Issue DIR/NAME/node.pem again (same name, roles and hosts) with a new key",
+		Long: "Replaces DIR/NAME/node.pem and node-key.pem with a new key and a certificate of\n" +
+			"the same name, roles and hosts, valid --days from now; restart the worker to\n" +
+			"use it. --revoke-old also lists the old certificate in DIR/crl.pem.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			caDir, name := args[0], args[1]
+			folder := filepath.Join(caDir, name)
+			old := pki.Files{CA: filepath.Join(folder, pki.CAFile), Cert: filepath.Join(folder, pki.NodeFile), Key: filepath.Join(folder, pki.NodeKeyFile)}
+			leaf, err := old.Leaf()
+			if err != nil {
+				return fmt.Errorf("pki renew: %w", err)
+			}
+			req := pki.Request{Name: leaf.Subject.CommonName, Roles: pki.RolesOf(leaf), Validity: time.Duration(days) * 24 * time.Hour}
+			if len(req.Roles) == 0 {
+				return fmt.Errorf("pki renew: %s carries no role (issued by an older version): issue a new one with `starter pki issue --role`", old.Cert)
+			}
+			req.Hosts = append(req.Hosts, leaf.DNSNames...)
+			for _, ip := range leaf.IPAddresses {
+				req.Hosts = append(req.Hosts, ip.String())
+			}
+			ca, err := pki.LoadCA(caDir)
+			if err != nil {
+				return fmt.Errorf("pki renew: %w", err)
+			}
+			tmp, err := os.MkdirTemp(caDir, ".renew-")
+			if err != nil {
+				return fmt.Errorf("pki renew: %w", err)
+			}
+			defer os.RemoveAll(tmp)
+			issued, err := ca.Issue(tmp, req)
+			if err != nil {
+				return fmt.Errorf("pki renew %s: %w", name, err)
+			}
+			// Key first, then certificate: each rename is atomic; until both
+			// are done the worker keeps running on what it loaded at start.
+			for _, mv := range [][2]string{{issued.Key, old.Key}, {issued.Cert, old.Cert}} {
+				if err := os.Rename(mv[0], mv[1]); err != nil {
+					return fmt.Errorf("pki renew %s: %w", name, err)
+				}
+			}
+			if err := atomicfile.SyncDir(folder); err != nil {
+				return fmt.Errorf("pki renew %s: %w", name, err)
+			}
+			if _, err := old.Leaf(); err != nil {
+				return fmt.Errorf("pki renew %s: %w", name, err)
+			}
+			if revokeOld {
+				path, err := ca.Revoke(caDir, leaf.SerialNumber)
+				if err != nil {
+					return fmt.Errorf("pki renew %s: revoke the old certificate: %w", name, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %x in %s\n", leaf.SerialNumber, path)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "renewed %s until %s\n", old.Cert, time.Now().Add(req.Validity).UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&days, "days", 90, "validity in days (at most 397)")
+	cmd.Flags().BoolVar(&revokeOld, "revoke-old", false, "also revoke the certificate being replaced")
+	return cmd
+}
+
+func newPKIRevokeCommand() *cobra.Command {
+	var serialHex string
+	cmd := &cobra.Command{
+		Use:   "revoke DIR [NAME | --serial HEX]",
+		Short: "Add a certificate (DIR/NAME/node.pem, or a serial number) to the CA's revocation list DIR/crl.pem",
+		Long: "Agents and proxies whose tls.crl names a copy of DIR/crl.pem refuse the\n" +
+			"revoked certificate at its next handshake (the file is re-read when it changes).",
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			caDir := args[0]
+			var serial *big.Int
+			switch {
+			case len(args) == 2 && serialHex == "":
+				f := pki.Files{Cert: filepath.Join(caDir, args[1], pki.NodeFile)}
+				leaf, err := f.Leaf()
+				if err != nil {
+					return fmt.Errorf("pki revoke: %w", err)
+				}
+				serial = leaf.SerialNumber
+			case len(args) == 1 && serialHex != "":
+				n, ok := new(big.Int).SetString(strings.ReplaceAll(serialHex, ":", ""), 16)
+				if !ok || n.Sign() <= 0 {
+					return fmt.Errorf("pki revoke: --serial %q is not a hexadecimal serial number", serialHex)
+				}
+				serial = n
+			default:
+				return errors.New("pki revoke: give NAME or --serial, not both")
+			}
+			ca, err := pki.LoadCA(caDir)
+			if err != nil {
+				return fmt.Errorf("pki revoke: %w", err)
+			}
+			path, err := ca.Revoke(caDir, serial)
+			if err != nil {
+				return fmt.Errorf("pki revoke: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %x in %s; copy it to every worker (tls.crl)\n", serial, path)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&serialHex, "serial", "", "serial number of the certificate (hex)")
+	return cmd
+}
+
+// issueNodeFolder issues a certificate with the CA in caDir and lays it out
+// in caDir/name/ like the --dev certificates. It refuses to touch an
+// existing folder, so a certificate in use is never replaced.
+func issueNodeFolder(caDir, name string, req pki.Request) (pki.Files, error) {
 	if name == "" || name != filepath.Base(name) || strings.HasPrefix(name, ".") || strings.ContainsAny(name, `/\:`) {
 		return pki.Files{}, fmt.Errorf("pki issue: name %q must be a plain name (letters, digits, '-', '_'), it names the folder %s", name, filepath.Join(caDir, "NAME"))
 	}
-	for _, h := range hosts {
+	for _, h := range req.Hosts {
 		if !isHostName(h) {
 			return pki.Files{}, fmt.Errorf("pki issue: --host %q is not a host name or IP address (no port, no scheme)", h)
 		}
@@ -104,12 +252,13 @@ func issueNodeFolder(caDir, name string, hosts []string) (pki.Files, error) {
 	out := filepath.Join(caDir, name)
 	if err := os.Mkdir(out, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return pki.Files{}, fmt.Errorf("pki issue: %s exists; remove it to issue %s again", out, name)
+			return pki.Files{}, fmt.Errorf("pki issue: %s exists; remove it to issue %s again, or renew it with `starter pki renew`", out, name)
 		}
 		return pki.Files{}, fmt.Errorf("pki issue: %w", err)
 	}
-	issued, err := ca.IssueNode(out, name, hosts)
+	issued, err := ca.Issue(out, req)
 	if err != nil {
+		os.RemoveAll(out)
 		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
 	}
 	files := pki.Files{
@@ -135,9 +284,18 @@ func issueNodeFolder(caDir, name string, hosts []string) (pki.Files, error) {
 	if err := atomicfile.SyncDir(out); err != nil {
 		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
 	}
-	// The folder must work as a whole: the same check an agent makes at start.
-	if _, err := files.ServerTLS(); err != nil {
-		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, err)
+	// The folder must work as a whole: the same check a worker makes at start.
+	var check error
+	switch {
+	case slices.Contains(req.Roles, pki.RoleAgent):
+		_, check = files.ServerTLS()
+	case slices.Contains(req.Roles, pki.RoleProxy):
+		_, check = files.ClientTLS()
+	default:
+		_, check = pki.TemporalTLS(files.CA, files.Cert, files.Key, "")
+	}
+	if check != nil {
+		return pki.Files{}, fmt.Errorf("pki issue %s: %w", name, check)
 	}
 	return files, nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/replicator/replicator/internal/pki"
 )
@@ -39,10 +40,13 @@ func TestPKIInitIssueHandshake(t *testing.T) {
 	if out, err := runStarter(t, "pki", "init", dir); err != nil {
 		t.Fatalf("pki init: %v\n%s", err, out)
 	}
-	if out, err := runStarter(t, "pki", "issue", dir, "agent", "--host", "agent", "--host", "10.0.0.7"); err != nil {
+	if out, err := runStarter(t, "pki", "issue", dir, "agent", "--role", "agent", "--host", "agent", "--host", "10.0.0.7"); err != nil {
 		t.Fatalf("pki issue agent: %v\n%s", err, out)
 	}
-	out, err := runStarter(t, "pki", "issue", dir, "worker")
+	if out, err := runStarter(t, "pki", "issue", dir, "norole"); err == nil || !strings.Contains(out+err.Error(), "--role is required") {
+		t.Fatalf("pki issue without --role: %v\n%s", err, out)
+	}
+	out, err := runStarter(t, "pki", "issue", dir, "worker", "--role", "proxy")
 	if err != nil {
 		t.Fatalf("pki issue worker: %v\n%s", err, out)
 	}
@@ -121,18 +125,18 @@ func TestPKIRefusesToReplace(t *testing.T) {
 	if _, err := runStarter(t, "pki", "init", dir); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "ca.pem")) {
 		t.Fatalf("second pki init: %v, want a refusal naming ca.pem", err)
 	}
-	if out, err := runStarter(t, "pki", "issue", dir, "agent", "--host", "agent"); err != nil {
+	if out, err := runStarter(t, "pki", "issue", dir, "agent", "--role", "agent", "--host", "agent"); err != nil {
 		t.Fatalf("pki issue: %v\n%s", err, out)
 	}
 	keyBefore, err := os.ReadFile(filepath.Join(dir, "agent", "node-key.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runStarter(t, "pki", "issue", dir, "agent"); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "agent")) {
+	if _, err := runStarter(t, "pki", "issue", dir, "agent", "--role", "agent"); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "agent")) {
 		t.Fatalf("second pki issue agent: %v, want a refusal naming the folder", err)
 	}
 	// A name that would collide with the CA's files inside DIR is a folder of its own.
-	if out, err := runStarter(t, "pki", "issue", dir, "ca"); err != nil {
+	if out, err := runStarter(t, "pki", "issue", dir, "ca", "--role", "proxy"); err != nil {
 		t.Fatalf("pki issue ca: %v\n%s", err, out)
 	}
 	for _, c := range []struct {
@@ -148,11 +152,11 @@ func TestPKIRefusesToReplace(t *testing.T) {
 	}
 
 	for _, bad := range [][]string{
-		{"pki", "issue", dir, "../escape"},
-		{"pki", "issue", dir, ".hidden"},
-		{"pki", "issue", dir, "agent2", "--host", "agent:7300"},
-		{"pki", "issue", dir, "agent3", "--host", "https://agent"},
-		{"pki", "issue", filepath.Join(dir, "no-ca"), "agent4"},
+		{"pki", "issue", dir, "../escape", "--role", "agent"},
+		{"pki", "issue", dir, ".hidden", "--role", "agent"},
+		{"pki", "issue", dir, "agent2", "--host", "agent:7300", "--role", "agent"},
+		{"pki", "issue", dir, "agent3", "--host", "https://agent", "--role", "agent"},
+		{"pki", "issue", filepath.Join(dir, "no-ca"), "agent4", "--role", "agent"},
 	} {
 		if _, err := runStarter(t, bad...); err == nil {
 			t.Fatalf("%v succeeded", bad)
@@ -165,5 +169,54 @@ func TestPKIRefusesToReplace(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "escape")); err == nil {
 		t.Fatal("pki issue ../escape wrote outside DIR")
+	}
+}
+
+// TestPKIRenewRevoke renews a proxy's certificate (same name, roles, hosts;
+// a new key) and revokes the old one: the CA's list names the old serial,
+// not the new one, and a proxy configuration with the list still loads.
+func TestPKIRenewRevoke(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tls")
+	if out, err := runStarter(t, "pki", "init", dir); err != nil {
+		t.Fatalf("pki init: %v\n%s", err, out)
+	}
+	if out, err := runStarter(t, "pki", "issue", dir, "worker", "--role", "proxy", "--days", "30"); err != nil {
+		t.Fatalf("pki issue: %v\n%s", err, out)
+	}
+	certPath := filepath.Join(dir, "worker", "node.pem")
+	old := readCert(t, certPath)
+	if d := old.NotAfter.Sub(old.NotBefore); d > 31*24*time.Hour {
+		t.Fatalf("--days 30 gave a certificate valid %s", d)
+	}
+	if out, err := runStarter(t, "pki", "issue", dir, "long", "--role", "proxy", "--days", "4000"); err == nil {
+		t.Fatalf("a certificate of 4000 days was issued:\n%s", out)
+	}
+	if out, err := runStarter(t, "pki", "renew", dir, "worker", "--revoke-old"); err != nil {
+		t.Fatalf("pki renew: %v\n%s", err, out)
+	}
+	renewed := readCert(t, certPath)
+	if renewed.SerialNumber.Cmp(old.SerialNumber) == 0 || renewed.Subject.CommonName != "worker" {
+		t.Fatalf("renewed certificate: serial %x (old %x), CN %q", renewed.SerialNumber, old.SerialNumber, renewed.Subject.CommonName)
+	}
+	if !pki.HasRole(renewed, pki.RoleProxy) || pki.HasRole(renewed, pki.RoleAgent) {
+		t.Fatalf("renewed certificate has roles %v, want [proxy]", pki.RolesOf(renewed))
+	}
+	ca := readCert(t, filepath.Join(dir, "ca.pem"))
+	list, err := pki.ReadCRL(filepath.Join(dir, pki.CRLFile), ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.RevokedCertificateEntries) != 1 || list.RevokedCertificateEntries[0].SerialNumber.Cmp(old.SerialNumber) != 0 {
+		t.Fatalf("revocation list %v, want exactly the old serial %x", list.RevokedCertificateEntries, old.SerialNumber)
+	}
+	f := pki.Files{CA: filepath.Join(dir, "worker", "ca.pem"), Cert: certPath, Key: filepath.Join(dir, "worker", "node-key.pem"), CRL: filepath.Join(dir, pki.CRLFile)}
+	if _, err := f.ClientTLS(); err != nil {
+		t.Fatalf("the renewed folder does not load: %v", err)
+	}
+	if out, err := runStarter(t, "pki", "revoke", dir, "--serial", renewed.SerialNumber.Text(16)); err != nil {
+		t.Fatalf("pki revoke --serial: %v\n%s", err, out)
+	}
+	if list, err = pki.ReadCRL(filepath.Join(dir, pki.CRLFile), ca); err != nil || len(list.RevokedCertificateEntries) != 2 {
+		t.Fatalf("after a second revocation the list holds %d entries (%v)", len(list.RevokedCertificateEntries), err)
 	}
 }

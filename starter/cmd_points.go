@@ -52,7 +52,11 @@ func replicaFromArgs(cmd *cobra.Command, job, vm string) (*replica.Replica, erro
 	if cfg.Agent.Datastore == "" {
 		return nil, errors.New("the configuration has no agent.datastore: run this where the target agent keeps its replicas")
 	}
-	st, err := replica.OpenExisting(cfg.Agent.Datastore)
+	key, err := replica.LoadKeyFile(cfg.Agent.EncryptionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent.encryptionKeyFile: %w", err)
+	}
+	st, err := replica.OpenEncrypted(cfg.Agent.Datastore, false, key)
 	if err != nil {
 		return nil, fmt.Errorf("datastore (agent.datastore): %w", err)
 	}

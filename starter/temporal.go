@@ -10,7 +10,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/replicator/replicator/config"
-	"github.com/replicator/replicator/internal/pki"
+	"github.com/replicator/replicator/internal/temporalclient"
 )
 
 // loadConfig reads the configuration of --config (or the --dev defaults
@@ -31,19 +31,11 @@ func dialTemporal(cmd *cobra.Command) (client.Client, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := client.Options{
-		HostPort:  cfg.Temporal.Address,
-		Namespace: cfg.Temporal.Namespace,
-		Logger:    sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+	opts, err := temporalclient.Options(cfg.Temporal)
+	if err != nil {
+		return nil, nil, err
 	}
-	if cfg.Temporal.TLS.Cert != "" {
-		f := pki.Files{CA: cfg.Temporal.TLS.CA, Cert: cfg.Temporal.TLS.Cert, Key: cfg.Temporal.TLS.Key}
-		t, err := f.ClientTLS()
-		if err != nil {
-			return nil, nil, fmt.Errorf("temporal.tls: %w", err)
-		}
-		opts.ConnectionOptions.TLS = t
-	}
+	opts.Logger = sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	c, err := client.Dial(opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to Temporal at %s: %w (is `go run ./workers --dev` running?)", cfg.Temporal.Address, err)

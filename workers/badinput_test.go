@@ -939,22 +939,27 @@ func wireStr(b []byte, s string) []byte {
 	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
 }
 
-// wireHello is the body of a Hello, protocol version 1.
+// wireHello is the body of a Hello, protocol version 3: version 3 adds the
+// session token after the names.
 type wireHello struct {
 	magic                          string
 	diskSize, blockSize            int64
 	job, vm, disk, checkpoint      string
+	token                          string
 	version                        uint16
 	flags                          uint8
 	overrideMagic, overrideVersion bool
 }
 
+// agentToken is the session token BeginRestorePoint gave the fixture's point.
+var agentToken string
+
 func goodHello() wireHello {
-	return wireHello{diskSize: agentSize, blockSize: agentBS, job: agentJob, vm: agentVM, disk: agentDisk, checkpoint: agentCP}
+	return wireHello{diskSize: agentSize, blockSize: agentBS, job: agentJob, vm: agentVM, disk: agentDisk, checkpoint: agentCP, token: agentToken}
 }
 
 func (h wireHello) encode() []byte {
-	magic, version := "RPLC", uint16(1)
+	magic, version := "RPLC", uint16(3)
 	if h.overrideMagic {
 		magic = h.magic
 	}
@@ -967,6 +972,9 @@ func (h wireHello) encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(h.blockSize))
 	for _, s := range []string{h.job, h.vm, h.disk, h.checkpoint} {
 		b = wireStr(b, s)
+	}
+	if version >= 3 {
+		b = wireStr(b, h.token)
 	}
 	return wireMsg('H', b)
 }
@@ -1149,10 +1157,12 @@ func startAgent(t *testing.T, dir string) *agentFixture {
 		Disks: []contract.Disk{{ID: agentDisk, VirtualSize: agentSize, SectorSize: 512}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := fx.agent.Begin(ctx, contract.BeginInput{Job: agentJob, VMID: agentVM, RunID: "run-1", CheckpointID: agentCP,
-		ChangeTracking: "full", BlockSize: agentBS}); err != nil {
+	begun, err := fx.agent.Begin(ctx, contract.BeginInput{Job: agentJob, VMID: agentVM, RunID: "run-1", CheckpointID: agentCP,
+		ChangeTracking: "full", BlockSize: agentBS})
+	if err != nil {
 		t.Fatal(err)
 	}
+	agentToken = begun.Token
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -1270,6 +1280,14 @@ func badAgentClients(t *testing.T, root string) {
 			want: []string{`first message is 'D', want hello`}},
 		{name: "hello that is not a replicator client", hello: badHello(func(h *wireHello) { h.magic, h.overrideMagic = "HTTP", true }), want: []string{`magic "HTTP"`}},
 		{name: "hello of an unknown protocol version", hello: badHello(func(h *wireHello) { h.version, h.overrideVersion = 77, true }), want: []string{"protocol version 77"}},
+		{name: "hello of a sender without session tokens", hello: badHello(func(h *wireHello) { h.version, h.overrideVersion = 2, true }),
+			want: []string{"protocol version 2 unsupported", "predates session tokens"}},
+		{name: "hello without a session token", hello: badHello(func(h *wireHello) { h.token = "" }),
+			want: []string{"session token: 0 characters"}},
+		{name: "hello with a wrong session token", hello: badHello(func(h *wireHello) { h.token = strings.Repeat("0", 64) }),
+			want: []string{"session token refused for the restore point of checkpoint cp-1"}},
+		{name: "hello with the wrong block size", hello: badHello(func(h *wireHello) { h.blockSize = 2 * agentBS }),
+			want: []string{fmt.Sprintf("has %d-byte blocks, the sender says %d", agentBS, 2*agentBS)}},
 		{name: "hello for a VM with no replica", hello: badHello(func(h *wireHello) { h.job, h.vm = "other", "vm-9" }),
 			want: []string{"no open restore point for checkpoint cp-1 of other/vm-9"}},
 		{name: "hello for a checkpoint with no open restore point", hello: badHello(func(h *wireHello) { h.checkpoint = "cp-9" }),
@@ -1673,7 +1691,7 @@ func badWorkflowInputs(t *testing.T, root string) {
 			"pending": []any{map[string]any{"id": "../../x", "name": "x", "disks": []any{map[string]any{"id": "../d", "virtualSize": 1 << 20, "sectorSize": 512}}}},
 			"result": map[string]any{"job": "demo", "status": "running", "vms": []any{
 				map[string]any{"name": "x", "id": "../../x", "status": "pending", "disks": []any{map[string]any{"id": "../d", "status": "pending"}}}}},
-		}}, want: []string{`"id":"../../x","status":"failed"`, `job name \"../../etc\": contains '/'`}},
+		}}, want: []string{`input continued.spec differs from the configuration of job "demo" in [name`}},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

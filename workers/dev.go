@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/temporalclient"
 )
 
 // runDev starts the whole stack in this process and runs the demo job.
@@ -37,10 +40,15 @@ func runDev(ctx context.Context, o options, roles roleSet, logger *slog.Logger) 
 	if _, err := pki.EnsureDev(filepath.Join(o.dataDir, "pki")); err != nil {
 		return fail(fmt.Errorf("certificates: %w", err))
 	}
+	codecEndpoint, err := serveCodec(ctx, cfg, o.uiAddress)
+	if err != nil {
+		return fail(err)
+	}
 	srv, err := devserver.Start(devserver.Options{
 		DataDir:         filepath.Join(o.dataDir, "temporal"),
 		FrontendAddress: cfg.Temporal.Address,
 		UIAddress:       o.uiAddress,
+		CodecEndpoint:   codecEndpoint,
 		Namespace:       cfg.Temporal.Namespace,
 		Retention:       7 * 24 * time.Hour,
 		Logger:          logger,
@@ -64,6 +72,9 @@ func runDev(ctx context.Context, o options, roles roleSet, logger *slog.Logger) 
 	fmt.Printf("replicator dev stack up in %s\n  Temporal  %s (namespace %s)\n", time.Since(started).Round(time.Millisecond), cfg.Temporal.Address, cfg.Temporal.Namespace)
 	if o.uiAddress != "" {
 		fmt.Printf("  Web UI    http://%s\n", o.uiAddress)
+	}
+	if codecEndpoint != "" {
+		fmt.Printf("  codec     %s (the Web UI decodes payloads there)\n", codecEndpoint)
 	}
 	if cfg.Metrics.Listen != "" {
 		fmt.Printf("  metrics   http://%s/metrics\n", cfg.Metrics.Listen)
@@ -162,7 +173,11 @@ func progressLine(p contract.ReplicationResult) string {
 
 // verifyRun re-reads every restore point the run committed against its digests.
 func verifyRun(ctx context.Context, cfg *config.Config, res contract.ReplicationResult) error {
-	store, err := replica.Open(cfg.Agent.Datastore)
+	key, err := replica.LoadKeyFile(cfg.Agent.EncryptionKeyFile)
+	if err != nil {
+		return err
+	}
+	store, err := replica.OpenEncrypted(cfg.Agent.Datastore, true, key)
 	if err != nil {
 		return err
 	}
@@ -176,4 +191,24 @@ func verifyRun(ctx context.Context, cfg *config.Config, res contract.Replication
 		}
 	}
 	return nil
+}
+
+// serveCodec serves the payload codec on loopback for the dev Web UI when
+// temporal.codecKeyFile is set, and returns its URL ("" when not set).
+func serveCodec(ctx context.Context, cfg *config.Config, uiAddress string) (string, error) {
+	if cfg.Temporal.CodecKeyFile == "" || uiAddress == "" {
+		return "", nil
+	}
+	codec, err := temporalclient.LoadCodec(cfg.Temporal.CodecKeyFile)
+	if err != nil {
+		return "", fmt.Errorf("temporal.codecKeyFile: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("codec server: %w", err)
+	}
+	srv := &http.Server{Handler: codec.Handler("http://"+uiAddress, ""), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	context.AfterFunc(ctx, func() { srv.Close() })
+	return "http://" + ln.Addr().String(), nil
 }

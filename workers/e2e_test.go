@@ -144,10 +144,7 @@ func (h *harness) checkReplicaMatchesSource(res contract.ReplicationResult) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	store, err := replica.Open(h.cfg.Agent.Datastore)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	store := h.store()
 	for _, vmRes := range res.VMs {
 		r, err := store.Replica(res.Job, vmRes.ID)
 		if err != nil {
@@ -176,6 +173,20 @@ func (h *harness) checkReplicaMatchesSource(res contract.ReplicationResult) {
 			}
 		}
 	}
+}
+
+// store opens the harness's datastore with its key, if it has one.
+func (h *harness) store() *replica.Store {
+	h.t.Helper()
+	key, err := replica.LoadKeyFile(h.cfg.Agent.EncryptionKeyFile)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	store, err := replica.OpenEncrypted(h.cfg.Agent.Datastore, true, key)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return store
 }
 
 func compareImages(t *testing.T, what string, a, b io.ReaderAt, size int64, excluded []exclude.Range) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
@@ -23,6 +24,8 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/temporalclient"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/workflows"
 )
@@ -65,20 +68,12 @@ func (s *stack) stop() {
 }
 
 func dial(cfg *config.Config, logger *slog.Logger, handler client.MetricsHandler) (client.Client, error) {
-	opts := client.Options{
-		HostPort:       cfg.Temporal.Address,
-		Namespace:      cfg.Temporal.Namespace,
-		Logger:         sdklog.NewStructuredLogger(logger.With("component", "temporal")),
-		MetricsHandler: handler,
+	opts, err := temporalclient.Options(cfg.Temporal)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Temporal.TLS.Cert != "" {
-		f := pki.Files{CA: cfg.Temporal.TLS.CA, Cert: cfg.Temporal.TLS.Cert, Key: cfg.Temporal.TLS.Key}
-		t, err := f.ClientTLS()
-		if err != nil {
-			return nil, fmt.Errorf("temporal.tls: %w", err)
-		}
-		opts.ConnectionOptions.TLS = t
-	}
+	opts.Logger = sdklog.NewStructuredLogger(logger.With("component", "temporal"))
+	opts.MetricsHandler = handler
 	c, err := client.Dial(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to Temporal at %s (namespace %s): %w", cfg.Temporal.Address, cfg.Temporal.Namespace, err)
@@ -110,7 +105,14 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}
 	}
 	reload := func() (*config.Config, error) { return loadConfig(o) }
-	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key}
+	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key, CRL: cfg.TLS.CRL}
+	if cfg.TLS.Cert != "" {
+		// Certificates are short-lived: say so well before one ends.
+		if leaf, err := tlsFiles.Leaf(); err == nil && time.Until(leaf.NotAfter) < 14*24*time.Hour {
+			logger.Warn("the data channel's certificate expires soon: renew it with `starter pki renew`",
+				"cert", cfg.TLS.Cert, "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
 
 	if roles.jobs {
 		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})
@@ -145,7 +147,11 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			return nil, fmt.Errorf("the target role needs agent.name, agent.listen and agent.datastore in the configuration")
 		}
 		host, _ := os.Hostname()
-		a, err := agent.New(cfg.Agent.Datastore, fmt.Sprintf("agent %s on %s pid %d", cfg.Agent.Name, host, os.Getpid()))
+		key, err := replica.LoadKeyFile(cfg.Agent.EncryptionKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent.encryptionKeyFile: %w", err)
+		}
+		a, err := agent.New(cfg.Agent.Datastore, fmt.Sprintf("agent %s on %s pid %d", cfg.Agent.Name, host, os.Getpid()), agent.WithKey(key))
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +175,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			}
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
-		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore})
+		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name})
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {

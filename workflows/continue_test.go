@@ -8,8 +8,8 @@ import (
 )
 
 // A run that continued as new (its history had grown long) replicates only
-// the VMs not started yet, with the settings the run started with, and its
-// result still holds every VM of the run.
+// the VMs not started yet, with the settings the run started with (checked
+// against the configuration), and its result still holds every VM of the run.
 func TestContinuedRunReplicatesOnlyThePendingVMs(t *testing.T) {
 	f := newFake()
 	web, db := f.vms[0], f.vms[1]
@@ -19,7 +19,6 @@ func TestContinuedRunReplicatesOnlyThePendingVMs(t *testing.T) {
 		{Name: db.Name, ID: db.ID, Status: contract.StatusPending,
 			Disks: []contract.DiskResult{{ID: "0", Status: contract.StatusPending}, {ID: "1", Status: contract.StatusPending}}},
 	}}
-	f.spec.Name = "renamed-after-the-run-started" // the continuation must not load the job again
 	spec := newFake().spec
 	res, err := run(t, f, contract.ReplicationInput{Job: "demo", Continued: &contract.RunContinuation{
 		Spec: spec, Pending: []contract.VM{db}, Result: carried,
@@ -34,11 +33,36 @@ func TestContinuedRunReplicatesOnlyThePendingVMs(t *testing.T) {
 		t.Fatalf("VMs %+v", res.VMs)
 	}
 	for _, c := range f.calls {
-		if c == "LoadJob" || c == "Inventory" || c == "CheckSource" || strings.Contains(c, web.Name) || strings.Contains(c, web.ID) {
+		if c == "Inventory" || c == "CheckSource" || strings.Contains(c, web.Name) || strings.Contains(c, web.ID) {
 			t.Errorf("the continuation called %q", c)
 		}
 	}
 	if len(f.committed) != 1 || f.committed[0] != db.ID {
 		t.Fatalf("committed %v, want only %s", f.committed, db.ID)
+	}
+}
+
+// A continuation whose carried settings are not the configured job's
+// (another target address, retention 1, a tiny block size) is refused
+// before any VM is touched, naming the settings that differ.
+func TestContinuedRunWithForgedSettingsRefused(t *testing.T) {
+	f := newFake()
+	db := f.vms[1]
+	forged := f.spec
+	forged.TargetAddress, forged.Retention, forged.BlockSize = "10.6.6.6:7300", 1, 512
+	carried := contract.ReplicationResult{Job: "demo", Status: contract.StatusRunning, RunID: "first-run", VMs: []contract.VMResult{
+		{Name: db.Name, ID: db.ID, Status: contract.StatusPending,
+			Disks: []contract.DiskResult{{ID: "0", Status: contract.StatusPending}, {ID: "1", Status: contract.StatusPending}}},
+	}}
+	_, err := run(t, f, contract.ReplicationInput{Job: "demo", Continued: &contract.RunContinuation{
+		Spec: forged, Pending: []contract.VM{db}, Result: carried,
+	}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "input continued.spec differs from the configuration of job \"demo\" in [targetAddress blockSize retention]") {
+		t.Fatalf("forged continuation: %v", err)
+	}
+	for _, c := range f.calls {
+		if c != "LoadJob" {
+			t.Errorf("the refused continuation called %q", c)
+		}
 	}
 }

@@ -7,6 +7,7 @@ package workflows
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -97,6 +98,13 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 			if st.vm(vm.ID) == nil {
 				return st.fail(temporal.NewNonRetryableApplicationError(
 					fmt.Sprintf("input continued.pending: VM %q (id %q) is not in continued.result", vm.Name, vm.ID), contract.ErrTypeBadInput, nil))
+			}
+		}
+		// Any client can also carry settings no configuration holds: the
+		// carried spec must be the configured job's.
+		if workflow.GetVersion(ctx, "continued-spec-is-configured", workflow.DefaultVersion, 1) == 1 {
+			if err := checkContinuedSpec(ctx, in.Job, spec); err != nil {
+				return st.fail(err)
 			}
 		}
 	} else {
@@ -196,6 +204,44 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		return st.result, ctx.Err()
 	}
 	return st.result, nil
+}
+
+// checkContinuedSpec loads the job's settings and refuses a continuation
+// whose carried spec differs, naming the settings that differ.
+func checkContinuedSpec(ctx workflow.Context, job string, carried contract.JobSpec) error {
+	var configured contract.JobSpec
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
+		contract.ActLoadJob, job).Get(ctx, &configured); err != nil {
+		return fmt.Errorf("loading job %q: %w", job, err)
+	}
+	var diffs []string
+	add := func(name string, same bool) {
+		if !same {
+			diffs = append(diffs, name)
+		}
+	}
+	add("name", carried.Name == configured.Name)
+	add("source", carried.Source == configured.Source)
+	add("target", carried.Target == configured.Target)
+	add("targetAddress", carried.TargetAddress == configured.TargetAddress)
+	add("targetStallTimeout", carried.TargetStallTimeout == configured.TargetStallTimeout)
+	add("vms", slices.Equal(carried.VMs, configured.VMs))
+	add("window", carried.Window == configured.Window)
+	add("compression", carried.Compression == configured.Compression)
+	add("blockSize", carried.BlockSize == configured.BlockSize)
+	add("changeTracking", carried.ChangeTracking == configured.ChangeTracking)
+	add("excludeZero", carried.ExcludeZero == configured.ExcludeZero)
+	add("excludeSwap", carried.ExcludeSwap == configured.ExcludeSwap)
+	add("excludePaths", slices.Equal(carried.ExcludePaths, configured.ExcludePaths))
+	add("retention", carried.Retention == configured.Retention)
+	add("parallelism", carried.Parallelism == configured.Parallelism)
+	add("guestProcessing", carried.GuestProcessing == configured.GuestProcessing)
+	if len(diffs) == 0 {
+		return nil
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+		"input continued.spec differs from the configuration of job %q in %v: a continued run takes no settings from its input; start a new run",
+		job, diffs), contract.ErrTypeBadInput, nil)
 }
 
 // startRun loads the job's settings, checks the source host and the target,

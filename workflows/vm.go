@@ -123,7 +123,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(target)),
 		contract.ActBeginRestorePoint, contract.BeginInput{
 			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
-			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize,
+			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize, VM: &in.VM,
 		}).Get(workCtx, &begin); err != nil {
 		if isCancel(err) && !windowClosed {
 			release("run cancelled")
@@ -140,7 +140,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		futures[i] = workflow.ExecuteActivity(tctx, contract.ActTransferDisk, contract.TransferInput{
 			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
 			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
-			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline,
+			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline, Token: begin.Token,
 		})
 	}
 	var firstErr error

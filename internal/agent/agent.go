@@ -7,9 +7,14 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 
@@ -24,21 +29,74 @@ type Agent struct {
 	store *replica.Store
 	owner string
 
-	mu      sync.Mutex
-	writers map[string]*replica.Writer // by job/vm-id
+	// mu guards only the map: the I/O of taking, using and releasing a
+	// replica's writer happens under that replica's own lock, so a slow
+	// replica (a retention merge waiting for a reader) never holds up another.
+	mu       sync.Mutex
+	replicas map[string]*replicaSlot // by job/vm-id
 }
 
-// New opens the datastore (creating it if missing). owner names this process
-// in lock files ("agent dr01 pid 1234").
-func New(datastore, owner string) (*Agent, error) {
-	if err := os.MkdirAll(datastore, 0o755); err != nil {
+// replicaSlot is the writer of one replica and the lock that serializes
+// taking and releasing it. The lock is a channel so that a wait honours ctx.
+type replicaSlot struct {
+	lock chan struct{}
+	w    *replica.Writer
+}
+
+func (s *replicaSlot) acquire(ctx context.Context) error {
+	select {
+	case s.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *replicaSlot) unlock() { <-s.lock }
+
+// Option changes how New opens the datastore.
+type Option func(*options)
+
+type options struct{ key *replica.Key }
+
+// WithKey encrypts replicas at rest with key (nil: not encrypted).
+func WithKey(key *replica.Key) Option { return func(o *options) { o.key = key } }
+
+// New opens the datastore (creating it if missing, private to this user).
+// owner names this process in lock files ("agent dr01 pid 1234").
+func New(datastore, owner string, opts ...Option) (*Agent, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	if err := os.MkdirAll(datastore, 0o700); err != nil {
 		return nil, fmt.Errorf("datastore %s: %w", datastore, err)
 	}
-	s, err := replica.Open(datastore)
+	if err := private(datastore); err != nil {
+		return nil, err
+	}
+	s, err := replica.OpenEncrypted(datastore, true, o.key)
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{store: s, owner: owner, writers: map[string]*replica.Writer{}}, nil
+	return &Agent{store: s, owner: owner, replicas: map[string]*replicaSlot{}}, nil
+}
+
+// private makes the datastore's folder accessible to this user only: replicas
+// are whole disks of the source VMs. A datastore created by an older version
+// (mode 0755) is tightened here, which closes everything beneath it.
+func private(datastore string) error {
+	st, err := os.Stat(datastore)
+	if err != nil {
+		return fmt.Errorf("datastore %s: %w", datastore, err)
+	}
+	if runtime.GOOS == "windows" || st.Mode().Perm()&0o077 == 0 {
+		return nil // on Windows the folder's ACL governs access
+	}
+	if err := os.Chmod(datastore, 0o700); err != nil {
+		return fmt.Errorf("datastore %s has mode %v (others may read the replicas) and cannot be made private: %w", datastore, st.Mode().Perm(), err)
+	}
+	return nil
 }
 
 // Store returns the replica store.
@@ -47,22 +105,53 @@ func (a *Agent) Store() *replica.Store { return a.store }
 // Close releases every replica lock.
 func (a *Agent) Close() error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	slots := make([]*replicaSlot, 0, len(a.replicas))
+	for _, s := range a.replicas {
+		slots = append(slots, s)
+	}
+	a.mu.Unlock()
 	var errs []error
-	for k, w := range a.writers {
-		errs = append(errs, w.Close())
-		delete(a.writers, k)
+	for _, s := range slots {
+		s.lock <- struct{}{}
+		if s.w != nil {
+			errs = append(errs, s.w.Close())
+			s.w = nil
+		}
+		s.unlock()
 	}
 	return errors.Join(errs...)
 }
 
-// writer returns the locked writer of a replica, taking the lock on first use.
-func (a *Agent) writer(ctx context.Context, job, vmID string) (*replica.Writer, error) {
-	key := job + "/" + vmID
+func (a *Agent) slot(key string) *replicaSlot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if w, ok := a.writers[key]; ok {
-		return w, nil
+	s, ok := a.replicas[key]
+	if !ok {
+		s = &replicaSlot{lock: make(chan struct{}, 1)}
+		a.replicas[key] = s
+	}
+	return s
+}
+
+// held returns the writer of a replica if this agent holds it already.
+func (a *Agent) held(ctx context.Context, job, vmID string) (*replica.Writer, error) {
+	s := a.slot(job + "/" + vmID)
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.unlock()
+	return s.w, nil
+}
+
+// writer returns the locked writer of a replica, taking the lock on first use.
+func (a *Agent) writer(ctx context.Context, job, vmID string) (*replica.Writer, error) {
+	s := a.slot(job + "/" + vmID)
+	if err := s.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer s.unlock()
+	if s.w != nil {
+		return s.w, nil
 	}
 	r, err := a.store.Replica(job, vmID)
 	if err != nil {
@@ -72,7 +161,7 @@ func (a *Agent) writer(ctx context.Context, job, vmID string) (*replica.Writer, 
 	if err != nil {
 		return nil, err
 	}
-	a.writers[key] = w
+	s.w = w
 	return w, nil
 }
 
@@ -81,11 +170,9 @@ func (a *Agent) writer(ctx context.Context, job, vmID string) (*replica.Writer, 
 // replica (its folders and lock). The replica's metadata is read only when
 // this agent does not hold the replica already.
 func (a *Agent) existingWriter(ctx context.Context, h transfer.Hello) (*replica.Writer, error) {
-	a.mu.Lock()
-	w, held := a.writers[h.Job+"/"+h.VMID]
-	a.mu.Unlock()
-	if held {
-		return w, nil
+	w, err := a.held(ctx, h.Job, h.VMID)
+	if err != nil || w != nil {
+		return w, err
 	}
 	r, err := a.store.Replica(h.Job, h.VMID)
 	if err != nil {
@@ -102,12 +189,12 @@ func (a *Agent) existingWriter(ctx context.Context, h transfer.Hello) (*replica.
 
 // release closes and forgets a replica's writer (after a commit, or when it broke).
 func (a *Agent) release(job, vmID string) error {
-	key := job + "/" + vmID
-	a.mu.Lock()
-	w, ok := a.writers[key]
-	delete(a.writers, key)
-	a.mu.Unlock()
-	if !ok {
+	s := a.slot(job + "/" + vmID)
+	s.lock <- struct{}{}
+	w := s.w
+	s.w = nil
+	s.unlock()
+	if w == nil {
 		return nil
 	}
 	return w.Close()
@@ -159,7 +246,16 @@ func (a *Agent) Begin(ctx context.Context, in contract.BeginInput) (contract.Beg
 	if err != nil {
 		return contract.BeginResult{}, err
 	}
-	res := contract.BeginResult{Resumed: ses.Resumed(), Positions: map[string]int64{}}
+	// A new token for every Begin: whatever an earlier attempt was given
+	// (and any connection still holding it) can no longer write the point.
+	token, err := newToken()
+	if err != nil {
+		return contract.BeginResult{}, err
+	}
+	if err := w.SetSessionToken(in.CheckpointID, tokenHash(token)); err != nil {
+		return contract.BeginResult{}, err
+	}
+	res := contract.BeginResult{Resumed: ses.Resumed(), Positions: map[string]int64{}, Token: token}
 	if open, ok := w.OpenSession(); ok {
 		for id, p := range open.Positions {
 			res.Positions[id] = p
@@ -255,6 +351,43 @@ func (a *Agent) OpenSessions(ctx context.Context, job string) ([]string, error) 
 
 var _ transfer.Target = (*Agent)(nil)
 
+// newToken returns a session token: 32 bytes from the system's CSPRNG, in hex.
+func newToken() (string, error) {
+	var b [transfer.TokenLen / 2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("session token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// tokenHash is what the replica's metadata keeps of a token.
+func tokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// Admit lets a data connection in only when it presents the token of the
+// open restore point of its checkpoint and that point's block size. It runs
+// before anything of the replica is opened, read or written, and before the
+// connection may displace another one writing the same disk.
+func (a *Agent) Admit(ctx context.Context, h transfer.Hello, peer string) error {
+	w, err := a.existingWriter(ctx, h)
+	if err != nil {
+		return err
+	}
+	open, found := w.OpenSession()
+	if !found || open.CheckpointID != h.CheckpointID {
+		return fmt.Errorf("no open restore point for checkpoint %s of %s/%s", h.CheckpointID, h.Job, h.VMID)
+	}
+	if open.TokenHash == "" || subtle.ConstantTimeCompare([]byte(tokenHash(h.Token)), []byte(open.TokenHash)) != 1 {
+		return fmt.Errorf("%w for the restore point of checkpoint %s of %s/%s (peer %s)", transfer.ErrBadToken, h.CheckpointID, h.Job, h.VMID, peer)
+	}
+	if open.BlockSize != h.BlockSize {
+		return fmt.Errorf("restore point of checkpoint %s of %s/%s has %d-byte blocks, the sender says %d", h.CheckpointID, h.Job, h.VMID, open.BlockSize, h.BlockSize)
+	}
+	return nil
+}
+
 // OpenDisk opens a disk of the restore point being written for checkpoint
 // h.CheckpointID; after a restart of the agent the open session is found in
 // the replica's metadata and continued.
@@ -276,6 +409,10 @@ func (a *Agent) OpenDisk(ctx context.Context, h transfer.Hello, peer string) (tr
 	dw, err := ses.Disk(h.DiskID)
 	if err != nil {
 		return nil, err
+	}
+	if dw.BlockSize() != h.BlockSize {
+		dw.Close()
+		return nil, fmt.Errorf("restore point of checkpoint %s of %s/%s has %d-byte blocks, the sender says %d", h.CheckpointID, h.Job, h.VMID, dw.BlockSize(), h.BlockSize)
 	}
 	if dw.Size() != h.DiskSize {
 		dw.Close()

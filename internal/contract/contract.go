@@ -227,12 +227,19 @@ type BeginInput struct {
 	CheckpointID   string `json:"checkpointId"`
 	ChangeTracking string `json:"changeTracking"`
 	BlockSize      int64  `json:"blockSize"`
+	// VM is recorded on the replica first (PrepareReplica does not create
+	// the replica of a VM seen for the first time: only a run that got its
+	// checkpoint, from a VM the job selects, does).
+	VM *VM `json:"vm,omitempty"`
 }
 
 // BeginResult says whether an interrupted restore point is continued.
 type BeginResult struct {
 	Resumed   bool             `json:"resumed"`
 	Positions map[string]int64 `json:"positions"`
+	// Token is the secret the proxy presents on the data channel to write
+	// this restore point; a new one is made by every Begin.
+	Token string `json:"token,omitempty"`
 }
 
 // TransferInput sends one disk of a checkpoint.
@@ -247,6 +254,8 @@ type TransferInput struct {
 	// Deadline is when the backup window closes (zero: none); the transfer
 	// stops there by itself, with its acknowledged position durable.
 	Deadline time.Time `json:"deadline,omitempty"`
+	// Token is BeginResult.Token: the data channel refuses a Hello without it.
+	Token string `json:"token,omitempty"`
 }
 
 // CommitInput commits a restore point and applies retention.

@@ -38,6 +38,9 @@ type Options struct {
 	FrontendAddress string
 	// UIAddress is where the Web UI listens, e.g. 127.0.0.1:8233; empty disables it.
 	UIAddress string
+	// CodecEndpoint is the codec server the Web UI decodes payloads with
+	// (empty: none, payloads are shown as they are stored).
+	CodecEndpoint string
 	// Namespace is registered at start if missing.
 	Namespace string
 	// Retention of closed workflow histories in the namespace.
@@ -151,6 +154,7 @@ func (s *Server) startUI(o Options) error {
 		CORS:                uiconfig.CORS{CookieInsecure: true},
 		HideLogs:            true,
 		DisableNewsFetch:    true,
+		Codec:               uiconfig.Codec{Endpoint: o.CodecEndpoint},
 	}))
 	s.uiErr = make(chan error, 1)
 	go func() { s.uiErr <- s.ui.Start() }()

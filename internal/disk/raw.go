@@ -50,7 +50,7 @@ func CreateRaw(path string, size int64) (*Raw, error) {
 	if size < 0 {
 		return nil, fmt.Errorf("raw image %s: negative size %d", path, size)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("raw image: create: %w", err)
 	}

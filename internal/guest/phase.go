@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-// stderrLimit is how much of a failed command's standard error goes into the error.
+// stderrLimit is how much of a failed command's standard error is kept (for
+// the proxy's log: never for errors, which end up in Temporal's histories,
+// where what a guest prints could leak data or forge lines).
 const stderrLimit = 1024
 
 // commandResult is how one guest command ended.
@@ -56,13 +58,13 @@ func (p phase) run(ctx context.Context, exec execFunc) error {
 		case err != nil:
 			err = fmt.Errorf("%s: %w", what, err)
 		case res.ExitStatus != 0:
-			err = fmt.Errorf("%s: exited with status %d%s", what, res.ExitStatus, stderrSuffix(res.Stderr))
+			err = fmt.Errorf("%s: exited with status %d%s", what, res.ExitStatus, stderrNote(res.Stderr))
 		}
 		if err == nil {
 			p.log.Info("guest command done", "phase", p.name, "vm", p.vm, "command", i+1, "of", len(p.commands), "duration", time.Since(start).Round(time.Millisecond))
 			continue
 		}
-		p.log.Warn("guest command failed", "phase", p.name, "vm", p.vm, "command", i+1, "of", len(p.commands), "err", err)
+		p.log.Warn("guest command failed", "phase", p.name, "vm", p.vm, "command", i+1, "of", len(p.commands), "err", err, "stderr", cleanStderr(res.Stderr))
 		if p.stopAtFirst {
 			return err
 		}
@@ -84,12 +86,30 @@ func commandName(cmd string) string {
 	return fmt.Sprintf("%q …", f[0])
 }
 
-func stderrSuffix(stderr string) string {
-	s := strings.TrimSpace(stderr)
-	if s == "" {
+// stderrNote tells where a failed command's standard error went.
+func stderrNote(stderr string) string {
+	if strings.TrimSpace(stderr) == "" {
 		return ""
 	}
-	return ": stderr: " + s
+	return " (its standard error is in the proxy's log)"
+}
+
+// cleanStderr is standard error as the log shows it: trimmed, control
+// characters but newlines and tabs escaped, so that a guest cannot forge
+// log lines or terminal sequences.
+func cleanStderr(stderr string) string {
+	var b strings.Builder
+	for _, r := range strings.TrimSpace(stderr) {
+		switch {
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // limitedBuffer keeps the first limit bytes written to it and counts the rest.

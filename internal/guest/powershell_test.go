@@ -103,7 +103,7 @@ func TestPowerShellDirectRunner(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = r.PreFreeze(context.Background(), "sql01")
-	if err == nil || !strings.Contains(err.Error(), "exited with status 5: stderr: Service is busy") || !strings.Contains(err.Error(), "PowerShell Direct") {
+	if err == nil || !strings.Contains(err.Error(), "exited with status 5 (its standard error is in the proxy's log)") || strings.Contains(err.Error(), "Service is busy") || !strings.Contains(err.Error(), "PowerShell Direct") {
 		t.Fatalf("pre-freeze err = %v", err)
 	}
 	err = r.PostThaw(context.Background(), "sql01")

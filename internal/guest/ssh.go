@@ -221,7 +221,7 @@ func runSSHCommand(ctx context.Context, client *ssh.Client, cmd string) (command
 	case err == nil:
 		return commandResult{}, nil
 	case errors.As(err, &exitErr) && exitErr.Signal() != "":
-		return commandResult{Stderr: stderr.String()}, fmt.Errorf("killed by signal %s%s", exitErr.Signal(), stderrSuffix(stderr.String()))
+		return commandResult{Stderr: stderr.String()}, fmt.Errorf("killed by signal %s%s", exitErr.Signal(), stderrNote(stderr.String()))
 	case errors.As(err, &exitErr):
 		return commandResult{ExitStatus: exitErr.ExitStatus(), Stderr: stderr.String()}, nil
 	default:

@@ -2,11 +2,14 @@ package pki
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnsureDevCreatesThenReuses(t *testing.T) {
@@ -63,28 +66,106 @@ func TestOtherCARejected(t *testing.T) {
 	handshake(t, good, other, "127.0.0.1", false)
 }
 
-func TestClientAndServerCertificates(t *testing.T) {
+func TestRolesAreChecked(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := NewCA(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ca.IssueServer(dir, "agent", []string{"127.0.0.1"})
+	issue := func(name string, roles ...Role) Files {
+		t.Helper()
+		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.CRL = filepath.Join(dir, CRLFile)
+		return f
+	}
+	agent, proxy := issue("agent", RoleAgent), issue("proxy-hv01", RoleProxy)
+	otherAgent, temporalClient := issue("agent-2", RoleAgent), issue("ops", RoleClient)
+	if _, err := ca.Revoke(dir); err != nil { // an empty list to start with
+		t.Fatal(err)
+	}
+	leaf, err := proxy.Leaf()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := ca.IssueClient(dir, "proxy-hv01")
+	if leaf.NotAfter.Sub(leaf.NotBefore) > DefaultValidity+2*time.Hour {
+		t.Fatalf("certificate valid %s, want about %s", leaf.NotAfter.Sub(leaf.NotBefore), DefaultValidity)
+	}
+	sc, err := agent.ServerTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cn := handshake(t, srv, cli, "127.0.0.1", true); cn != "proxy-hv01" {
+	cc, err := proxy.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn := handshakeWith(t, sc, cc, "127.0.0.1", true); cn != "proxy-hv01" {
 		t.Fatalf("peer CN %q", cn)
 	}
-	// A server certificate cannot act as a client.
-	handshake(t, srv, srv, "127.0.0.1", false)
-	if _, err := ca.IssueClient(dir, "../evil"); err == nil {
+	// Certificates of the wrong role are refused on both sides, even
+	// presented by hand without the role check of this package.
+	if _, err := otherAgent.ClientTLS(); err == nil || !strings.Contains(err.Error(), "not proxy") {
+		t.Fatalf("an agent certificate was accepted as a proxy's: %v", err)
+	}
+	if _, err := proxy.ServerTLS(); err == nil || !strings.Contains(err.Error(), "not agent") {
+		t.Fatalf("a proxy certificate was accepted as an agent's: %v", err)
+	}
+	handshakeWith(t, sc, rawClient(t, otherAgent), "127.0.0.1", false)
+	handshakeWith(t, sc, rawClient(t, temporalClient), "127.0.0.1", false)
+	handshakeWith(t, rawServer(t, proxy), cc, "127.0.0.1", false)
+	// A revoked proxy is refused at its next handshake, with the same
+	// configuration (no restart).
+	if _, err := ca.Revoke(dir, leaf.SerialNumber); err != nil {
+		t.Fatal(err)
+	}
+	handshakeWith(t, sc, cc, "127.0.0.1", false)
+	// A list not signed by the CA refuses everyone.
+	otherDir := t.TempDir()
+	other, err := NewCA(otherDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := other.Revoke(otherDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(forged)
+	if err := os.WriteFile(filepath.Join(dir, CRLFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issue("proxy-2", RoleProxy).ClientTLS(); err == nil || !strings.Contains(err.Error(), "not signed by the CA") {
+		t.Fatalf("a revocation list of another CA: %v", err)
+	}
+	if _, err := ca.Issue(dir, Request{Name: "../evil", Roles: []Role{RoleProxy}}); err == nil {
 		t.Fatal("issued a certificate named ../evil")
 	}
+	if _, err := ca.Issue(dir, Request{Name: "none"}); err == nil {
+		t.Fatal("issued a certificate without a role")
+	}
+}
+
+// rawClient presents f's certificate and trusts f's CA, with no role check.
+func rawClient(t *testing.T, f Files) *tls.Config {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	b, _ := os.ReadFile(f.CA)
+	pool.AppendCertsFromPEM(b)
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }}
+}
+
+// rawServer serves f's certificate and asks for clients of f's CA, with no role check.
+func rawServer(t *testing.T, f Files) *tls.Config {
+	t.Helper()
+	c := rawClient(t, f)
+	pair, _ := c.GetClientCertificate(nil)
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*pair}, ClientCAs: c.RootCAs, ClientAuth: tls.RequireAndVerifyClientCert}
 }
 
 // handshake runs a TLS handshake over loopback and returns the client's CN as
@@ -99,6 +180,12 @@ func handshake(t *testing.T, server, client Files, host string, wantOK bool) str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return handshakeWith(t, sc, cc, host, wantOK)
+}
+
+func handshakeWith(t *testing.T, sc, cc *tls.Config, host string, wantOK bool) string {
+	t.Helper()
+	cc = cc.Clone()
 	cc.ServerName = host
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

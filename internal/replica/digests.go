@@ -88,7 +88,7 @@ func writeDigestFile(path string, t *DigestTable) error {
 	for i, s := range t.Sums {
 		copy(b[digestHeaderSize+i*digest.Size:], s[:])
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|noFollow, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|noFollow, 0o600)
 	if err != nil {
 		return fmt.Errorf("create digests %s: %w", path, err)
 	}

@@ -34,7 +34,7 @@ func acquireLock(path, owner string) (*fileLock, error) {
 	if heldLocks.m[path] {
 		return nil, fmt.Errorf("lock %s: %w (%s)", path, ErrLocked, lockHolder(path))
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
@@ -87,7 +87,7 @@ type readersLock struct{ f *os.File }
 const lockPoll = 20 * time.Millisecond
 
 func lockReaders(ctx context.Context, path string, exclusive bool) (*readersLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o600)
 	if err != nil && !exclusive {
 		// A datastore mounted read-only has no writer to exclude.
 		if f, err = os.Open(path); err != nil {

@@ -75,6 +75,10 @@ type sessionRecord struct {
 	Started        time.Time           `json:"started"`
 	CheckpointTime time.Time           `json:"checkpointTime"`
 	Disks          []sessionDiskRecord `json:"disks"`
+	// TokenHash is the SHA-256 of the session token the data channel must
+	// present (hex); only its hash is kept, so the metadata cannot be
+	// replayed as a credential.
+	TokenHash string `json:"tokenHash,omitempty"`
 }
 
 type sessionDiskRecord struct {
@@ -237,7 +241,7 @@ func saveMeta(path string, m *metadata) error {
 	if err != nil {
 		return fmt.Errorf("encode replica metadata %s: %w", path, err)
 	}
-	return atomicfile.WriteFile(path, append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // clone deep-copies metadata so that a failed update leaves memory unchanged.

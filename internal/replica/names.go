@@ -83,7 +83,7 @@ func resolveWithin(root string, create bool, elems ...string) (string, error) {
 			if !create {
 				return "", fmt.Errorf("%s: %w", p, os.ErrNotExist)
 			}
-			if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return "", fmt.Errorf("create folder %s: %w", p, err)
 			}
 			if err := atomicfile.SyncDir(cur); err != nil {

@@ -395,7 +395,8 @@ func (r *Replica) writeStandalone(ctx context.Context, img disk.Image, path, for
 		if err := os.Remove(path); err != nil {
 			return err
 		}
-		d, err := r.store.format.createBase(path, img.Size(), img.SectorSize())
+		// An export is the plain disk, whatever the datastore's format.
+		d, err := vhdxChain{}.createBase(path, img.Size(), img.SectorSize())
 		if err != nil {
 			return err
 		}

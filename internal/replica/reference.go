@@ -57,7 +57,7 @@ func (w *Writer) SetReferencePoint(pointID, ref string) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(string(w.l), referenceFile), b, 0o644)
+	return atomicfile.WriteFile(filepath.Join(string(w.l), referenceFile), b, 0o600)
 }
 
 // ReferencePoint returns the source reference point recorded for a restore

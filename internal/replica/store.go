@@ -1,12 +1,15 @@
 package replica
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/replicator/replicator/internal/atomicfile"
 )
 
 // Store is the datastore of a target agent: one folder per job, one replica
@@ -18,13 +21,22 @@ type Store struct {
 
 // Open returns the store rooted at the datastore folder root, creating the
 // folder if it does not exist (what the target agent does).
-func Open(root string) (*Store, error) { return open(root, true) }
+func Open(root string) (*Store, error) { return open(root, true, nil) }
 
 // OpenExisting returns the store rooted at an existing datastore folder and
 // creates nothing (what the operator's commands do).
-func OpenExisting(root string) (*Store, error) { return open(root, false) }
+func OpenExisting(root string) (*Store, error) { return open(root, false, nil) }
 
-func open(root string, create bool) (*Store, error) {
+// OpenEncrypted is Open or OpenExisting (create false) with a key: replicas
+// are encrypted at rest with it (nil: not encrypted). A datastore remembers
+// whether it is encrypted, and with which key (by its id, in
+// encryption.json): it refuses to be opened without its key or with
+// another, and a datastore that already holds plain replicas refuses a key.
+func OpenEncrypted(root string, create bool, key *Key) (*Store, error) {
+	return open(root, create, key)
+}
+
+func open(root string, create bool, key *Key) (*Store, error) {
 	if root == "" {
 		return nil, errors.New("open datastore: no folder given")
 	}
@@ -33,7 +45,7 @@ func open(root string, create bool) (*Store, error) {
 		return nil, fmt.Errorf("open datastore %s: %w", root, err)
 	}
 	if create {
-		if err := os.MkdirAll(abs, 0o755); err != nil {
+		if err := os.MkdirAll(abs, 0o700); err != nil {
 			return nil, fmt.Errorf("open datastore %s: %w", abs, err)
 		}
 	}
@@ -48,7 +60,59 @@ func open(root string, create bool) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open datastore %s: not a folder", abs)
 	}
-	return &Store{root: real, format: vhdxChain{}}, nil
+	st := &Store{root: real, format: vhdxChain{}}
+	if err := st.checkEncryption(key, create); err != nil {
+		return nil, err
+	}
+	if key != nil {
+		st.format = sealedFormat{inner: vhdxChain{}, key: key}
+	}
+	return st, nil
+}
+
+type encryptionMarker struct {
+	Cipher string `json:"cipher"`
+	KeyID  string `json:"keyId"`
+	Unit   int    `json:"unit"`
+}
+
+// checkEncryption compares the key with the datastore's marker, writing the
+// marker on first use with a key.
+func (s *Store) checkEncryption(key *Key, create bool) error {
+	path := filepath.Join(s.root, encryptionFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		var m encryptionMarker
+		if err := json.Unmarshal(b, &m); err != nil || m.KeyID == "" {
+			return fmt.Errorf("open datastore %s: %s is damaged", s.root, path)
+		}
+		if key == nil {
+			return fmt.Errorf("open datastore %s: its replicas are encrypted (key %s): set agent.encryptionKeyFile", s.root, m.KeyID)
+		}
+		if m.KeyID != key.ID() {
+			return fmt.Errorf("open datastore %s: its replicas are encrypted with key %s, agent.encryptionKeyFile holds key %s", s.root, m.KeyID, key.ID())
+		}
+		return nil
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("open datastore %s: %w", s.root, err)
+	case key == nil:
+		return nil
+	}
+	entries, err := os.ReadDir(s.root)
+	if err != nil {
+		return fmt.Errorf("open datastore %s: %w", s.root, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			return fmt.Errorf("open datastore %s: it holds replicas that are not encrypted; encryption at rest needs a new datastore", s.root)
+		}
+	}
+	if !create {
+		return fmt.Errorf("open datastore %s: it is not encrypted, but a key was given", s.root)
+	}
+	b, _ = json.Marshal(encryptionMarker{Cipher: "AES-256-GCM", KeyID: key.ID(), Unit: sealUnit})
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // Root returns the datastore folder.

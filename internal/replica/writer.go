@@ -402,6 +402,9 @@ type OpenSession struct {
 	BlockSize    int64
 	Positions    map[string]int64
 	Complete     map[string]bool
+	// TokenHash is the hex SHA-256 of the session's data-channel token
+	// ("" when none was set).
+	TokenHash string
 }
 
 // OpenSession returns the open session recorded in the metadata, if any.
@@ -413,12 +416,27 @@ func (w *Writer) OpenSession() (OpenSession, bool) {
 	}
 	s := w.meta.Session
 	o := OpenSession{PointID: s.PointID, RunID: s.RunID, CheckpointID: s.CheckpointID, BlockSize: s.BlockSize,
-		Positions: map[string]int64{}, Complete: map[string]bool{}}
+		Positions: map[string]int64{}, Complete: map[string]bool{}, TokenHash: s.TokenHash}
 	for _, d := range s.Disks {
 		o.Positions[d.ID] = d.Position
 		o.Complete[d.ID] = d.Complete
 	}
 	return o, true
+}
+
+// SetSessionToken records durably the hash of the token the data channel must
+// present to write the open session of checkpoint (hex SHA-256). A new
+// token replaces the old one: connections holding the old token are refused.
+func (w *Writer) SetSessionToken(checkpoint, tokenHash string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.meta == nil || w.meta.Session == nil || w.meta.Session.CheckpointID != checkpoint {
+		return fmt.Errorf("set session token in %s: no open restore point of checkpoint %s", w.l, checkpoint)
+	}
+	return w.update(func(m *metadata) error { m.Session.TokenHash = tokenHash; return nil })
 }
 
 // collectGarbage removes files of disks/ and digests/ that no point, session
@@ -474,8 +492,8 @@ func (w *Writer) collectGarbage() error {
 			removed := false
 			for _, f := range files {
 				name := f.Name()
-				ours := strings.HasSuffix(name, ".vhdx") || strings.HasSuffix(name, ".sum") || strings.Contains(name, ".tmp-")
-				if !ours || f.IsDir() || keep[kind+"/"+id.Name()+"/"+name] {
+				ours := strings.HasSuffix(name, ".vhdx") || strings.HasSuffix(name, ".sum") || strings.HasSuffix(name, sealSuffix) || strings.Contains(name, ".tmp-")
+				if !ours || f.IsDir() || keep[kind+"/"+id.Name()+"/"+strings.TrimSuffix(name, sealSuffix)] {
 					continue
 				}
 				if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {

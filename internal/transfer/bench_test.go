@@ -25,6 +25,7 @@ import (
 // measure the channel and the pipeline, not the target's storage.
 type nullTarget struct{}
 
+func (nullTarget) Admit(context.Context, transfer.Hello, string) error { return nil }
 func (nullTarget) OpenDisk(context.Context, transfer.Hello, string) (transfer.Sink, error) {
 	return &nullSink{}, nil
 }

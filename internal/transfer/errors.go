@@ -12,6 +12,10 @@ import (
 // restore point (or none with digests): the sender then plans a full copy.
 var ErrNoDigests = errors.New("no digests recorded for this disk")
 
+// ErrBadToken is what Target.Admit returns (wrapped) when a Hello does not
+// carry the session token of the restore point it names.
+var ErrBadToken = errors.New("session token refused")
+
 // ErrReplicaDiffers is what SendDisk returns (wrapped, retryable) when the
 // agent found that a block written from its changed parts only does not
 // give the block the source has: the replica's earlier point and the change

@@ -142,11 +142,11 @@ func (s source) open(t testing.TB) *transfertest.Image {
 }
 
 func hello(size, bs int64) transfer.Hello {
-	return transfer.Hello{Version: transfer.Version, Job: testJob, VMID: testVM, DiskID: testDisk, CheckpointID: testCP, DiskSize: size, BlockSize: bs}
+	return transfer.Hello{Version: transfer.Version, Job: testJob, VMID: testVM, DiskID: testDisk, CheckpointID: testCP, DiskSize: size, BlockSize: bs, Token: transfertest.DefaultToken}
 }
 
 func options(bs int64) transfer.SendOptions {
-	return transfer.SendOptions{Job: testJob, VMID: testVM, DiskID: testDisk, CheckpointID: testCP, BlockSize: bs}
+	return transfer.SendOptions{Job: testJob, VMID: testVM, DiskID: testDisk, CheckpointID: testCP, BlockSize: bs, Token: transfertest.DefaultToken}
 }
 
 // expected returns the source's bytes with the excluded ranges zeroed.

@@ -16,10 +16,13 @@ import (
 // Protocol constants.
 const (
 	Magic = "RPLC"
-	// Version is what this sender speaks; version 2 added partial frames.
-	Version = 2
-	// MinVersion is the oldest sender an agent accepts.
-	MinVersion = 1
+	// Version is what this sender speaks; version 2 added partial frames,
+	// version 3 the session token of the restore point in the Hello.
+	Version = 3
+	// MinVersion is the oldest sender an agent accepts: a sender without a
+	// session token cannot prove it may write the point, so older ones are
+	// refused.
+	MinVersion = 3
 
 	msgHello     = 'H'
 	msgHelloRep  = 'R'
@@ -57,6 +60,8 @@ const (
 	MaxBlockSize = 64 << 20
 	// maxNameLen bounds job, VM, disk and checkpoint names.
 	maxNameLen = 64
+	// TokenLen is the length of a session token: 32 random bytes in hex.
+	TokenLen = 64
 )
 
 // Hello opens the transfer of one disk of one checkpoint.
@@ -69,6 +74,10 @@ type Hello struct {
 	DiskSize     int64
 	BlockSize    int64
 	WantDigests  bool
+	// Token is the session token BeginRestorePoint returned for the restore
+	// point of CheckpointID: it proves the sender was given this point to
+	// write. It is never logged.
+	Token string
 }
 
 // frame is the header of a data frame.
@@ -151,7 +160,13 @@ func ValidName(kind, s string) error {
 // Validate checks a Hello as the agent must before touching anything.
 func (h Hello) Validate() error {
 	if h.Version < MinVersion || h.Version > Version {
+		if h.Version < 3 {
+			return fmt.Errorf("protocol version %d unsupported (this agent speaks %d to %d): the sender predates session tokens; upgrade the proxy", h.Version, MinVersion, Version)
+		}
 		return fmt.Errorf("protocol version %d unsupported (this agent speaks %d to %d)", h.Version, MinVersion, Version)
+	}
+	if err := ValidToken(h.Token); err != nil {
+		return err
 	}
 	for _, n := range []struct{ kind, v string }{{"job", h.Job}, {"vm", h.VMID}, {"disk", h.DiskID}, {"checkpoint", h.CheckpointID}} {
 		if err := ValidName(n.kind, n.v); err != nil {
@@ -163,6 +178,19 @@ func (h Hello) Validate() error {
 	}
 	if h.BlockSize < MinBlockSize || h.BlockSize > MaxBlockSize || h.BlockSize%512 != 0 {
 		return fmt.Errorf("block size %d: want a multiple of 512 between %d and %d", h.BlockSize, MinBlockSize, MaxBlockSize)
+	}
+	return nil
+}
+
+// ValidToken checks the form of a session token (not whether it is right).
+func ValidToken(t string) error {
+	if len(t) != TokenLen {
+		return fmt.Errorf("session token: %d characters, want %d (the proxy must present the token BeginRestorePoint returned)", len(t), TokenLen)
+	}
+	for _, c := range []byte(t) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return errors.New("session token: not lower-case hexadecimal")
+		}
 	}
 	return nil
 }
@@ -269,6 +297,9 @@ func encodeHello(e *encoder, h Hello) []byte {
 	e.str(h.VMID)
 	e.str(h.DiskID)
 	e.str(h.CheckpointID)
+	if h.Version >= 3 {
+		e.str(h.Token)
+	}
 	return e.finish()
 }
 
@@ -284,6 +315,9 @@ func decodeHello(body []byte) (Hello, error) {
 	h.DiskSize = d.i64()
 	h.BlockSize = d.i64()
 	h.Job, h.VMID, h.DiskID, h.CheckpointID = d.str(), d.str(), d.str(), d.str()
+	if h.Version >= 3 {
+		h.Token = d.str()
+	}
 	if err := d.end("hello"); err != nil {
 		return Hello{}, err
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 func TestHelloRoundTrip(t *testing.T) {
-	h := Hello{Version: Version, Job: "demo", VMID: "vm-1", DiskID: "disk0", CheckpointID: "cp", DiskSize: 1 << 40, BlockSize: 1 << 20, WantDigests: true}
+	h := Hello{Version: Version, Job: "demo", VMID: "vm-1", DiskID: "disk0", CheckpointID: "cp", DiskSize: 1 << 40, BlockSize: 1 << 20, WantDigests: true, Token: strings.Repeat("ab", 32)}
 	var e encoder
 	msg := encodeHello(&e, h)
 	got, err := decodeHello(msg[5:])
@@ -27,9 +27,22 @@ func TestHelloRoundTrip(t *testing.T) {
 			t.Fatalf("version %d: %v", v, err)
 		}
 	}
-	h.Version = MinVersion // an older proxy is still served
-	if err := h.Validate(); err != nil {
+	// A version 2 sender (no session token) is refused, and told why.
+	old := h
+	old.Version, old.Token = 2, ""
+	got, err = decodeHello(encodeHello(&e, old)[5:])
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := got.Validate(); err == nil || !strings.Contains(err.Error(), "predates session tokens") {
+		t.Fatalf("version 2 sender: %v", err)
+	}
+	h.Version = Version
+	for _, tok := range []string{"", "short", strings.Repeat("AB", 32), strings.Repeat("zz", 32)} {
+		h.Token = tok
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "session token") {
+			t.Fatalf("token %q: %v", tok, err)
+		}
 	}
 }
 

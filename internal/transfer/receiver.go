@@ -2,6 +2,8 @@ package transfer
 
 import (
 	"bufio"
+	"bytes"
+	"container/list"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -21,6 +23,13 @@ import (
 
 // Target is where the agent writes replicas: the replica store implements it.
 type Target interface {
+	// Admit decides whether the sender of h may touch the restore point
+	// of h.CheckpointID at all: h.Token must be the point's session token
+	// (and h.BlockSize its block size). It is called before OpenDisk and
+	// Digests, and before the connection may displace another one writing
+	// the same disk; an error that wraps ErrBadToken refuses for good. peer
+	// is the common name of the client's certificate.
+	Admit(ctx context.Context, h Hello, peer string) error
 	// OpenDisk opens the disk of h in the restore-point session of
 	// h.CheckpointID; it fails when no such session is open. peer is the
 	// common name of the client's certificate.
@@ -62,16 +71,30 @@ type ReceiverOptions struct {
 	// comes first (defaults 64 MiB and 2 s), and at Done.
 	PersistBytes    int64
 	PersistInterval time.Duration
-	// HandshakeTimeout bounds TLS handshake, Hello and opening the disk (30 s).
+	// HandshakeTimeout bounds the TLS handshake and the Hello (10 s): a
+	// client that cannot finish both in that time is cut off.
 	HandshakeTimeout time.Duration
-	// IdleTimeout ends a connection that sends nothing for this long (2 min).
+	// MaxPendingHandshakes bounds the connections in their handshake or
+	// Hello at once (256), MaxPendingPerAddress those from one IP address
+	// (32). Beyond either bound the oldest pending connection is closed, so
+	// that stalled clients cannot keep a sender that completes its
+	// handshake promptly out.
+	MaxPendingHandshakes int
+	MaxPendingPerAddress int
+	// IdleTimeout ends a connection that makes no progress for this long
+	// (2 min): no new block, no advance of its position. Messages that do not
+	// move the transfer forward do not keep it alive.
 	IdleTimeout time.Duration
 	// MaxBlockSize bounds the block size a sender may declare (64 MiB).
 	MaxBlockSize int64
 	// MaxConnections bounds the disks received at once (16); a sender beyond
-	// it is told the agent is busy, a retryable error. Each connection holds
-	// about three blocks of memory.
+	// it is told the agent is busy, a retryable error. A connection takes
+	// its slot only once it has presented a valid session token.
 	MaxConnections int
+	// MaxBufferBytes bounds the block buffers of all connections together
+	// (1 GiB); each holds about four blocks. A sender whose buffers would
+	// pass it is told the agent is busy.
+	MaxBufferBytes int64
 	// Logger receives one line per connection outcome (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -84,7 +107,13 @@ func (o *ReceiverOptions) defaults() {
 		o.PersistInterval = 2 * time.Second
 	}
 	if o.HandshakeTimeout <= 0 {
-		o.HandshakeTimeout = 30 * time.Second
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.MaxPendingHandshakes <= 0 {
+		o.MaxPendingHandshakes = 256
+	}
+	if o.MaxPendingPerAddress <= 0 {
+		o.MaxPendingPerAddress = 32
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 2 * time.Minute
@@ -94,6 +123,9 @@ func (o *ReceiverOptions) defaults() {
 	}
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 16
+	}
+	if o.MaxBufferBytes <= 0 {
+		o.MaxBufferBytes = 1 << 30
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -108,6 +140,12 @@ type Receiver struct {
 
 	mu     sync.Mutex
 	active map[string]*session // by disk and checkpoint
+	// conns and buffers are what admitted connections hold.
+	conns   int
+	buffers int64
+	// pending are the connections in their handshake or Hello, oldest first.
+	pending *list.List // of *pendingConn
+	perAddr map[string]int
 }
 
 // session is one connection that holds a disk open.
@@ -116,15 +154,23 @@ type session struct {
 	done chan struct{}
 }
 
+// pendingConn is a connection not yet admitted.
+type pendingConn struct {
+	conn net.Conn
+	addr string
+	elem *list.Element
+}
+
 // NewReceiver returns a receiver writing into t. tlsConf must hold the
 // agent's certificate and the CA pool that signs clients (ClientCAs); the
-// receiver enforces TLS 1.3 and a verified client certificate whatever it says.
+// receiver enforces TLS 1.3 and a verified client certificate whatever it
+// says (and keeps tlsConf's VerifyConnection, which checks the client's role).
 func NewReceiver(t Target, tlsConf *tls.Config, o ReceiverOptions) *Receiver {
 	o.defaults()
 	c := tlsConf.Clone()
 	c.MinVersion = tls.VersionTLS13
 	c.ClientAuth = tls.RequireAndVerifyClientCert
-	return &Receiver{target: t, tls: c, opts: o, active: map[string]*session{}}
+	return &Receiver{target: t, tls: c, opts: o, active: map[string]*session{}, pending: list.New(), perAddr: map[string]int{}}
 }
 
 // Serve accepts connections on ln until ctx ends, then closes ln and every
@@ -139,7 +185,6 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	slots := make(chan struct{}, r.opts.MaxConnections)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var err error
@@ -149,16 +194,11 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 		if err != nil {
 			break
 		}
+		p := r.addPending(c)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case slots <- struct{}{}:
-				defer func() { <-slots }()
-				r.handle(ctx, c, false)
-			default:
-				r.handle(ctx, c, true)
-			}
+			r.handle(ctx, c, p)
 		}()
 	}
 	cancel()
@@ -169,8 +209,85 @@ func (r *Receiver) Serve(ctx context.Context, ln net.Listener) error {
 	return fmt.Errorf("receiver: accept on %s: %w", ln.Addr(), err)
 }
 
-// handle runs one connection; a busy agent only tells the sender so.
-func (r *Receiver) handle(ctx context.Context, raw net.Conn, busy bool) {
+// addPending records a connection entering its handshake; over the bounds,
+// the oldest pending connection (of the same address first) is closed.
+func (r *Receiver) addPending(c net.Conn) *pendingConn {
+	addr := c.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		addr = host
+	}
+	p := &pendingConn{conn: c, addr: addr}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p.elem = r.pending.PushBack(p)
+	r.perAddr[addr]++
+	if r.perAddr[addr] > r.opts.MaxPendingPerAddress {
+		for e := r.pending.Front(); e != nil; e = e.Next() {
+			if old := e.Value.(*pendingConn); old.addr == addr {
+				r.evictLocked(old)
+				break
+			}
+		}
+	}
+	if r.pending.Len() > r.opts.MaxPendingHandshakes {
+		r.evictLocked(r.pending.Front().Value.(*pendingConn))
+	}
+	return p
+}
+
+func (r *Receiver) evictLocked(p *pendingConn) {
+	r.donePendingLocked(p)
+	p.conn.Close()
+}
+
+// donePending records that a connection left its handshake and Hello.
+func (r *Receiver) donePending(p *pendingConn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.donePendingLocked(p)
+}
+
+func (r *Receiver) donePendingLocked(p *pendingConn) {
+	if p.elem == nil {
+		return
+	}
+	r.pending.Remove(p.elem)
+	p.elem = nil
+	if r.perAddr[p.addr]--; r.perAddr[p.addr] <= 0 {
+		delete(r.perAddr, p.addr)
+	}
+}
+
+// bufferBytes is what one connection of block size bs holds: the payload,
+// the decoded block, a block read back for partial frames, zeros, and the
+// buffered reader and writer.
+func bufferBytes(bs int64) int64 { return 4*bs + 256<<10 + 64<<10 }
+
+// admit takes a connection slot and the connection's buffers from the
+// agent's budget, or says why it cannot.
+func (r *Receiver) admit(bs int64) (release func(), err error) {
+	need := bufferBytes(bs)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.conns >= r.opts.MaxConnections:
+		return nil, fmt.Errorf("agent busy: %d transfers in progress", r.opts.MaxConnections)
+	case r.buffers+need > r.opts.MaxBufferBytes:
+		return nil, fmt.Errorf("agent busy: the buffers of the transfers in progress (%d bytes) leave no room for %d more (limit %d)", r.buffers, need, r.opts.MaxBufferBytes)
+	}
+	r.conns++
+	r.buffers += need
+	return func() {
+		r.mu.Lock()
+		r.conns--
+		r.buffers -= need
+		r.mu.Unlock()
+	}, nil
+}
+
+// handle runs one connection: handshake and Hello within the handshake
+// deadline, the session token checked, then a slot taken and the disk received.
+func (r *Receiver) handle(ctx context.Context, raw net.Conn, p *pendingConn) {
 	defer raw.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -181,35 +298,59 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, busy bool) {
 	raw.SetDeadline(time.Now().Add(r.opts.HandshakeTimeout))
 	conn := tls.Server(raw, r.tls)
 	if err := conn.HandshakeContext(ctx); err != nil {
+		r.donePending(p)
 		log.Warn("data channel: TLS handshake refused", "err", err)
 		return
 	}
 	peer := conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 	log = log.With("peer", peer)
-	if busy {
-		c := &receiverConn{r: r, conn: conn, raw: raw, bw: bufio.NewWriterSize(conn, 4096), log: log}
-		c.sendError(errRetryable, fmt.Sprintf("agent busy: %d transfers in progress", r.opts.MaxConnections))
-		log.Warn("data channel: refused, agent busy", "connections", r.opts.MaxConnections)
+	// Small buffers until the sender is admitted: a client that only
+	// completes a handshake holds a few KiB.
+	c := &receiverConn{r: r, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4096), bw: bufio.NewWriterSize(conn, 4096), log: log}
+	err := c.readHello()
+	r.donePending(p)
+	if err == nil {
+		if err = r.target.Admit(ctx, c.hello, peer); err != nil {
+			err = reject("hello %s: %w", c.hello, err)
+		}
+	}
+	if err != nil {
+		r.refuse(ctx, c, err)
 		return
 	}
-	c := &receiverConn{r: r, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 256<<10), bw: bufio.NewWriterSize(conn, 64<<10), log: log}
-	err := c.run(ctx, peer)
+	release, err := r.admit(c.hello.BlockSize)
 	if err != nil {
-		var pe *protocolError
-		var flags uint8
-		if !errors.As(err, &pe) || pe.retryable {
-			flags |= errRetryable
-		}
-		if pe != nil && pe.differs {
-			flags |= errReplicaDiffers
-		}
-		if ctx.Err() == nil {
-			c.sendError(flags, err.Error())
-		}
-		log.Warn("data channel: transfer ended", "disk", c.hello.String(), "err", err)
+		c.sendError(errRetryable, err.Error())
+		log.Warn("data channel: refused", "disk", c.hello.String(), "err", err)
+		return
+	}
+	defer release()
+	// The Hello was read through the small buffer; what followed it stays
+	// in front of the connection.
+	rest, _ := c.br.Peek(c.br.Buffered())
+	c.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(rest)), conn), 256<<10)
+	c.bw = bufio.NewWriterSize(conn, 64<<10)
+	if err := c.run(ctx, peer); err != nil {
+		r.refuse(ctx, c, err)
 		return
 	}
 	log.Info("data channel: disk received", "disk", c.hello.String(), "bytes", c.written, "frames", c.frames)
+}
+
+// refuse tells the sender why its transfer ends and logs it.
+func (r *Receiver) refuse(ctx context.Context, c *receiverConn, err error) {
+	var pe *protocolError
+	var flags uint8
+	if !errors.As(err, &pe) || pe.retryable {
+		flags |= errRetryable
+	}
+	if pe != nil && pe.differs {
+		flags |= errReplicaDiffers
+	}
+	if ctx.Err() == nil {
+		c.sendError(flags, err.Error())
+	}
+	c.log.Warn("data channel: transfer ended", "disk", c.hello.String(), "err", err)
 }
 
 // protocolError is a failure caused by what the sender sent.
@@ -235,18 +376,21 @@ type receiverConn struct {
 	enc  encoder
 	log  *slog.Logger
 
-	hello  Hello
-	sink   Sink
-	next   int64 // frames must start at or after this offset
-	acked  int64 // last persisted position
-	pend   int64 // raw bytes written since the last persist
-	last   time.Time
-	frames int64
+	hello Hello
+	sink  Sink
+	next  int64 // frames must start at or after this offset
+	acked int64 // last persisted position
+	pend  int64 // raw bytes written since the last persist
+	last  time.Time
+	// progressAt is when the transfer last moved forward.
+	progressAt time.Time
+	frames     int64
 	// written counts raw bytes written on this connection.
 	written int64
 }
 
-func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
+// readHello reads and checks the Hello.
+func (c *receiverConn) readHello() error {
 	typ, n, err := readHeader(c.br)
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
@@ -269,7 +413,13 @@ func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
 		return reject("hello: block size %d exceeds this agent's limit %d", h.BlockSize, c.r.opts.MaxBlockSize)
 	}
 	c.hello = h
+	return nil
+}
 
+// run receives the disk of an admitted Hello.
+func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
+	h := c.hello
+	c.raw.SetDeadline(time.Now().Add(c.r.opts.HandshakeTimeout))
 	release := c.r.claim(h, c.raw)
 	defer release()
 
@@ -290,7 +440,7 @@ func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
 	if pos < 0 || pos > h.DiskSize {
 		return fmt.Errorf("disk %s: stored position %d outside the disk of %d bytes", h, pos, h.DiskSize)
 	}
-	c.next, c.acked, c.last = pos, pos, time.Now()
+	c.next, c.acked, c.last, c.progressAt = pos, pos, time.Now(), time.Now()
 
 	reply := helloReply{ResumeFrom: pos}
 	var sums []digest.Sum
@@ -391,7 +541,9 @@ func (c *receiverConn) receive(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		c.raw.SetReadDeadline(time.Now().Add(c.r.opts.IdleTimeout))
+		// The deadline runs from the last progress, not the last message:
+		// a sender that repeats its position cannot hold the slot forever.
+		c.raw.SetReadDeadline(c.progressAt.Add(c.r.opts.IdleTimeout))
 		typ, n, err := readHeader(c.br)
 		if err != nil {
 			return fmt.Errorf("read from sender after offset %d: %w", c.next, err)
@@ -478,6 +630,7 @@ func (c *receiverConn) receive(ctx context.Context) error {
 			if pos > c.next {
 				c.next = pos
 				c.pend++ // a position to persist even without new bytes
+				c.progressAt = time.Now()
 			}
 			if err := c.maybePersist(false); err != nil {
 				return err
@@ -524,6 +677,7 @@ func (c *receiverConn) receive(ctx context.Context) error {
 func (c *receiverConn) received(f frame, written int64) error {
 	c.sink.SetDigest(f.Offset/c.hello.BlockSize, f.Sum)
 	c.next = f.Offset + int64(f.RawLength)
+	c.progressAt = time.Now()
 	c.pend += written
 	c.written += written
 	c.frames++

@@ -56,6 +56,9 @@ type Sender struct {
 // SendOptions name the disk and how to send it.
 type SendOptions struct {
 	Job, VMID, DiskID, CheckpointID string
+	// Token is the session token of the restore point (BeginRestorePoint's):
+	// the agent refuses a sender without it.
+	Token string
 	// BlockSize is the block grid (a multiple of 512, 4 KiB to 64 MiB).
 	BlockSize   int64
 	Compression codec.Level
@@ -224,7 +227,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	dialTimeout, idle, workers, inFlight := s.defaults()
 	size, bs := src.Size(), opts.BlockSize
 	h := Hello{Version: Version, Job: opts.Job, VMID: opts.VMID, DiskID: opts.DiskID, CheckpointID: opts.CheckpointID,
-		DiskSize: size, BlockSize: bs, WantDigests: opts.CompareDigests}
+		DiskSize: size, BlockSize: bs, WantDigests: opts.CompareDigests, Token: opts.Token}
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("send %s: %w", h, err)
 	}

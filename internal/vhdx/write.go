@@ -178,7 +178,7 @@ func createFile(path string, o CreateOptions, loc *parentLocator, id guid) (err 
 		return fmt.Errorf("vhdx: create %s: %w", path, err)
 	}
 
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("vhdx: create: %w", err)
 	}

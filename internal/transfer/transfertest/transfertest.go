@@ -7,6 +7,7 @@ package transfertest
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -26,15 +27,35 @@ import (
 // <disk>.sums (the digests of the point being written), <disk>.pos (its
 // checkpoint and durable position) and <disk>.prev (block size and digests of
 // the newest complete point). A disk can be opened only for a checkpoint
-// whose session Begin opened.
+// whose session Begin opened, by a Hello that carries the Target's Token.
 type Target struct {
 	Dir string
+	// Token is the session token every Hello must carry (DefaultToken when empty).
+	Token string
 
 	mu     sync.Mutex
 	opened int // OpenDisk calls that got past the session check
 }
 
 var _ transfer.Target = (*Target)(nil)
+
+// DefaultToken is the session token of a Target whose Token is empty.
+const DefaultToken = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// Admit refuses a Hello without the Target's token or without an open session.
+func (t *Target) Admit(ctx context.Context, h transfer.Hello, peer string) error {
+	want := t.Token
+	if want == "" {
+		want = DefaultToken
+	}
+	if subtle.ConstantTimeCompare([]byte(h.Token), []byte(want)) != 1 {
+		return fmt.Errorf("%w for checkpoint %s of %s/%s", transfer.ErrBadToken, h.CheckpointID, h.Job, h.VMID)
+	}
+	if _, err := os.Stat(filepath.Join(t.Dir, h.Job, h.VMID, "session-"+h.CheckpointID)); err != nil {
+		return fmt.Errorf("no open restore point for checkpoint %s of %s/%s", h.CheckpointID, h.Job, h.VMID)
+	}
+	return nil
+}
 
 // Begin opens the restore-point session of checkpoint for job/vm.
 func (t *Target) Begin(job, vm, checkpoint string) error {
