@@ -33,7 +33,7 @@ func newPKICommand() *cobra.Command {
 		Long: "The data channel between proxies and agents is mutual TLS with certificates\n" +
 			"signed by one private CA. `pki init DIR` creates it (DIR/ca.pem and\n" +
 			"DIR/ca-key.pem; keep ca-key.pem away from the workers). `pki issue DIR NAME\n" +
-			"--role agent|proxy|client` writes DIR/NAME/ with ca.pem, node.pem and\n" +
+			"--role agent|proxy|client|temporal` writes DIR/NAME/ with ca.pem, node.pem and\n" +
 			"node-key.pem: set tls.ca, tls.cert and tls.key to them. An agent accepts only\n" +
 			"proxy certificates and a proxy only agent certificates; client certificates\n" +
 			"are for the Temporal frontend (temporal.tls). An agent's certificate must\n" +
@@ -72,18 +72,22 @@ func newPKIIssueCommand() *cobra.Command {
 	var hosts, roles []string
 	var days int
 	cmd := &cobra.Command{
-		Use:   "issue DIR NAME --role agent|proxy|client [--host H…] [--days N]",
-		Short: "Issue a certificate for an agent, a proxy or a Temporal client into DIR/NAME/",
+		Use:   "issue DIR NAME --role agent|proxy|client|temporal [--host H…] [--days N]",
+		Short: "Issue a certificate for an agent, a proxy, a Temporal client or the Temporal server into DIR/NAME/",
 		Long: "Issue a certificate for NAME (its common name, which the agent logs as the\n" +
 			"peer) signed by the CA in DIR, carrying the roles given with --role: agent\n" +
 			"(serves the data channel), proxy (sends disks to agents), client (of the\n" +
-			"Temporal frontend). A process that is both agent and proxy takes both roles.\n" +
+			"Temporal frontend), temporal (the Temporal server: its frontend and internode\n" +
+			"TLS; no data channel accepts it). A process that is both agent and proxy takes\n" +
+			"both roles; a worker that dials the frontend with mutual TLS adds client\n" +
+			"(an agent's certificate alone has no client authentication).\n" +
 			"Writes DIR/NAME/ca.pem (a copy of the CA certificate), DIR/NAME/node.pem and\n" +
 			"DIR/NAME/node-key.pem (mode 0600). --host names the DNS names and IP\n" +
 			"addresses of an agent, as in targets[].address; a proxy needs none.",
 		Example: "  starter pki init deploy/tls\n" +
-			"  starter pki issue deploy/tls agent --role agent --host agent --host dr01.example.internal\n" +
-			"  starter pki issue deploy/tls worker --role proxy",
+			"  starter pki issue deploy/tls temporal --role temporal --host temporal\n" +
+			"  starter pki issue deploy/tls agent --role agent --role client --host agent --host dr01.example.internal\n" +
+			"  starter pki issue deploy/tls proxy --role proxy --role client",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rs, err := parseRoles(roles)
@@ -99,14 +103,14 @@ func newPKIIssueCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&hosts, "host", nil, "DNS name or IP address the certificate is valid for (repeatable)")
-	cmd.Flags().StringArrayVar(&roles, "role", nil, "agent, proxy or client (repeatable; required)")
+	cmd.Flags().StringArrayVar(&roles, "role", nil, "agent, proxy, client or temporal (repeatable; required)")
 	cmd.Flags().IntVar(&days, "days", 90, "validity in days (at most 397)")
 	return cmd
 }
 
 func parseRoles(names []string) ([]pki.Role, error) {
 	if len(names) == 0 {
-		return nil, errors.New("pki issue: --role is required: agent (serves the data channel), proxy (sends to agents) or client (of the Temporal frontend)")
+		return nil, errors.New("pki issue: --role is required: agent (serves the data channel), proxy (sends to agents), client (of the Temporal frontend) or temporal (the Temporal server)")
 	}
 	var out []pki.Role
 	for _, n := range names {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +50,13 @@ func TestPKIInitIssueHandshake(t *testing.T) {
 	out, err := runStarter(t, "pki", "issue", dir, "worker", "--role", "proxy")
 	if err != nil {
 		t.Fatalf("pki issue worker: %v\n%s", err, out)
+	}
+	// The Temporal server's certificate: its own role, no data-channel one.
+	if out, err := runStarter(t, "pki", "issue", dir, "temporal", "--role", "temporal", "--host", "temporal"); err != nil {
+		t.Fatalf("pki issue temporal: %v\n%s", err, out)
+	}
+	if got := pki.RolesOf(readCert(t, filepath.Join(dir, "temporal", "node.pem"))); !slices.Equal(got, []pki.Role{pki.RoleTemporal}) {
+		t.Fatalf("temporal/node.pem carries roles %v, want [temporal]", got)
 	}
 	if want := filepath.Join(dir, "worker", "node-key.pem"); !strings.Contains(out, want) {
 		t.Fatalf("pki issue prints the tls keys to set; want %s in:\n%s", want, out)

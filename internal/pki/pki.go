@@ -1,6 +1,7 @@
 // Package pki is the private certificate authority of the data channel: it
 // creates a CA, issues short-lived ECDSA P-256 certificates that carry the
-// role of their holder (agent, proxy, or client of the Temporal frontend),
+// role of their holder (agent, proxy, client of the Temporal frontend, or
+// the Temporal server itself),
 // keeps a list of revoked serial numbers, and builds the mutual-TLS
 // configurations both ends use: an agent accepts only proxies, a proxy only
 // agents, and neither accepts a revoked certificate. `workers --dev` calls
@@ -62,6 +63,11 @@ const (
 	RoleProxy Role = "proxy"
 	// RoleClient is a client of the Temporal frontend (client authentication).
 	RoleClient Role = "client"
+	// RoleTemporal is the Temporal server: its frontend serves clients and
+	// its services dial each other (internode mutual TLS), so it has both
+	// server and client authentication, yet no data-channel role: neither an
+	// agent nor a proxy accepts it.
+	RoleTemporal Role = "temporal"
 )
 
 const roleURIPrefix = "urn:replicator:role:"
@@ -69,10 +75,10 @@ const roleURIPrefix = "urn:replicator:role:"
 // ParseRole parses a role name.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(s); r {
-	case RoleAgent, RoleProxy, RoleClient:
+	case RoleAgent, RoleProxy, RoleClient, RoleTemporal:
 		return r, nil
 	}
-	return "", fmt.Errorf("role %q: want agent, proxy or client", s)
+	return "", fmt.Errorf("role %q: want agent, proxy, client or temporal", s)
 }
 
 // RolesOf lists the roles a certificate carries.
@@ -183,14 +189,14 @@ type Request struct {
 // Issue issues a certificate and writes dir/<name>.pem and dir/<name>-key.pem
 // (mode 0600). Its extended key usages follow its roles: server
 // authentication for an agent, client authentication for a proxy or a
-// Temporal client.
+// Temporal client, both for the Temporal server.
 func (ca *CA) Issue(dir string, req Request) (Files, error) {
 	name := req.Name
 	if name == "" || filepath.Base(name) != name || name == "." || name == ".." {
 		return Files{}, fmt.Errorf("issue certificate: name %q is not a plain file name", name)
 	}
 	if len(req.Roles) == 0 {
-		return Files{}, fmt.Errorf("issue certificate %s: no role (agent, proxy or client)", name)
+		return Files{}, fmt.Errorf("issue certificate %s: no role (agent, proxy, client or temporal)", name)
 	}
 	validity := req.Validity
 	if validity == 0 {
@@ -205,12 +211,19 @@ func (ca *CA) Issue(dir string, req Request) (Files, error) {
 		if _, err := ParseRole(string(r)); err != nil {
 			return Files{}, fmt.Errorf("issue certificate %s: %w", name, err)
 		}
-		u := x509.ExtKeyUsageClientAuth
-		if r == RoleAgent {
-			u = x509.ExtKeyUsageServerAuth
+		var us []x509.ExtKeyUsage
+		switch r {
+		case RoleAgent:
+			us = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		case RoleTemporal:
+			us = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+		default:
+			us = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		}
-		if !slices.Contains(usage, u) {
-			usage = append(usage, u)
+		for _, u := range us {
+			if !slices.Contains(usage, u) {
+				usage = append(usage, u)
+			}
 		}
 		uri, _ := url.Parse(roleURIPrefix + string(r))
 		uris = append(uris, uri)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,6 +145,83 @@ func TestRolesAreChecked(t *testing.T) {
 	if _, err := ca.Issue(dir, Request{Name: "none"}); err == nil {
 		t.Fatal("issued a certificate without a role")
 	}
+}
+
+// TestTemporalServerCertificate: the Temporal server's certificate serves
+// its frontend and its internode mutual TLS (server and client
+// authentication) but opens no data channel, and a worker dials the frontend
+// only with a certificate that has client authentication (an agent's needs
+// the client role beside its own).
+func TestTemporalServerCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string, roles ...Role) Files {
+		t.Helper()
+		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	temporal := issue("temporal", RoleTemporal)
+	agent, proxy := issue("agent", RoleAgent), issue("proxy", RoleProxy)
+	agentClient := issue("agent-client", RoleAgent, RoleClient)
+	leaf, err := temporal.Leaf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		t.Fatalf("temporal certificate's extended key usages %v, want server and client authentication", leaf.ExtKeyUsage)
+	}
+	if got := RolesOf(leaf); !slices.Equal(got, []Role{RoleTemporal}) {
+		t.Fatalf("temporal certificate carries roles %v", got)
+	}
+	// Internode: the server's services dial each other with the one certificate.
+	handshakeWith(t, rawServer(t, temporal), rawClient(t, temporal), "127.0.0.1", true)
+
+	// The data channel refuses it on both sides: as its own configuration...
+	if _, err := temporal.ServerTLS(); err == nil || !strings.Contains(err.Error(), "not agent") {
+		t.Fatalf("the Temporal server's certificate serves the data channel: %v", err)
+	}
+	if _, err := temporal.ClientTLS(); err == nil || !strings.Contains(err.Error(), "not proxy") {
+		t.Fatalf("the Temporal server's certificate sends to agents: %v", err)
+	}
+	// ...and presented by hand to a real agent and a real proxy.
+	sc, err := agent.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := proxy.ClientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakeWith(t, sc, cc, "127.0.0.1", true)
+	handshakeWith(t, sc, rawClient(t, temporal), "127.0.0.1", false)
+	handshakeWith(t, rawServer(t, temporal), cc, "127.0.0.1", false)
+
+	// The frontend (mutual TLS, clients of the CA) takes a proxy's and an
+	// agent-and-client certificate; an agent's alone has no client
+	// authentication.
+	frontend := rawServer(t, temporal)
+	for _, c := range []struct {
+		f    Files
+		want bool
+	}{{proxy, true}, {agentClient, true}, {agent, false}} {
+		tc, err := TemporalTLS(c.f.CA, c.f.Cert, c.f.Key, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		handshakeWith(t, frontend, tc, "127.0.0.1", c.want)
+	}
+	// The agent-and-client certificate still serves the data channel and is
+	// no proxy.
+	if _, err := agentClient.ServerTLS(); err != nil {
+		t.Fatal(err)
+	}
+	handshakeWith(t, sc, rawClient(t, agentClient), "127.0.0.1", false)
 }
 
 // rawClient presents f's certificate and trusts f's CA, with no role check.
