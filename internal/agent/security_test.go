@@ -53,7 +53,7 @@ func newSecurityFixture(t *testing.T, opts transfer.ReceiverOptions) *securityFi
 		t.Fatal(err)
 	}
 	fx := &securityFixture{datastore: filepath.Join(dir, "datastore"), certs: map[string]pki.Files{}, tokens: map[string]string{}}
-	for name, role := range map[string]pki.Role{"agent": pki.RoleAgent, "proxy": pki.RoleProxy, "agent-2": pki.RoleAgent, "client": pki.RoleClient} {
+	for name, role := range map[string]pki.Role{"agent": pki.RoleAgent, "proxy": pki.RoleProxy, "agent-2": pki.RoleAgent, "client": pki.RoleClient, "temporal": pki.RoleTemporal} {
 		f, err := ca.Issue(filepath.Join(dir, "pki"), pki.Request{Name: name, Roles: []pki.Role{role}, Hosts: []string{"127.0.0.1"}})
 		if err != nil {
 			t.Fatal(err)
@@ -210,6 +210,7 @@ func TestForgedClientsChangeNothing(t *testing.T) {
 	}{
 		{"agent certificate", rawClientTLS(t, fx.certs["agent-2"]), fx.tokens["vm-1"], "certificate"},
 		{"Temporal client certificate", rawClientTLS(t, fx.certs["client"]), fx.tokens["vm-1"], "certificate"},
+		{"Temporal server certificate", rawClientTLS(t, fx.certs["temporal"]), fx.tokens["vm-1"], "certificate"},
 		{"proxy without the token", fx.proxyTLS(t), strings.Repeat("0", transfer.TokenLen), "session token refused"},
 		{"proxy replaying another point's token", fx.proxyTLS(t), fx.tokens["vm-2"], "session token refused"},
 	}

@@ -395,6 +395,12 @@ func TemporalTLS(ca, cert, key, serverName string) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load certificate %s with key %s: %w", cert, key, err)
 		}
+		// A frontend with mutual TLS refuses a certificate without client
+		// authentication only as "bad certificate"; say which file and why
+		// here. (No extended key usage at all means any usage.)
+		if leaf := pair.Leaf; leaf != nil && len(leaf.ExtKeyUsage) > 0 && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+			return nil, fmt.Errorf("certificate %s (%q, roles %v) has no client authentication, which the Temporal frontend requires: issue it with the client role too (`starter pki issue DIR NAME --role %s --role client`) or set temporal.tls.cert to a client certificate", cert, leaf.Subject.CommonName, RolesOf(leaf), RoleAgent)
+		}
 		c.Certificates = []tls.Certificate{pair}
 	}
 	return c, nil

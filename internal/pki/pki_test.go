@@ -210,11 +210,19 @@ func TestTemporalServerCertificate(t *testing.T) {
 		f    Files
 		want bool
 	}{{proxy, true}, {agentClient, true}, {agent, false}} {
+		handshakeWith(t, frontend, rawClient(t, c.f), "127.0.0.1", c.want)
 		tc, err := TemporalTLS(c.f.CA, c.f.Cert, c.f.Key, "127.0.0.1")
+		if !c.want {
+			// Refused before dialling, with the way out.
+			if err == nil || !strings.Contains(err.Error(), "no client authentication") || !strings.Contains(err.Error(), "--role client") {
+				t.Fatalf("Temporal TLS with an agent-only certificate: %v", err)
+			}
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		handshakeWith(t, frontend, tc, "127.0.0.1", c.want)
+		handshakeWith(t, frontend, tc, "127.0.0.1", true)
 	}
 	// The agent-and-client certificate still serves the data channel and is
 	// no proxy.

@@ -93,7 +93,7 @@ func TestAPIKeyTravelsOverCAOnlyTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvFiles, err := ca.Issue(dir, pki.Request{Name: "frontend", Roles: []pki.Role{pki.RoleAgent}, Hosts: []string{"127.0.0.1"}})
+	srvFiles, err := ca.Issue(dir, pki.Request{Name: "frontend", Roles: []pki.Role{pki.RoleTemporal}, Hosts: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
