@@ -178,7 +178,14 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 	if err != nil {
 		return contract.DiskResult{}, err
 	}
-	if err := checkSpec(in.Job, spec); err != nil {
+	// How the proxy reaches the target (address, stall timeout) is the
+	// proxy's view (targets[] are as seen from the proxy): across sites the
+	// jobs worker's file, which the run carries, may name the agent
+	// otherwise. Those two come from this file alone and are not compared,
+	// so a forged address is never dialled; every other setting must match.
+	carried := in.Job
+	carried.TargetAddress, carried.TargetStallTimeout = spec.TargetAddress, spec.TargetStallTimeout
+	if err := checkSpec(carried, spec); err != nil {
 		return contract.DiskResult{}, err
 	}
 	in.Job = spec

@@ -23,9 +23,10 @@ import (
 
 // TestForgedSettingsRefused starts VMReplicationWorkflow and continued
 // ReplicationWorkflows through a real Temporal server with settings no
-// configuration holds: another target address, retention 1, a 512-byte
-// block size over a huge disk, a VM outside the job. Each is refused with
-// an error naming what, and the replica's restore points stay as they were.
+// configuration holds: retention 1, a 512-byte block size over a huge disk,
+// a VM outside the job. Each is refused with an error naming what, and the
+// replica's restore points stay as they were. Another target address is
+// never dialled: the proxy sends where its own configuration says.
 func TestForgedSettingsRefused(t *testing.T) {
 	clearReplicatorEnv(t)
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, func(c *config.Config) {
@@ -84,8 +85,6 @@ func TestForgedSettingsRefused(t *testing.T) {
 		vm   contract.VM
 		want []string
 	}{
-		{"another target address", func(s *contract.JobSpec) { s.TargetAddress = "127.0.0.1:1" }, web,
-			[]string{`targetAddress "127.0.0.1:1"`, "settings come from the configuration"}},
 		{"retention 1", func(s *contract.JobSpec) { s.Retention = 1 }, web,
 			[]string{"retention 1 (configured 7)"}},
 		{"block size 512", func(s *contract.JobSpec) { s.BlockSize = 512 }, web,
@@ -123,7 +122,6 @@ func TestForgedSettingsRefused(t *testing.T) {
 			}
 		})
 	}
-
 	t.Run("continued run with forged settings", func(t *testing.T) {
 		forged := spec
 		forged.TargetAddress, forged.Retention = "127.0.0.1:1", 1
@@ -149,6 +147,30 @@ func TestForgedSettingsRefused(t *testing.T) {
 		requireAll(t, "the forged continuation", text, `input continued.spec differs from the configuration of job "demo" in [targetAddress retention]`)
 		if got := points(); !slices.Equal(got, before) {
 			t.Fatalf("restore points %v after the forged continuation, were %v", got, before)
+		}
+	})
+	// Where the proxy reaches the agent is its own configuration's business
+	// (targets[] are as seen from the proxy): a run that carries another
+	// address (where nothing listens) still sends to the configured agent.
+	t.Run("another target address", func(t *testing.T) {
+		s := spec
+		s.TargetAddress = "127.0.0.1:1"
+		run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("forged-address-%d", time.Now().UnixNano()), TaskQueue: h.cfg.Temporal.TaskQueue},
+			contract.VMReplicationWorkflow, contract.VMInput{Job: s, VM: web})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		var res contract.VMResult
+		if err := run.Get(wctx, &res); err != nil {
+			t.Fatalf("the run did not end with a result: %v", err)
+		}
+		if res.Status != contract.StatusSuccess {
+			t.Fatalf("a run carrying another target address ended %s (the proxy dialled it?): %+v", res.Status, res)
+		}
+		if got := points(); len(got) != len(before)+1 {
+			t.Fatalf("restore points %v after the run, were %v: want one more, at the configured agent", got, before)
 		}
 	})
 }
