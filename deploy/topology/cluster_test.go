@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -577,15 +578,80 @@ func (cl *cluster) local(repoPath string) string {
 	return abs
 }
 
-func (cl *cluster) issue(name string, hosts ...string) pki.Files {
-	cl.t.Helper()
-	args := []string{cl.tools.starter, "pki", "issue", cl.certs, name}
-	for _, h := range hosts {
-		args = append(args, "--host", h)
+// pkiCommands are the `go run ./starter pki …` lines of README's
+// "Deploying" block, as argument lists after `go run ./starter`, trailing
+// comments dropped. docker-compose.yml's header must give the same lines.
+func pkiCommands(t *testing.T) [][]string {
+	t.Helper()
+	const prefix = "go run ./starter pki "
+	commands := func(file, heading, linePrefix string) [][]string {
+		b, err := os.ReadFile(filepath.Join(repoRoot, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		if heading != "" {
+			start := strings.Index(text, heading)
+			if start < 0 {
+				t.Fatalf("%s has no %q", file, heading)
+			}
+			text = text[start:]
+			if end := strings.Index(text[1:], "\n### "); end >= 0 {
+				text = text[:end+1]
+			}
+		}
+		var out [][]string
+		for line := range strings.Lines(text) {
+			line, ok := strings.CutPrefix(strings.TrimSpace(line), linePrefix)
+			if !ok {
+				continue
+			}
+			line, _, _ = strings.Cut(strings.TrimSpace(line), " #")
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				out = append(out, append([]string{"pki"}, strings.Fields(rest)...))
+			}
+		}
+		if len(out) == 0 {
+			t.Fatalf("%s gives no %q commands", file, prefix)
+		}
+		return out
 	}
-	run(cl.t, cl.dir, os.Environ(), nil, args...)
-	d := filepath.Join(cl.certs, name)
-	return pki.Files{CA: filepath.Join(d, "ca.pem"), Cert: filepath.Join(d, "node.pem"), Key: filepath.Join(d, "node-key.pem")}
+	readme := commands("README.md", "### Deploying", "")
+	if header := commands("docker-compose.yml", "", "#"); !reflect.DeepEqual(readme, header) {
+		t.Fatalf("docker-compose.yml's header issues the certificates with\n%q\nREADME's \"Deploying\" with\n%q", header, readme)
+	}
+	return readme
+}
+
+// issueCertificates runs README's `starter pki` commands with the test's
+// starter, into the test's CA folder instead of deploy/tls, and checks that
+// they issue every certificate folder a compose service mounts. extraHosts
+// adds --host values per folder: how the parties reach each other here.
+func (cl *cluster) issueCertificates(extraHosts map[string][]string) {
+	t := cl.t
+	t.Helper()
+	issued := map[string]bool{}
+	for _, args := range pkiCommands(t) {
+		for i, a := range args {
+			if a == "deploy/tls" {
+				args[i] = cl.certs
+			}
+		}
+		if len(args) >= 4 && args[1] == "issue" {
+			issued[args[3]] = true
+			for _, h := range extraHosts[args[3]] {
+				args = append(args, "--host", h)
+			}
+		}
+		run(t, cl.dir, os.Environ(), nil, append([]string{cl.tools.starter}, args...)...)
+	}
+	for svc := range cl.compose.Services {
+		for _, src := range cl.compose.mounts(t, svc) {
+			if name, ok := strings.CutPrefix(src, "deploy/tls/"); ok && !issued[name] {
+				t.Fatalf("docker-compose.yml: service %s mounts %s, which README's `starter pki issue` commands do not make", svc, src)
+			}
+		}
+	}
 }
 
 func startCluster(t *testing.T) *cluster {
@@ -593,10 +659,10 @@ func startCluster(t *testing.T) *cluster {
 	cl := &cluster{t: t, dir: t.TempDir(), compose: loadCompose(t)}
 	cl.tools = findTools(t, cl.dir)
 	cl.certs = filepath.Join(cl.dir, "tls")
-	run(t, cl.dir, os.Environ(), nil, cl.tools.starter, "pki", "init", cl.certs)
-	// As docker-compose.yml's comments issue them.
-	cl.issue("temporal", "temporal", "localhost", "127.0.0.1")
-	cl.issue("admin")
+	// As README and docker-compose.yml's comments issue them; the agent is
+	// named as the proxies dial it here: by the link's address.
+	agentCerts := strings.TrimPrefix(cl.compose.mounts(t, "agent")["/etc/replicator/tls"], "deploy/tls/")
+	cl.issueCertificates(map[string][]string{agentCerts: {"127.0.0.1"}})
 
 	pgEnv := cl.compose.Services["postgresql"].Environment
 	cl.pg = startPostgres(t, cl.tools, pgEnv["POSTGRES_USER"])
@@ -718,14 +784,14 @@ func (cl *cluster) startTemporal() {
 	}
 }
 
-// dial connects to the frontend with the admin certificate.
+// dial connects to the frontend with the admin certificate (role client),
+// as the CLI and the Web UI do.
 func (cl *cluster) dial(namespace string) (client.Client, error) {
 	d := filepath.Join(cl.certs, "admin")
-	conf, err := pki.Files{CA: filepath.Join(d, "ca.pem"), Cert: filepath.Join(d, "node.pem"), Key: filepath.Join(d, "node-key.pem")}.ClientTLS()
+	conf, err := pki.TemporalTLS(filepath.Join(d, "ca.pem"), filepath.Join(d, "node.pem"), filepath.Join(d, "node-key.pem"), "temporal")
 	if err != nil {
 		return nil, err
 	}
-	conf.ServerName = "temporal"
 	return client.Dial(client.Options{HostPort: cl.frontend, Namespace: namespace, Logger: quietLogger{},
 		ConnectionOptions: client.ConnectionOptions{TLS: conf}})
 }
@@ -881,6 +947,25 @@ func TestReadmeRunsTheTopology(t *testing.T) {
 	for _, w := range want {
 		if !strings.Contains(section, w) {
 			t.Errorf("README's \"Running without Docker\" does not say %q", w)
+		}
+	}
+	// The certificates: README's and the compose header's commands are the
+	// same (pkiCommands checks), and they issue every folder a service
+	// mounts, each with its roles.
+	issued := map[string]bool{}
+	for _, args := range pkiCommands(t) {
+		if len(args) >= 4 && args[1] == "issue" {
+			if !slices.Contains(args, "--role") {
+				t.Errorf("README issues %s without --role", args[3])
+			}
+			issued[args[3]] = true
+		}
+	}
+	for svc := range c.Services {
+		for _, src := range c.mounts(t, svc) {
+			if name, ok := strings.CutPrefix(src, "deploy/tls/"); ok && !issued[name] {
+				t.Errorf("docker-compose.yml: service %s mounts %s, which README's `starter pki issue` commands do not make", svc, src)
+			}
 		}
 	}
 }

@@ -131,7 +131,8 @@ func (tp *topology) siteConfig(service, dir string, agentListen string) (string,
 	a, b2 := *cfg, *deployed
 	for _, c := range []*config.Config{&a, &b2} {
 		c.Temporal.Address, c.Agent.Listen, c.Agent.Datastore, c.Metrics.Listen = "", "", "", ""
-		c.TLS, c.Temporal.TLS = config.TLS{}, config.TLS{}
+		c.TLS.CA, c.TLS.Cert, c.TLS.Key = "", "", ""
+		c.Temporal.TLS.CA, c.Temporal.TLS.Cert, c.Temporal.TLS.Key = "", "", ""
 		c.Hosts = append([]config.Host(nil), c.Hosts...)
 		for i := range c.Hosts {
 			c.Hosts[i].Path = ""
@@ -256,16 +257,6 @@ func startTopology(t *testing.T) *topology {
 	t.Cleanup(c.Close)
 	tp.c = c
 
-	for _, svc := range []string{"jobs", "proxy", "agent"} {
-		certs := cl.compose.mounts(t, svc)["/etc/replicator/tls"]
-		name := strings.TrimPrefix(certs, "deploy/tls/")
-		if svc == "agent" {
-			// Named as the proxies dial it: here by the link's address.
-			cl.issue(name, "127.0.0.1", "agent")
-		} else {
-			cl.issue(name)
-		}
-	}
 	agentListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	tp.link = startLink(t, agentListen)
 	tp.agent = tp.startNode("agent", "agent", agentListen)
