@@ -6,7 +6,9 @@
 // schema and namespace steps of deploy/temporal with the environment that
 // docker-compose.yml gives them, the Temporal server (go.temporal.io/server,
 // the release go.mod pins) on that database with mutual TLS on its frontend
-// and between its services, `workers --roles jobs`, two `workers --roles
+// and between its services (certificates issued by the `starter pki`
+// commands of README's "Deploying", which docker-compose.yml's header must
+// repeat, each with its roles), `workers --roles jobs`, two `workers --roles
 // proxy` sharing one source host's task queue, and `workers --roles target`
 // behind a network link the test can slow down. The scenarios kill those
 // processes with SIGKILL or restart the services, and each ends with every
