@@ -2,7 +2,12 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
@@ -12,6 +17,8 @@ import (
 // configuration file applies at the next run without restarting workers.
 type Jobs struct {
 	Config func() (*config.Config, error)
+	// Client describes the runs that hold a VM (DescribeVMRun).
+	Client client.Client
 }
 
 // LoadJob returns the settings of a job.
@@ -38,9 +45,39 @@ func Spec(cfg *config.Config, job *config.Job) contract.JobSpec {
 		Compression: job.Compression, BlockSize: int64(job.BlockSize), ChangeTracking: job.ChangeTracking,
 		ExcludeZero: job.Exclude.ZeroBlocks, ExcludeSwap: job.Exclude.Swap, ExcludePaths: job.Exclude.Paths,
 		Retention: job.Retention, Parallelism: job.Parallelism, GuestProcessing: job.GuestProcessing.Enabled,
+		Overlap: job.Overlap,
 	}
 	if t, ok := cfg.Target(job.Target); ok {
 		s.TargetAddress, s.TargetStallTimeout = t.Address, t.StallTimeout
 	}
 	return s
+}
+
+// DescribeVMRun says which run replicates a VM now: the VM's workflow (by
+// its id, contract.VMWorkflowID) and the job run it belongs to, so that a run
+// that finds the VM taken can name the run in progress.
+func (j *Jobs) DescribeVMRun(ctx context.Context, workflowID string) (contract.VMRun, error) {
+	if j.Client == nil {
+		return contract.VMRun{}, nonRetryable(contract.ErrTypeBadConfig, errors.New("the jobs role has no Temporal client"))
+	}
+	d, err := j.Client.DescribeWorkflowExecution(ctx, workflowID, "")
+	if err != nil {
+		return contract.VMRun{}, fmt.Errorf("describing workflow %s: %w", workflowID, err)
+	}
+	info := d.GetWorkflowExecutionInfo()
+	out := contract.VMRun{
+		WorkflowID: info.GetExecution().GetWorkflowId(),
+		RunID:      info.GetExecution().GetRunId(),
+		Running:    info.GetStatus() == enums.WORKFLOW_EXECUTION_STATUS_RUNNING,
+	}
+	if t := info.GetStartTime(); t != nil {
+		out.Started = t.AsTime()
+	}
+	if p := info.GetParentExecution(); p != nil {
+		out.ParentWorkflowID = p.GetWorkflowId()
+	}
+	if f := info.GetMemo().GetFields()[contract.MemoJob]; f != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(f, &out.Job)
+	}
+	return out, nil
 }

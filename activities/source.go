@@ -348,6 +348,36 @@ func (s *Source) ReleaseCheckpoint(ctx context.Context, in contract.ReleaseInput
 	return classify(p.ReleaseCheckpoint(ctx, in.VMID, in.CheckpointID))
 }
 
+// SweepCheckpoints removes the checkpoints the job made of the VM (named by
+// provider.CheckpointName) except in.Keep, the one a restore point continues
+// from. Checkpoints of other jobs and of administrators are never touched.
+// It returns the ids it removed. A failed or cancelled run, an activity retried
+// after its checkpoint existed, or a host job that finished after its
+// activity was cancelled can each leave one behind: no later run would reuse
+// it, and on Hyper-V every checkpoint keeps a differencing disk growing.
+func (s *Source) SweepCheckpoints(ctx context.Context, in contract.SweepInput) ([]string, error) {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return nil, err
+	}
+	cps, err := p.Checkpoints(ctx, in.VMID)
+	if err != nil {
+		return nil, classify(err)
+	}
+	removed := []string{}
+	for _, cp := range cps {
+		if cp.ID == in.Keep || !provider.MadeByJob(cp.Name, in.Job) {
+			continue
+		}
+		if err := p.ReleaseCheckpoint(ctx, in.VMID, cp.ID); err != nil {
+			return removed, classify(fmt.Errorf("removing checkpoint %s (%q) of VM %s: %w", cp.ID, cp.Name, in.VMID, err))
+		}
+		s.log().Info("removed a checkpoint no run will reuse", "job", in.Job, "vm", in.VMID, "checkpoint", cp.ID, "name", cp.Name)
+		removed = append(removed, cp.ID)
+	}
+	return removed, nil
+}
+
 func (s *Source) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger

@@ -86,6 +86,10 @@ type Job struct {
 	Retention       int             `mapstructure:"retention" yaml:"retention"`
 	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
 	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+	// Overlap is what a run does with a VM that another run (of this job or
+	// of another job reading the same VM) is replicating: "skip" leaves it to
+	// that run, "wait" waits for that run to finish it.
+	Overlap string `mapstructure:"overlap" yaml:"overlap"`
 }
 
 // Exclude says what need not travel.

@@ -140,6 +140,7 @@ func DefaultJob() Job {
 		Exclude:        Exclude{ZeroBlocks: true, Swap: true},
 		Retention:      7,
 		Parallelism:    4,
+		Overlap:        "skip",
 		GuestProcessing: GuestProcessing{
 			OnFailure: "fail",
 			Timeout:   10 * time.Minute,

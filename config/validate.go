@@ -55,6 +55,7 @@ func (e *ValidationError) Error() string {
 var (
 	Providers       = []string{"lab", "hyperv"}
 	Compressions    = []string{"none", "fast", "optimal", "high", "extreme"}
+	Overlaps        = []string{"skip", "wait"}
 	ChangeTrackings = []string{"auto", "rct", "digest", "full"}
 	OnFailures      = []string{"fail", "continue"}
 )
@@ -192,6 +193,9 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 	}
 	if !oneOf(j.Compression, Compressions) {
 		ck.add(p+".compression", "unknown compression %q: want one of %s", j.Compression, strings.Join(Compressions, ", "))
+	}
+	if !oneOf(j.Overlap, Overlaps) {
+		ck.add(p+".overlap", "unknown overlap %q: want one of %s", j.Overlap, strings.Join(Overlaps, ", "))
 	}
 	switch bs := j.BlockSize; {
 	case bs < MinBlockSize || bs > MaxBlockSize:

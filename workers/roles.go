@@ -115,7 +115,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 	if roles.jobs {
 		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})
 		workflows.Register(w)
-		w.RegisterActivity(&activities.Jobs{Config: reload})
+		w.RegisterActivity(&activities.Jobs{Config: reload, Client: c})
 		s.workers = append(s.workers, w)
 	}
 	if roles.proxy {

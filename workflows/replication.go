@@ -114,6 +114,10 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 	running := 0
 	next := 0
 	sel := workflow.NewSelector(ctx)
+	// One run at a time replicates a VM: its workflow id is the VM's, not the
+	// run's, so Temporal refuses a second one while the first runs.
+	oneRunPerVM := workflow.GetVersion(ctx, "one-run-per-vm", workflow.DefaultVersion, 1) == 1
+	held := map[string]*heldVM{}
 	windowClosed := false
 	if !deadline.IsZero() {
 		timer := workflow.NewTimer(ctx, deadline.Sub(workflow.Now(ctx)))
@@ -136,19 +140,51 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 			next++
 			running++
 			st.vm(vm.ID).Status = contract.StatusRunning
-			cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			copts := workflow.ChildWorkflowOptions{
 				WorkflowID: fmt.Sprintf("%s/%s", info.WorkflowExecution.ID, vm.ID),
 				// Cancelling the run cancels its VMs, which release what they hold.
 				ParentClosePolicy:   enums.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
 				WaitForCancellation: true,
-			})
+			}
+			if oneRunPerVM {
+				copts.WorkflowID = contract.VMWorkflowID(spec.Source, vm.ID)
+				copts.WorkflowIDReusePolicy = enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE
+				copts.Memo = map[string]interface{}{contract.MemoJob: spec.Name}
+			}
+			cctx := workflow.WithChildOptions(ctx, copts)
 			child := workflow.ExecuteChildWorkflow(cctx, contract.VMReplicationWorkflow, contract.VMInput{
 				Job: spec, VM: vm, ParentWorkflowID: info.WorkflowExecution.ID, Deadline: deadline,
 			})
 			sel.AddFuture(child, func(f workflow.Future) {
 				running--
 				var r contract.VMResult
-				if err := f.Get(ctx, &r); err != nil {
+				err := f.Get(ctx, &r)
+				if oneRunPerVM && temporal.IsWorkflowExecutionAlreadyStartedError(err) {
+					// Another run holds the VM: it is left undisturbed.
+					running++
+					h := held[vm.ID]
+					if h == nil {
+						h = &heldVM{}
+						held[vm.ID] = h
+					}
+					sel.AddFuture(h.find(ctx, spec, vm, copts.WorkflowID, deadline, st), func(workflow.Future) {
+						running--
+						switch {
+						case spec.Overlap == contract.OverlapWait && !windowClosed && !cancelled:
+							vms = append(vms, vm) // tried again
+						default:
+							reason := "skipped (overlap: skip): " + h.holder
+							if windowClosed {
+								reason = "backup window closed while waiting for " + h.holder
+							} else if cancelled {
+								reason = "run cancelled while waiting for " + h.holder
+							}
+							*st.vm(vm.ID) = partialAll(*st.vm(vm.ID), reason)
+						}
+					})
+					return
+				}
+				if err != nil {
 					r = contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusFailed, Error: errorText(err)}
 					if prev := st.vm(vm.ID); prev != nil {
 						r.Disks = prev.Disks
@@ -173,6 +209,9 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 				vm := st.vm(vms[next].ID)
 				vm.Status = contract.StatusPartial
 				vm.Error = reason
+				if h := held[vms[next].ID]; h != nil {
+					vm.Error = reason + "; it was waiting for " + h.holder
+				}
 				for i := range vm.Disks {
 					vm.Disks[i].Status = contract.StatusPartial
 				}
@@ -196,6 +235,60 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		return st.result, ctx.Err()
 	}
 	return st.result, nil
+}
+
+// heldVM is a VM that another run was replicating when this run tried to start it.
+type heldVM struct {
+	holder string // which run holds it, for the VM's result
+	tries  int
+}
+
+// find names the run that holds the VM and, with overlap: wait, waits before
+// the VM is tried again (15 s, doubling up to 2 min, never past the window).
+// The future is ready when the VM may be tried again or reported.
+func (h *heldVM) find(ctx workflow.Context, spec contract.JobSpec, vm contract.VM, workflowID string, deadline time.Time, st *runState) workflow.Future {
+	f, set := workflow.NewFuture(ctx)
+	h.tries++
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		var run contract.VMRun
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
+			contract.ActDescribeVMRun, workflowID).Get(ctx, &run)
+		h.holder = holderText(vm, workflowID, run, err)
+		if spec.Overlap == contract.OverlapWait {
+			if r := st.vm(vm.ID); r != nil {
+				r.Status = contract.StatusPending
+				r.Error = "waiting for " + h.holder
+			}
+			wait := 15 * time.Second << min(h.tries-1, 3)
+			if !deadline.IsZero() {
+				wait = min(wait, deadline.Sub(workflow.Now(ctx))+time.Second)
+			}
+			if wait > 0 {
+				_ = workflow.Sleep(ctx, wait)
+			}
+		}
+		set.Set(nil, nil)
+	})
+	return f
+}
+
+// holderText names the run that replicates a VM now.
+func holderText(vm contract.VM, workflowID string, run contract.VMRun, err error) string {
+	if err != nil || run.WorkflowID == "" {
+		return fmt.Sprintf("VM %s is being replicated by another run (workflow %s)", vm.Name, workflowID)
+	}
+	by := "workflow " + run.WorkflowID
+	if run.ParentWorkflowID != "" {
+		by = "run " + run.ParentWorkflowID
+		if run.Job != "" {
+			by += " of job " + run.Job
+		}
+		by += " (workflow " + run.WorkflowID + ")"
+	}
+	if !run.Started.IsZero() {
+		by += ", started " + run.Started.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("VM %s is being replicated by %s", vm.Name, by)
 }
 
 // startRun loads the job's settings, checks the source host and the target,

@@ -92,6 +92,22 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		})
 	}
 	cleanupCtx, _ := workflow.NewDisconnectedContext(ctx)
+	// Every checkpoint this run makes is released or left for the next run
+	// to reuse, on every path, and the run removes what earlier ones left.
+	everyCheckpoint := workflow.GetVersion(ctx, "release-every-checkpoint", workflow.DefaultVersion, 1) == 1
+	// sweep removes the job's checkpoints of this VM but keep (the one a
+	// restore point continues from).
+	sweep := func(keep string) {
+		var removed []string
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, shortActivity(source)),
+			contract.ActSweepCheckpoints, contract.SweepInput{Host: job.Source, Job: job.Name, VMID: in.VM.ID, Keep: keep}).Get(cleanupCtx, &removed)
+		if err != nil {
+			logger.Error("removing leftover checkpoints failed", "error", err)
+			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+errorText(err))
+		} else if len(removed) > 0 {
+			logger.Info("removed leftover checkpoints", "checkpoints", removed)
+		}
+	}
 
 	// Replica state: an interrupted restore point, the newest point, the reference point.
 	var state contract.ReplicaState
@@ -106,9 +122,19 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		contract.ActCreateCheckpoint, contract.CheckpointInput{
 			Host: job.Source, Job: job.Name, VMID: in.VM.ID, VMName: in.VM.Name, ReuseID: state.OpenCheckpointID,
 		}).Get(workCtx, &cp); err != nil {
+		if everyCheckpoint {
+			// The activity may have failed, or been cancelled, after the host
+			// made the checkpoint: nothing but the interrupted point's stays.
+			sweep(state.OpenCheckpointID)
+		}
 		return stopped(res, windowClosed, fmt.Errorf("creating the checkpoint: %w", err))
 	}
-	res.Warning = cp.Warning
+	res.Warning = joinText(res.Warning, cp.Warning)
+	if everyCheckpoint {
+		// Leftovers of earlier runs, and of attempts of this one that made a
+		// checkpoint before failing, are of no use now.
+		sweep(cp.ID)
+	}
 	release := func(reason string) {
 		logger.Info("releasing checkpoint", "checkpoint", cp.ID, "reason", reason)
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(source)),
@@ -125,7 +151,15 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
 			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize,
 		}).Get(workCtx, &begin); err != nil {
-		if isCancel(err) && !windowClosed {
+		switch {
+		case everyCheckpoint && windowClosed && cp.Reused:
+			// The interrupted point is still keyed by this checkpoint: the
+			// next run continues it.
+		case everyCheckpoint:
+			// No restore point continues from this checkpoint (or one whose
+			// transfers were cancelled is discarded by the next run).
+			release("opening the restore point did not finish")
+		case isCancel(err) && !windowClosed:
 			release("run cancelled")
 		}
 		return stopped(res, windowClosed, fmt.Errorf("opening the restore point: %w", err))
@@ -227,6 +261,12 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	var point string
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
 		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: in.VM.ID, Retention: job.Retention, CheckpointID: cp.ID}).Get(cleanupCtx, &point); err != nil {
+		if everyCheckpoint && isNonRetryable(err) {
+			// The next run cannot commit this point: it starts over from a
+			// new checkpoint. A transient failure keeps the checkpoint, and
+			// the next run commits what was sent.
+			release("commit failed for good")
+		}
 		res.Status = contract.StatusFailed
 		res.Error = "committing the restore point: " + errorText(err)
 		return res, nil

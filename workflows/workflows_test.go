@@ -24,6 +24,7 @@ type fakeHost struct {
 	calls       []string
 	released    []string
 	committed   []string
+	sweeps      []string
 	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
@@ -125,6 +126,15 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		f.mu.Unlock()
 		return nil
 	}, contract.ActReleaseCheckpoint)
+	reg(func(ctx context.Context, in contract.SweepInput) ([]string, error) {
+		f.mu.Lock()
+		f.sweeps = append(f.sweeps, in.VMID+" keep="+in.Keep)
+		f.mu.Unlock()
+		return []string{}, nil
+	}, contract.ActSweepCheckpoints)
+	reg(func(ctx context.Context, workflowID string) (contract.VMRun, error) {
+		return contract.VMRun{WorkflowID: workflowID, ParentWorkflowID: "other-run", Job: f.spec.Name, Running: true}, nil
+	}, contract.ActDescribeVMRun)
 }
 
 func run(t *testing.T, f *fakeHost, in contract.ReplicationInput, setup func(env *testsuite.TestWorkflowEnvironment)) (contract.ReplicationResult, error) {

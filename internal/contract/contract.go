@@ -119,7 +119,24 @@ type JobSpec struct {
 	Retention          int           `json:"retention"`
 	Parallelism        int           `json:"parallelism"`
 	GuestProcessing    bool          `json:"guestProcessing"`
+	// Overlap is what the run does with a VM another run is replicating:
+	// OverlapSkip (also when empty) or OverlapWait.
+	Overlap string `json:"overlap,omitempty"`
 }
+
+// Values of JobSpec.Overlap.
+const (
+	OverlapSkip = "skip"
+	OverlapWait = "wait"
+)
+
+// VMWorkflowID is the workflow id of every VMReplicationWorkflow of one VM of
+// a source host, whichever job and run start it: Temporal lets one workflow
+// with a given id run at a time, so two runs never replicate a VM at once.
+func VMWorkflowID(host, vmID string) string { return "vm/" + host + "/" + vmID }
+
+// MemoJob is the memo key that holds the job name of a VM's workflow.
+const MemoJob = "job"
 
 // Activity names. Activities are registered under their method names.
 const (
@@ -137,6 +154,8 @@ const (
 	ActCommitRestorePoint      = "CommitRestorePoint"
 	ActRecordReferencePoint    = "RecordReferencePoint"
 	ActSessionPositions        = "SessionPositions"
+	ActSweepCheckpoints        = "SweepCheckpoints"
+	ActDescribeVMRun           = "DescribeVMRun"
 )
 
 // Error types of non-retryable application errors: retrying cannot fix them,
@@ -281,6 +300,27 @@ type ReleaseInput struct {
 	Host         string `json:"host"`
 	VMID         string `json:"vmId"`
 	CheckpointID string `json:"checkpointId"`
+}
+
+// SweepInput asks a source host to remove the checkpoints a job made of a VM
+// (recognised by their name) except Keep, the one a restore point will
+// continue from ("" keeps none).
+type SweepInput struct {
+	Host string `json:"host"`
+	Job  string `json:"job"`
+	VMID string `json:"vmId"`
+	Keep string `json:"keep"`
+}
+
+// VMRun is the run that replicates a VM now (DescribeVMRun's answer).
+type VMRun struct {
+	WorkflowID string `json:"workflowId"`
+	RunID      string `json:"runId"`
+	// ParentWorkflowID is the job run the VM's workflow belongs to.
+	ParentWorkflowID string    `json:"parentWorkflowId"`
+	Job              string    `json:"job"`
+	Started          time.Time `json:"started"`
+	Running          bool      `json:"running"`
 }
 
 // TargetStatus is what CheckTarget reports.
