@@ -132,6 +132,7 @@ jobs:
 			Exclude:        Exclude{ZeroBlocks: false, Swap: true, Paths: []string{"/tmp/*"}},
 			Retention:      14,
 			Parallelism:    2,
+			Overlap:        "skip",
 			GuestProcessing: GuestProcessing{
 				Enabled: true, OnFailure: "continue", Timeout: 5 * time.Minute,
 				PreFreeze: []string{"sync"}, PostThaw: []string{"true"},
@@ -615,6 +616,8 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`jobs[0].window: invalid duration "90": a duration needs a unit`}},
 		{"window not a duration", withJob("window: forever"),
 			[]string{`jobs[0].window: invalid duration "forever"`}},
+		{"unknown overlap", withJob("overlap: queue"),
+			[]string{`jobs[0].overlap: unknown overlap "queue": want one of skip, wait`}},
 		{"retention zero", withJob("retention: 0"),
 			[]string{"jobs[0].retention: 0: want at least 1 restore point"}},
 		{"negative retention", withJob("retention: -3"),

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/replicator/replicator/config"
@@ -40,6 +41,8 @@ type harness struct {
 	stack   *stack
 	c       client.Client
 	proxy   *throttle // between proxy and agent, when asked for
+	// interceptors wrap the workers that start (fault injection).
+	interceptors []interceptor.WorkerInterceptor
 }
 
 func freeAddr(t *testing.T) string {
@@ -100,7 +103,7 @@ func (h *harness) writeConfig() {
 }
 
 func (h *harness) options() options {
-	return options{config: h.cfgFile, dataDir: h.dir}
+	return options{config: h.cfgFile, dataDir: h.dir, interceptors: h.interceptors}
 }
 
 func (h *harness) start(roles roleSet) {

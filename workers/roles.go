@@ -113,7 +113,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 	tlsFiles := pki.Files{CA: cfg.TLS.CA, Cert: cfg.TLS.Cert, Key: cfg.TLS.Key}
 
 	if roles.jobs {
-		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})
+		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{Interceptors: o.interceptors})
 		workflows.Register(w)
 		w.RegisterActivity(&activities.Jobs{Config: reload, Client: c})
 		s.workers = append(s.workers, w)
@@ -135,7 +135,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			src.Providers[h.Name] = p
 		}
 		for _, h := range cfg.Hosts {
-			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{DisableWorkflowWorker: true})
+			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
 			w.RegisterActivity(src)
 			s.workers = append(s.workers, w)
 		}
@@ -168,7 +168,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 				logger.Error("agent data channel stopped", "error", err)
 			}
 		}()
-		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
+		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
 		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore})
 		s.workers = append(s.workers, w)
 	}
