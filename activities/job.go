@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
@@ -35,7 +36,18 @@ func (j *Jobs) LoadJob(ctx context.Context, name string) (contract.JobSpec, erro
 		}
 		return contract.JobSpec{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q is not configured (jobs: %v)", name, names))
 	}
-	return Spec(cfg, job), nil
+	spec := Spec(cfg, job)
+	sched, err := job.Hours()
+	if err != nil {
+		return contract.JobSpec{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q windowHours: %w", name, err))
+	}
+	// The run's start is now (a moment after the workflow started).
+	if open, end, opens := sched.At(time.Now()); open {
+		spec.WindowEnd = end
+	} else {
+		spec.WindowOpens = opens
+	}
+	return spec, nil
 }
 
 // Spec turns a configured job into the settings a run carries.
@@ -45,7 +57,7 @@ func Spec(cfg *config.Config, job *config.Job) contract.JobSpec {
 		Compression: job.Compression, BlockSize: int64(job.BlockSize), ChangeTracking: job.ChangeTracking,
 		ExcludeZero: job.Exclude.ZeroBlocks, ExcludeSwap: job.Exclude.Swap, ExcludePaths: job.Exclude.Paths,
 		Retention: job.Retention, Parallelism: job.Parallelism, GuestProcessing: job.GuestProcessing.Enabled,
-		Overlap: job.Overlap,
+		Overlap: job.Overlap, WindowHours: job.WindowHours, Timezone: job.Timezone,
 	}
 	if t, ok := cfg.Target(job.Target); ok {
 		s.TargetAddress, s.TargetStallTimeout = t.Address, t.StallTimeout

@@ -8,7 +8,13 @@
 package config
 
 import (
+	"fmt"
 	"time"
+	// Time zones of windowHours resolve the same on every machine,
+	// Windows included, whatever zoneinfo it has.
+	_ "time/tzdata"
+
+	"github.com/replicator/replicator/internal/hours"
 )
 
 // Config is the whole configuration of a worker or of the starter.
@@ -90,6 +96,24 @@ type Job struct {
 	// of another job reading the same VM) is replicating: "skip" leaves it to
 	// that run, "wait" waits for that run to finish it.
 	Overlap string `mapstructure:"overlap" yaml:"overlap"`
+	// WindowHours are the permitted hours of runs, e.g. "Mon-Fri 20:00-06:00,
+	// Sat-Sun 00:00-24:00" (package hours), in Timezone (an IANA name).
+	// Empty: any time. With Window, the earlier end wins.
+	WindowHours string `mapstructure:"windowHours" yaml:"windowHours"`
+	Timezone    string `mapstructure:"timezone" yaml:"timezone"`
+}
+
+// Hours is the job's windowHours in its timezone.
+func (j *Job) Hours() (hours.Schedule, error) {
+	tz := j.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return hours.Schedule{}, fmt.Errorf("timezone %q: %w", tz, err)
+	}
+	return hours.Parse(j.WindowHours, loc)
 }
 
 // Exclude says what need not travel.

@@ -133,6 +133,7 @@ jobs:
 			Retention:      14,
 			Parallelism:    2,
 			Overlap:        "skip",
+			Timezone:       "UTC",
 			GuestProcessing: GuestProcessing{
 				Enabled: true, OnFailure: "continue", Timeout: 5 * time.Minute,
 				PreFreeze: []string{"sync"}, PostThaw: []string{"true"},
@@ -616,6 +617,10 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`jobs[0].window: invalid duration "90": a duration needs a unit`}},
 		{"window not a duration", withJob("window: forever"),
 			[]string{`jobs[0].window: invalid duration "forever"`}},
+		{"unknown time zone", withJob("timezone: Mars/Olympus"),
+			[]string{`jobs[0].timezone: unknown time zone "Mars/Olympus": want an IANA name`}},
+		{"bad window hours", withJob(`windowHours: "Mon-Fri 20:00-30:00"`),
+			[]string{`jobs[0].windowHours: rule 1 "Mon-Fri 20:00-30:00": time "30:00"`}},
 		{"unknown overlap", withJob("overlap: queue"),
 			[]string{`jobs[0].overlap: unknown overlap "queue": want one of skip, wait`}},
 		{"retention zero", withJob("retention: 0"),

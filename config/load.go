@@ -141,6 +141,7 @@ func DefaultJob() Job {
 		Retention:      7,
 		Parallelism:    4,
 		Overlap:        "skip",
+		Timezone:       "UTC",
 		GuestProcessing: GuestProcessing{
 			OnFailure: "fail",
 			Timeout:   10 * time.Minute,

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/replicator/replicator/internal/hours"
 )
 
 // Problem is one fault of a configuration: the key path, such as
@@ -193,6 +195,14 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 	}
 	if !oneOf(j.Compression, Compressions) {
 		ck.add(p+".compression", "unknown compression %q: want one of %s", j.Compression, strings.Join(Compressions, ", "))
+	}
+	if j.Timezone != "" {
+		if _, err := time.LoadLocation(j.Timezone); err != nil {
+			ck.add(p+".timezone", "unknown time zone %q: want an IANA name such as UTC or Europe/Paris", j.Timezone)
+		}
+	}
+	if _, err := hours.Parse(j.WindowHours, nil); err != nil {
+		ck.add(p+".windowHours", "%v", err)
 	}
 	if !oneOf(j.Overlap, Overlaps) {
 		ck.add(p+".overlap", "unknown overlap %q: want one of %s", j.Overlap, strings.Join(Overlaps, ", "))

@@ -306,6 +306,11 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 	if spec.Window > 0 {
 		deadline = workflow.Now(ctx).Add(spec.Window)
 	}
+	// The job's permitted hours: the earlier end wins; outside them nothing starts.
+	windowHours := workflow.GetVersion(ctx, "window-hours", workflow.DefaultVersion, 1) == 1
+	if windowHours && !spec.WindowEnd.IsZero() && (deadline.IsZero() || spec.WindowEnd.Before(deadline)) {
+		deadline = spec.WindowEnd
+	}
 	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
 	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
 
@@ -350,6 +355,21 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
 		}
 		st.result.VMs = append(st.result.VMs, r)
+	}
+	if windowHours && !spec.WindowOpens.IsZero() {
+		tz := spec.Timezone
+		if tz == "" {
+			tz = "UTC"
+		}
+		reason := fmt.Sprintf("outside the backup window (windowHours %q, %s): nothing was done; the window opens at %s",
+			spec.WindowHours, tz, spec.WindowOpens.Format(time.RFC3339))
+		logger.Info("the run started outside its backup window", "opens", spec.WindowOpens)
+		for i := range st.result.VMs {
+			if st.result.VMs[i].Status == contract.StatusPending {
+				st.result.VMs[i] = partialAll(st.result.VMs[i], reason)
+			}
+		}
+		return spec, deadline, nil, nil
 	}
 
 	return spec, deadline, vms, nil

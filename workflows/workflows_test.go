@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -415,5 +416,78 @@ func TestTransferStoppedByItsDeadlineIsPartial(t *testing.T) {
 	}
 	if len(f.released) != 0 || len(f.committed) != 0 {
 		t.Fatalf("a closed window keeps checkpoints and commits nothing: released %v committed %v", f.released, f.committed)
+	}
+}
+
+func TestRunOutsideItsWindowHoursDoesNothing(t *testing.T) {
+	f := newFake()
+	opens := time.Date(2026, 12, 3, 20, 0, 0, 0, time.FixedZone("", 3600))
+	f.spec.WindowHours, f.spec.Timezone, f.spec.WindowOpens = "Mon-Fri 20:00-06:00", "Europe/Paris", opens
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial || len(res.VMs) != 2 {
+		t.Fatalf("want every VM partial, got %+v", res)
+	}
+	for _, vm := range res.VMs {
+		if vm.Status != contract.StatusPartial || !strings.Contains(vm.Error, "opens at 2026-12-03T20:00:00+01:00") {
+			t.Errorf("VM %s: %s %q", vm.Name, vm.Status, vm.Error)
+		}
+	}
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, "Checkpoint") || strings.HasPrefix(c, "Prepare") {
+			t.Fatalf("a run outside its window called %s", c)
+		}
+	}
+}
+
+func TestWindowHoursEndBeforeWindowWins(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		window time.Duration
+		hours  time.Duration
+		want   time.Duration
+	}{
+		{"hours end first", 10 * time.Hour, 2 * time.Hour, 2 * time.Hour},
+		{"window ends first", time.Hour, 5 * time.Hour, time.Hour},
+		{"hours only", 0, 3 * time.Hour, 3 * time.Hour},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFake()
+			var mu sync.Mutex
+			var deadlines []time.Time
+			f.spec.Window = c.window
+			var start time.Time
+			f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+				mu.Lock()
+				deadlines = append(deadlines, in.Deadline)
+				mu.Unlock()
+				return contract.DiskResult{ID: in.DiskID}, nil
+			}
+			res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) {
+				start = env.Now()
+				f.spec.WindowHours, f.spec.WindowEnd = "Mon-Sun 20:00-06:00", start.Add(c.hours)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireAllSuccess(t, res)
+			if len(deadlines) != 3 {
+				t.Fatalf("transfers %d", len(deadlines))
+			}
+			for _, d := range deadlines {
+				if got := d.Sub(start); got < c.want-time.Minute || got > c.want+time.Minute {
+					t.Fatalf("transfer deadline %v after the start, want %v", got, c.want)
+				}
+			}
+		})
+	}
+}
+
+func requireAllSuccess(t *testing.T, res contract.ReplicationResult) {
+	t.Helper()
+	if res.Status != contract.StatusSuccess {
+		t.Fatalf("want success: %+v", res)
 	}
 }

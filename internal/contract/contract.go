@@ -122,6 +122,14 @@ type JobSpec struct {
 	// Overlap is what the run does with a VM another run is replicating:
 	// OverlapSkip (also when empty) or OverlapWait.
 	Overlap string `json:"overlap,omitempty"`
+	// WindowHours and Timezone are the job's permitted hours. LoadJob reads
+	// them at the run's start: WindowEnd is when the permitted period that
+	// holds the start ends (zero: no end); WindowOpens, set only when the run
+	// starts outside its hours, is when they next open.
+	WindowHours string    `json:"windowHours,omitempty"`
+	Timezone    string    `json:"timezone,omitempty"`
+	WindowEnd   time.Time `json:"windowEnd,omitzero"`
+	WindowOpens time.Time `json:"windowOpens,omitzero"`
 }
 
 // Values of JobSpec.Overlap.
