@@ -378,6 +378,49 @@ func (s *Source) SweepCheckpoints(ctx context.Context, in contract.SweepInput) (
 	return removed, nil
 }
 
+// ProbeDataChannel opens the target's data channel as a transfer would (TCP,
+// mutual TLS with the proxy's certificate) and pings the agent, before the
+// run takes any checkpoint. Its errors name the setting at fault.
+func (s *Source) ProbeDataChannel(ctx context.Context, in contract.ProbeInput) (int, error) {
+	key := fmt.Sprintf("targets[%s].address", in.Target)
+	if in.Address == "" {
+		return 0, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("%s is empty", key))
+	}
+	if s.TLS == nil {
+		return 0, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no TLS certificate for the data channel (config tls)"))
+	}
+	v, err := transfer.Probe(ctx, in.Address, s.TLS, 10*time.Second)
+	if err == nil {
+		return v, nil
+	}
+	var pe *transfer.ProbeError
+	if !errors.As(err, &pe) {
+		return 0, classify(err)
+	}
+	var msg string
+	switch pe.Fault {
+	case transfer.FaultUnreachable:
+		msg = fmt.Sprintf("%s %s cannot be reached from the proxy: %v", key, in.Address, pe.Err)
+		if pe.Refused {
+			msg = fmt.Sprintf("%s %s: connection refused, nothing listens there", key, in.Address)
+		}
+		if in.AgentListen != "" {
+			msg += fmt.Sprintf("; the agent of target %s is running and listens on %s (its agent.listen): %s is wrong", in.Target, in.AgentListen, key)
+		}
+	case transfer.FaultNotAgent:
+		msg = fmt.Sprintf("%s %s answers, but not as a replicator agent (%v): %s is wrong", key, in.Address, pe.Err, key)
+	case transfer.FaultUntrustedAgent:
+		msg = fmt.Sprintf("the agent at %s %s presents a certificate the proxy does not trust (%v): its certificate must be signed by the CA in the proxy's tls.ca", key, in.Address, pe.Err)
+	case transfer.FaultRefusedSender:
+		msg = fmt.Sprintf("the agent at %s %s refused the proxy's certificate (%v): the proxy's tls.cert must be signed by the CA in the agent's tls.ca", key, in.Address, pe.Err)
+	}
+	if pe.Fault == transfer.FaultUnreachable && !pe.Refused && in.AgentListen == "" {
+		// A timeout or an unknown name may pass: Temporal retries this.
+		return 0, temporal.NewApplicationError(msg, contract.ErrTypeDataChannel)
+	}
+	return 0, temporal.NewNonRetryableApplicationError(msg, contract.ErrTypeDataChannel, nil)
+}
+
 func (s *Source) log() *slog.Logger {
 	if s.Logger != nil {
 		return s.Logger

@@ -169,7 +169,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			}
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
-		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore})
+		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Listen: cfg.Agent.Listen})
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {

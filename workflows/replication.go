@@ -6,8 +6,10 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -314,14 +316,46 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
 	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
 
-	// 2. The infrastructure the job needs answers.
-	checkSrc := workflow.ExecuteActivity(srcCtx, contract.ActCheckSource, spec.Source)
-	checkTgt := workflow.ExecuteActivity(tgtCtx, contract.ActCheckTarget, spec.Name)
+	// 2. The infrastructure the job needs answers: the source host, the
+	// target agent, the data channel between them (with the proxy's
+	// certificate), and after the inventory the room on the datastore. All of
+	// it before any checkpoint, each failure naming the setting at fault.
+	realChecks := workflow.GetVersion(ctx, "infrastructure-checks", workflow.DefaultVersion, 1) == 1
+	checkSrcCtx, checkTgtCtx := srcCtx, tgtCtx
+	if realChecks {
+		checkSrcCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.SourceQueue(spec.Source)))
+		checkTgtCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.TargetQueue(spec.Target)))
+	}
+	check := func(name string, err error, detail string) {
+		if realChecks {
+			st.result.Checks = append(st.result.Checks, contract.Check{Name: name, OK: err == nil, Detail: detail})
+		}
+	}
+	checkSrc := workflow.ExecuteActivity(checkSrcCtx, contract.ActCheckSource, spec.Source)
+	checkTgt := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckTarget, spec.Name)
 	if err := checkSrc.Get(ctx, nil); err != nil {
+		err = notAnswering(err, "source host "+spec.Source, "no proxy serves hosts["+spec.Source+"] (task queue "+contract.SourceQueue(spec.Source)+"): is a worker with the proxy role running?")
+		check("source host "+spec.Source+" answers", err, errorText(err))
 		return spec, time.Time{}, nil, fmt.Errorf("source host %s: %w", spec.Source, err)
 	}
-	if err := checkTgt.Get(ctx, nil); err != nil {
+	check("source host "+spec.Source+" answers", nil, "")
+	var target contract.TargetStatus
+	if err := checkTgt.Get(ctx, &target); err != nil {
+		err = notAnswering(err, "target "+spec.Target, "the agent of target "+spec.Target+" is down: nothing serves task queue "+contract.TargetQueue(spec.Target)+" (is a worker with the target role and agent.name "+spec.Target+" running?)")
+		check("agent of target "+spec.Target+" answers", err, errorText(err))
 		return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+	}
+	if realChecks {
+		check("agent of target "+spec.Target+" answers", nil, "datastore "+target.Datastore)
+		var version int
+		err := workflow.ExecuteActivity(checkSrcCtx, contract.ActProbeDataChannel, contract.ProbeInput{
+			Target: spec.Target, Address: spec.TargetAddress, AgentListen: target.Listen,
+		}).Get(ctx, &version)
+		name := "proxy opens the data channel of " + spec.Target + " at " + spec.TargetAddress
+		check(name, err, detailOf(err))
+		if err != nil {
+			return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+		}
 	}
 
 	// 3. The inventory, narrowed by the input.
@@ -340,6 +374,38 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
 				Error: fmt.Sprintf("VM %q not found on host %s", want, spec.Source),
 			})
+		}
+	}
+	if realChecks {
+		// A VM the job names that the host does not have fails by itself.
+		var missing []string
+		if len(in.VMs) == 0 {
+			for _, want := range spec.VMs {
+				if !strings.ContainsAny(want, "*?[") && !anyMatches(vms, want) {
+					missing = append(missing, want)
+					st.result.VMs = append(st.result.VMs, contract.VMResult{
+						Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
+						Error: fmt.Sprintf("VM %q of jobs[%s].vms not found on host %s", want, spec.Name, spec.Source),
+					})
+				}
+			}
+		}
+		var err error
+		if len(missing) > 0 {
+			err = fmt.Errorf("not found: %s", strings.Join(missing, ", "))
+		}
+		check(fmt.Sprintf("the job's VMs exist on %s (%d found)", spec.Source, len(vms)), err, detailOf(err))
+		if len(vms) > 0 {
+			var space contract.SpaceStatus
+			err := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckSpace, contract.SpaceInput{Job: spec.Name, VMs: vms}).Get(ctx, &space)
+			detail := space.Detail
+			if err != nil {
+				detail = errorText(err)
+			}
+			check("datastore of "+spec.Target+" has room for this run", err, detail)
+			if err != nil {
+				return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+			}
 		}
 	}
 
@@ -522,6 +588,36 @@ func shortActivity(queue string) workflow.ActivityOptions {
 			},
 		},
 	}
+}
+
+// checkActivity is the options of the checks at a run's start: a host or
+// agent that does not take the task within 20 s is down (a schedule-to-start
+// timeout is not retried); two more attempts ride out a blip.
+func checkActivity(queue string) workflow.ActivityOptions {
+	o := shortActivity(queue)
+	o.ScheduleToStartTimeout = 20 * time.Second
+	o.ScheduleToCloseTimeout = time.Minute
+	o.StartToCloseTimeout = 30 * time.Second
+	o.RetryPolicy.MaximumAttempts = 3
+	return o
+}
+
+// notAnswering replaces a schedule-to-start timeout (nothing polls the task
+// queue) by what it means.
+func notAnswering(err error, what, meaning string) error {
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) && te.TimeoutType() == enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+		return temporal.NewNonRetryableApplicationError(meaning, contract.ErrTypeBadConfig, err)
+	}
+	return err
+}
+
+// detailOf is the text of a check's error ("" when it passed).
+func detailOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return errorText(err)
 }
 
 // cancelSignal returns a channel that receives one value when ctx is cancelled,

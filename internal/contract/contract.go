@@ -63,6 +63,15 @@ type ReplicationResult struct {
 	Status string     `json:"status"`
 	RunID  string     `json:"runId"`
 	VMs    []VMResult `json:"vms"`
+	// Checks are what the run checked of the infrastructure before any checkpoint.
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one infrastructure check of a run.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // VMResult is the outcome of one VM.
@@ -164,6 +173,8 @@ const (
 	ActSessionPositions        = "SessionPositions"
 	ActSweepCheckpoints        = "SweepCheckpoints"
 	ActDescribeVMRun           = "DescribeVMRun"
+	ActProbeDataChannel        = "ProbeDataChannel"
+	ActCheckSpace              = "CheckSpace"
 )
 
 // Error types of non-retryable application errors: retrying cannot fix them,
@@ -178,6 +189,10 @@ const (
 	// ErrTypeWindowClosed: a transfer stopped because the backup window
 	// closed; its details are the DiskResult so far. The next run continues.
 	ErrTypeWindowClosed = "WindowClosed"
+	// ErrTypeNoSpace: the target datastore has no room for the run.
+	ErrTypeNoSpace = "NoSpace"
+	// ErrTypeDataChannel: the proxy cannot open the target's data channel.
+	ErrTypeDataChannel = "DataChannel"
 )
 
 // VMInput is the input of VMReplicationWorkflow.
@@ -334,6 +349,30 @@ type VMRun struct {
 // TargetStatus is what CheckTarget reports.
 type TargetStatus struct {
 	FreeBytes int64 `json:"freeBytes"`
+	// Listen is the agent's data channel address (agent.listen), Datastore its agent.datastore.
+	Listen    string `json:"listen,omitempty"`
+	Datastore string `json:"datastore,omitempty"`
+}
+
+// ProbeInput asks the proxy to open a target's data channel and ping its agent.
+type ProbeInput struct {
+	Target  string `json:"target"`
+	Address string `json:"address"`
+	// AgentListen is where the agent says it listens, to tell a wrong address.
+	AgentListen string `json:"agentListen"`
+}
+
+// SpaceInput asks the target whether its datastore has room for a run of these VMs.
+type SpaceInput struct {
+	Job string `json:"job"`
+	VMs []VM   `json:"vms"`
+}
+
+// SpaceStatus is the room a run needs and the room there is.
+type SpaceStatus struct {
+	FreeBytes   int64  `json:"freeBytes"`
+	NeededBytes int64  `json:"neededBytes"`
+	Detail      string `json:"detail"`
 }
 
 // PositionsInput asks the target for the durable positions of an open restore point.
