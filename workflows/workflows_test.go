@@ -133,7 +133,10 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		f.mu.Unlock()
 		return []string{}, nil
 	}, contract.ActSweepCheckpoints)
-	reg(func(ctx context.Context, in contract.ProbeInput) (int, error) { f.record("Probe " + in.Address); return 2, nil }, contract.ActProbeDataChannel)
+	reg(func(ctx context.Context, in contract.ProbeInput) (int, error) {
+		f.record("Probe " + in.Address)
+		return 2, nil
+	}, contract.ActProbeDataChannel)
 	reg(func(ctx context.Context, in contract.SpaceInput) (contract.SpaceStatus, error) {
 		f.record("CheckSpace")
 		return contract.SpaceStatus{FreeBytes: 1 << 40, NeededBytes: 1 << 30}, nil
