@@ -31,6 +31,7 @@ import (
 	"github.com/replicator/replicator/internal/guest"
 	"github.com/replicator/replicator/internal/metrics"
 	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/throttle"
 	"github.com/replicator/replicator/internal/transfer"
 )
 
@@ -46,6 +47,46 @@ type Source struct {
 	Metrics   *metrics.DataPath
 	// ProgressInterval is how often a transfer signals its figures to the job run.
 	ProgressInterval time.Duration
+
+	throttleMu sync.Mutex
+	throttles  map[string]*throttle.Throttle // by target name, shared by all its transfers
+}
+
+// throttle returns the target's shared throttle with the rules of the
+// configuration as it is now (nil when the target has none).
+func (s *Source) throttle(target string) (*throttle.Throttle, error) {
+	if s.Config == nil {
+		return nil, nil
+	}
+	cfg, err := s.Config()
+	if err != nil {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, err)
+	}
+	t, ok := cfg.Target(target)
+	if !ok {
+		return nil, nil
+	}
+	rules, err := t.ThrottleRules()
+	if err != nil {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("targets[%s].%w", target, err))
+	}
+	s.throttleMu.Lock()
+	defer s.throttleMu.Unlock()
+	th := s.throttles[target]
+	if len(rules) == 0 && th == nil {
+		return nil, nil
+	}
+	if th == nil {
+		if s.throttles == nil {
+			s.throttles = map[string]*throttle.Throttle{}
+		}
+		th = throttle.New(rules)
+		s.throttles[target] = th
+	} else {
+		// Transfers running now follow an edited configuration too.
+		th.SetRules(rules)
+	}
+	return th, nil
 }
 
 func (s *Source) provider(host string) (provider.Provider, error) {
@@ -312,7 +353,15 @@ func (s *Source) sender(job contract.JobSpec) (*transfer.Sender, error) {
 	if s.TLS == nil {
 		return nil, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no TLS certificate for the data channel (config tls)"))
 	}
-	return &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS, StallTimeout: job.TargetStallTimeout}, nil
+	snd := &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS, StallTimeout: job.TargetStallTimeout}
+	th, err := s.throttle(job.Target)
+	if err != nil {
+		return nil, err
+	}
+	if th != nil {
+		snd.Limit = th
+	}
+	return snd, nil
 }
 
 func diskResult(d contract.DiskResult, r transfer.Result) contract.DiskResult {

@@ -9,12 +9,14 @@ package config
 
 import (
 	"fmt"
+	"strings"
 	"time"
 	// Time zones of windowHours resolve the same on every machine,
 	// Windows included, whatever zoneinfo it has.
 	_ "time/tzdata"
 
 	"github.com/replicator/replicator/internal/hours"
+	"github.com/replicator/replicator/internal/throttle"
 )
 
 // Config is the whole configuration of a worker or of the starter.
@@ -56,6 +58,61 @@ type Target struct {
 	// brings no acknowledgement for this long (a half-open connection); the
 	// transfer reconnects and resumes. 0 means 30 s.
 	StallTimeout time.Duration `mapstructure:"stallTimeout" yaml:"stallTimeout,omitempty"`
+	// Throttle limits the bandwidth of all transfers to this target together:
+	// the first rule whose hours hold now applies; none: unlimited.
+	Throttle []ThrottleRule `mapstructure:"throttle" yaml:"throttle,omitempty"`
+	// Timezone is the IANA time zone of the throttle rules' hours (default UTC).
+	Timezone string `mapstructure:"timezone" yaml:"timezone,omitempty"`
+}
+
+// ThrottleRule is a bandwidth limit ("50MiB/s"; 0 unlimited) during hours
+// (the syntax of jobs[].windowHours; empty: always).
+type ThrottleRule struct {
+	Limit string `mapstructure:"limit" yaml:"limit"`
+	Hours string `mapstructure:"hours" yaml:"hours,omitempty"`
+}
+
+// ParseRate reads a bandwidth: a byte size per second ("50MiB/s", "500KiB/s",
+// "10MB/s") or 0 for unlimited.
+func ParseRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "0" {
+		return 0, nil
+	}
+	size, ok := strings.CutSuffix(t, "/s")
+	if !ok {
+		return 0, fmt.Errorf("bandwidth %q: want a size per second such as 50MiB/s, or 0 for unlimited", s)
+	}
+	n, err := ParseByteSize(size)
+	if err != nil {
+		return 0, fmt.Errorf("bandwidth %q: %w", s, err)
+	}
+	return int64(n), nil
+}
+
+// ThrottleRules are the target's throttle as the proxy applies it.
+func (t *Target) ThrottleRules() ([]throttle.Rule, error) {
+	tz := t.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return nil, fmt.Errorf("timezone %q: %w", tz, err)
+	}
+	var out []throttle.Rule
+	for i, r := range t.Throttle {
+		bps, err := ParseRate(r.Limit)
+		if err != nil {
+			return nil, fmt.Errorf("throttle[%d].limit: %w", i, err)
+		}
+		h, err := hours.Parse(r.Hours, loc)
+		if err != nil {
+			return nil, fmt.Errorf("throttle[%d].hours: %w", i, err)
+		}
+		out = append(out, throttle.Rule{BytesPerSecond: bps, Hours: h})
+	}
+	return out, nil
 }
 
 // Agent is the target role of this process.

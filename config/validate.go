@@ -132,6 +132,20 @@ func (c *Config) validate() []Problem {
 		if t.StallTimeout < 0 || (t.StallTimeout > 0 && t.StallTimeout < 5*time.Second) {
 			ck.add(p+".stallTimeout", "%s: want 0 for the default (30s) or at least 5s (the agent acknowledges every 2 s)", t.StallTimeout)
 		}
+		if t.Timezone != "" {
+			if _, err := time.LoadLocation(t.Timezone); err != nil {
+				ck.add(p+".timezone", "unknown time zone %q: want an IANA name such as UTC or Europe/Paris", t.Timezone)
+			}
+		}
+		for k, r := range t.Throttle {
+			rp := fmt.Sprintf("%s.throttle[%d]", p, k)
+			if _, err := ParseRate(r.Limit); err != nil {
+				ck.add(rp+".limit", "%v", err)
+			}
+			if _, err := hours.Parse(r.Hours, nil); err != nil {
+				ck.add(rp+".hours", "%v", err)
+			}
+		}
 	}
 
 	if c.Agent.Name != "" {
