@@ -158,6 +158,10 @@ type Job struct {
 	// Empty: any time. With Window, the earlier end wins.
 	WindowHours string `mapstructure:"windowHours" yaml:"windowHours"`
 	Timezone    string `mapstructure:"timezone" yaml:"timezone"`
+	// Retries is how many more times a VM that failed for a reason that may
+	// pass is tried inside the run, RetryWait apart, while the window allows.
+	Retries   int           `mapstructure:"retries" yaml:"retries"`
+	RetryWait time.Duration `mapstructure:"retryWait" yaml:"retryWait"`
 }
 
 // Hours is the job's windowHours in its timezone.

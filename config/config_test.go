@@ -134,6 +134,8 @@ jobs:
 			Parallelism:    2,
 			Overlap:        "skip",
 			Timezone:       "UTC",
+			Retries:        3,
+			RetryWait:      10 * time.Minute,
 			GuestProcessing: GuestProcessing{
 				Enabled: true, OnFailure: "continue", Timeout: 5 * time.Minute,
 				PreFreeze: []string{"sync"}, PostThaw: []string{"true"},
@@ -621,6 +623,8 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`targets[0].throttle[0].limit: bandwidth "50MiB": want a size per second such as 50MiB/s`}},
 		{"throttle with bad hours", strings.Replace(withJob(""), `address: "dr01.example:7300"}`, `address: "dr01.example:7300", throttle: [{limit: 5MiB/s, hours: "Mon-Fri 8-18"}]}`, 1),
 			[]string{`targets[0].throttle[0].hours: rule 1 "Mon-Fri 8-18": time "8"`}},
+		{"negative retries", withJob("retries: -1"), []string{"jobs[0].retries: -1: want 0 (no retry) to 100"}},
+		{"negative retry wait", withJob("retryWait: -5m"), []string{"jobs[0].retryWait: negative (-5m0s)"}},
 		{"unknown time zone", withJob("timezone: Mars/Olympus"),
 			[]string{`jobs[0].timezone: unknown time zone "Mars/Olympus": want an IANA name`}},
 		{"bad window hours", withJob(`windowHours: "Mon-Fri 20:00-30:00"`),

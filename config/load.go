@@ -142,6 +142,8 @@ func DefaultJob() Job {
 		Parallelism:    4,
 		Overlap:        "skip",
 		Timezone:       "UTC",
+		Retries:        3,
+		RetryWait:      10 * time.Minute,
 		GuestProcessing: GuestProcessing{
 			OnFailure: "fail",
 			Timeout:   10 * time.Minute,

@@ -67,7 +67,9 @@ const (
 	MinBlockSize   = 64 * KiB
 	MaxBlockSize   = 64 * MiB
 	MaxParallelism = 64
-	MaxNameLength  = 64
+	// MaxRetries bounds jobs[].retries: each retry adds to the run's history.
+	MaxRetries    = 100
+	MaxNameLength = 64
 )
 
 // Validate checks the whole configuration and returns a *ValidationError
@@ -217,6 +219,12 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 	}
 	if _, err := hours.Parse(j.WindowHours, nil); err != nil {
 		ck.add(p+".windowHours", "%v", err)
+	}
+	if j.Retries < 0 || j.Retries > MaxRetries {
+		ck.add(p+".retries", "%d: want 0 (no retry) to %d", j.Retries, MaxRetries)
+	}
+	if j.RetryWait < 0 {
+		ck.add(p+".retryWait", "negative (%s): want a duration such as 10m", j.RetryWait)
 	}
 	if !oneOf(j.Overlap, Overlaps) {
 		ck.add(p+".overlap", "unknown overlap %q: want one of %s", j.Overlap, strings.Join(Overlaps, ", "))

@@ -27,6 +27,8 @@ type fault struct {
 	fail, after bool
 	// failOnce fails only the first attempt (retryable), after the activity ran.
 	failOnce bool
+	// locked fails as a replica another process holds (a failure that passes).
+	locked bool
 	// cancel cancels the job run when the activity starts; block holds the
 	// activity (heartbeating) until it is cancelled, as a slow host would.
 	cancel, block bool
@@ -81,6 +83,8 @@ func (a *injectedActivity) ExecuteActivity(ctx context.Context, in *interceptor.
 		}
 	}
 	switch {
+	case f.locked:
+		return nil, temporal.NewNonRetryableApplicationError("replica is locked by agent elsewhere", contract.ErrTypeReplicaLocked, nil)
 	case f.failOnce:
 		return nil, temporal.NewApplicationError(errInjected.Error()+" after the host did its part", "Injected")
 	case f.fail:
@@ -266,4 +270,21 @@ func TestSweepLeavesOtherCheckpointsAlone(t *testing.T) {
 	if !have[admin.ID] || !have[other.ID] || have[leftover.ID] || len(cps) != 2 {
 		t.Fatalf("after the run the VM holds %+v; want the administrator's %s and job nightly's %s only", cps, admin.ID, other.ID)
 	}
+}
+
+// TestVMRetriedWithinTheRun: a VM whose first attempt fails with a failure
+// that passes (its replica held by another process) succeeds within the
+// same run on its second attempt, retryWait later.
+func TestVMRetriedWithinTheRun(t *testing.T) {
+	h := newHarness(t, roleSet{}, false, func(c *config.Config) { c.Jobs[0].RetryWait = time.Second })
+	inj := &injector{}
+	h.interceptors = []interceptor.WorkerInterceptor{inj}
+	h.start(roleSet{jobs: true, proxy: true, target: true})
+	inj.set(fault{activity: contract.ActPrepareReplica, locked: true}, nil)
+	res := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, res)
+	if res.VMs[0].Attempts != 2 {
+		t.Fatalf("web01 took %d attempts, want 2: %+v", res.VMs[0].Attempts, res.VMs[0])
+	}
+	h.checkReplicaMatchesSource(res)
 }

@@ -120,6 +120,10 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 	// run's, so Temporal refuses a second one while the first runs.
 	oneRunPerVM := workflow.GetVersion(ctx, "one-run-per-vm", workflow.DefaultVersion, 1) == 1
 	held := map[string]*heldVM{}
+	// A VM that failed for a reason that may pass is tried again, the job's
+	// retryWait later, up to its retries, while the window allows.
+	vmRetries := workflow.GetVersion(ctx, "vm-retries", workflow.DefaultVersion, 1) == 1
+	attempts := map[string]int{}
 	windowClosed := false
 	if !deadline.IsZero() {
 		timer := workflow.NewTimer(ctx, deadline.Sub(workflow.Now(ctx)))
@@ -142,6 +146,7 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 			next++
 			running++
 			st.vm(vm.ID).Status = contract.StatusRunning
+			attempts[vm.ID]++
 			copts := workflow.ChildWorkflowOptions{
 				WorkflowID: fmt.Sprintf("%s/%s", info.WorkflowExecution.ID, vm.ID),
 				// Cancelling the run cancels its VMs, which release what they hold.
@@ -195,6 +200,34 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 								r.Disks[i].Status = contract.StatusFailed
 							}
 						}
+					}
+				}
+				if vmRetries {
+					r.Attempts = attempts[vm.ID]
+					wait := max(spec.RetryWait, time.Second)
+					if r.Status == contract.StatusFailed && r.Retryable && !cancelled && !windowClosed &&
+						attempts[vm.ID] <= spec.Retries && (deadline.IsZero() || workflow.Now(ctx).Add(wait).Before(deadline)) {
+						last := r
+						shown := r
+						shown.Status = contract.StatusPending
+						shown.Error = fmt.Sprintf("attempt %d failed: %s; tried again at %s", r.Attempts, r.Error,
+							workflow.Now(ctx).Add(wait).UTC().Format(time.RFC3339))
+						*st.vm(vm.ID) = shown
+						running++
+						sel.AddFuture(workflow.NewTimer(ctx, wait), func(workflow.Future) {
+							running--
+							switch {
+							case cancelled:
+								last.Error += "; not tried again: run cancelled"
+							case windowClosed:
+								last.Error += "; not tried again: backup window closed"
+							default:
+								vms = append(vms, vm)
+								return
+							}
+							*st.vm(vm.ID) = last
+						})
+						return
 					}
 				}
 				*st.vm(vm.ID) = r

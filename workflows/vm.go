@@ -253,6 +253,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			// the next run continues from the acknowledged positions.
 			res.Status = contract.StatusFailed
 			res.Error = errorText(firstErr)
+			res.Retryable = mayPass(firstErr)
 		}
 		return res, nil
 	}
@@ -269,6 +270,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		}
 		res.Status = contract.StatusFailed
 		res.Error = "committing the restore point: " + errorText(err)
+		res.Retryable = mayPass(err)
 		return res, nil
 	}
 	res.RestorePoint = point
@@ -312,10 +314,30 @@ func stopped(res contract.VMResult, windowClosed bool, err error) (contract.VMRe
 	}
 	res.Status = contract.StatusFailed
 	res.Error = errorText(err)
+	res.Retryable = mayPass(err)
 	for i := range res.Disks {
 		res.Disks[i].Status = contract.StatusFailed
 	}
 	return res, nil
+}
+
+// mayPass says whether trying the VM again later may succeed where err
+// failed: not after a cancellation or a failure no retry fixes (a bad
+// setting, a missing VM, a bad name), but after a timeout, a replica another
+// process held, a checkpoint that vanished, or retries that ran out.
+func mayPass(err error) bool {
+	if err == nil || isCancel(err) {
+		return false
+	}
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) && app.NonRetryable() {
+		switch app.Type() {
+		case contract.ErrTypeReplicaLocked, contract.ErrTypeCheckpointNotFound:
+			return true
+		}
+		return false
+	}
+	return true
 }
 
 func partialAll(res contract.VMResult, reason string) contract.VMResult {

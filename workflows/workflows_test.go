@@ -26,6 +26,7 @@ type fakeHost struct {
 	released    []string
 	committed   []string
 	sweeps      []string
+	prepare     func(vm contract.VM) error
 	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
@@ -82,6 +83,11 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 	reg(func(ctx context.Context, job string) ([]string, error) { return f.open, nil }, contract.ActOpenSessions)
 	reg(func(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
 		f.record("Prepare " + vm.Name)
+		if f.prepare != nil {
+			if err := f.prepare(vm); err != nil {
+				return contract.ReplicaState{}, err
+			}
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID]}, nil
@@ -497,5 +503,42 @@ func requireAllSuccess(t *testing.T, res contract.ReplicationResult) {
 	t.Helper()
 	if res.Status != contract.StatusSuccess {
 		t.Fatalf("want success: %+v", res)
+	}
+}
+
+func TestFailedVMIsTriedAgainWithinTheRun(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		err          error
+		retries      int
+		wantStatus   string
+		wantAttempts int
+	}{
+		{"a replica locked by another process passes", temporal.NewNonRetryableApplicationError("replica locked", contract.ErrTypeReplicaLocked, nil), 3, contract.StatusSuccess, 2},
+		{"a bad setting is not retried", temporal.NewNonRetryableApplicationError("bad name", contract.ErrTypeBadConfig, nil), 3, contract.StatusFailed, 1},
+		{"retries: 0", temporal.NewNonRetryableApplicationError("replica locked", contract.ErrTypeReplicaLocked, nil), 0, contract.StatusFailed, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFake()
+			f.spec.Retries, f.spec.RetryWait = c.retries, 10*time.Minute
+			failed := false
+			f.prepare = func(vm contract.VM) error {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if vm.Name == "web01" && !failed {
+					failed = true
+					return c.err
+				}
+				return nil
+			}
+			res, err := run(t, f, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm := res.VMs[0]
+			if vm.Status != c.wantStatus || vm.Attempts != c.wantAttempts {
+				t.Fatalf("web01 %s after %d attempts (%q); want %s after %d", vm.Status, vm.Attempts, vm.Error, c.wantStatus, c.wantAttempts)
+			}
+		})
 	}
 }

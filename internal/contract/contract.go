@@ -83,6 +83,10 @@ type VMResult struct {
 	Error        string       `json:"error"`
 	Warning      string       `json:"warning,omitempty"`
 	Disks        []DiskResult `json:"disks"`
+	// Attempts is how many times the run tried the VM (retries included).
+	Attempts int `json:"attempts,omitempty"`
+	// Retryable says a failure may pass: the run tries the VM again.
+	Retryable bool `json:"retryable,omitempty"`
 }
 
 // DiskResult is the outcome of one disk.
@@ -139,6 +143,10 @@ type JobSpec struct {
 	Timezone    string    `json:"timezone,omitempty"`
 	WindowEnd   time.Time `json:"windowEnd,omitzero"`
 	WindowOpens time.Time `json:"windowOpens,omitzero"`
+	// Retries and RetryWait: a VM that failed for a reason that may pass is
+	// tried again inside the run.
+	Retries   int           `json:"retries,omitempty"`
+	RetryWait time.Duration `json:"retryWait,omitempty"`
 }
 
 // Values of JobSpec.Overlap.
