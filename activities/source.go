@@ -233,11 +233,11 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		BlockSize: in.Job.BlockSize, Compression: level,
 		ZeroBlocksAsData: !in.Job.ExcludeZero,
 	}
-	mode, plan := s.plan(ctx, p, in, img, log)
+	excluded := s.exclusions(ctx, in, img, log)
+	mode, plan := s.plan(ctx, p, in, img, s.unexcluded(ctx, in, img, excluded, log), log)
 	if mode == contract.TrackingDigest {
 		opts.CompareDigests = true
 	}
-	excluded := s.exclusions(ctx, in, img, log)
 
 	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size()}
 	var mu sync.Mutex
@@ -307,7 +307,12 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 // plan picks the change-tracking mode of a disk: the provider's changed
 // ranges against the reference point that matches the replica's newest point;
 // else the replica's digests; else every allocated block.
-func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.TransferInput, img disk.Image, log *slog.Logger) (string, blockplan.Plan) {
+//
+// unexcluded are ranges the previous point left out and this one does not:
+// change tracking does not list them (they did not change), so they are
+// added to its changes. Digests find them by themselves (the replica holds
+// zeros there), and a full plan sends them anyway.
+func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.TransferInput, img disk.Image, unexcluded []disk.Extent, log *slog.Logger) (string, blockplan.Plan) {
 	mode := in.Job.ChangeTracking
 	if !in.HasPreviousPoint {
 		// The first point starts from an empty disk: unallocated space is zero there already.
@@ -321,6 +326,9 @@ func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.Tran
 	if (mode == "auto" || mode == "rct") && in.ReferencePoint != "" {
 		changed, err := p.ChangedRanges(ctx, in.VMID, in.CheckpointID, in.DiskID, in.ReferencePoint)
 		if err == nil {
+			if len(unexcluded) > 0 {
+				changed = disk.Merge(append(changed, unexcluded...), img.Size())
+			}
 			return contract.TrackingRCT, blockplan.Changed(img.Size(), in.Job.BlockSize, changed)
 		}
 		log.Warn("changed block tracking is not available; comparing digests", "error", err)
@@ -342,6 +350,55 @@ func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img 
 	out := make([]disk.Extent, 0, len(ranges))
 	for _, r := range ranges {
 		out = append(out, disk.Extent{Offset: r.Offset, Length: r.Length})
+	}
+	return out
+}
+
+// unexcluded returns what the previous point excluded and this transfer
+// sends (excluded is this transfer's exclusions): a path removed from
+// exclude.paths, or exclude.swap turned off. Without it the replica would keep
+// the zeros the earlier exclusion left there until a digest or full run.
+func (s *Source) unexcluded(ctx context.Context, in contract.TransferInput, img disk.Image, excluded []disk.Extent, log *slog.Logger) []disk.Extent {
+	prev := in.PreviousExclusions
+	now := contract.Exclusions{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths}
+	if !in.HasPreviousPoint || prev == nil || prev.Equal(now) || (!prev.Swap && len(prev.Paths) == 0) {
+		return nil
+	}
+	_, before, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: prev.Swap, Paths: prev.Paths})
+	if err != nil {
+		// Unknown: send the whole disk's allocated ranges rather than less.
+		log.Warn("what the previous point excluded cannot be told; its whole disk is sent again", "error", err)
+		return img.Allocated()
+	}
+	var was []disk.Extent
+	for _, r := range before {
+		was = append(was, disk.Extent{Offset: r.Offset, Length: r.Length})
+	}
+	out := subtract(disk.Merge(was, img.Size()), disk.Merge(excluded, img.Size()))
+	if len(out) > 0 {
+		log.Info("exclusions changed since the previous point; sending what it left out", "ranges", len(out))
+	}
+	return out
+}
+
+// subtract returns the parts of a not in b; both sorted and merged.
+func subtract(a, b []disk.Extent) []disk.Extent {
+	var out []disk.Extent
+	j := 0
+	for _, e := range a {
+		start, end := e.Offset, e.End()
+		for j < len(b) && b[j].End() <= start {
+			j++
+		}
+		for k := j; k < len(b) && b[k].Offset < end; k++ {
+			if b[k].Offset > start {
+				out = append(out, disk.Extent{Offset: start, Length: b[k].Offset - start})
+			}
+			start = max(start, b[k].End())
+		}
+		if start < end {
+			out = append(out, disk.Extent{Offset: start, Length: end - start})
+		}
 	}
 	return out
 }

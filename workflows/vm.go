@@ -150,6 +150,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		contract.ActBeginRestorePoint, contract.BeginInput{
 			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
 			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize,
+			Exclusions: &contract.Exclusions{Swap: job.ExcludeSwap, Paths: job.ExcludePaths},
 		}).Get(workCtx, &begin); err != nil {
 		switch {
 		case everyCheckpoint && windowClosed && cp.Reused:
@@ -175,6 +176,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
 			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
 			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline,
+			PreviousExclusions: state.Exclusions,
 		})
 	}
 	var firstErr error

@@ -267,6 +267,9 @@ type ReplicaState struct {
 	// ReferencePoint is the source's change-tracking reference point that
 	// matches NewestPoint ("" if none is known).
 	ReferencePoint string `json:"referencePoint"`
+	// Exclusions is the set NewestPoint was made with (nil: not recorded,
+	// by a version that did not record it).
+	Exclusions *Exclusions `json:"exclusions,omitempty"`
 }
 
 // BeginInput opens (or continues) a restore point.
@@ -277,6 +280,34 @@ type BeginInput struct {
 	CheckpointID   string `json:"checkpointId"`
 	ChangeTracking string `json:"changeTracking"`
 	BlockSize      int64  `json:"blockSize"`
+	// Exclusions is the set the point is made with (nil: not recorded).
+	Exclusions *Exclusions `json:"exclusions,omitempty"`
+}
+
+// Exclusions is what a restore point was made without: swap (and page,
+// hibernation files) and guest paths. A point records its set so that a run
+// with another set sends what the earlier one left out.
+type Exclusions struct {
+	Swap  bool     `json:"swap"`
+	Paths []string `json:"paths"`
+}
+
+// Equal says whether two sets exclude the same.
+func (e Exclusions) Equal(o Exclusions) bool {
+	if e.Swap != o.Swap || len(e.Paths) != len(o.Paths) {
+		return false
+	}
+	seen := map[string]int{}
+	for _, p := range e.Paths {
+		seen[p]++
+	}
+	for _, p := range o.Paths {
+		if seen[p] == 0 {
+			return false
+		}
+		seen[p]--
+	}
+	return true
 }
 
 // BeginResult says whether an interrupted restore point is continued.
@@ -297,6 +328,9 @@ type TransferInput struct {
 	// Deadline is when the backup window closes (zero: none); the transfer
 	// stops there by itself, with its acknowledged position durable.
 	Deadline time.Time `json:"deadline,omitempty"`
+	// PreviousExclusions is the set the previous point was made with: what
+	// it excluded and this run does not is sent whatever the mode.
+	PreviousExclusions *Exclusions `json:"previousExclusions,omitempty"`
 }
 
 // CommitInput commits a restore point and applies retention.

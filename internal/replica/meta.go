@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/contract"
 	"os"
 	"time"
 )
@@ -52,6 +53,8 @@ type pointRecord struct {
 	ChangeTracking string            `json:"changeTracking"`
 	BlockSize      int64             `json:"blockSize"`
 	Disks          []pointDiskRecord `json:"disks"`
+	// Exclusions is what the point was made without (nil: not recorded).
+	Exclusions *contract.Exclusions `json:"exclusions,omitempty"`
 }
 
 // pointDiskRecord locates one disk of a point: its VHDX chain, leaf first,
@@ -67,14 +70,15 @@ type pointDiskRecord struct {
 
 // sessionRecord is the restore point being written.
 type sessionRecord struct {
-	PointID        string              `json:"pointId"`
-	RunID          string              `json:"runId,omitempty"`
-	CheckpointID   string              `json:"checkpointId"`
-	ChangeTracking string              `json:"changeTracking"`
-	BlockSize      int64               `json:"blockSize"`
-	Started        time.Time           `json:"started"`
-	CheckpointTime time.Time           `json:"checkpointTime"`
-	Disks          []sessionDiskRecord `json:"disks"`
+	PointID        string               `json:"pointId"`
+	RunID          string               `json:"runId,omitempty"`
+	CheckpointID   string               `json:"checkpointId"`
+	ChangeTracking string               `json:"changeTracking"`
+	BlockSize      int64                `json:"blockSize"`
+	Started        time.Time            `json:"started"`
+	CheckpointTime time.Time            `json:"checkpointTime"`
+	Disks          []sessionDiskRecord  `json:"disks"`
+	Exclusions     *contract.Exclusions `json:"exclusions,omitempty"`
 }
 
 type sessionDiskRecord struct {
