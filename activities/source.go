@@ -233,13 +233,13 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		BlockSize: in.Job.BlockSize, Compression: level,
 		ZeroBlocksAsData: !in.Job.ExcludeZero,
 	}
-	excluded := s.exclusions(ctx, in, img, log)
+	excluded, warning := s.exclusions(ctx, in, img, log)
 	mode, plan := s.plan(ctx, p, in, img, s.unexcluded(ctx, in, img, excluded, log), log)
 	if mode == contract.TrackingDigest {
 		opts.CompareDigests = true
 	}
 
-	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size()}
+	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size(), Warning: warning}
 	var mu sync.Mutex
 	lastSignal := time.Time{}
 	// Each signal adds events to the job run's history, which only continues
@@ -338,20 +338,55 @@ func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.Tran
 
 // exclusions maps swap, page files and the job's excluded paths to byte
 // ranges. A disk that cannot be analyzed is sent whole: never less.
-func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img disk.Image, log *slog.Logger) []disk.Extent {
+//
+// exclude.paths apply to NTFS only: a partition with another file system
+// gives a warning (and a metric, on the transfer's first attempt) instead of
+// a rule dropped in silence.
+func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img disk.Image, log *slog.Logger) ([]disk.Extent, string) {
 	if !in.Job.ExcludeSwap && len(in.Job.ExcludePaths) == 0 {
-		return nil
+		return nil, ""
 	}
-	_, ranges, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths})
+	parts, ranges, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths})
 	if err != nil {
 		log.Warn("guest file systems could not be analyzed; nothing is excluded", "error", err)
-		return nil
+		return nil, ""
+	}
+	var warning string
+	if len(in.Job.ExcludePaths) > 0 {
+		var where []string
+		for _, p := range parts {
+			if !pathRulesCannotApply(p) {
+				continue
+			}
+			where = append(where, fmt.Sprintf("partition %d (%s)", p.Index, p.Filesystem))
+			if !activity.IsActivity(ctx) || activity.GetInfo(ctx).Attempt == 1 {
+				s.Metrics.ExclusionNotApplied(in.Job.Name, p.Filesystem)
+			}
+		}
+		if len(where) > 0 {
+			warning = fmt.Sprintf("exclude.paths apply to NTFS only: on disk %s, %s sent with every file",
+				in.DiskID, strings.Join(where, ", "))
+			log.Warn("exclude.paths cannot apply to these file systems; their files are sent", "partitions", where)
+		}
 	}
 	out := make([]disk.Extent, 0, len(ranges))
 	for _, r := range ranges {
 		out = append(out, disk.Extent{Offset: r.Offset, Length: r.Length})
 	}
-	return out
+	return out, warning
+}
+
+// pathRulesCannotApply says whether a partition holds a file system whose
+// files exclude.paths cannot find (every one but NTFS). Swap holds no files,
+// and a small FAT partition is a boot or EFI partition, not a place for data.
+func pathRulesCannotApply(p exclude.Partition) bool {
+	switch p.Filesystem {
+	case "", "ntfs", "swap":
+		return false
+	case "vfat":
+		return p.Length > 1<<30
+	}
+	return true
 }
 
 // unexcluded returns what the previous point excluded and this transfer

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -233,6 +234,10 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	for _, d := range res.Disks {
 		signalProgress(cleanupCtx, in, d)
+		// What a transfer could not do as configured is the VM's warning.
+		if d.Warning != "" && !strings.Contains(res.Warning, d.Warning) {
+			res.Warning = joinText(res.Warning, d.Warning)
+		}
 	}
 
 	if windowClosed || firstErr != nil || ctx.Err() != nil {

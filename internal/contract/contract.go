@@ -105,6 +105,9 @@ type DiskResult struct {
 	Position int64  `json:"position"`
 	Size     int64  `json:"size"`
 	Error    string `json:"error,omitempty"`
+	// Warning says what the transfer could not do as configured (an
+	// exclusion that cannot apply to a file system).
+	Warning string `json:"warning,omitempty"`
 }
 
 // ProgressUpdate is what the ProgressSignal carries.
