@@ -37,6 +37,12 @@ func (j *Jobs) LoadJob(ctx context.Context, name string) (contract.JobSpec, erro
 		return contract.JobSpec{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q is not configured (jobs: %v)", name, names))
 	}
 	spec := Spec(cfg, job)
+	if cfg.Notify.Webhook != "" {
+		spec.Notify = append(spec.Notify, NotifyWebhook)
+	}
+	if cfg.Notify.SMTP.Address != "" {
+		spec.Notify = append(spec.Notify, NotifySMTP)
+	}
 	sched, err := job.Hours()
 	if err != nil {
 		return contract.JobSpec{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q windowHours: %w", name, err))

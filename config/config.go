@@ -28,7 +28,27 @@ type Config struct {
 	TLS      TLS      `mapstructure:"tls" yaml:"tls"`
 	Metrics  Metrics  `mapstructure:"metrics" yaml:"metrics"`
 	Jobs     []Job    `mapstructure:"jobs" yaml:"jobs"`
+	Notify   Notify   `mapstructure:"notify" yaml:"notify,omitempty"`
 }
+
+// Notify is where the summary of every job run goes when it ends.
+type Notify struct {
+	// Webhook receives the run's summary as JSON (POST); empty: none.
+	Webhook string `mapstructure:"webhook" yaml:"webhook,omitempty"`
+	SMTP    SMTP   `mapstructure:"smtp" yaml:"smtp,omitempty"`
+}
+
+// SMTP sends the summary by e-mail when Address is set.
+type SMTP struct {
+	Address      string   `mapstructure:"address" yaml:"address,omitempty"` // host:port of the mail server
+	From         string   `mapstructure:"from" yaml:"from,omitempty"`
+	To           []string `mapstructure:"to" yaml:"to,omitempty"`
+	Username     string   `mapstructure:"username" yaml:"username,omitempty"`
+	PasswordFile string   `mapstructure:"passwordFile" yaml:"passwordFile,omitempty"`
+}
+
+// Enabled says whether any notification is configured.
+func (n Notify) Enabled() bool { return n.Webhook != "" || n.SMTP.Address != "" }
 
 // Temporal is how to reach the Temporal cluster.
 type Temporal struct {

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/mail"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -123,6 +125,29 @@ func (c *Config) validate() []Problem {
 		ck.noNUL(p+".path", h.Path)
 		if h.PasswordFile != "" && h.Username == "" {
 			ck.add(p+".username", "required when passwordFile is set")
+		}
+	}
+
+	if w := c.Notify.Webhook; w != "" {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ck.add("notify.webhook", "%q: want an http:// or https:// URL", w)
+		}
+	}
+	if m := c.Notify.SMTP; m.Address != "" {
+		ck.dialAddress("notify.smtp.address", m.Address)
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			ck.add("notify.smtp.from", "%q: want an e-mail address", m.From)
+		}
+		if len(m.To) == 0 {
+			ck.add("notify.smtp.to", "empty: list who receives the summaries")
+		}
+		for k, to := range m.To {
+			if _, err := mail.ParseAddress(to); err != nil {
+				ck.add(fmt.Sprintf("notify.smtp.to[%d]", k), "%q: want an e-mail address", to)
+			}
+		}
+		if (m.Username == "") != (m.PasswordFile == "") {
+			ck.add("notify.smtp.passwordFile", "username and passwordFile go together")
 		}
 	}
 

@@ -22,6 +22,8 @@ import (
 // runState is the figures of a run so far; the progress query returns it.
 type runState struct {
 	result contract.ReplicationResult
+	// notify lists the notification channels the run's end goes to.
+	notify []string
 }
 
 func (s *runState) vm(id string) *contract.VMResult {
@@ -60,8 +62,47 @@ func isFinal(status string) bool {
 // each VM in a child workflow, at most the job's parallelism at once, within
 // the job's backup window.
 func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (contract.ReplicationResult, error) {
+	st := &runState{}
+	res, err := replicate(ctx, in, st)
+	notifyEnd(ctx, st, res, err)
+	return res, err
+}
+
+// notifyEnd sends the run's summary to the configured channels (not when
+// the run only continues as new). A notification that cannot be sent is
+// logged: it never changes the run's outcome.
+func notifyEnd(ctx workflow.Context, st *runState, res contract.ReplicationResult, runErr error) {
+	var cont *workflow.ContinueAsNewError
+	if len(st.notify) == 0 || errors.As(runErr, &cont) {
+		return
+	}
+	if workflow.GetVersion(ctx, "notify", workflow.DefaultVersion, 1) != 1 {
+		return
+	}
+	// A cancelled run notifies too.
+	nctx, _ := workflow.NewDisconnectedContext(ctx)
+	opts := shortActivity("")
+	opts.ScheduleToCloseTimeout = 10 * time.Minute
+	opts.RetryPolicy.MaximumAttempts = 5
+	nctx = workflow.WithActivityOptions(nctx, opts)
+	n := contract.Notification{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Result: res}
+	if runErr != nil {
+		n.Error = errorText(runErr)
+	}
+	var futures []workflow.Future
+	for _, channel := range st.notify {
+		futures = append(futures, workflow.ExecuteActivity(nctx, contract.ActNotify, channel, n))
+	}
+	for i, f := range futures {
+		if err := f.Get(nctx, nil); err != nil {
+			workflow.GetLogger(ctx).Error("the run's notification failed", "channel", st.notify[i], "error", err)
+		}
+	}
+}
+
+func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState) (contract.ReplicationResult, error) {
 	info := workflow.GetInfo(ctx)
-	st := &runState{result: contract.ReplicationResult{
+	*st = runState{result: contract.ReplicationResult{
 		Job: in.Job, Status: contract.StatusRunning, RunID: info.WorkflowExecution.RunID, VMs: []contract.VMResult{},
 	}}
 	if err := workflow.SetQueryHandler(ctx, contract.ProgressQuery, func() (contract.ReplicationResult, error) {
@@ -93,6 +134,7 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		// inventory and the window are those of the run's start.
 		spec, deadline, vms = c.Spec, c.Deadline, c.Pending
 		st.result = c.Result
+		st.notify = spec.Notify
 		// Any client can send a continuation: one whose result does not list
 		// a pending VM would leave that VM's outcome nowhere to go.
 		for _, vm := range vms {
@@ -337,6 +379,7 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 		contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
 		return spec, time.Time{}, nil, fmt.Errorf("loading job %q: %w", in.Job, err)
 	}
+	st.notify = spec.Notify
 	var deadline time.Time
 	if spec.Window > 0 {
 		deadline = workflow.Now(ctx).Add(spec.Window)

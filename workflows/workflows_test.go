@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -27,6 +28,8 @@ type fakeHost struct {
 	committed   []string
 	sweeps      []string
 	prepare     func(vm contract.VM) error
+	notified    []contract.Notification
+	notifyErr   error
 	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
@@ -147,6 +150,15 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		f.record("CheckSpace")
 		return contract.SpaceStatus{FreeBytes: 1 << 40, NeededBytes: 1 << 30}, nil
 	}, contract.ActCheckSpace)
+	reg(func(ctx context.Context, channel string, n contract.Notification) error {
+		f.mu.Lock()
+		f.notified = append(f.notified, n)
+		f.mu.Unlock()
+		if f.notifyErr != nil {
+			return f.notifyErr
+		}
+		return nil
+	}, contract.ActNotify)
 	reg(func(ctx context.Context, workflowID string) (contract.VMRun, error) {
 		return contract.VMRun{WorkflowID: workflowID, ParentWorkflowID: "other-run", Job: f.spec.Name, Running: true}, nil
 	}, contract.ActDescribeVMRun)
@@ -540,5 +552,34 @@ func TestFailedVMIsTriedAgainWithinTheRun(t *testing.T) {
 				t.Fatalf("web01 %s after %d attempts (%q); want %s after %d", vm.Status, vm.Attempts, vm.Error, c.wantStatus, c.wantAttempts)
 			}
 		})
+	}
+}
+
+func TestRunEndIsNotifiedAndAFailedNotificationChangesNothing(t *testing.T) {
+	f := newFake()
+	f.spec.Notify = []string{"webhook"}
+	f.notifyErr = errors.New("webhook answered 503")
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireAllSuccess(t, res)
+	if len(f.notified) < 1 || f.notified[0].Result.Status != contract.StatusSuccess || len(f.notified[0].Result.VMs) != 2 {
+		t.Fatalf("notifications %+v", f.notified)
+	}
+
+	// A run that fails its checks is notified with its error.
+	f = newFake()
+	f.spec.Notify = []string{"webhook"}
+	f.spec.TargetAddress = "127.0.0.1:1"
+	_, err = run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) {
+		env.OnActivity(contract.ActProbeDataChannel, mock.Anything, mock.Anything).Return(0,
+			temporal.NewNonRetryableApplicationError("targets[dr01].address 127.0.0.1:1: connection refused", contract.ErrTypeDataChannel, nil))
+	})
+	if err == nil {
+		t.Fatal("the run did not fail")
+	}
+	if len(f.notified) != 1 || !strings.Contains(f.notified[0].Error, "targets[dr01].address") || f.notified[0].Result.Status != contract.StatusFailed {
+		t.Fatalf("notifications %+v", f.notified)
 	}
 }

@@ -150,6 +150,16 @@ type JobSpec struct {
 	// tried again inside the run.
 	Retries   int           `json:"retries,omitempty"`
 	RetryWait time.Duration `json:"retryWait,omitempty"`
+	// Notify lists the notification channels configured (webhook, smtp).
+	Notify []string `json:"notify,omitempty"`
+}
+
+// Notification is what a finished run sends to notify.webhook and notify.smtp.
+type Notification struct {
+	WorkflowID string            `json:"workflowId"`
+	Result     ReplicationResult `json:"result"`
+	// Error is why the run failed as a whole ("" when it ended with a result).
+	Error string `json:"error,omitempty"`
 }
 
 // Values of JobSpec.Overlap.
@@ -186,6 +196,7 @@ const (
 	ActDescribeVMRun           = "DescribeVMRun"
 	ActProbeDataChannel        = "ProbeDataChannel"
 	ActCheckSpace              = "CheckSpace"
+	ActNotify                  = "Notify"
 )
 
 // Error types of non-retryable application errors: retrying cannot fix them,
