@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
@@ -18,8 +19,26 @@ import (
 // configuration file applies at the next run without restarting workers.
 type Jobs struct {
 	Config func() (*config.Config, error)
-	// Client describes the runs that hold a VM (DescribeVMRun).
+	// Client describes the runs that hold a VM (DescribeVMRun) and the
+	// namespace's search attributes (LoadJob).
 	Client client.Client
+	// Namespace is the Temporal namespace of the runs.
+	Namespace string
+}
+
+// searchAttributesRegistered says whether the namespace has the search
+// attributes runs set; an error counts as no (the run then sets none).
+func (j *Jobs) searchAttributesRegistered(ctx context.Context) bool {
+	if j.Client == nil || j.Namespace == "" {
+		return false
+	}
+	resp, err := j.Client.OperatorService().ListSearchAttributes(ctx, &operatorservice.ListSearchAttributesRequest{Namespace: j.Namespace})
+	if err != nil {
+		return false
+	}
+	attrs := resp.GetCustomAttributes()
+	return attrs[contract.SearchAttributeJob] == enums.INDEXED_VALUE_TYPE_KEYWORD &&
+		attrs[contract.SearchAttributeVM] == enums.INDEXED_VALUE_TYPE_KEYWORD_LIST
 }
 
 // LoadJob returns the settings of a job.
@@ -37,6 +56,7 @@ func (j *Jobs) LoadJob(ctx context.Context, name string) (contract.JobSpec, erro
 		return contract.JobSpec{}, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("job %q is not configured (jobs: %v)", name, names))
 	}
 	spec := Spec(cfg, job)
+	spec.SearchAttributes = j.searchAttributesRegistered(ctx)
 	if cfg.Notify.Webhook != "" {
 		spec.Notify = append(spec.Notify, NotifyWebhook)
 	}

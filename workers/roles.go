@@ -115,7 +115,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 	if roles.jobs {
 		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{Interceptors: o.interceptors})
 		workflows.Register(w)
-		w.RegisterActivity(&activities.Jobs{Config: reload, Client: c})
+		w.RegisterActivity(&activities.Jobs{Config: reload, Client: c, Namespace: cfg.Temporal.Namespace})
 		s.workers = append(s.workers, w)
 	}
 	if roles.proxy {

@@ -150,6 +150,19 @@ func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState)
 		}
 	}
 
+	// The operator's names in the Web UI and the CLI: search attributes (when
+	// the namespace has them) and a summary of each VM's workflow.
+	operatorNames := workflow.GetVersion(ctx, "operator-names", workflow.DefaultVersion, 1) == 1
+	if operatorNames && spec.SearchAttributes {
+		names := make([]string, 0, len(st.result.VMs))
+		for _, vm := range st.result.VMs {
+			names = append(names, vm.Name)
+		}
+		if err := workflow.UpsertTypedSearchAttributes(ctx, jobAttribute.ValueSet(spec.Name), vmAttribute.ValueSet(names)); err != nil {
+			workflow.GetLogger(ctx).Warn("setting the run's search attributes failed", "error", err)
+		}
+	}
+
 	// 4. One child per VM, at most parallelism at once, none started after the window closed.
 	parallelism := spec.Parallelism
 	if parallelism < 1 {
@@ -199,6 +212,12 @@ func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState)
 				copts.WorkflowID = contract.VMWorkflowID(spec.Source, vm.ID)
 				copts.WorkflowIDReusePolicy = enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE
 				copts.Memo = map[string]interface{}{contract.MemoJob: spec.Name}
+			}
+			if operatorNames {
+				copts.StaticSummary, copts.StaticDetails = vmSummary(spec, vm, info.WorkflowExecution.ID)
+				if spec.SearchAttributes {
+					copts.TypedSearchAttributes = temporal.NewSearchAttributes(jobAttribute.ValueSet(spec.Name), vmAttribute.ValueSet([]string{vm.Name}))
+				}
 			}
 			cctx := workflow.WithChildOptions(ctx, copts)
 			child := workflow.ExecuteChildWorkflow(cctx, contract.VMReplicationWorkflow, contract.VMInput{
@@ -312,6 +331,26 @@ func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState)
 		return st.result, ctx.Err()
 	}
 	return st.result, nil
+}
+
+var (
+	jobAttribute = temporal.NewSearchAttributeKeyKeyword(contract.SearchAttributeJob)
+	vmAttribute  = temporal.NewSearchAttributeKeyKeywordList(contract.SearchAttributeVM)
+)
+
+// vmSummary is the fixed summary and details of a VM's workflow in the Web UI.
+func vmSummary(spec contract.JobSpec, vm contract.VM, run string) (summary, details string) {
+	summary = fmt.Sprintf("%s · job %s · run %s", vm.Name, spec.Name, run)
+	var size int64
+	for _, d := range vm.Disks {
+		size += d.VirtualSize
+	}
+	details = fmt.Sprintf("**VM** %s (id %s) on host %s\n\n**Job** %s, to target %s, run %s\n\n**Disks** %d, %s in all\n",
+		vm.Name, vm.ID, spec.Source, spec.Name, spec.Target, run, len(vm.Disks), humanBytes(size))
+	for _, d := range vm.Disks {
+		details += fmt.Sprintf("- disk %s: %s\n", d.ID, humanBytes(d.VirtualSize))
+	}
+	return summary, details
 }
 
 // heldVM is a VM that another run was replicating when this run tried to start it.

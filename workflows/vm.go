@@ -74,6 +74,9 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	job := in.Job
 	source := contract.SourceQueue(job.Source)
+	// The Web UI's current details say which VM this is and how far it got.
+	step := func(what string) { setVMDetails(ctx, res, what) }
+	step("preparing the replica")
 	target := contract.TargetQueue(job.Target)
 
 	// The window: when it closes, work is cancelled through workCtx; cleanup
@@ -131,6 +134,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		return stopped(res, windowClosed, fmt.Errorf("creating the checkpoint: %w", err))
 	}
 	res.Warning = joinText(res.Warning, cp.Warning)
+	step("checkpoint " + cp.ID + " taken; opening the restore point")
 	if everyCheckpoint {
 		// Leftovers of earlier runs, and of attempts of this one that made a
 		// checkpoint before failing, are of no use now.
@@ -167,6 +171,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		return stopped(res, windowClosed, fmt.Errorf("opening the restore point: %w", err))
 	}
 
+	step("transferring")
 	// One transfer per disk, all disks of the VM at once.
 	tctx := workflow.WithActivityOptions(workCtx, transferActivity(source, in.Deadline, workflow.Now(ctx)))
 	futures := make([]workflow.Future, len(in.VM.Disks))
@@ -265,6 +270,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		return res, nil
 	}
 
+	step("committing the restore point")
 	// Commit the restore point and apply retention.
 	var point string
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
@@ -376,4 +382,18 @@ func joinText(a, b string) string {
 func isWindowClosed(err error) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.Type() == contract.ErrTypeWindowClosed
+}
+
+// setVMDetails shows the VM, its disks and its state in the Web UI.
+func setVMDetails(ctx workflow.Context, res contract.VMResult, state string) {
+	var done, size int64
+	for _, d := range res.Disks {
+		done += d.Position
+		size += d.Size
+	}
+	text := fmt.Sprintf("**%s** — %s; %s of %s acknowledged\n\n", res.Name, state, humanBytes(done), humanBytes(size))
+	for _, d := range res.Disks {
+		text += fmt.Sprintf("- disk %s: %s %s/%s\n", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+	}
+	workflow.SetCurrentDetails(ctx, text)
 }

@@ -150,6 +150,9 @@ type JobSpec struct {
 	// tried again inside the run.
 	Retries   int           `json:"retries,omitempty"`
 	RetryWait time.Duration `json:"retryWait,omitempty"`
+	// SearchAttributes says the namespace has ReplicatorJob and ReplicatorVM:
+	// only then does a run set them (an unknown one fails the workflow task).
+	SearchAttributes bool `json:"searchAttributes,omitempty"`
 	// Notify lists the notification channels configured (webhook, smtp).
 	Notify []string `json:"notify,omitempty"`
 }
@@ -172,6 +175,14 @@ const (
 // a source host, whichever job and run start it: Temporal lets one workflow
 // with a given id run at a time, so two runs never replicate a VM at once.
 func VMWorkflowID(host, vmID string) string { return "vm/" + host + "/" + vmID }
+
+// Custom search attributes of runs: the job (Keyword) and the VM names a
+// run or a VM's workflow replicates (KeywordList), so that
+// `ReplicatorVM = 'web01'` finds a VM's runs in the Web UI and the CLI.
+const (
+	SearchAttributeJob = "ReplicatorJob"
+	SearchAttributeVM  = "ReplicatorVM"
+)
 
 // MemoJob is the memo key that holds the job name of a VM's workflow.
 const MemoJob = "job"
