@@ -179,6 +179,10 @@ func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState)
 	// retryWait later, up to its retries, while the window allows.
 	vmRetries := workflow.GetVersion(ctx, "vm-retries", workflow.DefaultVersion, 1) == 1
 	attempts := map[string]int{}
+	for _, vm := range st.result.VMs {
+		// A continued run goes on counting the attempts of the run it continues.
+		attempts[vm.ID] = vm.Attempts
+	}
 	windowClosed := false
 	if !deadline.IsZero() {
 		timer := workflow.NewTimer(ctx, deadline.Sub(workflow.Now(ctx)))
