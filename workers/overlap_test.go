@@ -12,6 +12,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
@@ -42,6 +43,20 @@ func waitVMRunning(t *testing.T, h *harness, vmID string) {
 		}
 	}
 	t.Fatalf("workflow %s never ran", id)
+}
+
+// summaryOf is a workflow's fixed summary.
+func summaryOf(t *testing.T, h *harness, workflowID string) string {
+	t.Helper()
+	d, err := h.c.DescribeWorkflowExecution(context.Background(), workflowID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s string
+	if p := d.GetExecutionConfig().GetUserMetadata().GetSummary(); p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &s)
+	}
+	return s
 }
 
 // requireSkipped checks that a run left every VM the first run holds to it,
@@ -105,6 +120,8 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 
 	// starter run --wait: exit 3 (partial), the result naming the run in progress.
 	cmd := exec.CommandContext(ctx, starter, "--config", h.cfgFile, "--data-dir", h.dir, "run", "demo", "--wait")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
@@ -115,22 +132,20 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 		t.Fatalf("starter run printed %q: %v", out, err)
 	}
 	requireSkipped(t, "starter run", sres, "demo-first")
+	started := strings.Fields(strings.TrimPrefix(stderr.String(), "started workflow "))
+	if len(started) == 0 || summaryOf(t, h, started[0]) != "job demo · started by starter run" {
+		t.Fatalf("starter run's workflow (%q) lacks its summary", stderr.String())
+	}
 
-	// A schedule's run, as `starter schedule create` makes it, triggered now.
-	sh, err := h.c.ScheduleClient().Create(ctx, client.ScheduleOptions{
-		ID:      "demo-schedule",
-		Spec:    client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: time.Hour}}},
-		Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-		Action: &client.ScheduleWorkflowAction{ID: "demo", Workflow: contract.ReplicationWorkflow,
-			Args: []any{contract.ReplicationInput{Job: "demo"}}, TaskQueue: "replication"},
-	})
-	if err != nil {
-		t.Fatal(err)
+	// A schedule's run: `starter schedule create` and `starter schedule trigger`.
+	for _, args := range [][]string{{"schedule", "create", "demo", "--interval", "1h"}, {"schedule", "trigger", "demo"}} {
+		cmd := exec.CommandContext(ctx, starter, append([]string{"--config", h.cfgFile, "--data-dir", h.dir}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("starter %v: %v\n%s", args, err, out)
+		}
 	}
+	sh := h.c.ScheduleClient().GetHandle(ctx, "replication-demo")
 	defer func() { _ = sh.Delete(context.Background()) }()
-	if err := sh.Trigger(ctx, client.ScheduleTriggerOptions{Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP}); err != nil {
-		t.Fatal(err)
-	}
 	var scheduled string
 	for end := time.Now().Add(time.Minute); scheduled == "" && time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		d, err := sh.Describe(ctx)
@@ -149,6 +164,9 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireSkipped(t, "schedule", schres, "demo-first")
+	if s := summaryOf(t, h, scheduled); s != "job demo · started by schedule replication-demo" {
+		t.Fatalf("the schedule's run has summary %q", s)
+	}
 
 	// The run in progress was not disturbed.
 	d, err := h.c.DescribeWorkflowExecution(ctx, "demo-first", "")
