@@ -58,13 +58,16 @@ func checkSpec(carried, configured contract.JobSpec) error {
 }
 
 // specFields are the settings of the data path, by their JSON names. The
-// window and parallelism are the job workflow's own business, and guest
-// processing is re-read where the checkpoint is taken.
+// window, permitted hours, overlap, retries, parallelism, search attributes
+// and notifications are the job workflow's own business (and the window's
+// end is computed at the run's start), and guest processing is re-read
+// where the checkpoint is taken.
 func specFields(s contract.JobSpec) map[string]json.RawMessage {
 	b, _ := json.Marshal(s) // plain data: cannot fail
 	var m map[string]json.RawMessage
 	_ = json.Unmarshal(b, &m)
-	for _, k := range []string{"window", "parallelism", "guestProcessing"} {
+	for _, k := range []string{"window", "windowHours", "timezone", "windowEnd", "windowOpens", "overlap",
+		"retries", "retryWait", "parallelism", "searchAttributes", "notify", "guestProcessing"} {
 		delete(m, k)
 	}
 	return m

@@ -32,6 +32,7 @@ import (
 	"github.com/replicator/replicator/internal/guest"
 	"github.com/replicator/replicator/internal/metrics"
 	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/throttle"
 	"github.com/replicator/replicator/internal/transfer"
 )
 
@@ -47,6 +48,46 @@ type Source struct {
 	Metrics   *metrics.DataPath
 	// ProgressInterval is how often a transfer signals its figures to the job run.
 	ProgressInterval time.Duration
+
+	throttleMu sync.Mutex
+	throttles  map[string]*throttle.Throttle // by target name, shared by all its transfers
+}
+
+// throttle returns the target's shared throttle with the rules of the
+// configuration as it is now (nil when the target has none).
+func (s *Source) throttle(target string) (*throttle.Throttle, error) {
+	if s.Config == nil {
+		return nil, nil
+	}
+	cfg, err := s.Config()
+	if err != nil {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, err)
+	}
+	t, ok := cfg.Target(target)
+	if !ok {
+		return nil, nil
+	}
+	rules, err := t.ThrottleRules()
+	if err != nil {
+		return nil, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("targets[%s].%w", target, err))
+	}
+	s.throttleMu.Lock()
+	defer s.throttleMu.Unlock()
+	th := s.throttles[target]
+	if len(rules) == 0 && th == nil {
+		return nil, nil
+	}
+	if th == nil {
+		if s.throttles == nil {
+			s.throttles = map[string]*throttle.Throttle{}
+		}
+		th = throttle.New(rules)
+		s.throttles[target] = th
+	} else {
+		// Transfers running now follow an edited configuration too.
+		th.SetRules(rules)
+	}
+	return th, nil
 }
 
 func (s *Source) provider(host string) (provider.Provider, error) {
@@ -217,13 +258,13 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 		BlockSize: in.Job.BlockSize, Compression: level,
 		ZeroBlocksAsData: !in.Job.ExcludeZero,
 	}
-	mode, plan := s.plan(ctx, p, in, img, log)
+	excluded, warning := s.exclusions(ctx, in, img, log)
+	mode, plan := s.plan(ctx, p, in, img, s.unexcluded(ctx, in, img, excluded, log), log)
 	if mode == contract.TrackingDigest {
 		opts.CompareDigests = true
 	}
-	excluded := s.exclusions(ctx, in, img, log)
 
-	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size()}
+	res := contract.DiskResult{ID: in.DiskID, Status: contract.StatusRunning, ChangeTracking: mode, Size: img.Size(), Warning: warning}
 	var mu sync.Mutex
 	lastSignal := time.Time{}
 	// Each signal adds events to the job run's history, which only continues
@@ -291,7 +332,12 @@ func (s *Source) TransferDisk(ctx context.Context, in contract.TransferInput) (c
 // plan picks the change-tracking mode of a disk: the provider's changed
 // ranges against the reference point that matches the replica's newest point;
 // else the replica's digests; else every allocated block.
-func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.TransferInput, img disk.Image, log *slog.Logger) (string, blockplan.Plan) {
+//
+// unexcluded are ranges the previous point left out and this one does not:
+// change tracking does not list them (they did not change), so they are
+// added to its changes. Digests find them by themselves (the replica holds
+// zeros there), and a full plan sends them anyway.
+func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.TransferInput, img disk.Image, unexcluded []disk.Extent, log *slog.Logger) (string, blockplan.Plan) {
 	mode := in.Job.ChangeTracking
 	if !in.HasPreviousPoint {
 		// The first point starts from an empty disk: unallocated space is zero there already.
@@ -305,6 +351,9 @@ func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.Tran
 	if (mode == "auto" || mode == "rct") && in.ReferencePoint != "" {
 		changed, err := p.ChangedRanges(ctx, in.VMID, in.CheckpointID, in.DiskID, in.ReferencePoint)
 		if err == nil {
+			if len(unexcluded) > 0 {
+				changed = disk.Merge(append(changed, unexcluded...), img.Size())
+			}
 			return contract.TrackingRCT, blockplan.Changed(img.Size(), in.Job.BlockSize, changed)
 		}
 		log.Warn("changed block tracking is not available; comparing digests", "error", err)
@@ -314,18 +363,102 @@ func (s *Source) plan(ctx context.Context, p provider.Provider, in contract.Tran
 
 // exclusions maps swap, page files and the job's excluded paths to byte
 // ranges. A disk that cannot be analyzed is sent whole: never less.
-func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img disk.Image, log *slog.Logger) []disk.Extent {
+//
+// exclude.paths apply to NTFS only: a partition with another file system
+// gives a warning (and a metric, on the transfer's first attempt) instead of
+// a rule dropped in silence.
+func (s *Source) exclusions(ctx context.Context, in contract.TransferInput, img disk.Image, log *slog.Logger) ([]disk.Extent, string) {
 	if !in.Job.ExcludeSwap && len(in.Job.ExcludePaths) == 0 {
-		return nil
+		return nil, ""
 	}
-	_, ranges, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths})
+	parts, ranges, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths})
 	if err != nil {
 		log.Warn("guest file systems could not be analyzed; nothing is excluded", "error", err)
-		return nil
+		return nil, ""
+	}
+	var warning string
+	if len(in.Job.ExcludePaths) > 0 {
+		var where []string
+		for _, p := range parts {
+			if !pathRulesCannotApply(p) {
+				continue
+			}
+			where = append(where, fmt.Sprintf("partition %d (%s)", p.Index, p.Filesystem))
+			if !activity.IsActivity(ctx) || activity.GetInfo(ctx).Attempt == 1 {
+				s.Metrics.ExclusionNotApplied(in.Job.Name, p.Filesystem)
+			}
+		}
+		if len(where) > 0 {
+			warning = fmt.Sprintf("exclude.paths apply to NTFS only: on disk %s, %s sent with every file",
+				in.DiskID, strings.Join(where, ", "))
+			log.Warn("exclude.paths cannot apply to these file systems; their files are sent", "partitions", where)
+		}
 	}
 	out := make([]disk.Extent, 0, len(ranges))
 	for _, r := range ranges {
 		out = append(out, disk.Extent{Offset: r.Offset, Length: r.Length})
+	}
+	return out, warning
+}
+
+// pathRulesCannotApply says whether a partition holds a file system whose
+// files exclude.paths cannot find (every one but NTFS). Swap holds no files,
+// and a small FAT partition is a boot or EFI partition, not a place for data.
+func pathRulesCannotApply(p exclude.Partition) bool {
+	switch p.Filesystem {
+	case "", "ntfs", "swap":
+		return false
+	case "vfat":
+		return p.Length > 1<<30
+	}
+	return true
+}
+
+// unexcluded returns what the previous point excluded and this transfer
+// sends (excluded is this transfer's exclusions): a path removed from
+// exclude.paths, or exclude.swap turned off. Without it the replica would keep
+// the zeros the earlier exclusion left there until a digest or full run.
+func (s *Source) unexcluded(ctx context.Context, in contract.TransferInput, img disk.Image, excluded []disk.Extent, log *slog.Logger) []disk.Extent {
+	prev := in.PreviousExclusions
+	now := contract.Exclusions{Swap: in.Job.ExcludeSwap, Paths: in.Job.ExcludePaths}
+	if !in.HasPreviousPoint || prev == nil || prev.Equal(now) || (!prev.Swap && len(prev.Paths) == 0) {
+		return nil
+	}
+	_, before, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: prev.Swap, Paths: prev.Paths})
+	if err != nil {
+		// Unknown: send the whole disk's allocated ranges rather than less.
+		log.Warn("what the previous point excluded cannot be told; its whole disk is sent again", "error", err)
+		return img.Allocated()
+	}
+	var was []disk.Extent
+	for _, r := range before {
+		was = append(was, disk.Extent{Offset: r.Offset, Length: r.Length})
+	}
+	out := subtract(disk.Merge(was, img.Size()), disk.Merge(excluded, img.Size()))
+	if len(out) > 0 {
+		log.Info("exclusions changed since the previous point; sending what it left out", "ranges", len(out))
+	}
+	return out
+}
+
+// subtract returns the parts of a not in b; both sorted and merged.
+func subtract(a, b []disk.Extent) []disk.Extent {
+	var out []disk.Extent
+	j := 0
+	for _, e := range a {
+		start, end := e.Offset, e.End()
+		for j < len(b) && b[j].End() <= start {
+			j++
+		}
+		for k := j; k < len(b) && b[k].Offset < end; k++ {
+			if b[k].Offset > start {
+				out = append(out, disk.Extent{Offset: start, Length: b[k].Offset - start})
+			}
+			start = max(start, b[k].End())
+		}
+		if start < end {
+			out = append(out, disk.Extent{Offset: start, Length: end - start})
+		}
 	}
 	return out
 }
@@ -350,7 +483,15 @@ func (s *Source) sender(job contract.JobSpec) (*transfer.Sender, error) {
 	if s.TLS == nil {
 		return nil, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no TLS certificate for the data channel (config tls)"))
 	}
-	return &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS, StallTimeout: job.TargetStallTimeout}, nil
+	snd := &transfer.Sender{Address: job.TargetAddress, TLS: s.TLS, StallTimeout: job.TargetStallTimeout}
+	th, err := s.throttle(job.Target)
+	if err != nil {
+		return nil, err
+	}
+	if th != nil {
+		snd.Limit = th
+	}
+	return snd, nil
 }
 
 func diskResult(d contract.DiskResult, r transfer.Result) contract.DiskResult {
@@ -384,6 +525,88 @@ func (s *Source) ReleaseCheckpoint(ctx context.Context, in contract.ReleaseInput
 		return err
 	}
 	return classify(p.ReleaseCheckpoint(ctx, in.VMID, in.CheckpointID))
+}
+
+// SweepCheckpoints removes the checkpoints the job made of the VM (named by
+// provider.CheckpointName) except in.Keep, the one a restore point continues
+// from. Checkpoints of other jobs and of administrators are never touched.
+// It returns the ids it removed. A failed or cancelled run, an activity retried
+// after its checkpoint existed, or a host job that finished after its
+// activity was cancelled can each leave one behind: no later run would reuse
+// it, and on Hyper-V every checkpoint keeps a differencing disk growing.
+func (s *Source) SweepCheckpoints(ctx context.Context, in contract.SweepInput) ([]string, error) {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return nil, err
+	}
+	cps, err := p.Checkpoints(ctx, in.VMID)
+	if err != nil {
+		return nil, classify(err)
+	}
+	removed := []string{}
+	for _, cp := range cps {
+		if cp.ID == in.Keep || !provider.MadeByJob(cp.Name, in.Job) {
+			continue
+		}
+		if err := p.ReleaseCheckpoint(ctx, in.VMID, cp.ID); err != nil {
+			return removed, classify(fmt.Errorf("removing checkpoint %s (%q) of VM %s: %w", cp.ID, cp.Name, in.VMID, err))
+		}
+		s.log().Info("removed a checkpoint no run will reuse", "job", in.Job, "vm", in.VMID, "checkpoint", cp.ID, "name", cp.Name)
+		removed = append(removed, cp.ID)
+	}
+	return removed, nil
+}
+
+// ProbeDataChannel opens the target's data channel as a transfer would (TCP,
+// mutual TLS with the proxy's certificate) and pings the agent, before the
+// run takes any checkpoint. Its errors name the setting at fault.
+func (s *Source) ProbeDataChannel(ctx context.Context, in contract.ProbeInput) (int, error) {
+	key := fmt.Sprintf("targets[%s].address", in.Target)
+	// The proxy dials the address its own file gives, as transfers do (see
+	// sender); the run's is the fallback.
+	if s.Config != nil {
+		if cfg, err := s.Config(); err == nil {
+			if t, ok := cfg.Target(in.Target); ok && t.Address != "" {
+				in.Address = t.Address
+			}
+		}
+	}
+	if in.Address == "" {
+		return 0, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("%s is empty", key))
+	}
+	if s.TLS == nil {
+		return 0, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no TLS certificate for the data channel (config tls)"))
+	}
+	v, err := transfer.Probe(ctx, in.Address, s.TLS, 10*time.Second)
+	if err == nil {
+		return v, nil
+	}
+	var pe *transfer.ProbeError
+	if !errors.As(err, &pe) {
+		return 0, classify(err)
+	}
+	var msg string
+	switch pe.Fault {
+	case transfer.FaultUnreachable:
+		msg = fmt.Sprintf("%s %s cannot be reached from the proxy: %v", key, in.Address, pe.Err)
+		if pe.Refused {
+			msg = fmt.Sprintf("%s %s: connection refused, nothing listens there", key, in.Address)
+		}
+		if in.AgentListen != "" {
+			msg += fmt.Sprintf("; the agent of target %s is running and listens on %s (its agent.listen): %s is wrong", in.Target, in.AgentListen, key)
+		}
+	case transfer.FaultNotAgent:
+		msg = fmt.Sprintf("%s %s answers, but not as a replicator agent (%v): %s is wrong", key, in.Address, pe.Err, key)
+	case transfer.FaultUntrustedAgent:
+		msg = fmt.Sprintf("the agent at %s %s presents a certificate the proxy does not trust (%v): its certificate must be signed by the CA in the proxy's tls.ca", key, in.Address, pe.Err)
+	case transfer.FaultRefusedSender:
+		msg = fmt.Sprintf("the agent at %s %s refused the proxy's certificate (%v): the proxy's tls.cert must be signed by the CA in the agent's tls.ca", key, in.Address, pe.Err)
+	}
+	if pe.Fault == transfer.FaultUnreachable && !pe.Refused && in.AgentListen == "" {
+		// A timeout or an unknown name may pass: Temporal retries this.
+		return 0, temporal.NewApplicationError(msg, contract.ErrTypeDataChannel)
+	}
+	return 0, temporal.NewNonRetryableApplicationError(msg, contract.ErrTypeDataChannel, nil)
 }
 
 func (s *Source) log() *slog.Logger {

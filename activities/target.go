@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
@@ -25,6 +28,9 @@ type Target struct {
 	// replicate to this target; block size and retention are the job's).
 	Config func() (*config.Config, error)
 	Name   string
+	// Listen is the agent's data channel address (agent.listen), which
+	// CheckTarget reports so that a wrong targets[].address can be named.
+	Listen string
 }
 
 // CheckTarget checks that the datastore is there and has room.
@@ -43,7 +49,73 @@ func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetSt
 	if free < min {
 		return contract.TargetStatus{FreeBytes: free}, fmt.Errorf("datastore %s has %d bytes free, less than the %d it needs to start", t.Datastore, free, min)
 	}
-	return contract.TargetStatus{FreeBytes: free}, nil
+	return contract.TargetStatus{FreeBytes: free, Listen: t.Listen, Datastore: t.Datastore}, nil
+}
+
+// CheckSpace says whether the datastore has room for what a run of these
+// VMs may write: a VM's virtual size when it has no complete restore point
+// yet, else the largest of its newest points (what a run of it wrote), plus
+// a tenth and MinFreeBytes for metadata, digests and retention merges.
+func (t *Target) CheckSpace(ctx context.Context, in contract.SpaceInput) (contract.SpaceStatus, error) {
+	free, err := freeBytes(t.Datastore)
+	if err != nil {
+		return contract.SpaceStatus{}, fmt.Errorf("agent.datastore %s: %w", t.Datastore, err)
+	}
+	store, err := replica.OpenExisting(t.Datastore)
+	if err != nil {
+		return contract.SpaceStatus{}, classify(err)
+	}
+	var need int64
+	var first, incr []string
+	for _, vm := range in.VMs {
+		var size int64
+		for _, d := range vm.Disks {
+			size += d.VirtualSize
+		}
+		est := size
+		if r, err := store.Replica(in.Job, vm.ID); err == nil {
+			if pts, err := r.Points(); err == nil && len(pts) > 0 {
+				est = 0
+				for i := len(pts) - 1; i >= 0 && i >= len(pts)-3; i-- {
+					est = max(est, pts[i].Size)
+				}
+			}
+		}
+		need += est
+		if est == size {
+			first = append(first, vm.Name)
+		} else {
+			incr = append(incr, vm.Name)
+		}
+	}
+	min := t.MinFreeBytes
+	if min == 0 {
+		min = 1 << 30
+	}
+	total := need + need/10 + min
+	detail := fmt.Sprintf("%d VMs: %d first points at their virtual size, %d like their latest points; %s with margin, %s free",
+		len(in.VMs), len(first), len(incr), byteText(total), byteText(free))
+	st := contract.SpaceStatus{FreeBytes: free, NeededBytes: total, Detail: detail}
+	if free < total {
+		return st, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"agent.datastore %s has %s free, but this run may write %s (first points, at their virtual size: %s; other VMs like their latest points: %d) and keeps %s spare: free space there or move the datastore",
+			t.Datastore, byteText(free), byteText(need), strings.Join(first, ", "), len(incr), byteText(total-need)), contract.ErrTypeNoSpace, nil)
+	}
+	return st, nil
+}
+
+// byteText is a size for people: 1.5 GiB.
+func byteText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit && exp < 5; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // OpenSessions lists the VMs of the job with an interrupted restore point.

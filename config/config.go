@@ -8,7 +8,15 @@
 package config
 
 import (
+	"fmt"
+	"strings"
 	"time"
+	// Time zones of windowHours resolve the same on every machine,
+	// Windows included, whatever zoneinfo it has.
+	_ "time/tzdata"
+
+	"github.com/replicator/replicator/internal/hours"
+	"github.com/replicator/replicator/internal/throttle"
 )
 
 // Config is the whole configuration of a worker or of the starter.
@@ -20,7 +28,27 @@ type Config struct {
 	TLS      TLS      `mapstructure:"tls" yaml:"tls"`
 	Metrics  Metrics  `mapstructure:"metrics" yaml:"metrics"`
 	Jobs     []Job    `mapstructure:"jobs" yaml:"jobs"`
+	Notify   Notify   `mapstructure:"notify" yaml:"notify,omitempty"`
 }
+
+// Notify is where the summary of every job run goes when it ends.
+type Notify struct {
+	// Webhook receives the run's summary as JSON (POST); empty: none.
+	Webhook string `mapstructure:"webhook" yaml:"webhook,omitempty"`
+	SMTP    SMTP   `mapstructure:"smtp" yaml:"smtp,omitempty"`
+}
+
+// SMTP sends the summary by e-mail when Address is set.
+type SMTP struct {
+	Address      string   `mapstructure:"address" yaml:"address,omitempty"` // host:port of the mail server
+	From         string   `mapstructure:"from" yaml:"from,omitempty"`
+	To           []string `mapstructure:"to" yaml:"to,omitempty"`
+	Username     string   `mapstructure:"username" yaml:"username,omitempty"`
+	PasswordFile string   `mapstructure:"passwordFile" yaml:"passwordFile,omitempty"`
+}
+
+// Enabled says whether any notification is configured.
+func (n Notify) Enabled() bool { return n.Webhook != "" || n.SMTP.Address != "" }
 
 // Temporal is how to reach the Temporal cluster.
 type Temporal struct {
@@ -75,6 +103,61 @@ type Target struct {
 	// brings no acknowledgement for this long (a half-open connection); the
 	// transfer reconnects and resumes. 0 means 30 s.
 	StallTimeout time.Duration `mapstructure:"stallTimeout" yaml:"stallTimeout,omitempty"`
+	// Throttle limits the bandwidth of all transfers to this target together:
+	// the first rule whose hours hold now applies; none: unlimited.
+	Throttle []ThrottleRule `mapstructure:"throttle" yaml:"throttle,omitempty"`
+	// Timezone is the IANA time zone of the throttle rules' hours (default UTC).
+	Timezone string `mapstructure:"timezone" yaml:"timezone,omitempty"`
+}
+
+// ThrottleRule is a bandwidth limit ("50MiB/s"; 0 unlimited) during hours
+// (the syntax of jobs[].windowHours; empty: always).
+type ThrottleRule struct {
+	Limit string `mapstructure:"limit" yaml:"limit"`
+	Hours string `mapstructure:"hours" yaml:"hours,omitempty"`
+}
+
+// ParseRate reads a bandwidth: a byte size per second ("50MiB/s", "500KiB/s",
+// "10MB/s") or 0 for unlimited.
+func ParseRate(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if t == "0" {
+		return 0, nil
+	}
+	size, ok := strings.CutSuffix(t, "/s")
+	if !ok {
+		return 0, fmt.Errorf("bandwidth %q: want a size per second such as 50MiB/s, or 0 for unlimited", s)
+	}
+	n, err := ParseByteSize(size)
+	if err != nil {
+		return 0, fmt.Errorf("bandwidth %q: %w", s, err)
+	}
+	return int64(n), nil
+}
+
+// ThrottleRules are the target's throttle as the proxy applies it.
+func (t *Target) ThrottleRules() ([]throttle.Rule, error) {
+	tz := t.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return nil, fmt.Errorf("timezone %q: %w", tz, err)
+	}
+	var out []throttle.Rule
+	for i, r := range t.Throttle {
+		bps, err := ParseRate(r.Limit)
+		if err != nil {
+			return nil, fmt.Errorf("throttle[%d].limit: %w", i, err)
+		}
+		h, err := hours.Parse(r.Hours, loc)
+		if err != nil {
+			return nil, fmt.Errorf("throttle[%d].hours: %w", i, err)
+		}
+		out = append(out, throttle.Rule{BytesPerSecond: bps, Hours: h})
+	}
+	return out, nil
 }
 
 // Agent is the target role of this process.
@@ -119,6 +202,32 @@ type Job struct {
 	Retention       int             `mapstructure:"retention" yaml:"retention"`
 	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
 	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+	// Overlap is what a run does with a VM that another run (of this job or
+	// of another job reading the same VM) is replicating: "skip" leaves it to
+	// that run, "wait" waits for that run to finish it.
+	Overlap string `mapstructure:"overlap" yaml:"overlap"`
+	// WindowHours are the permitted hours of runs, e.g. "Mon-Fri 20:00-06:00,
+	// Sat-Sun 00:00-24:00" (package hours), in Timezone (an IANA name).
+	// Empty: any time. With Window, the earlier end wins.
+	WindowHours string `mapstructure:"windowHours" yaml:"windowHours"`
+	Timezone    string `mapstructure:"timezone" yaml:"timezone"`
+	// Retries is how many more times a VM that failed for a reason that may
+	// pass is tried inside the run, RetryWait apart, while the window allows.
+	Retries   int           `mapstructure:"retries" yaml:"retries"`
+	RetryWait time.Duration `mapstructure:"retryWait" yaml:"retryWait"`
+}
+
+// Hours is the job's windowHours in its timezone.
+func (j *Job) Hours() (hours.Schedule, error) {
+	tz := j.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return hours.Schedule{}, fmt.Errorf("timezone %q: %w", tz, err)
+	}
+	return hours.Parse(j.WindowHours, loc)
 }
 
 // Exclude says what need not travel.

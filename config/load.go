@@ -140,6 +140,10 @@ func DefaultJob() Job {
 		Exclude:        Exclude{ZeroBlocks: true, Swap: true},
 		Retention:      7,
 		Parallelism:    4,
+		Overlap:        "skip",
+		Timezone:       "UTC",
+		Retries:        3,
+		RetryWait:      10 * time.Minute,
 		GuestProcessing: GuestProcessing{
 			OnFailure: "fail",
 			Timeout:   10 * time.Minute,

@@ -3,11 +3,15 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/mail"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/replicator/replicator/internal/hours"
 )
 
 // Problem is one fault of a configuration: the key path, such as
@@ -55,6 +59,7 @@ func (e *ValidationError) Error() string {
 var (
 	Providers       = []string{"lab", "hyperv"}
 	Compressions    = []string{"none", "fast", "optimal", "high", "extreme"}
+	Overlaps        = []string{"skip", "wait"}
 	ChangeTrackings = []string{"auto", "rct", "digest", "full"}
 	OnFailures      = []string{"fail", "continue"}
 )
@@ -64,7 +69,9 @@ const (
 	MinBlockSize   = 64 * KiB
 	MaxBlockSize   = 64 * MiB
 	MaxParallelism = 64
-	MaxNameLength  = 64
+	// MaxRetries bounds jobs[].retries: each retry adds to the run's history.
+	MaxRetries    = 100
+	MaxNameLength = 64
 )
 
 // Validate checks the whole configuration and returns a *ValidationError
@@ -131,6 +138,29 @@ func (c *Config) validate() []Problem {
 		}
 	}
 
+	if w := c.Notify.Webhook; w != "" {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ck.add("notify.webhook", "%q: want an http:// or https:// URL", w)
+		}
+	}
+	if m := c.Notify.SMTP; m.Address != "" {
+		ck.dialAddress("notify.smtp.address", m.Address)
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			ck.add("notify.smtp.from", "%q: want an e-mail address", m.From)
+		}
+		if len(m.To) == 0 {
+			ck.add("notify.smtp.to", "empty: list who receives the summaries")
+		}
+		for k, to := range m.To {
+			if _, err := mail.ParseAddress(to); err != nil {
+				ck.add(fmt.Sprintf("notify.smtp.to[%d]", k), "%q: want an e-mail address", to)
+			}
+		}
+		if (m.Username == "") != (m.PasswordFile == "") {
+			ck.add("notify.smtp.passwordFile", "username and passwordFile go together")
+		}
+	}
+
 	targetNames := map[string]int{}
 	for i, t := range c.Targets {
 		p := fmt.Sprintf("targets[%d]", i)
@@ -138,6 +168,20 @@ func (c *Config) validate() []Problem {
 		ck.dialAddress(p+".address", t.Address)
 		if t.StallTimeout < 0 || (t.StallTimeout > 0 && t.StallTimeout < 5*time.Second) {
 			ck.add(p+".stallTimeout", "%s: want 0 for the default (30s) or at least 5s (the agent acknowledges every 2 s)", t.StallTimeout)
+		}
+		if t.Timezone != "" {
+			if _, err := time.LoadLocation(t.Timezone); err != nil {
+				ck.add(p+".timezone", "unknown time zone %q: want an IANA name such as UTC or Europe/Paris", t.Timezone)
+			}
+		}
+		for k, r := range t.Throttle {
+			rp := fmt.Sprintf("%s.throttle[%d]", p, k)
+			if _, err := ParseRate(r.Limit); err != nil {
+				ck.add(rp+".limit", "%v", err)
+			}
+			if _, err := hours.Parse(r.Hours, nil); err != nil {
+				ck.add(rp+".hours", "%v", err)
+			}
 		}
 	}
 
@@ -202,6 +246,23 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 	}
 	if !oneOf(j.Compression, Compressions) {
 		ck.add(p+".compression", "unknown compression %q: want one of %s", j.Compression, strings.Join(Compressions, ", "))
+	}
+	if j.Timezone != "" {
+		if _, err := time.LoadLocation(j.Timezone); err != nil {
+			ck.add(p+".timezone", "unknown time zone %q: want an IANA name such as UTC or Europe/Paris", j.Timezone)
+		}
+	}
+	if _, err := hours.Parse(j.WindowHours, nil); err != nil {
+		ck.add(p+".windowHours", "%v", err)
+	}
+	if j.Retries < 0 || j.Retries > MaxRetries {
+		ck.add(p+".retries", "%d: want 0 (no retry) to %d", j.Retries, MaxRetries)
+	}
+	if j.RetryWait < 0 {
+		ck.add(p+".retryWait", "negative (%s): want a duration such as 10m", j.RetryWait)
+	}
+	if !oneOf(j.Overlap, Overlaps) {
+		ck.add(p+".overlap", "unknown overlap %q: want one of %s", j.Overlap, strings.Join(Overlaps, ", "))
 	}
 	switch bs := j.BlockSize; {
 	case bs < MinBlockSize || bs > MaxBlockSize:

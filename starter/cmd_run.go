@@ -43,7 +43,11 @@ func newRunCommand() *cobra.Command {
 			}
 			ctx := cmd.Context()
 			id := fmt.Sprintf("%s-%s", in.Job, time.Now().UTC().Format("20060102T150405.000"))
-			run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: cfg.Temporal.TaskQueue},
+			summary := "job " + in.Job + " · started by starter run"
+			if len(in.VMs) > 0 {
+				summary += " · VMs " + strings.Join(in.VMs, ", ")
+			}
+			run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: cfg.Temporal.TaskQueue, StaticSummary: summary},
 				contract.ReplicationWorkflow, in)
 			if err != nil {
 				return fmt.Errorf("starting %s: %w", contract.ReplicationWorkflow, err)

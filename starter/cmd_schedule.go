@@ -53,6 +53,8 @@ func newScheduleCommand() *cobra.Command {
 					Workflow:  contract.ReplicationWorkflow,
 					Args:      []interface{}{contract.ReplicationInput{Job: job}},
 					TaskQueue: cfg.Temporal.TaskQueue,
+					// The Web UI shows it on every run the schedule starts.
+					StaticSummary: "job " + job + " · started by schedule " + scheduleID(job),
 				},
 			})
 			if err != nil {

@@ -69,6 +69,9 @@ func runDev(ctx context.Context, o options, roles roleSet, logger *slog.Logger) 
 		return fail(err)
 	}
 	defer st.stop()
+	if err := registerSearchAttributes(ctx, st.client, cfg.Temporal.Namespace); err != nil {
+		return fail(err)
+	}
 	fmt.Printf("replicator dev stack up in %s\n  Temporal  %s (namespace %s)\n", time.Since(started).Round(time.Millisecond), cfg.Temporal.Address, cfg.Temporal.Namespace)
 	if o.uiAddress != "" {
 		fmt.Printf("  Web UI    http://%s\n", o.uiAddress)

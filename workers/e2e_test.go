@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/replicator/replicator/config"
@@ -40,6 +41,10 @@ type harness struct {
 	stack   *stack
 	c       client.Client
 	proxy   *throttle // between proxy and agent, when asked for
+	// lastID is the workflow id of the last run.
+	lastID string
+	// interceptors wrap the workers that start (fault injection).
+	interceptors []interceptor.WorkerInterceptor
 }
 
 func freeAddr(t *testing.T) string {
@@ -55,6 +60,12 @@ func freeAddr(t *testing.T) string {
 // newHarness writes a configuration, starts Temporal, seeds the lab and
 // starts the roles. edit may change the configuration before it is written.
 func newHarness(t *testing.T, roles roleSet, throttled bool, edit func(*config.Config)) *harness {
+	t.Helper()
+	return newHarnessUI(t, roles, throttled, edit, "")
+}
+
+// newHarnessUI is newHarness with the Temporal Web UI at uiAddress ("": none).
+func newHarnessUI(t *testing.T, roles roleSet, throttled bool, edit func(*config.Config), uiAddress string) *harness {
 	t.Helper()
 	testkit.Long(t, "end-to-end test")
 	h := &harness{t: t, dir: t.TempDir()}
@@ -75,7 +86,7 @@ func newHarness(t *testing.T, roles roleSet, throttled bool, edit func(*config.C
 	if _, err := pki.EnsureDev(filepath.Join(h.dir, "pki")); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := devserver.Start(devserver.Options{DataDir: filepath.Join(h.dir, "temporal"), FrontendAddress: cfg.Temporal.Address, Namespace: "default"})
+	srv, err := devserver.Start(devserver.Options{DataDir: filepath.Join(h.dir, "temporal"), FrontendAddress: cfg.Temporal.Address, Namespace: "default", UIAddress: uiAddress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +111,7 @@ func (h *harness) writeConfig() {
 }
 
 func (h *harness) options() options {
-	return options{config: h.cfgFile, dataDir: h.dir}
+	return options{config: h.cfgFile, dataDir: h.dir, interceptors: h.interceptors}
 }
 
 func (h *harness) start(roles roleSet) {
@@ -121,7 +132,8 @@ func (h *harness) run(in contract.ReplicationInput) contract.ReplicationResult {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("%s-%d", in.Job, time.Now().UnixNano()), TaskQueue: "replication"},
+	h.lastID = fmt.Sprintf("%s-%d", in.Job, time.Now().UnixNano())
+	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: h.lastID, TaskQueue: "replication"},
 		contract.ReplicationWorkflow, in)
 	if err != nil {
 		h.t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"go.temporal.io/sdk/interceptor"
 )
 
 type options struct {
@@ -26,6 +27,9 @@ type options struct {
 	roles     string
 	uiAddress string
 	flags     *pflag.FlagSet
+	// interceptors wrap every worker's activities and workflows (fault
+	// injection in tests).
+	interceptors []interceptor.WorkerInterceptor
 }
 
 func main() {

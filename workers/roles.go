@@ -115,9 +115,9 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 	}
 
 	if roles.jobs {
-		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{})
+		w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{Interceptors: o.interceptors})
 		workflows.Register(w)
-		w.RegisterActivity(&activities.Jobs{Config: reload})
+		w.RegisterActivity(&activities.Jobs{Config: reload, Client: c, Namespace: cfg.Temporal.Namespace})
 		s.workers = append(s.workers, w)
 	}
 	if roles.proxy {
@@ -137,7 +137,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			src.Providers[h.Name] = p
 		}
 		for _, h := range cfg.Hosts {
-			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{DisableWorkflowWorker: true})
+			w := worker.New(c, contract.SourceQueue(h.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
 			w.RegisterActivity(src)
 			s.workers = append(s.workers, w)
 		}
@@ -174,8 +174,8 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 				logger.Error("agent data channel stopped", "error", err)
 			}
 		}()
-		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
-		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name})
+		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
+		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name, Listen: cfg.Agent.Listen})
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {

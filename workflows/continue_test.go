@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.temporal.io/sdk/temporal"
+
 	"github.com/replicator/replicator/internal/contract"
 )
 
@@ -64,5 +66,35 @@ func TestContinuedRunWithForgedSettingsRefused(t *testing.T) {
 		if c != "LoadJob" {
 			t.Errorf("the refused continuation called %q", c)
 		}
+	}
+}
+
+// A VM waiting for its retry when the run continued as new goes on with its
+// attempts counted, and its retries bounded, across the continuation.
+func TestContinuedRunCountsAttempts(t *testing.T) {
+	f := newFake()
+	db := f.vms[1]
+	spec := newFake().spec
+	spec.Retries = 3
+	carried := contract.ReplicationResult{Job: "demo", Status: contract.StatusRunning, RunID: "first-run", VMs: []contract.VMResult{
+		{Name: db.Name, ID: db.ID, Status: contract.StatusPending, Attempts: 2, Retryable: true,
+			Disks: []contract.DiskResult{{ID: "0", Status: contract.StatusFailed}, {ID: "1", Status: contract.StatusFailed}}},
+	}}
+	failed := false
+	f.prepare = func(vm contract.VM) error {
+		if !failed {
+			failed = true
+			return temporal.NewNonRetryableApplicationError("replica locked", contract.ErrTypeReplicaLocked, nil)
+		}
+		return nil
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo", Continued: &contract.RunContinuation{
+		Spec: spec, Pending: []contract.VM{db}, Result: carried,
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm := res.VMs[0]; vm.Status != contract.StatusSuccess || vm.Attempts != 4 {
+		t.Fatalf("db01 %s after %d attempts, want success after 4 (2 before the continuation)", vm.Status, vm.Attempts)
 	}
 }

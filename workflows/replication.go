@@ -6,9 +6,11 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -21,6 +23,8 @@ import (
 // runState is the figures of a run so far; the progress query returns it.
 type runState struct {
 	result contract.ReplicationResult
+	// notify lists the notification channels the run's end goes to.
+	notify []string
 }
 
 func (s *runState) vm(id string) *contract.VMResult {
@@ -59,8 +63,47 @@ func isFinal(status string) bool {
 // each VM in a child workflow, at most the job's parallelism at once, within
 // the job's backup window.
 func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (contract.ReplicationResult, error) {
+	st := &runState{}
+	res, err := replicate(ctx, in, st)
+	notifyEnd(ctx, st, res, err)
+	return res, err
+}
+
+// notifyEnd sends the run's summary to the configured channels (not when
+// the run only continues as new). A notification that cannot be sent is
+// logged: it never changes the run's outcome.
+func notifyEnd(ctx workflow.Context, st *runState, res contract.ReplicationResult, runErr error) {
+	var cont *workflow.ContinueAsNewError
+	if len(st.notify) == 0 || errors.As(runErr, &cont) {
+		return
+	}
+	if workflow.GetVersion(ctx, "notify", workflow.DefaultVersion, 1) != 1 {
+		return
+	}
+	// A cancelled run notifies too.
+	nctx, _ := workflow.NewDisconnectedContext(ctx)
+	opts := shortActivity("")
+	opts.ScheduleToCloseTimeout = 10 * time.Minute
+	opts.RetryPolicy.MaximumAttempts = 5
+	nctx = workflow.WithActivityOptions(nctx, opts)
+	n := contract.Notification{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID, Result: res}
+	if runErr != nil {
+		n.Error = errorText(runErr)
+	}
+	var futures []workflow.Future
+	for _, channel := range st.notify {
+		futures = append(futures, workflow.ExecuteActivity(nctx, contract.ActNotify, channel, n))
+	}
+	for i, f := range futures {
+		if err := f.Get(nctx, nil); err != nil {
+			workflow.GetLogger(ctx).Error("the run's notification failed", "channel", st.notify[i], "error", err)
+		}
+	}
+}
+
+func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState) (contract.ReplicationResult, error) {
 	info := workflow.GetInfo(ctx)
-	st := &runState{result: contract.ReplicationResult{
+	*st = runState{result: contract.ReplicationResult{
 		Job: in.Job, Status: contract.StatusRunning, RunID: info.WorkflowExecution.RunID, VMs: []contract.VMResult{},
 	}}
 	if err := workflow.SetQueryHandler(ctx, contract.ProgressQuery, func() (contract.ReplicationResult, error) {
@@ -92,6 +135,7 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		// inventory and the window are those of the run's start.
 		spec, deadline, vms = c.Spec, c.Deadline, c.Pending
 		st.result = c.Result
+		st.notify = spec.Notify
 		// Any client can send a continuation: one whose result does not list
 		// a pending VM would leave that VM's outcome nowhere to go.
 		for _, vm := range vms {
@@ -114,6 +158,19 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 		}
 	}
 
+	// The operator's names in the Web UI and the CLI: search attributes (when
+	// the namespace has them) and a summary of each VM's workflow.
+	operatorNames := workflow.GetVersion(ctx, "operator-names", workflow.DefaultVersion, 1) == 1
+	if operatorNames && spec.SearchAttributes {
+		names := make([]string, 0, len(st.result.VMs))
+		for _, vm := range st.result.VMs {
+			names = append(names, vm.Name)
+		}
+		if err := workflow.UpsertTypedSearchAttributes(ctx, jobAttribute.ValueSet(spec.Name), vmAttribute.ValueSet(names)); err != nil {
+			workflow.GetLogger(ctx).Warn("setting the run's search attributes failed", "error", err)
+		}
+	}
+
 	// 4. One child per VM, at most parallelism at once, none started after the window closed.
 	parallelism := spec.Parallelism
 	if parallelism < 1 {
@@ -122,6 +179,18 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 	running := 0
 	next := 0
 	sel := workflow.NewSelector(ctx)
+	// One run at a time replicates a VM: its workflow id is the VM's, not the
+	// run's, so Temporal refuses a second one while the first runs.
+	oneRunPerVM := workflow.GetVersion(ctx, "one-run-per-vm", workflow.DefaultVersion, 1) == 1
+	held := map[string]*heldVM{}
+	// A VM that failed for a reason that may pass is tried again, the job's
+	// retryWait later, up to its retries, while the window allows.
+	vmRetries := workflow.GetVersion(ctx, "vm-retries", workflow.DefaultVersion, 1) == 1
+	attempts := map[string]int{}
+	for _, vm := range st.result.VMs {
+		// A continued run goes on counting the attempts of the run it continues.
+		attempts[vm.ID] = vm.Attempts
+	}
 	windowClosed := false
 	if !deadline.IsZero() {
 		timer := workflow.NewTimer(ctx, deadline.Sub(workflow.Now(ctx)))
@@ -144,19 +213,58 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 			next++
 			running++
 			st.vm(vm.ID).Status = contract.StatusRunning
-			cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			attempts[vm.ID]++
+			copts := workflow.ChildWorkflowOptions{
 				WorkflowID: fmt.Sprintf("%s/%s", info.WorkflowExecution.ID, vm.ID),
 				// Cancelling the run cancels its VMs, which release what they hold.
 				ParentClosePolicy:   enums.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
 				WaitForCancellation: true,
-			})
+			}
+			if oneRunPerVM {
+				copts.WorkflowID = contract.VMWorkflowID(spec.Source, vm.ID)
+				copts.WorkflowIDReusePolicy = enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE
+				copts.Memo = map[string]interface{}{contract.MemoJob: spec.Name}
+			}
+			if operatorNames {
+				copts.StaticSummary, copts.StaticDetails = vmSummary(spec, vm, info.WorkflowExecution.ID)
+				if spec.SearchAttributes {
+					copts.TypedSearchAttributes = temporal.NewSearchAttributes(jobAttribute.ValueSet(spec.Name), vmAttribute.ValueSet([]string{vm.Name}))
+				}
+			}
+			cctx := workflow.WithChildOptions(ctx, copts)
 			child := workflow.ExecuteChildWorkflow(cctx, contract.VMReplicationWorkflow, contract.VMInput{
 				Job: spec, VM: vm, ParentWorkflowID: info.WorkflowExecution.ID, Deadline: deadline,
 			})
 			sel.AddFuture(child, func(f workflow.Future) {
 				running--
 				var r contract.VMResult
-				if err := f.Get(ctx, &r); err != nil {
+				err := f.Get(ctx, &r)
+				if oneRunPerVM && temporal.IsWorkflowExecutionAlreadyStartedError(err) {
+					// Another run holds the VM: it is left undisturbed.
+					running++
+					h := held[vm.ID]
+					if h == nil {
+						h = &heldVM{}
+						held[vm.ID] = h
+					}
+					sel.AddFuture(h.find(ctx, spec, vm, copts.WorkflowID, deadline, st), func(workflow.Future) {
+						running--
+						switch {
+						case spec.Overlap == contract.OverlapWait && !windowClosed && !cancelled:
+							vms = append(vms, vm) // tried again
+						default:
+							reason := "skipped (overlap: skip): " + h.holder
+							if windowClosed {
+								reason = "backup window closed while waiting for " + h.holder
+							} else if cancelled {
+								reason = "run cancelled while waiting for " + h.holder
+							}
+							*st.vm(vm.ID) = partialAll(*st.vm(vm.ID), reason)
+						}
+					})
+					return
+				}
+				if err != nil {
 					r = contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusFailed, Error: errorText(err)}
 					if prev := st.vm(vm.ID); prev != nil {
 						r.Disks = prev.Disks
@@ -165,6 +273,34 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 								r.Disks[i].Status = contract.StatusFailed
 							}
 						}
+					}
+				}
+				if vmRetries {
+					r.Attempts = attempts[vm.ID]
+					wait := max(spec.RetryWait, time.Second)
+					if r.Status == contract.StatusFailed && r.Retryable && !cancelled && !windowClosed &&
+						attempts[vm.ID] <= spec.Retries && (deadline.IsZero() || workflow.Now(ctx).Add(wait).Before(deadline)) {
+						last := r
+						shown := r
+						shown.Status = contract.StatusPending
+						shown.Error = fmt.Sprintf("attempt %d failed: %s; tried again at %s", r.Attempts, r.Error,
+							workflow.Now(ctx).Add(wait).UTC().Format(time.RFC3339))
+						*st.vm(vm.ID) = shown
+						running++
+						sel.AddFuture(workflow.NewTimer(ctx, wait), func(workflow.Future) {
+							running--
+							switch {
+							case cancelled:
+								last.Error += "; not tried again: run cancelled"
+							case windowClosed:
+								last.Error += "; not tried again: backup window closed"
+							default:
+								vms = append(vms, vm)
+								return
+							}
+							*st.vm(vm.ID) = last
+						})
+						return
 					}
 				}
 				*st.vm(vm.ID) = r
@@ -181,6 +317,9 @@ func ReplicationWorkflow(ctx workflow.Context, in contract.ReplicationInput) (co
 				vm := st.vm(vms[next].ID)
 				vm.Status = contract.StatusPartial
 				vm.Error = reason
+				if h := held[vms[next].ID]; h != nil {
+					vm.Error = reason + "; it was waiting for " + h.holder
+				}
 				for i := range vm.Disks {
 					vm.Disks[i].Status = contract.StatusPartial
 				}
@@ -236,12 +375,91 @@ func checkContinuedSpec(ctx workflow.Context, job string, carried contract.JobSp
 	add("retention", carried.Retention == configured.Retention)
 	add("parallelism", carried.Parallelism == configured.Parallelism)
 	add("guestProcessing", carried.GuestProcessing == configured.GuestProcessing)
+	add("overlap", carried.Overlap == configured.Overlap)
+	add("windowHours", carried.WindowHours == configured.WindowHours)
+	add("timezone", carried.Timezone == configured.Timezone)
+	add("retries", carried.Retries == configured.Retries)
+	add("retryWait", carried.RetryWait == configured.RetryWait)
 	if len(diffs) == 0 {
 		return nil
 	}
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 		"input continued.spec differs from the configuration of job %q in %v: a continued run takes no settings from its input; start a new run",
 		job, diffs), contract.ErrTypeBadInput, nil)
+}
+
+var (
+	jobAttribute = temporal.NewSearchAttributeKeyKeyword(contract.SearchAttributeJob)
+	vmAttribute  = temporal.NewSearchAttributeKeyKeywordList(contract.SearchAttributeVM)
+)
+
+// vmSummary is the fixed summary and details of a VM's workflow in the Web UI.
+func vmSummary(spec contract.JobSpec, vm contract.VM, run string) (summary, details string) {
+	summary = fmt.Sprintf("%s · job %s · run %s", vm.Name, spec.Name, run)
+	var size int64
+	for _, d := range vm.Disks {
+		size += d.VirtualSize
+	}
+	details = fmt.Sprintf("**VM** %s (id %s) on host %s\n\n**Job** %s, to target %s, run %s\n\n**Disks** %d, %s in all\n",
+		vm.Name, vm.ID, spec.Source, spec.Name, spec.Target, run, len(vm.Disks), humanBytes(size))
+	for _, d := range vm.Disks {
+		details += fmt.Sprintf("- disk %s: %s\n", d.ID, humanBytes(d.VirtualSize))
+	}
+	return summary, details
+}
+
+// heldVM is a VM that another run was replicating when this run tried to start it.
+type heldVM struct {
+	holder string // which run holds it, for the VM's result
+	tries  int
+}
+
+// find names the run that holds the VM and, with overlap: wait, waits before
+// the VM is tried again (15 s, doubling up to 2 min, never past the window).
+// The future is ready when the VM may be tried again or reported.
+func (h *heldVM) find(ctx workflow.Context, spec contract.JobSpec, vm contract.VM, workflowID string, deadline time.Time, st *runState) workflow.Future {
+	f, set := workflow.NewFuture(ctx)
+	h.tries++
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		var run contract.VMRun
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
+			contract.ActDescribeVMRun, workflowID).Get(ctx, &run)
+		h.holder = holderText(vm, workflowID, run, err)
+		if spec.Overlap == contract.OverlapWait {
+			if r := st.vm(vm.ID); r != nil {
+				r.Status = contract.StatusPending
+				r.Error = "waiting for " + h.holder
+			}
+			wait := 15 * time.Second << min(h.tries-1, 3)
+			if !deadline.IsZero() {
+				wait = min(wait, deadline.Sub(workflow.Now(ctx))+time.Second)
+			}
+			if wait > 0 {
+				_ = workflow.Sleep(ctx, wait)
+			}
+		}
+		set.Set(nil, nil)
+	})
+	return f
+}
+
+// holderText names the run that replicates a VM now.
+func holderText(vm contract.VM, workflowID string, run contract.VMRun, err error) string {
+	if err != nil || run.WorkflowID == "" {
+		return fmt.Sprintf("VM %s is being replicated by another run (workflow %s)", vm.Name, workflowID)
+	}
+	by := "workflow " + run.WorkflowID
+	if run.ParentWorkflowID != "" {
+		by = "run " + run.ParentWorkflowID
+		if run.Job != "" {
+			by += " of job " + run.Job
+		}
+		by += " (workflow " + run.WorkflowID + ")"
+	}
+	if !run.Started.IsZero() {
+		by += ", started " + run.Started.UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("VM %s is being replicated by %s", vm.Name, by)
 }
 
 // startRun loads the job's settings, checks the source host and the target,
@@ -255,21 +473,59 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 		contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
 		return spec, time.Time{}, nil, fmt.Errorf("loading job %q: %w", in.Job, err)
 	}
+	st.notify = spec.Notify
 	var deadline time.Time
 	if spec.Window > 0 {
 		deadline = workflow.Now(ctx).Add(spec.Window)
 	}
+	// The job's permitted hours: the earlier end wins; outside them nothing starts.
+	windowHours := workflow.GetVersion(ctx, "window-hours", workflow.DefaultVersion, 1) == 1
+	if windowHours && !spec.WindowEnd.IsZero() && (deadline.IsZero() || spec.WindowEnd.Before(deadline)) {
+		deadline = spec.WindowEnd
+	}
 	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
 	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
 
-	// 2. The infrastructure the job needs answers.
-	checkSrc := workflow.ExecuteActivity(srcCtx, contract.ActCheckSource, spec.Source)
-	checkTgt := workflow.ExecuteActivity(tgtCtx, contract.ActCheckTarget, spec.Name)
+	// 2. The infrastructure the job needs answers: the source host, the
+	// target agent, the data channel between them (with the proxy's
+	// certificate), and after the inventory the room on the datastore. All of
+	// it before any checkpoint, each failure naming the setting at fault.
+	realChecks := workflow.GetVersion(ctx, "infrastructure-checks", workflow.DefaultVersion, 1) == 1
+	checkSrcCtx, checkTgtCtx := srcCtx, tgtCtx
+	if realChecks {
+		checkSrcCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.SourceQueue(spec.Source)))
+		checkTgtCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.TargetQueue(spec.Target)))
+	}
+	check := func(name string, err error, detail string) {
+		if realChecks {
+			st.result.Checks = append(st.result.Checks, contract.Check{Name: name, OK: err == nil, Detail: detail})
+		}
+	}
+	checkSrc := workflow.ExecuteActivity(checkSrcCtx, contract.ActCheckSource, spec.Source)
+	checkTgt := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckTarget, spec.Name)
 	if err := checkSrc.Get(ctx, nil); err != nil {
+		err = notAnswering(err, "source host "+spec.Source, "no proxy serves hosts["+spec.Source+"] (task queue "+contract.SourceQueue(spec.Source)+"): is a worker with the proxy role running?")
+		check("source host "+spec.Source+" answers", err, errorText(err))
 		return spec, time.Time{}, nil, fmt.Errorf("source host %s: %w", spec.Source, err)
 	}
-	if err := checkTgt.Get(ctx, nil); err != nil {
+	check("source host "+spec.Source+" answers", nil, "")
+	var target contract.TargetStatus
+	if err := checkTgt.Get(ctx, &target); err != nil {
+		err = notAnswering(err, "target "+spec.Target, "the agent of target "+spec.Target+" is down: nothing serves task queue "+contract.TargetQueue(spec.Target)+" (is a worker with the target role and agent.name "+spec.Target+" running?)")
+		check("agent of target "+spec.Target+" answers", err, errorText(err))
 		return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+	}
+	if realChecks {
+		check("agent of target "+spec.Target+" answers", nil, "datastore "+target.Datastore)
+		var version int
+		err := workflow.ExecuteActivity(checkSrcCtx, contract.ActProbeDataChannel, contract.ProbeInput{
+			Target: spec.Target, Address: spec.TargetAddress, AgentListen: target.Listen,
+		}).Get(ctx, &version)
+		name := "proxy opens the data channel of " + spec.Target + " at " + spec.TargetAddress
+		check(name, err, detailOf(err))
+		if err != nil {
+			return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+		}
 	}
 
 	// 3. The inventory, narrowed by the input.
@@ -290,6 +546,38 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 			})
 		}
 	}
+	if realChecks {
+		// A VM the job names that the host does not have fails by itself.
+		var missing []string
+		if len(in.VMs) == 0 {
+			for _, want := range spec.VMs {
+				if !strings.ContainsAny(want, "*?[") && !anyMatches(vms, want) {
+					missing = append(missing, want)
+					st.result.VMs = append(st.result.VMs, contract.VMResult{
+						Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
+						Error: fmt.Sprintf("VM %q of jobs[%s].vms not found on host %s", want, spec.Name, spec.Source),
+					})
+				}
+			}
+		}
+		var err error
+		if len(missing) > 0 {
+			err = fmt.Errorf("not found: %s", strings.Join(missing, ", "))
+		}
+		check(fmt.Sprintf("the job's VMs exist on %s (%d found)", spec.Source, len(vms)), err, detailOf(err))
+		if len(vms) > 0 {
+			var space contract.SpaceStatus
+			err := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckSpace, contract.SpaceInput{Job: spec.Name, VMs: vms}).Get(ctx, &space)
+			detail := space.Detail
+			if err != nil {
+				detail = errorText(err)
+			}
+			check("datastore of "+spec.Target+" has room for this run", err, detail)
+			if err != nil {
+				return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+			}
+		}
+	}
 
 	// Interrupted restore points continue before anything new starts.
 	var open []string
@@ -303,6 +591,21 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
 		}
 		st.result.VMs = append(st.result.VMs, r)
+	}
+	if windowHours && !spec.WindowOpens.IsZero() {
+		tz := spec.Timezone
+		if tz == "" {
+			tz = "UTC"
+		}
+		reason := fmt.Sprintf("outside the backup window (windowHours %q, %s): nothing was done; the window opens at %s",
+			spec.WindowHours, tz, spec.WindowOpens.Format(time.RFC3339))
+		logger.Info("the run started outside its backup window", "opens", spec.WindowOpens)
+		for i := range st.result.VMs {
+			if st.result.VMs[i].Status == contract.StatusPending {
+				st.result.VMs[i] = partialAll(st.result.VMs[i], reason)
+			}
+		}
+		return spec, deadline, nil, nil
 	}
 
 	return spec, deadline, vms, nil
@@ -455,6 +758,36 @@ func shortActivity(queue string) workflow.ActivityOptions {
 			},
 		},
 	}
+}
+
+// checkActivity is the options of the checks at a run's start: a host or
+// agent that does not take the task within 20 s is down (a schedule-to-start
+// timeout is not retried); two more attempts ride out a blip.
+func checkActivity(queue string) workflow.ActivityOptions {
+	o := shortActivity(queue)
+	o.ScheduleToStartTimeout = 20 * time.Second
+	o.ScheduleToCloseTimeout = time.Minute
+	o.StartToCloseTimeout = 30 * time.Second
+	o.RetryPolicy.MaximumAttempts = 3
+	return o
+}
+
+// notAnswering replaces a schedule-to-start timeout (nothing polls the task
+// queue) by what it means.
+func notAnswering(err error, what, meaning string) error {
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) && te.TimeoutType() == enums.TIMEOUT_TYPE_SCHEDULE_TO_START {
+		return temporal.NewNonRetryableApplicationError(meaning, contract.ErrTypeBadConfig, err)
+	}
+	return err
+}
+
+// detailOf is the text of a check's error ("" when it passed).
+func detailOf(err error) string {
+	if err == nil {
+		return ""
+	}
+	return errorText(err)
 }
 
 // cancelSignal returns a channel that receives one value when ctx is cancelled,

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -73,6 +74,9 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	job := in.Job
 	source := contract.SourceQueue(job.Source)
+	// The Web UI's current details say which VM this is and how far it got.
+	step := func(what string) { setVMDetails(ctx, res, what) }
+	step("preparing the replica")
 	target := contract.TargetQueue(job.Target)
 
 	// The window: when it closes, work is cancelled through workCtx; cleanup
@@ -92,6 +96,22 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		})
 	}
 	cleanupCtx, _ := workflow.NewDisconnectedContext(ctx)
+	// Every checkpoint this run makes is released or left for the next run
+	// to reuse, on every path, and the run removes what earlier ones left.
+	everyCheckpoint := workflow.GetVersion(ctx, "release-every-checkpoint", workflow.DefaultVersion, 1) == 1
+	// sweep removes the job's checkpoints of this VM but keep (the one a
+	// restore point continues from).
+	sweep := func(keep string) {
+		var removed []string
+		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, shortActivity(source)),
+			contract.ActSweepCheckpoints, contract.SweepInput{Host: job.Source, Job: job.Name, VMID: in.VM.ID, Keep: keep}).Get(cleanupCtx, &removed)
+		if err != nil {
+			logger.Error("removing leftover checkpoints failed", "error", err)
+			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+errorText(err))
+		} else if len(removed) > 0 {
+			logger.Info("removed leftover checkpoints", "checkpoints", removed)
+		}
+	}
 
 	// Replica state: an interrupted restore point, the newest point, the reference point.
 	var state contract.ReplicaState
@@ -106,9 +126,20 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		contract.ActCreateCheckpoint, contract.CheckpointInput{
 			Host: job.Source, Job: job.Name, VMID: in.VM.ID, VMName: in.VM.Name, ReuseID: state.OpenCheckpointID,
 		}).Get(workCtx, &cp); err != nil {
+		if everyCheckpoint {
+			// The activity may have failed, or been cancelled, after the host
+			// made the checkpoint: nothing but the interrupted point's stays.
+			sweep(state.OpenCheckpointID)
+		}
 		return stopped(res, windowClosed, fmt.Errorf("creating the checkpoint: %w", err))
 	}
-	res.Warning = cp.Warning
+	res.Warning = joinText(res.Warning, cp.Warning)
+	step("checkpoint " + cp.ID + " taken; opening the restore point")
+	if everyCheckpoint {
+		// Leftovers of earlier runs, and of attempts of this one that made a
+		// checkpoint before failing, are of no use now.
+		sweep(cp.ID)
+	}
 	release := func(reason string) {
 		logger.Info("releasing checkpoint", "checkpoint", cp.ID, "reason", reason)
 		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(source)),
@@ -124,13 +155,23 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		contract.ActBeginRestorePoint, contract.BeginInput{
 			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
 			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize, VM: &in.VM,
+			Exclusions: &contract.Exclusions{Swap: job.ExcludeSwap, Paths: job.ExcludePaths},
 		}).Get(workCtx, &begin); err != nil {
-		if isCancel(err) && !windowClosed {
+		switch {
+		case everyCheckpoint && windowClosed && cp.Reused:
+			// The interrupted point is still keyed by this checkpoint: the
+			// next run continues it.
+		case everyCheckpoint:
+			// No restore point continues from this checkpoint (or one whose
+			// transfers were cancelled is discarded by the next run).
+			release("opening the restore point did not finish")
+		case isCancel(err) && !windowClosed:
 			release("run cancelled")
 		}
 		return stopped(res, windowClosed, fmt.Errorf("opening the restore point: %w", err))
 	}
 
+	step("transferring")
 	// One transfer per disk, all disks of the VM at once.
 	tctx := workflow.WithActivityOptions(workCtx, transferActivity(source, in.Deadline, workflow.Now(ctx)))
 	futures := make([]workflow.Future, len(in.VM.Disks))
@@ -141,6 +182,7 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
 			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
 			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline, Token: begin.Token,
+			PreviousExclusions: state.Exclusions,
 		})
 	}
 	var firstErr error
@@ -197,6 +239,10 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	for _, d := range res.Disks {
 		signalProgress(cleanupCtx, in, d)
+		// What a transfer could not do as configured is the VM's warning.
+		if d.Warning != "" && !strings.Contains(res.Warning, d.Warning) {
+			res.Warning = joinText(res.Warning, d.Warning)
+		}
 	}
 
 	if windowClosed || firstErr != nil || ctx.Err() != nil {
@@ -219,16 +265,25 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 			// the next run continues from the acknowledged positions.
 			res.Status = contract.StatusFailed
 			res.Error = errorText(firstErr)
+			res.Retryable = mayPass(firstErr)
 		}
 		return res, nil
 	}
 
+	step("committing the restore point")
 	// Commit the restore point and apply retention.
 	var point string
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
 		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: in.VM.ID, Retention: job.Retention, CheckpointID: cp.ID}).Get(cleanupCtx, &point); err != nil {
+		if everyCheckpoint && isNonRetryable(err) {
+			// The next run cannot commit this point: it starts over from a
+			// new checkpoint. A transient failure keeps the checkpoint, and
+			// the next run commits what was sent.
+			release("commit failed for good")
+		}
 		res.Status = contract.StatusFailed
 		res.Error = "committing the restore point: " + errorText(err)
+		res.Retryable = mayPass(err)
 		return res, nil
 	}
 	res.RestorePoint = point
@@ -272,10 +327,30 @@ func stopped(res contract.VMResult, windowClosed bool, err error) (contract.VMRe
 	}
 	res.Status = contract.StatusFailed
 	res.Error = errorText(err)
+	res.Retryable = mayPass(err)
 	for i := range res.Disks {
 		res.Disks[i].Status = contract.StatusFailed
 	}
 	return res, nil
+}
+
+// mayPass says whether trying the VM again later may succeed where err
+// failed: not after a cancellation or a failure no retry fixes (a bad
+// setting, a missing VM, a bad name), but after a timeout, a replica another
+// process held, a checkpoint that vanished, or retries that ran out.
+func mayPass(err error) bool {
+	if err == nil || isCancel(err) {
+		return false
+	}
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) && app.NonRetryable() {
+		switch app.Type() {
+		case contract.ErrTypeReplicaLocked, contract.ErrTypeCheckpointNotFound:
+			return true
+		}
+		return false
+	}
+	return true
 }
 
 func partialAll(res contract.VMResult, reason string) contract.VMResult {
@@ -307,4 +382,18 @@ func joinText(a, b string) string {
 func isWindowClosed(err error) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.Type() == contract.ErrTypeWindowClosed
+}
+
+// setVMDetails shows the VM, its disks and its state in the Web UI.
+func setVMDetails(ctx workflow.Context, res contract.VMResult, state string) {
+	var done, size int64
+	for _, d := range res.Disks {
+		done += d.Position
+		size += d.Size
+	}
+	text := fmt.Sprintf("**%s** — %s; %s of %s acknowledged\n\n", res.Name, state, humanBytes(done), humanBytes(size))
+	for _, d := range res.Disks {
+		text += fmt.Sprintf("- disk %s: %s %s/%s\n", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+	}
+	workflow.SetCurrentDetails(ctx, text)
 }

@@ -3,10 +3,12 @@ package workflows
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
@@ -24,6 +26,10 @@ type fakeHost struct {
 	calls       []string
 	released    []string
 	committed   []string
+	sweeps      []string
+	prepare     func(vm contract.VM) error
+	notified    []contract.Notification
+	notifyErr   error
 	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
@@ -80,6 +86,11 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 	reg(func(ctx context.Context, job string) ([]string, error) { return f.open, nil }, contract.ActOpenSessions)
 	reg(func(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
 		f.record("Prepare " + vm.Name)
+		if f.prepare != nil {
+			if err := f.prepare(vm); err != nil {
+				return contract.ReplicaState{}, err
+			}
+		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID]}, nil
@@ -125,6 +136,32 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		f.mu.Unlock()
 		return nil
 	}, contract.ActReleaseCheckpoint)
+	reg(func(ctx context.Context, in contract.SweepInput) ([]string, error) {
+		f.mu.Lock()
+		f.sweeps = append(f.sweeps, in.VMID+" keep="+in.Keep)
+		f.mu.Unlock()
+		return []string{}, nil
+	}, contract.ActSweepCheckpoints)
+	reg(func(ctx context.Context, in contract.ProbeInput) (int, error) {
+		f.record("Probe " + in.Address)
+		return 2, nil
+	}, contract.ActProbeDataChannel)
+	reg(func(ctx context.Context, in contract.SpaceInput) (contract.SpaceStatus, error) {
+		f.record("CheckSpace")
+		return contract.SpaceStatus{FreeBytes: 1 << 40, NeededBytes: 1 << 30}, nil
+	}, contract.ActCheckSpace)
+	reg(func(ctx context.Context, channel string, n contract.Notification) error {
+		f.mu.Lock()
+		f.notified = append(f.notified, n)
+		f.mu.Unlock()
+		if f.notifyErr != nil {
+			return f.notifyErr
+		}
+		return nil
+	}, contract.ActNotify)
+	reg(func(ctx context.Context, workflowID string) (contract.VMRun, error) {
+		return contract.VMRun{WorkflowID: workflowID, ParentWorkflowID: "other-run", Job: f.spec.Name, Running: true}, nil
+	}, contract.ActDescribeVMRun)
 }
 
 func run(t *testing.T, f *fakeHost, in contract.ReplicationInput, setup func(env *testsuite.TestWorkflowEnvironment)) (contract.ReplicationResult, error) {
@@ -405,5 +442,144 @@ func TestTransferStoppedByItsDeadlineIsPartial(t *testing.T) {
 	}
 	if len(f.released) != 0 || len(f.committed) != 0 {
 		t.Fatalf("a closed window keeps checkpoints and commits nothing: released %v committed %v", f.released, f.committed)
+	}
+}
+
+func TestRunOutsideItsWindowHoursDoesNothing(t *testing.T) {
+	f := newFake()
+	opens := time.Date(2026, 12, 3, 20, 0, 0, 0, time.FixedZone("", 3600))
+	f.spec.WindowHours, f.spec.Timezone, f.spec.WindowOpens = "Mon-Fri 20:00-06:00", "Europe/Paris", opens
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial || len(res.VMs) != 2 {
+		t.Fatalf("want every VM partial, got %+v", res)
+	}
+	for _, vm := range res.VMs {
+		if vm.Status != contract.StatusPartial || !strings.Contains(vm.Error, "opens at 2026-12-03T20:00:00+01:00") {
+			t.Errorf("VM %s: %s %q", vm.Name, vm.Status, vm.Error)
+		}
+	}
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, "Checkpoint") || strings.HasPrefix(c, "Prepare") {
+			t.Fatalf("a run outside its window called %s", c)
+		}
+	}
+}
+
+func TestWindowHoursEndBeforeWindowWins(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		window time.Duration
+		hours  time.Duration
+		want   time.Duration
+	}{
+		{"hours end first", 10 * time.Hour, 2 * time.Hour, 2 * time.Hour},
+		{"window ends first", time.Hour, 5 * time.Hour, time.Hour},
+		{"hours only", 0, 3 * time.Hour, 3 * time.Hour},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFake()
+			var mu sync.Mutex
+			var deadlines []time.Time
+			f.spec.Window = c.window
+			var start time.Time
+			f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+				mu.Lock()
+				deadlines = append(deadlines, in.Deadline)
+				mu.Unlock()
+				return contract.DiskResult{ID: in.DiskID}, nil
+			}
+			res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) {
+				start = env.Now()
+				f.spec.WindowHours, f.spec.WindowEnd = "Mon-Sun 20:00-06:00", start.Add(c.hours)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireAllSuccess(t, res)
+			if len(deadlines) != 3 {
+				t.Fatalf("transfers %d", len(deadlines))
+			}
+			for _, d := range deadlines {
+				if got := d.Sub(start); got < c.want-time.Minute || got > c.want+time.Minute {
+					t.Fatalf("transfer deadline %v after the start, want %v", got, c.want)
+				}
+			}
+		})
+	}
+}
+
+func requireAllSuccess(t *testing.T, res contract.ReplicationResult) {
+	t.Helper()
+	if res.Status != contract.StatusSuccess {
+		t.Fatalf("want success: %+v", res)
+	}
+}
+
+func TestFailedVMIsTriedAgainWithinTheRun(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		err          error
+		retries      int
+		wantStatus   string
+		wantAttempts int
+	}{
+		{"a replica locked by another process passes", temporal.NewNonRetryableApplicationError("replica locked", contract.ErrTypeReplicaLocked, nil), 3, contract.StatusSuccess, 2},
+		{"a bad setting is not retried", temporal.NewNonRetryableApplicationError("bad name", contract.ErrTypeBadConfig, nil), 3, contract.StatusFailed, 1},
+		{"retries: 0", temporal.NewNonRetryableApplicationError("replica locked", contract.ErrTypeReplicaLocked, nil), 0, contract.StatusFailed, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFake()
+			f.spec.Retries, f.spec.RetryWait = c.retries, 10*time.Minute
+			failed := false
+			f.prepare = func(vm contract.VM) error {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if vm.Name == "web01" && !failed {
+					failed = true
+					return c.err
+				}
+				return nil
+			}
+			res, err := run(t, f, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm := res.VMs[0]
+			if vm.Status != c.wantStatus || vm.Attempts != c.wantAttempts {
+				t.Fatalf("web01 %s after %d attempts (%q); want %s after %d", vm.Status, vm.Attempts, vm.Error, c.wantStatus, c.wantAttempts)
+			}
+		})
+	}
+}
+
+func TestRunEndIsNotifiedAndAFailedNotificationChangesNothing(t *testing.T) {
+	f := newFake()
+	f.spec.Notify = []string{"webhook"}
+	f.notifyErr = errors.New("webhook answered 503")
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireAllSuccess(t, res)
+	if len(f.notified) < 1 || f.notified[0].Result.Status != contract.StatusSuccess || len(f.notified[0].Result.VMs) != 2 {
+		t.Fatalf("notifications %+v", f.notified)
+	}
+
+	// A run that fails its checks is notified with its error.
+	f = newFake()
+	f.spec.Notify = []string{"webhook"}
+	f.spec.TargetAddress = "127.0.0.1:1"
+	_, err = run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) {
+		env.OnActivity(contract.ActProbeDataChannel, mock.Anything, mock.Anything).Return(0,
+			temporal.NewNonRetryableApplicationError("targets[dr01].address 127.0.0.1:1: connection refused", contract.ErrTypeDataChannel, nil))
+	})
+	if err == nil {
+		t.Fatal("the run did not fail")
+	}
+	if len(f.notified) != 1 || !strings.Contains(f.notified[0].Error, "targets[dr01].address") || f.notified[0].Result.Status != contract.StatusFailed {
+		t.Fatalf("notifications %+v", f.notified)
 	}
 }

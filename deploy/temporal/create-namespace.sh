@@ -1,6 +1,8 @@
 #!/bin/sh
 # Registers the Temporal namespace replicator runs in (temporal.namespace of
 # deploy/replicator.yaml) once the server answers; does nothing if it exists.
+# Then adds the custom search attributes runs set (ReplicatorJob, ReplicatorVM),
+# so that the Web UI and the CLI find a VM's runs: ReplicatorVM = 'web01'.
 set -eu
 
 : "${TEMPORAL_ADDRESS:=temporal:7233}"
@@ -21,3 +23,12 @@ if temporal operator namespace describe --namespace "$NAMESPACE" --address "$TEM
 else
 	temporal operator namespace create --namespace "$NAMESPACE" --retention "$RETENTION" --address "$TEMPORAL_ADDRESS"
 fi
+for attr in ReplicatorJob:Keyword ReplicatorVM:KeywordList; do
+	name=${attr%%:*}
+	type=${attr#*:}
+	if temporal operator search-attribute list --namespace "$NAMESPACE" --address "$TEMPORAL_ADDRESS" | grep -qw "$name"; then
+		echo "search attribute $name exists"
+	else
+		temporal operator search-attribute create --namespace "$NAMESPACE" --address "$TEMPORAL_ADDRESS" --name "$name" --type "$type"
+	fi
+done

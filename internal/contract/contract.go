@@ -63,6 +63,15 @@ type ReplicationResult struct {
 	Status string     `json:"status"`
 	RunID  string     `json:"runId"`
 	VMs    []VMResult `json:"vms"`
+	// Checks are what the run checked of the infrastructure before any checkpoint.
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one infrastructure check of a run.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // VMResult is the outcome of one VM.
@@ -74,6 +83,10 @@ type VMResult struct {
 	Error        string       `json:"error"`
 	Warning      string       `json:"warning,omitempty"`
 	Disks        []DiskResult `json:"disks"`
+	// Attempts is how many times the run tried the VM (retries included).
+	Attempts int `json:"attempts,omitempty"`
+	// Retryable says a failure may pass: the run tries the VM again.
+	Retryable bool `json:"retryable,omitempty"`
 }
 
 // DiskResult is the outcome of one disk.
@@ -92,6 +105,9 @@ type DiskResult struct {
 	Position int64  `json:"position"`
 	Size     int64  `json:"size"`
 	Error    string `json:"error,omitempty"`
+	// Warning says what the transfer could not do as configured (an
+	// exclusion that cannot apply to a file system).
+	Warning string `json:"warning,omitempty"`
 }
 
 // ProgressUpdate is what the ProgressSignal carries.
@@ -119,7 +135,57 @@ type JobSpec struct {
 	Retention          int           `json:"retention"`
 	Parallelism        int           `json:"parallelism"`
 	GuestProcessing    bool          `json:"guestProcessing"`
+	// Overlap is what the run does with a VM another run is replicating:
+	// OverlapSkip (also when empty) or OverlapWait.
+	Overlap string `json:"overlap,omitempty"`
+	// WindowHours and Timezone are the job's permitted hours. LoadJob reads
+	// them at the run's start: WindowEnd is when the permitted period that
+	// holds the start ends (zero: no end); WindowOpens, set only when the run
+	// starts outside its hours, is when they next open.
+	WindowHours string    `json:"windowHours,omitempty"`
+	Timezone    string    `json:"timezone,omitempty"`
+	WindowEnd   time.Time `json:"windowEnd,omitzero"`
+	WindowOpens time.Time `json:"windowOpens,omitzero"`
+	// Retries and RetryWait: a VM that failed for a reason that may pass is
+	// tried again inside the run.
+	Retries   int           `json:"retries,omitempty"`
+	RetryWait time.Duration `json:"retryWait,omitempty"`
+	// SearchAttributes says the namespace has ReplicatorJob and ReplicatorVM:
+	// only then does a run set them (an unknown one fails the workflow task).
+	SearchAttributes bool `json:"searchAttributes,omitempty"`
+	// Notify lists the notification channels configured (webhook, smtp).
+	Notify []string `json:"notify,omitempty"`
 }
+
+// Notification is what a finished run sends to notify.webhook and notify.smtp.
+type Notification struct {
+	WorkflowID string            `json:"workflowId"`
+	Result     ReplicationResult `json:"result"`
+	// Error is why the run failed as a whole ("" when it ended with a result).
+	Error string `json:"error,omitempty"`
+}
+
+// Values of JobSpec.Overlap.
+const (
+	OverlapSkip = "skip"
+	OverlapWait = "wait"
+)
+
+// VMWorkflowID is the workflow id of every VMReplicationWorkflow of one VM of
+// a source host, whichever job and run start it: Temporal lets one workflow
+// with a given id run at a time, so two runs never replicate a VM at once.
+func VMWorkflowID(host, vmID string) string { return "vm/" + host + "/" + vmID }
+
+// Custom search attributes of runs: the job (Keyword) and the VM names a
+// run or a VM's workflow replicates (KeywordList), so that
+// `ReplicatorVM = 'web01'` finds a VM's runs in the Web UI and the CLI.
+const (
+	SearchAttributeJob = "ReplicatorJob"
+	SearchAttributeVM  = "ReplicatorVM"
+)
+
+// MemoJob is the memo key that holds the job name of a VM's workflow.
+const MemoJob = "job"
 
 // Activity names. Activities are registered under their method names.
 const (
@@ -137,6 +203,11 @@ const (
 	ActCommitRestorePoint      = "CommitRestorePoint"
 	ActRecordReferencePoint    = "RecordReferencePoint"
 	ActSessionPositions        = "SessionPositions"
+	ActSweepCheckpoints        = "SweepCheckpoints"
+	ActDescribeVMRun           = "DescribeVMRun"
+	ActProbeDataChannel        = "ProbeDataChannel"
+	ActCheckSpace              = "CheckSpace"
+	ActNotify                  = "Notify"
 )
 
 // Error types of non-retryable application errors: retrying cannot fix them,
@@ -151,6 +222,10 @@ const (
 	// ErrTypeWindowClosed: a transfer stopped because the backup window
 	// closed; its details are the DiskResult so far. The next run continues.
 	ErrTypeWindowClosed = "WindowClosed"
+	// ErrTypeNoSpace: the target datastore has no room for the run.
+	ErrTypeNoSpace = "NoSpace"
+	// ErrTypeDataChannel: the proxy cannot open the target's data channel.
+	ErrTypeDataChannel = "DataChannel"
 )
 
 // VMInput is the input of VMReplicationWorkflow.
@@ -217,6 +292,9 @@ type ReplicaState struct {
 	// ReferencePoint is the source's change-tracking reference point that
 	// matches NewestPoint ("" if none is known).
 	ReferencePoint string `json:"referencePoint"`
+	// Exclusions is the set NewestPoint was made with (nil: not recorded,
+	// by a version that did not record it).
+	Exclusions *Exclusions `json:"exclusions,omitempty"`
 }
 
 // BeginInput opens (or continues) a restore point.
@@ -231,6 +309,34 @@ type BeginInput struct {
 	// the replica of a VM seen for the first time: only a run that got its
 	// checkpoint, from a VM the job selects, does).
 	VM *VM `json:"vm,omitempty"`
+	// Exclusions is the set the point is made with (nil: not recorded).
+	Exclusions *Exclusions `json:"exclusions,omitempty"`
+}
+
+// Exclusions is what a restore point was made without: swap (and page,
+// hibernation files) and guest paths. A point records its set so that a run
+// with another set sends what the earlier one left out.
+type Exclusions struct {
+	Swap  bool     `json:"swap"`
+	Paths []string `json:"paths"`
+}
+
+// Equal says whether two sets exclude the same.
+func (e Exclusions) Equal(o Exclusions) bool {
+	if e.Swap != o.Swap || len(e.Paths) != len(o.Paths) {
+		return false
+	}
+	seen := map[string]int{}
+	for _, p := range e.Paths {
+		seen[p]++
+	}
+	for _, p := range o.Paths {
+		if seen[p] == 0 {
+			return false
+		}
+		seen[p]--
+	}
+	return true
 }
 
 // BeginResult says whether an interrupted restore point is continued.
@@ -256,6 +362,9 @@ type TransferInput struct {
 	Deadline time.Time `json:"deadline,omitempty"`
 	// Token is BeginResult.Token: the data channel refuses a Hello without it.
 	Token string `json:"token,omitempty"`
+	// PreviousExclusions is the set the previous point was made with: what
+	// it excluded and this run does not is sent whatever the mode.
+	PreviousExclusions *Exclusions `json:"previousExclusions,omitempty"`
 }
 
 // CommitInput commits a restore point and applies retention.
@@ -292,9 +401,54 @@ type ReleaseInput struct {
 	CheckpointID string `json:"checkpointId"`
 }
 
+// SweepInput asks a source host to remove the checkpoints a job made of a VM
+// (recognised by their name) except Keep, the one a restore point will
+// continue from ("" keeps none).
+type SweepInput struct {
+	Host string `json:"host"`
+	Job  string `json:"job"`
+	VMID string `json:"vmId"`
+	Keep string `json:"keep"`
+}
+
+// VMRun is the run that replicates a VM now (DescribeVMRun's answer).
+type VMRun struct {
+	WorkflowID string `json:"workflowId"`
+	RunID      string `json:"runId"`
+	// ParentWorkflowID is the job run the VM's workflow belongs to.
+	ParentWorkflowID string    `json:"parentWorkflowId"`
+	Job              string    `json:"job"`
+	Started          time.Time `json:"started"`
+	Running          bool      `json:"running"`
+}
+
 // TargetStatus is what CheckTarget reports.
 type TargetStatus struct {
 	FreeBytes int64 `json:"freeBytes"`
+	// Listen is the agent's data channel address (agent.listen), Datastore its agent.datastore.
+	Listen    string `json:"listen,omitempty"`
+	Datastore string `json:"datastore,omitempty"`
+}
+
+// ProbeInput asks the proxy to open a target's data channel and ping its agent.
+type ProbeInput struct {
+	Target  string `json:"target"`
+	Address string `json:"address"`
+	// AgentListen is where the agent says it listens, to tell a wrong address.
+	AgentListen string `json:"agentListen"`
+}
+
+// SpaceInput asks the target whether its datastore has room for a run of these VMs.
+type SpaceInput struct {
+	Job string `json:"job"`
+	VMs []VM   `json:"vms"`
+}
+
+// SpaceStatus is the room a run needs and the room there is.
+type SpaceStatus struct {
+	FreeBytes   int64  `json:"freeBytes"`
+	NeededBytes int64  `json:"neededBytes"`
+	Detail      string `json:"detail"`
 }
 
 // PositionsInput asks the target for the durable positions of an open restore point.

@@ -20,6 +20,7 @@ type DataPath struct {
 	read, sent, written *prometheus.CounterVec
 	skipped             *prometheus.CounterVec
 	resumes             *prometheus.CounterVec
+	notApplied          *prometheus.CounterVec
 }
 
 // NewDataPath registers the data path's metrics with reg.
@@ -35,8 +36,22 @@ func NewDataPath(reg prometheus.Registerer) *DataPath {
 		written: f("bytes_written_total", "Bytes the target agents acknowledged as written.", "job"),
 		skipped: f("blocks_skipped_total", "Blocks not sent, by reason (zero, excluded, unchanged).", "job", "reason"),
 		resumes: f("transfer_resumes_total", "Transfers that resumed from an acknowledged position.", "job"),
+		notApplied: f("exclusion_paths_not_applied_total",
+			"Partitions whose file system exclude.paths cannot read (only NTFS is): their files are sent. Counted once per disk and run.", "job", "filesystem"),
 	}
 }
+
+// ExclusionNotApplied counts a partition whose file system the job's
+// exclude.paths could not be applied to.
+func (m *DataPath) ExclusionNotApplied(job, filesystem string) {
+	if m == nil {
+		return
+	}
+	m.notApplied.WithLabelValues(job, filesystem).Inc()
+}
+
+// NotApplied is the counter behind ExclusionNotApplied, for tests.
+func (m *DataPath) NotApplied() *prometheus.CounterVec { return m.notApplied }
 
 // Add records the figures of one transfer attempt.
 func (m *DataPath) Add(job string, read, sent, written, zero, excluded, unchanged int64, resumed bool) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/contract"
 	"os"
 	"time"
 )
@@ -52,6 +53,8 @@ type pointRecord struct {
 	ChangeTracking string            `json:"changeTracking"`
 	BlockSize      int64             `json:"blockSize"`
 	Disks          []pointDiskRecord `json:"disks"`
+	// Exclusions is what the point was made without (nil: not recorded).
+	Exclusions *contract.Exclusions `json:"exclusions,omitempty"`
 }
 
 // pointDiskRecord locates one disk of a point: its VHDX chain, leaf first,
@@ -78,7 +81,8 @@ type sessionRecord struct {
 	// TokenHash is the SHA-256 of the session token the data channel must
 	// present (hex); only its hash is kept, so the metadata cannot be
 	// replayed as a credential.
-	TokenHash string `json:"tokenHash,omitempty"`
+	TokenHash  string               `json:"tokenHash,omitempty"`
+	Exclusions *contract.Exclusions `json:"exclusions,omitempty"`
 }
 
 type sessionDiskRecord struct {

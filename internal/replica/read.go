@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
 )
@@ -25,6 +26,8 @@ type Point struct {
 	ChangeTracking string      `json:"changeTracking"`
 	BlockSize      int64       `json:"blockSize"`
 	Disks          []PointDisk `json:"disks"`
+	// Exclusions is what the point was made without (nil: not recorded).
+	Exclusions *contract.Exclusions `json:"exclusions,omitempty"`
 }
 
 // PointDisk is one disk of a restore point.
@@ -39,7 +42,7 @@ type PointDisk struct {
 func (r *Replica) describe(dir string, p *pointRecord) Point {
 	l := layout(dir)
 	pt := Point{ID: p.ID, Time: p.Time, Complete: true, CheckpointID: p.CheckpointID,
-		ChangeTracking: p.ChangeTracking, BlockSize: p.BlockSize}
+		ChangeTracking: p.ChangeTracking, BlockSize: p.BlockSize, Exclusions: p.Exclusions}
 	for _, d := range p.Disks {
 		pd := PointDisk{ID: d.ID, VirtualSize: d.Size, SectorSize: d.SectorSize, File: l.vhdx(d.ID, d.Chain[0])}
 		if fi, err := os.Stat(pd.File); err == nil {

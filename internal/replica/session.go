@@ -131,7 +131,7 @@ func (s *Session) Commit(ctx context.Context) (Point, error) {
 	}
 	pr := pointRecord{
 		ID: rec.PointID, Time: t, RunID: rec.RunID, CheckpointID: rec.CheckpointID,
-		ChangeTracking: rec.ChangeTracking, BlockSize: rec.BlockSize,
+		ChangeTracking: rec.ChangeTracking, BlockSize: rec.BlockSize, Exclusions: rec.Exclusions,
 	}
 	for _, d := range rec.Disks {
 		pr.Disks = append(pr.Disks, d.pointDiskRecord)

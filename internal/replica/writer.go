@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/contract"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,6 +201,8 @@ type SessionSpec struct {
 	// CheckpointTime is when the source froze the data: the restore point's
 	// time. Zero means when the session began.
 	CheckpointTime time.Time
+	// Exclusions is what the point is made without (recorded with it).
+	Exclusions *contract.Exclusions
 }
 
 // Begin opens the restore point of a run. An open session of the same source
@@ -276,7 +279,7 @@ func (w *Writer) newSession(spec SessionSpec) (*Session, error) {
 	rec := &sessionRecord{
 		PointID: pointID, RunID: spec.RunID, CheckpointID: spec.CheckpointID,
 		ChangeTracking: spec.ChangeTracking, BlockSize: spec.BlockSize, Started: now,
-		CheckpointTime: spec.CheckpointTime.UTC(),
+		CheckpointTime: spec.CheckpointTime.UTC(), Exclusions: spec.Exclusions,
 	}
 	if spec.CheckpointTime.IsZero() {
 		rec.CheckpointTime = now

@@ -334,6 +334,10 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, p *pendingConn) {
 		r.refuse(ctx, c, err)
 		return
 	}
+	if c.pinged {
+		log.Debug("data channel: answered a probe")
+		return
+	}
 	log.Info("data channel: disk received", "disk", c.hello.String(), "bytes", c.written, "frames", c.frames)
 }
 
@@ -368,13 +372,14 @@ func reject(format string, args ...any) error {
 }
 
 type receiverConn struct {
-	r    *Receiver
-	conn *tls.Conn
-	raw  net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	enc  encoder
-	log  *slog.Logger
+	r      *Receiver
+	pinged bool // the connection was a probe's ping
+	conn   *tls.Conn
+	raw    net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	enc    encoder
+	log    *slog.Logger
 
 	hello Hello
 	sink  Sink
@@ -394,6 +399,14 @@ func (c *receiverConn) readHello() error {
 	typ, n, err := readHeader(c.br)
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
+	}
+	if typ == msgPing {
+		body, err := readBody(c.br, nil, n, maxControlLen, "ping")
+		if err != nil {
+			return reject("read ping: %w", err)
+		}
+		c.pinged = true
+		return c.pong(body)
 	}
 	if typ != msgHello {
 		return reject("first message is %q, want hello", typ)

@@ -51,6 +51,11 @@ type Sender struct {
 	// BytesPerSecond caps the bytes this Sender puts on the wire per disk
 	// transfer (0: no cap), to leave room on a shared WAN link.
 	BytesPerSecond int64
+	// Limit, when set, is waited on for every frame's bytes before they go:
+	// a limit shared by all the transfers to one target (package throttle).
+	Limit interface {
+		Wait(ctx context.Context, n int64) error
+	}
 }
 
 // SendOptions name the disk and how to send it.
@@ -311,6 +316,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	for range workers {
 		wg.Go(p.process)
 	}
+	p.limit = s.Limit
 	frames, werr := p.write(ctx, conn, bw, &enc, idle, st, report, s.BytesPerSecond)
 	if werr == nil {
 		werr = p.err
@@ -592,6 +598,9 @@ type task struct {
 }
 
 type pipeline struct {
+	limit interface {
+		Wait(context.Context, int64) error
+	}
 	src       disk.Image
 	size, bs  int64
 	comp      codec.Compressor
@@ -849,6 +858,21 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 				case <-time.After(d):
 				case <-ctx.Done():
 					return frames, context.Cause(ctx)
+				}
+			}
+			if p.limit != nil {
+				// Let what is buffered go while this frame waits for its turn.
+				if bw.Buffered() > 0 {
+					conn.SetWriteDeadline(time.Now().Add(idle))
+					if err := bw.Flush(); err != nil {
+						return frames, connError("send", err)
+					}
+				}
+				if err := p.limit.Wait(ctx, int64(len(hdr))+int64(f.PayloadLen)); err != nil {
+					if ctx.Err() != nil {
+						return frames, context.Cause(ctx)
+					}
+					return frames, err
 				}
 			}
 			conn.SetWriteDeadline(time.Now().Add(idle))
