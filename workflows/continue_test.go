@@ -74,8 +74,8 @@ func TestContinuedRunWithForgedSettingsRefused(t *testing.T) {
 func TestContinuedRunCountsAttempts(t *testing.T) {
 	f := newFake()
 	db := f.vms[1]
-	spec := newFake().spec
-	spec.Retries = 3
+	f.spec.Retries = 3 // configured, and carried alike
+	spec := f.spec
 	carried := contract.ReplicationResult{Job: "demo", Status: contract.StatusRunning, RunID: "first-run", VMs: []contract.VMResult{
 		{Name: db.Name, ID: db.ID, Status: contract.StatusPending, Attempts: 2, Retryable: true,
 			Disks: []contract.DiskResult{{ID: "0", Status: contract.StatusFailed}, {ID: "1", Status: contract.StatusFailed}}},
