@@ -56,15 +56,18 @@ func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetSt
 // VMs may write: a VM's virtual size when it has no complete restore point
 // yet, else the largest of its newest points (what a run of it wrote), plus
 // a tenth and MinFreeBytes for metadata, digests and retention merges.
+//
+// It reads the points through the agent's own store, which holds the
+// datastore's key: a datastore encrypted at rest cannot be opened without it.
 func (t *Target) CheckSpace(ctx context.Context, in contract.SpaceInput) (contract.SpaceStatus, error) {
+	if _, err := t.targetJob(in.Job); err != nil {
+		return contract.SpaceStatus{}, err
+	}
 	free, err := freeBytes(t.Datastore)
 	if err != nil {
 		return contract.SpaceStatus{}, fmt.Errorf("agent.datastore %s: %w", t.Datastore, err)
 	}
-	store, err := replica.OpenExisting(t.Datastore)
-	if err != nil {
-		return contract.SpaceStatus{}, classify(err)
-	}
+	store := t.Agent.Store()
 	var need int64
 	var first, incr []string
 	for _, vm := range in.VMs {
