@@ -48,18 +48,21 @@ func TestPayloadsEncryptedInTheCluster(t *testing.T) {
 	if err := run.Get(ctx, &res); err != nil || res.Status != contract.StatusSuccess {
 		t.Fatalf("run: %v %+v", err, res)
 	}
-	ids := []string{id}
-	for _, vm := range res.VMs {
-		ids = append(ids, id+"/"+vm.ID)
-	}
+	// The VM runs are children with the fixed id vm/<host>/<vm-id>, which
+	// every run of that VM shares: the parent's history names the run ids of
+	// the children this run started, and those are the histories to read.
+	type execution struct{ id, runID string }
+	execs := []execution{{id, run.GetRunID()}}
+	children := map[string]bool{}
 	var resultPayloads [][]byte
-	for _, wid := range ids {
-		it := h.c.GetWorkflowHistory(ctx, wid, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for i := 0; i < len(execs); i++ {
+		e := execs[i]
+		it := h.c.GetWorkflowHistory(ctx, e.id, e.runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 		events := 0
 		for it.HasNext() {
 			ev, err := it.Next()
 			if err != nil {
-				t.Fatalf("history of %s: %v", wid, err)
+				t.Fatalf("history of %s (run %s): %v", e.id, e.runID, err)
 			}
 			events++
 			b, err := proto.Marshal(ev)
@@ -68,18 +71,30 @@ func TestPayloadsEncryptedInTheCluster(t *testing.T) {
 			}
 			for _, plain := range []string{"web01", "db01", "targetAddress", "blockSize", "bytesWritten"} {
 				if bytes.Contains(b, []byte(plain)) {
-					t.Errorf("event %d (%s) of %s holds %q in plain text", ev.EventId, ev.EventType, wid, plain)
+					t.Errorf("event %d (%s) of %s holds %q in plain text", ev.EventId, ev.EventType, e.id, plain)
 				}
 			}
-			if a := ev.GetWorkflowExecutionCompletedEventAttributes(); a != nil && wid == id {
-				for _, p := range a.GetResult().GetPayloads() {
-					b, _ := proto.Marshal(p)
-					resultPayloads = append(resultPayloads, b)
+			if i == 0 {
+				if a := ev.GetChildWorkflowExecutionStartedEventAttributes(); a != nil {
+					we := a.GetWorkflowExecution()
+					execs = append(execs, execution{we.GetWorkflowId(), we.GetRunId()})
+					children[we.GetWorkflowId()] = true
+				}
+				if a := ev.GetWorkflowExecutionCompletedEventAttributes(); a != nil {
+					for _, p := range a.GetResult().GetPayloads() {
+						b, _ := proto.Marshal(p)
+						resultPayloads = append(resultPayloads, b)
+					}
 				}
 			}
 		}
 		if events == 0 {
-			t.Fatalf("no history for %s", wid)
+			t.Fatalf("no history for %s (run %s)", e.id, e.runID)
+		}
+	}
+	for _, vm := range res.VMs {
+		if wid := contract.VMWorkflowID(h.cfg.Hosts[0].Name, vm.ID); !children[wid] {
+			t.Errorf("the run started no VM run %s for %s (children: %v)", wid, vm.Name, children)
 		}
 	}
 	if len(resultPayloads) != 1 {
