@@ -23,10 +23,23 @@ if temporal operator namespace describe --namespace "$NAMESPACE" --address "$TEM
 else
 	temporal operator namespace create --namespace "$NAMESPACE" --retention "$RETENTION" --address "$TEMPORAL_ADDRESS"
 fi
+# A namespace just created reaches the frontend's namespace cache only at its
+# next refresh (about 10 seconds by default), and until then the frontend
+# answers "Namespace ... is not found" for the search attributes, so wait for
+# the list to answer before adding any.
+tries=0
+until attrs=$(temporal operator search-attribute list --namespace "$NAMESPACE" --address "$TEMPORAL_ADDRESS" 2>&1); do
+	tries=$((tries + 1))
+	if [ "$tries" -ge 30 ]; then
+		echo "namespace $NAMESPACE is not visible to the frontend at $TEMPORAL_ADDRESS after $tries tries: $attrs" >&2
+		exit 1
+	fi
+	sleep 1
+done
 for attr in ReplicatorJob:Keyword ReplicatorVM:KeywordList; do
 	name=${attr%%:*}
 	type=${attr#*:}
-	if temporal operator search-attribute list --namespace "$NAMESPACE" --address "$TEMPORAL_ADDRESS" | grep -qw "$name"; then
+	if printf '%s\n' "$attrs" | grep -qw "$name"; then
 		echo "search attribute $name exists"
 	else
 		temporal operator search-attribute create --namespace "$NAMESPACE" --address "$TEMPORAL_ADDRESS" --name "$name" --type "$type"
