@@ -58,7 +58,8 @@ func TestVMsInventory(t *testing.T) {
 	want := []provider.VM{
 		{ID: ids["legacy01"], Name: "legacy01", State: "off", Generation: 1, ConfigurationVersion: "5.0", Disks: []provider.Disk{
 			{ID: "83F8638B-8DCA-4152-9EDA-2CA8B33039B4-0-0", Path: `D:\Hyper-V\legacy01\legacy01.vhd`, VirtualSize: 40 * gib, Format: "vhd"},
-		}},
+		}, Unsupported: "configuration version 5.0 has no resilient change tracking (6.2 or later is needed: Update-VMVersion); " +
+			"disk 83F8638B-8DCA-4152-9EDA-2CA8B33039B4-0-0 (D:\\Hyper-V\\legacy01\\legacy01.vhd) is a VHD file: only VHDX disks have resilient change tracking and recovery checkpoints (convert it with Convert-VHD)"},
 		{ID: ids["saved01"], Name: "saved01", State: "saved", Generation: 2, ConfigurationVersion: "9.0"},
 		{ID: ids["web01"], Name: "web01", State: "running", Generation: 2, ConfigurationVersion: "10.0", Disks: []provider.Disk{
 			{ID: osDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-os_0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0.avhdx`, VirtualSize: 10 * gib, Format: "vhdx"},
@@ -75,7 +76,7 @@ func TestVMsInventory(t *testing.T) {
 }
 
 func TestStateNames(t *testing.T) {
-	for code, want := range map[int64]string{2: "running", 3: "off", 32768: "paused", 9: "paused", 32769: "saved", 32770: "other", 32774: "other", 0: "other", 6: "other"} {
+	for code, want := range map[int64]string{2: "running", 3: "off", 6: "saved", 9: "paused", 10: "other", 32768: "other", 32769: "other", 32770: "other", 32774: "other", 0: "other", 4: "other"} {
 		if got := stateName(code); got != want {
 			t.Errorf("stateName(%d) = %q, want %q", code, got, want)
 		}
@@ -170,12 +171,15 @@ func TestCreateCheckpointFailures(t *testing.T) {
 	}
 
 	f = newFake(t)
-	f.methods["CreateSnapshot"] = func(invocation) (result, error) { return result{ReturnValue: rcAccessDenied}, nil }
+	f.methods["CreateSnapshot"] = func(invocation) (result, error) { return result{ReturnValue: rcSnapNotSupported}, nil }
 	p, _ = testProvider(f, "", nil)
 	_, err = p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.CheckpointOptions{Consistency: provider.ApplicationConsistent})
 	var he *Error
-	if !errors.As(err, &he) || he.Code != rcAccessDenied || he.Retryable() {
-		t.Fatalf("access denied: err = %v", err)
+	if !errors.As(err, &he) || he.Code != rcSnapNotSupported || he.Retryable() || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("not supported: err = %v", err)
+	}
+	if n := len(f.callsOf("CreateSnapshot")); n != 1 {
+		t.Errorf("%d CreateSnapshot calls after a permanent refusal, want 1 (no crash-consistent fallback)", n)
 	}
 }
 
@@ -283,7 +287,7 @@ func TestChangedRangesLoop(t *testing.T) {
 	if len(calls) != 3 {
 		t.Fatalf("%d calls", len(calls))
 	}
-	for i, w := range []struct{ off, len uint64 }{{0, uint64(size)}, {uint64(4 * gib), uint64(6 * gib)}, {uint64(9 * gib), uint64(gib)}} {
+	for i, w := range []struct{ off, len uint64 }{{0, uint64(size - 4096)}, {uint64(4 * gib), uint64(6 * gib)}, {uint64(9 * gib), uint64(gib)}} {
 		in := calls[i].In
 		if in["ByteOffset"] != w.off || in["ByteLength"] != w.len {
 			t.Errorf("call %d asked offset %v length %v, want %d %d", i, in["ByteOffset"], in["ByteLength"], w.off, w.len)
