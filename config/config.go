@@ -34,12 +34,23 @@ type Temporal struct {
 // Host is a source virtualization host.
 type Host struct {
 	Name     string `mapstructure:"name" yaml:"name"`
-	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv
-	// Path is the lab folder (provider lab) or the WMI host ("." = local) for hyperv.
+	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv | hyperv-sim
+	// Path is the lab folder (provider lab), the WMI host ("." = local) for
+	// hyperv, or the folder of the simulated host's VMs for hyperv-sim.
 	Path string `mapstructure:"path" yaml:"path"`
+	// Simulator tunes a hyperv-sim host.
+	Simulator Simulator `mapstructure:"simulator" yaml:"simulator,omitempty"`
 	// Username and PasswordFile authenticate to a remote Hyper-V host (optional).
 	Username     string `mapstructure:"username" yaml:"username"`
 	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// Simulator tunes the WMI-level Hyper-V simulator of a hyperv-sim host.
+type Simulator struct {
+	// JobDelay is how long each WMI job (checkpoint, conversion, release) runs.
+	JobDelay time.Duration `mapstructure:"jobDelay" yaml:"jobDelay,omitempty"`
+	// JobWarnings ends every successful job in state 32768, completed with warnings.
+	JobWarnings bool `mapstructure:"jobWarnings" yaml:"jobWarnings,omitempty"`
 }
 
 // Target is a replica target as seen from the proxy.
@@ -86,6 +97,10 @@ type Job struct {
 	Retention       int             `mapstructure:"retention" yaml:"retention"`
 	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
 	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+	// Consistency is "application" (the host freezes the guest's
+	// applications, falling back to crash-consistent with a warning when
+	// the guest cannot) or "crash".
+	Consistency string `mapstructure:"consistency" yaml:"consistency"`
 }
 
 // Exclude says what need not travel.

@@ -137,6 +137,7 @@ func DefaultJob() Job {
 		Compression:    "optimal",
 		BlockSize:      MiB,
 		ChangeTracking: "auto",
+		Consistency:    "application",
 		Exclude:        Exclude{ZeroBlocks: true, Swap: true},
 		Retention:      7,
 		Parallelism:    4,

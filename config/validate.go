@@ -53,7 +53,8 @@ func (e *ValidationError) Error() string {
 
 // Allowed values of the enumerated keys.
 var (
-	Providers       = []string{"lab", "hyperv"}
+	Providers       = []string{"lab", "hyperv", "hyperv-sim"}
+	Consistencies   = []string{"application", "crash"}
 	Compressions    = []string{"none", "fast", "optimal", "high", "extreme"}
 	ChangeTrackings = []string{"auto", "rct", "digest", "full"}
 	OnFailures      = []string{"fail", "continue"}
@@ -114,6 +115,15 @@ func (c *Config) validate() []Problem {
 		}
 		if h.Provider == "lab" && h.Path == "" {
 			ck.add(p+".path", "required for provider lab: the folder of the lab VMs")
+		}
+		if h.Provider == "hyperv-sim" && h.Path == "" {
+			ck.add(p+".path", "required for provider hyperv-sim: the folder of the simulated host's VMs")
+		}
+		if h.Provider != "hyperv-sim" && h.Simulator != (Simulator{}) {
+			ck.add(p+".simulator", "only for provider hyperv-sim (this host's provider is %q)", h.Provider)
+		}
+		if h.Simulator.JobDelay < 0 {
+			ck.add(p+".simulator.jobDelay", "negative (%s)", h.Simulator.JobDelay)
 		}
 		ck.noNUL(p+".path", h.Path)
 		if h.PasswordFile != "" && h.Username == "" {
@@ -212,6 +222,10 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 	}
 	if j.Parallelism < 1 || j.Parallelism > MaxParallelism {
 		ck.add(p+".parallelism", "%d: want 1 to %d VMs at once", j.Parallelism, MaxParallelism)
+	}
+
+	if !oneOf(j.Consistency, Consistencies) {
+		ck.add(p+".consistency", "unknown consistency %q: want application or crash", j.Consistency)
 	}
 
 	g := &j.GuestProcessing

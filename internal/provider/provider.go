@@ -109,6 +109,9 @@ type Checkpoint struct {
 	VMID    string           `json:"vmId"`
 	Created time.Time        `json:"created"`
 	Disks   []CheckpointDisk `json:"disks"`
+	// Consistency is what the host made (CreateCheckpoint only): an
+	// application-consistent request may fall back to crash-consistent.
+	Consistency Consistency `json:"consistency"`
 	// Warning is what the host reported while making the checkpoint without
 	// failing (Hyper-V: a job completed with warnings, or an
 	// application-consistent checkpoint that fell back to crash-consistent).

@@ -456,6 +456,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 	if err != nil {
 		return provider.Checkpoint{}, fmt.Errorf("%s: %w", op, err)
 	}
+	made := opts.Consistency
 	snap, warning, err := p.createSnapshot(ctx, op, svc, sys.Path, opts.Consistency)
 	if err != nil && opts.Consistency == provider.ApplicationConsistent && ctx.Err() == nil && Retryable(err) {
 		// As Hyper-V's own production checkpoints do (the "with fallback"
@@ -463,6 +464,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 		// rather than none. A permanent refusal (access denied, not
 		// supported) would refuse the second attempt too.
 		appErr := err
+		made = provider.CrashConsistent
 		snap, warning, err = p.createSnapshot(ctx, op, svc, sys.Path, provider.CrashConsistent)
 		warning = joinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
 	}
@@ -483,7 +485,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 	if err != nil {
 		return provider.Checkpoint{}, err
 	}
-	cp.Warning = warning
+	cp.Warning, cp.Consistency = warning, made
 	return cp, nil
 }
 
