@@ -39,7 +39,7 @@ var signatures = map[string]signature{
 	"DestroyReferencePoint":   {classReferencePointSvc, []param{{"AffectedReferencePoint", "ref"}}, []string{"Job"}, false},
 	"ModifySystemSettings":    {classManagementService, []param{{"SystemSettings", "string"}}, []string{"Job"}, false},
 	"GetVirtualHardDiskSettingData": {classImageManagement, []param{{"Path", "string"}},
-		[]string{"SettingData", "State", "Job"}, false},
+		[]string{"SettingData", "Job"}, false},
 	"GetVirtualDiskChanges": {classImageManagement, []param{{"Path", "string"}, {"LimitId", "string"}, {"TargetSnapshotId", "string"}, {"ByteOffset", "uint64"}, {"ByteLength", "uint64"}},
 		[]string{"ProcessedByteLength", "ChangedByteOffsets", "ChangedByteLengths", "Job"}, false},
 	"RequestStateChange": {classJob, []param{{"RequestedState", "uint16"}, {"TimeoutPeriod", "datetime"}}, nil, false},
@@ -304,7 +304,7 @@ func (s *Sim) vhdSettingData(ctx context.Context, args map[string]any) (hyperv.R
 		img.Close()
 	}
 	return hyperv.Result{ReturnValue: rcCompleted, Out: map[string]any{
-		"SettingData": renderInstance("Msvm_VirtualHardDiskSettingData", props), "State": nil, "Job": nil,
+		"SettingData": renderInstance("Msvm_VirtualHardDiskSettingData", props), "Job": nil,
 	}}, nil
 }
 
