@@ -40,10 +40,10 @@ type stubParam struct {
 
 // stubSchema is the classes of one namespace as the stubs declare them.
 type stubSchema struct {
-	embeds  map[string][]string              // class → embedded (base) classes
-	fields  map[string]map[string]string     // class → property → Go type
-	methods map[string]map[string][]stubArg  // class → method → parameters in order
-	enums   map[string]bool                  // enum type names (integers)
+	embeds  map[string][]string             // class → embedded (base) classes
+	fields  map[string]map[string]string    // class → property → Go type
+	methods map[string]map[string][]stubArg // class → method → parameters in order
+	enums   map[string]bool                 // enum type names (integers)
 	classes map[string]bool
 }
 
