@@ -219,3 +219,53 @@ func TestHypervSimJobsOutlastHeartbeatTimeout(t *testing.T) {
 	h.checkReplicaMatchesSource(res)
 	requireOneReferencePoint(t, h, res)
 }
+
+// A VM with a pass-through disk (and one with a VHD disk) fails with the
+// reason naming the disk, before any checkpoint is made on it; the other VMs
+// of the run are replicated.
+func TestHypervSimUnsupportedDisksRefused(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, simulated(0, false))
+	ctx := context.Background()
+	s, err := hvsim.Open(h.cfg.Hosts[0].Name, h.cfg.Hosts[0].Path, hvsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vms, err := s.Lab().VMs(ctx)
+	if err != nil || len(vms) != 2 {
+		t.Fatalf("demo VMs %+v, %v", vms, err)
+	}
+	refused := vms[0]
+	if err := s.SetVM(ctx, refused.Name, hvsim.VMOptions{ExtraDisks: []hvsim.ExtraDisk{{Kind: "passthrough", Path: `\\.\PHYSICALDRIVE4`, Size: 64 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	res := h.run(contract.ReplicationInput{Job: "demo"})
+	if res.Status != contract.StatusPartial {
+		t.Fatalf("run %s, want partial: %+v", res.Status, res)
+	}
+	for _, vm := range res.VMs {
+		if vm.ID != refused.ID {
+			if vm.Status != contract.StatusSuccess {
+				t.Errorf("VM %s: %+v", vm.Name, vm)
+			}
+			continue
+		}
+		if vm.Status != contract.StatusFailed || !strings.Contains(vm.Error, `PHYSICALDRIVE4) is a pass-through disk`) {
+			t.Fatalf("VM %s: status %s, error %q; want failed naming the pass-through disk", vm.Name, vm.Status, vm.Error)
+		}
+	}
+	if cps, rps := simState(t, h, refused.ID); len(cps) != 0 || len(rps) != 0 {
+		t.Fatalf("the refused VM has %d checkpoints and %d reference points", len(cps), len(rps))
+	}
+
+	// A VHD disk instead: refused the same way, naming the file.
+	if err := s.SetVM(ctx, refused.Name, hvsim.VMOptions{ExtraDisks: []hvsim.ExtraDisk{{Kind: "vhd", Path: "/srv/legacy/data.vhd", Size: 64 << 20}}}); err != nil {
+		t.Fatal(err)
+	}
+	res = h.run(contract.ReplicationInput{Job: "demo", VMs: []string{refused.Name}})
+	if res.Status != contract.StatusFailed || !strings.Contains(res.VMs[0].Error, "(/srv/legacy/data.vhd) is a VHD file") {
+		t.Fatalf("VHD disk: %+v", res)
+	}
+	if cps, _ := simState(t, h, refused.ID); len(cps) != 0 {
+		t.Fatalf("the refused VM has %d checkpoints", len(cps))
+	}
+}
