@@ -16,6 +16,17 @@ import (
 // authenticate to a remote host. The password is read from its file and
 // never logged.
 func New(ctx context.Context, host config.Host, opts Options) (*Provider, error) {
+	c, err := connect(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	return newProvider(c, c.server, opts), nil
+}
+
+// Connect opens WMI on the host of the configuration (see New).
+func Connect(ctx context.Context, host config.Host) (WMI, error) { return connect(ctx, host) }
+
+func connect(ctx context.Context, host config.Host) (*comClient, error) {
 	server := strings.TrimSpace(host.Path)
 	remote := ""
 	if !isLocalHost(server) {
@@ -36,7 +47,7 @@ func New(ctx context.Context, host config.Host, opts Options) (*Provider, error)
 	if err != nil {
 		return nil, fmt.Errorf("host %q: connect to WMI on %s: %w", host.Name, displayHost(remote), err)
 	}
-	return newProvider(c, remote, opts), nil
+	return c, nil
 }
 
 func displayHost(remote string) string {
