@@ -168,7 +168,7 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 		}
 		return contract.CheckpointResult{ID: cp.ID, Consistency: consistencyName(cp.Consistency), Warning: cp.Warning}, nil
 	}
-	runner, err := guest.NewSSHRunner(job.GuestProcessing, s.log())
+	runner, err := guestRunner(job.GuestProcessing, in.VMName, s.log())
 	if err != nil {
 		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
 	}
@@ -190,6 +190,22 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 		consistency = cp.Consistency
 	}
 	return contract.CheckpointResult{ID: cp.ID, Warning: joinWarnings(warning, cp.Warning), Consistency: consistencyName(consistency)}, nil
+}
+
+// guestRunner is the runner of the VM's guest processing method.
+func guestRunner(g config.GuestProcessing, vm string, log *slog.Logger) (guest.Runner, error) {
+	switch m := g.MethodFor(vm); m {
+	case "ssh":
+		return guest.NewSSHRunner(g, log)
+	case "powershell-direct":
+		r, err := guest.NewPowerShellDirect(g, g.PowerShellDirect.User, g.PowerShellDirect.PasswordFile, log)
+		if err != nil {
+			return nil, fmt.Errorf("guest processing of VM %s (powershell-direct): %w", vm, err)
+		}
+		return r, nil
+	default:
+		return nil, fmt.Errorf("guest processing of VM %s: unknown method %q", vm, m)
+	}
 }
 
 func consistencyName(c provider.Consistency) string {

@@ -121,6 +121,31 @@ type GuestProcessing struct {
 	SSH       SSH           `mapstructure:"ssh" yaml:"ssh"`
 	// Guests maps a VM name to the address of its guest (host:port for SSH).
 	Guests map[string]string `mapstructure:"guests" yaml:"guests"`
+	// Method is how the commands reach the guests: "ssh" (over the network)
+	// or "powershell-direct" (Windows guests, from the Hyper-V host itself,
+	// without a network path). Default ssh.
+	Method string `mapstructure:"method" yaml:"method"`
+	// Methods overrides Method for some VMs (by name).
+	Methods map[string]string `mapstructure:"methods" yaml:"methods"`
+	// PowerShellDirect are the credentials of Windows guests.
+	PowerShellDirect PowerShellDirect `mapstructure:"powershellDirect" yaml:"powershellDirect"`
+}
+
+// PowerShellDirect are the guest credentials PowerShell Direct uses.
+type PowerShellDirect struct {
+	User         string `mapstructure:"user" yaml:"user"`
+	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// MethodFor is the guest processing method of a VM.
+func (g GuestProcessing) MethodFor(vm string) string {
+	if m, ok := g.Methods[vm]; ok && m != "" {
+		return m
+	}
+	if g.Method == "" {
+		return "ssh"
+	}
+	return g.Method
 }
 
 // SSH are the credentials of Linux guests.

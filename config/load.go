@@ -142,6 +142,7 @@ func DefaultJob() Job {
 		Retention:      7,
 		Parallelism:    4,
 		GuestProcessing: GuestProcessing{
+			Method:    "ssh",
 			OnFailure: "fail",
 			Timeout:   10 * time.Minute,
 		},

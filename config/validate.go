@@ -55,6 +55,7 @@ func (e *ValidationError) Error() string {
 var (
 	Providers       = []string{"lab", "hyperv", "hyperv-sim"}
 	Consistencies   = []string{"application", "crash"}
+	GuestMethods    = []string{"ssh", "powershell-direct"}
 	Compressions    = []string{"none", "fast", "optimal", "high", "extreme"}
 	ChangeTrackings = []string{"auto", "rct", "digest", "full"}
 	OnFailures      = []string{"fail", "continue"}
@@ -256,10 +257,34 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 			ck.add(gp+".guests."+vm, "empty address: want host or host:port")
 		}
 	}
+	if !oneOf(g.Method, GuestMethods) {
+		ck.add(gp+".method", "unknown method %q: want ssh or powershell-direct", g.Method)
+	}
+	usesSSH, usesPSDirect := g.Method == "ssh", g.Method == "powershell-direct"
+	for _, vm := range sortedKeys(g.Methods) {
+		switch m := g.Methods[vm]; m {
+		case "ssh":
+			usesSSH = true
+		case "powershell-direct":
+			usesPSDirect = true
+		default:
+			ck.add(gp+".methods."+vm, "unknown method %q: want ssh or powershell-direct", m)
+		}
+	}
+	if g.Enabled && usesPSDirect {
+		if g.PowerShellDirect.User == "" {
+			ck.add(gp+".powershellDirect.user", "required when a VM's guest processing method is powershell-direct")
+		}
+		if g.PowerShellDirect.PasswordFile == "" {
+			ck.add(gp+".powershellDirect.passwordFile", "required when a VM's guest processing method is powershell-direct")
+		}
+	}
 	if g.Enabled {
 		if g.Timeout == 0 {
 			ck.add(gp+".timeout", "must be positive when guest processing is enabled")
 		}
+	}
+	if g.Enabled && usesSSH {
 		if g.SSH.User == "" {
 			ck.add(gp+".ssh.user", "required when guest processing is enabled")
 		}
@@ -399,4 +424,14 @@ func sizeText(b ByteSize) string {
 		return fmt.Sprintf("%s (%d bytes)", s, int64(b))
 	}
 	return s
+}
+
+// sortedKeys lists a map's keys in order, so that problems come in a stable order.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
