@@ -20,7 +20,13 @@ func New(ctx context.Context, host config.Host, opts Options) (*Provider, error)
 	if err != nil {
 		return nil, err
 	}
-	return newProvider(c, c.server, opts), nil
+	p := newProvider(c, c.server, opts)
+	if c.server != "" && c.user != "" {
+		// Files of the remote host are read with its account too, not
+		// only WMI.
+		p.shares, p.shareUser = &smbSession{user: c.user, password: c.password, open: map[string]bool{}}, c.user
+	}
+	return p, nil
 }
 
 // Connect opens WMI on the host of the configuration (see New).

@@ -39,7 +39,16 @@ type Provider struct {
 	maxPollInterval time.Duration
 	now             func() time.Time
 	sleep           func(context.Context, time.Duration) error
+	// shares opens SMB sessions to a remote host's shares with shareUser's
+	// credentials ("" : the worker's own account).
+	shares    shareConnector
+	shareUser string
 }
+
+// ownAccount reaches shares with the worker's own account: no session of its own.
+type ownAccount struct{}
+
+func (ownAccount) connect(ctx context.Context, share string) error { return nil }
 
 var _ provider.Provider = (*Provider)(nil)
 
@@ -53,6 +62,7 @@ func newProvider(c wmiClient, remoteHost string, o Options) *Provider {
 		maxPollInterval: o.MaxPollInterval,
 		now:             time.Now,
 		sleep:           sleepCtx,
+		shares:          ownAccount{},
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -356,6 +366,7 @@ func formatOf(p string) string {
 type vhdInfo struct {
 	size          int64
 	virtualDiskID string
+	parent        string // ParentPath of a differencing disk, as the host names it
 }
 
 func (p *Provider) vhdInfo(ctx context.Context, diskPath string) (vhdInfo, error) {
@@ -376,7 +387,7 @@ func (p *Provider) vhdInfo(ctx context.Context, diskPath string) (vhdInfo, error
 	if !ok || size <= 0 {
 		return vhdInfo{}, &Error{Op: op, Description: fmt.Sprintf("MaxInternalSize %v is not a size", sd.prop("MaxInternalSize"))}
 	}
-	return vhdInfo{size: size, virtualDiskID: sd.str("VirtualDiskId")}, nil
+	return vhdInfo{size: size, virtualDiskID: sd.str("VirtualDiskId"), parent: sd.str("ParentPath")}, nil
 }
 
 // servicePath returns the path of the single instance of a service class.
@@ -687,7 +698,7 @@ func (p *Provider) OpenDisk(ctx context.Context, vmID, checkpointID, diskID stri
 	if f := formatOf(d.Path); f != "vhdx" {
 		return nil, &Error{Op: fmt.Sprintf("open disk %s of checkpoint %s", name, checkpointID), Description: "only VHDX disks can be read; convert this " + f + " disk to VHDX (Convert-VHD)"}
 	}
-	img, err := openImage(name)
+	img, err := p.openHostFile(ctx, d.Path)
 	if err != nil {
 		return nil, fmt.Errorf("open disk %s of checkpoint %s: %w", name, checkpointID, err)
 	}

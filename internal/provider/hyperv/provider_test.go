@@ -139,6 +139,7 @@ func TestCreateCheckpoint(t *testing.T) {
 				{DiskID: osDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-os.vhdx`, VirtualSize: 10 * gib},
 				{DiskID: dataDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`, VirtualSize: 100 * gib},
 			},
+			Consistency: tc.c,
 		}
 		if !reflect.DeepEqual(cp, want) {
 			t.Fatalf("checkpoint = %+v\nwant %+v", cp, want)
@@ -147,7 +148,9 @@ func TestCreateCheckpoint(t *testing.T) {
 			t.Errorf("job polled with sleeps %v, want [1s 2s]", clk.slept)
 		}
 		// The checkpoint is found again by its id (a resumed run).
+		// What the host made is known only to CreateCheckpoint.
 		again, err := p.Checkpoint(context.Background(), vmID, cp.ID)
+		want.Consistency = provider.CrashConsistent
 		if err != nil || !reflect.DeepEqual(again, want) {
 			t.Fatalf("Checkpoint(%s) = %+v, %v", cp.ID, again, err)
 		}
@@ -199,22 +202,69 @@ func TestCheckpointNotFound(t *testing.T) {
 
 type stubImage struct{ disk.Image }
 
+// fakeShares records the shares the provider connects to.
+type fakeShares struct {
+	roots []string
+	err   error
+}
+
+func (s *fakeShares) connect(ctx context.Context, share string) error {
+	s.roots = append(s.roots, share)
+	return s.err
+}
+
 func TestOpenDisk(t *testing.T) {
-	var opened []string
+	var opened, parents []string
 	old := openImage
-	openImage = func(path string) (disk.Image, error) { opened = append(opened, path); return stubImage{}, nil }
+	openImage = func(path string, chain []string) (disk.Image, error) {
+		opened, parents = append(opened, path), chain
+		return stubImage{}, nil
+	}
 	defer func() { openImage = old }()
 
 	f := newFake(t)
+	// The frozen data disk is the child of a base on another volume: the
+	// host names the parent (ParentPath), and it is opened through the
+	// host's share, never on this machine's own E: drive.
+	frozen := `D:\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`
+	base := `E:\Base\web01-data-base.vhdx`
+	setting := func(path, parent string) string {
+		return `<INSTANCE CLASSNAME="Msvm_VirtualHardDiskSettingData"><PROPERTY NAME="MaxInternalSize" TYPE="uint64"><VALUE>107374182400</VALUE></PROPERTY>` +
+			`<PROPERTY NAME="Path" TYPE="string"><VALUE>` + path + `</VALUE></PROPERTY><PROPERTY NAME="ParentPath" TYPE="string"><VALUE>` + parent + `</VALUE></PROPERTY></INSTANCE>`
+	}
+	f.rec.VHDSettings[frozen] = setting(frozen, base)
+	f.rec.VHDSettings[base] = setting(base, "")
 	p, _ := testProvider(f, "hv01.example.com", nil)
+	shares := &fakeShares{}
+	p.shares, p.shareUser = shares, `CORP\backup`
 	if _, err := p.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], dataDiskID); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{`\\hv01.example.com\D$\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`}
-	if !reflect.DeepEqual(opened, want) {
-		t.Fatalf("opened %q, want %q", opened, want)
+	if !reflect.DeepEqual(opened, want) || !reflect.DeepEqual(parents, []string{`\\hv01.example.com\E$\Base\web01-data-base.vhdx`}) {
+		t.Fatalf("opened %q with parents %q", opened, parents)
 	}
-	_, err := p.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], "no-such-disk")
+	if !reflect.DeepEqual(shares.roots, []string{`\\hv01.example.com\D$`, `\\hv01.example.com\E$`}) {
+		t.Fatalf("SMB sessions to %q, want D$ and E$", shares.roots)
+	}
+	// A share that does not answer: a clear, retryable error naming it and the account.
+	shares.err = errors.New("The network path was not found.")
+	shares.roots = nil
+	p.shares = shares
+	p2, _ := testProvider(f, "hv01.example.com", nil)
+	p2.shares, p2.shareUser = shares, `CORP\backup`
+	_, err := p2.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], dataDiskID)
+	if !errors.Is(err, provider.ErrHostUnreachable) || !Retryable(err) || !strings.Contains(err.Error(), `\\hv01.example.com\D$`) ||
+		!strings.Contains(err.Error(), `account CORP\backup`) || !strings.Contains(err.Error(), "network path was not found") {
+		t.Fatalf("unreachable share: %v", err)
+	}
+	shares.err = errShareRefused
+	_, err = p2.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], dataDiskID)
+	if err == nil || Retryable(err) || !strings.Contains(err.Error(), "was refused") {
+		t.Fatalf("refused account: %v", err)
+	}
+	opened = nil
+	_, err = p.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], "no-such-disk")
 	if !errors.Is(err, provider.ErrCheckpointNotFound) {
 		t.Fatalf("missing disk: err = %v", err)
 	}
