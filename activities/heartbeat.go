@@ -7,6 +7,12 @@ import (
 	"go.temporal.io/sdk/activity"
 )
 
+// recordHeartbeat is activity.RecordHeartbeat (the SDK throttles what it sends).
+var recordHeartbeat = func(ctx context.Context) { activity.RecordHeartbeat(ctx) }
+
+// defaultHeartbeatEvery is the interval when the activity has no heartbeat timeout.
+var defaultHeartbeatEvery = 10 * time.Second
+
 // heartbeatWhile runs f and heartbeats every few seconds until it returns:
 // a host job (a checkpoint with the guest's freeze, a merge) or a guest
 // command may take far longer than the activity's heartbeat timeout, and
@@ -17,7 +23,7 @@ func heartbeatWhile(ctx context.Context, f func() error) error {
 	if !activity.IsActivity(ctx) {
 		return f()
 	}
-	every := 10 * time.Second
+	every := defaultHeartbeatEvery
 	if t := activity.GetInfo(ctx).HeartbeatTimeout; t > 0 {
 		every = max(time.Second, t/4)
 	}
@@ -32,7 +38,7 @@ func heartbeatWhile(ctx context.Context, f func() error) error {
 			case <-done:
 				return
 			case <-tick.C:
-				activity.RecordHeartbeat(ctx)
+				recordHeartbeat(ctx)
 			}
 		}
 	}()
