@@ -157,7 +157,7 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 		}
 		takeErr = heartbeatWhile(ctx, func() error {
 			var err error
-			cp, err = p.CreateCheckpoint(ctx, in.VMID, provider.CheckpointOptions{Name: provider.CheckpointName(in.Job, in.VMName), Consistency: level})
+			cp, err = p.CreateCheckpoint(ctx, in.VMID, provider.CheckpointOptions{Name: provider.CheckpointName(in.Job, in.VMName), Consistency: level, FullBackup: job.GuestBackupType == "full"})
 			return err
 		})
 		return takeErr

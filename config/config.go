@@ -101,6 +101,10 @@ type Job struct {
 	// applications, falling back to crash-consistent with a warning when
 	// the guest cannot) or "crash".
 	Consistency string `mapstructure:"consistency" yaml:"consistency"`
+	// GuestBackupType is what the guest's applications are told the
+	// application-consistent checkpoint is: "copy" (their logs are left
+	// alone) or "full" (they may truncate them).
+	GuestBackupType string `mapstructure:"guestBackupType" yaml:"guestBackupType"`
 }
 
 // Exclude says what need not travel.

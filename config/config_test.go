@@ -139,7 +139,8 @@ jobs:
 				Guests: map[string]string{"Web01": "10.0.0.21:22"},
 				Method: "ssh",
 			},
-			Consistency: "application",
+			Consistency:     "application",
+			GuestBackupType: "copy",
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -573,6 +574,8 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`jobs[0].guestProcessing.method: unknown method "winrm"`, `jobs[0].guestProcessing.methods.sql01: unknown method "rdp"`}},
 		{"powershell-direct without credentials", withJob("guestProcessing: {enabled: true, timeout: 1m, method: powershell-direct}"),
 			[]string{"jobs[0].guestProcessing.powershellDirect.user: required", "jobs[0].guestProcessing.powershellDirect.passwordFile: required"}},
+		{"unknown guest backup type", withJob("guestBackupType: incremental"),
+			[]string{`jobs[0].guestBackupType: unknown guest backup type "incremental": want copy or full`}},
 		{"unknown consistency", withJob("consistency: vss"),
 			[]string{`jobs[0].consistency: unknown consistency "vss": want application or crash`}},
 		{"missing provider", strings.Replace(withJob(""), "provider: hyperv, ", "", 1),

@@ -53,12 +53,13 @@ func (e *ValidationError) Error() string {
 
 // Allowed values of the enumerated keys.
 var (
-	Providers       = []string{"lab", "hyperv", "hyperv-sim"}
-	Consistencies   = []string{"application", "crash"}
-	GuestMethods    = []string{"ssh", "powershell-direct"}
-	Compressions    = []string{"none", "fast", "optimal", "high", "extreme"}
-	ChangeTrackings = []string{"auto", "rct", "digest", "full"}
-	OnFailures      = []string{"fail", "continue"}
+	Providers        = []string{"lab", "hyperv", "hyperv-sim"}
+	Consistencies    = []string{"application", "crash"}
+	GuestBackupTypes = []string{"copy", "full"}
+	GuestMethods     = []string{"ssh", "powershell-direct"}
+	Compressions     = []string{"none", "fast", "optimal", "high", "extreme"}
+	ChangeTrackings  = []string{"auto", "rct", "digest", "full"}
+	OnFailures       = []string{"fail", "continue"}
 )
 
 // Limits of the numeric keys of a job.
@@ -225,6 +226,9 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 		ck.add(p+".parallelism", "%d: want 1 to %d VMs at once", j.Parallelism, MaxParallelism)
 	}
 
+	if !oneOf(j.GuestBackupType, GuestBackupTypes) {
+		ck.add(p+".guestBackupType", "unknown guest backup type %q: want copy or full", j.GuestBackupType)
+	}
 	if !oneOf(j.Consistency, Consistencies) {
 		ck.add(p+".consistency", "unknown consistency %q: want application or crash", j.Consistency)
 	}

@@ -78,6 +78,10 @@ type CheckpointOptions struct {
 	// will reuse them.
 	Name        string
 	Consistency Consistency
+	// FullBackup asks the guest's applications for a full backup (they may
+	// truncate their logs) instead of a copy backup, which leaves them
+	// alone: a replica is usually not the backup of record.
+	FullBackup bool
 }
 
 // checkpointNamePrefix starts the name of every checkpoint replicator makes.

@@ -129,3 +129,22 @@ func TestChangedRangesJobAnswer(t *testing.T) {
 		}
 	}
 }
+
+// guestBackupType full asks for GuestBackupType 1.
+func TestCreateCheckpointFullBackup(t *testing.T) {
+	f := newFake(t)
+	snapshotJob(f, jobCompleted, 0, "")
+	p, _ := testProvider(f, "", nil)
+	if _, err := p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.CheckpointOptions{Consistency: provider.ApplicationConsistent, FullBackup: true}); err != nil {
+		t.Fatal(err)
+	}
+	var settings struct {
+		Props map[string]any `json:"props"`
+	}
+	if err := json.Unmarshal([]byte(asString(f.callsOf("CreateSnapshot")[0].In["SnapshotSettings"])), &settings); err != nil {
+		t.Fatal(err)
+	}
+	if settings.Props["GuestBackupType"] != float64(1) || settings.Props["ConsistencyLevel"] != float64(1) {
+		t.Errorf("settings %v, want GuestBackupType 1 and ConsistencyLevel 1", settings.Props)
+	}
+}

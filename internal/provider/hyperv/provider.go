@@ -468,7 +468,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 		return provider.Checkpoint{}, fmt.Errorf("%s: %w", op, err)
 	}
 	made := opts.Consistency
-	snap, warning, err := p.createSnapshot(ctx, op, svc, sys.Path, opts.Consistency)
+	snap, warning, err := p.createSnapshot(ctx, op, svc, sys.Path, opts.Consistency, opts.FullBackup)
 	if err != nil && opts.Consistency == provider.ApplicationConsistent && ctx.Err() == nil && Retryable(err) {
 		// As Hyper-V's own production checkpoints do (the "with fallback"
 		// kind), a guest that cannot freeze gets a crash-consistent point
@@ -476,7 +476,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 		// supported) would refuse the second attempt too.
 		appErr := err
 		made = provider.CrashConsistent
-		snap, warning, err = p.createSnapshot(ctx, op, svc, sys.Path, provider.CrashConsistent)
+		snap, warning, err = p.createSnapshot(ctx, op, svc, sys.Path, provider.CrashConsistent, opts.FullBackup)
 		warning = joinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
 	}
 	if err != nil {
@@ -502,11 +502,15 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 
 // createSnapshot runs CreateSnapshot at one consistency level and returns
 // the snapshot's setting data and the job's warning.
-func (p *Provider) createSnapshot(ctx context.Context, op, svc, vmPath string, c provider.Consistency) (object, string, error) {
+func (p *Provider) createSnapshot(ctx context.Context, op, svc, vmPath string, c provider.Consistency, full bool) (object, string, error) {
+	backupType := guestBackupTypeCopy
+	if full {
+		backupType = guestBackupTypeFull
+	}
 	settings, err := p.c.EmbeddedInstance(ctx, classSnapshotSettingData, map[string]any{
 		"ConsistencyLevel":            consistencyLevel(c),
 		"IgnoreNonSnapshottableDisks": true,
-		"GuestBackupType":             guestBackupTypeCopy,
+		"GuestBackupType":             backupType,
 	})
 	if err != nil {
 		return object{}, "", fmt.Errorf("%s: snapshot settings: %w", op, err)
@@ -575,12 +579,14 @@ func joinWarnings(a, b string) string {
 // SnapshotType 32768 makes a recovery checkpoint (Microsoft's
 // xHyper-VBackup sample); ConsistencyLevel 1 application-consistent, 2
 // crash-consistent; GuestBackupType 2 is a copy backup, which leaves the
-// guest applications' logs alone (a replica is not the backup of record).
+// guest applications' logs alone (a replica is not the backup of record), 1 a
+// full backup.
 const (
 	snapshotTypeRecovery   = uint16(32768)
 	consistencyApplication = uint16(1)
 	consistencyCrash       = uint16(2)
 	guestBackupTypeCopy    = uint16(2)
+	guestBackupTypeFull    = uint16(1)
 )
 
 func consistencyLevel(c provider.Consistency) uint16 {
