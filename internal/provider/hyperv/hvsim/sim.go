@@ -154,7 +154,7 @@ func (s *Sim) SetVM(ctx context.Context, vm string, o VMOptions) error {
 		if err != nil {
 			return err
 		}
-		b, err := json.MarshalIndent(vmAttributes{ConfigurationVersion: o.ConfigurationVersion, ExtraDisks: o.ExtraDisks, NoGuestFreeze: o.NoGuestFreeze}, "", "  ")
+		b, err := json.MarshalIndent(vmAttributes(o), "", "  ")
 		if err != nil {
 			return err
 		}
