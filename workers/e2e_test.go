@@ -382,8 +382,10 @@ func endToEndProxyKilled(t *testing.T, source func(*config.Config)) {
 
 // TestEndToEndConnectionCutTenTimes cuts the proxy–agent connection 10 times
 // at random moments of one run; the run succeeds with an identical replica.
-func TestEndToEndConnectionCutTenTimes(t *testing.T) {
-	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, nil)
+func TestEndToEndConnectionCutTenTimes(t *testing.T) { endToEndConnectionCuts(t, nil) }
+
+func endToEndConnectionCuts(t *testing.T, source func(*config.Config)) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, source)
 	h.proxy.setRate(3 << 19) // 1.5 MiB/s: about 10 s for web01, time for 10 cuts
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

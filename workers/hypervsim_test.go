@@ -136,6 +136,10 @@ func TestHypervSimProxyKilledMidTransfer(t *testing.T) {
 	endToEndProxyKilled(t, simulated(0, false))
 }
 
+func TestHypervSimConnectionCutTenTimes(t *testing.T) {
+	endToEndConnectionCuts(t, simulated(0, false))
+}
+
 // A cancelled run releases its checkpoint on the host; the next run succeeds.
 func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, simulated(0, false))
