@@ -59,12 +59,23 @@ func (t TemporalTLS) On() bool { return t.Enabled || t.CA != "" || t.Cert != "" 
 // Host is a source virtualization host.
 type Host struct {
 	Name     string `mapstructure:"name" yaml:"name"`
-	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv
-	// Path is the lab folder (provider lab) or the WMI host ("." = local) for hyperv.
+	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv | hyperv-sim
+	// Path is the lab folder (provider lab), the WMI host ("." = local) for
+	// hyperv, or the folder of the simulated host's VMs for hyperv-sim.
 	Path string `mapstructure:"path" yaml:"path"`
+	// Simulator tunes a hyperv-sim host.
+	Simulator Simulator `mapstructure:"simulator" yaml:"simulator,omitempty"`
 	// Username and PasswordFile authenticate to a remote Hyper-V host (optional).
 	Username     string `mapstructure:"username" yaml:"username"`
 	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// Simulator tunes the WMI-level Hyper-V simulator of a hyperv-sim host.
+type Simulator struct {
+	// JobDelay is how long each WMI job (checkpoint, conversion, release) runs.
+	JobDelay time.Duration `mapstructure:"jobDelay" yaml:"jobDelay,omitempty"`
+	// JobWarnings ends every successful job in state 32768, completed with warnings.
+	JobWarnings bool `mapstructure:"jobWarnings" yaml:"jobWarnings,omitempty"`
 }
 
 // Target is a replica target as seen from the proxy.
@@ -119,6 +130,14 @@ type Job struct {
 	Retention       int             `mapstructure:"retention" yaml:"retention"`
 	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
 	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+	// Consistency is "application" (the host freezes the guest's
+	// applications, falling back to crash-consistent with a warning when
+	// the guest cannot) or "crash".
+	Consistency string `mapstructure:"consistency" yaml:"consistency"`
+	// GuestBackupType is what the guest's applications are told the
+	// application-consistent checkpoint is: "copy" (their logs are left
+	// alone) or "full" (they may truncate them).
+	GuestBackupType string `mapstructure:"guestBackupType" yaml:"guestBackupType"`
 }
 
 // Exclude says what need not travel.
@@ -139,6 +158,31 @@ type GuestProcessing struct {
 	SSH       SSH           `mapstructure:"ssh" yaml:"ssh"`
 	// Guests maps a VM name to the address of its guest (host:port for SSH).
 	Guests map[string]string `mapstructure:"guests" yaml:"guests"`
+	// Method is how the commands reach the guests: "ssh" (over the network)
+	// or "powershell-direct" (Windows guests, from the Hyper-V host itself,
+	// without a network path). Default ssh.
+	Method string `mapstructure:"method" yaml:"method"`
+	// Methods overrides Method for some VMs (by name).
+	Methods map[string]string `mapstructure:"methods" yaml:"methods"`
+	// PowerShellDirect are the credentials of Windows guests.
+	PowerShellDirect PowerShellDirect `mapstructure:"powershellDirect" yaml:"powershellDirect"`
+}
+
+// PowerShellDirect are the guest credentials PowerShell Direct uses.
+type PowerShellDirect struct {
+	User         string `mapstructure:"user" yaml:"user"`
+	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// MethodFor is the guest processing method of a VM.
+func (g GuestProcessing) MethodFor(vm string) string {
+	if m, ok := g.Methods[vm]; ok && m != "" {
+		return m
+	}
+	if g.Method == "" {
+		return "ssh"
+	}
+	return g.Method
 }
 
 // SSH are the credentials of Linux guests.

@@ -133,14 +133,17 @@ func Defaults() *Config {
 // DefaultJob is a job with every key that a file may leave out filled in.
 func DefaultJob() Job {
 	return Job{
-		VMs:            []string{"*"},
-		Compression:    "optimal",
-		BlockSize:      MiB,
-		ChangeTracking: "auto",
-		Exclude:        Exclude{ZeroBlocks: true, Swap: true},
-		Retention:      7,
-		Parallelism:    4,
+		VMs:             []string{"*"},
+		Compression:     "optimal",
+		BlockSize:       MiB,
+		ChangeTracking:  "auto",
+		Consistency:     "application",
+		GuestBackupType: "copy",
+		Exclude:         Exclude{ZeroBlocks: true, Swap: true},
+		Retention:       7,
+		Parallelism:     4,
 		GuestProcessing: GuestProcessing{
+			Method:    "ssh",
 			OnFailure: "fail",
 			Timeout:   10 * time.Minute,
 		},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
 )
 
@@ -22,16 +24,19 @@ func newLabCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",
 		Short: "Manage lab VMs, the stand-in for a Hyper-V host where none exists",
-		Long: "Manage the VMs of a lab host (a configured host with provider lab; with no\n" +
-			"configuration, the lab of the --dev stack under --data-dir).",
+		Long: "Manage the VMs of a lab host or of a simulated Hyper-V host (a configured host\n" +
+			"with provider lab or hyperv-sim; with no configuration, the lab of the --dev\n" +
+			"stack under --data-dir, which `workers --dev --hyperv-sim` serves simulated).",
 	}
-	cmd.PersistentFlags().String("host", "", "lab host of the configuration (default: the first host with provider lab)")
+	cmd.PersistentFlags().String("host", "", "lab or hyperv-sim host of the configuration (default: the first such host)")
 	cmd.AddCommand(newLabCreateCommand(), newLabWriteCommand(), newLabListCommand())
 	return cmd
 }
 
 // labHost opens the lab host named by --host, or the first lab host of the
-// configuration.
+// configuration. A hyperv-sim host keeps its VMs as a lab host does; its
+// jobs whose time has come are ended first, so that what is listed is the
+// host as it is.
 func labHost(cmd *cobra.Command) (*lab.Host, error) {
 	flag := func(name string) string {
 		if f := cmd.Flag(name); f != nil {
@@ -48,18 +53,27 @@ func labHost(cmd *cobra.Command) (*lab.Host, error) {
 		if name != "" && h.Name != name {
 			continue
 		}
-		if h.Provider != "lab" {
-			if name != "" {
-				return nil, fmt.Errorf("host %s has provider %s, not lab", name, h.Provider)
+		switch h.Provider {
+		case "lab":
+			return lab.New(h.Name, h.Path), nil
+		case "hyperv-sim":
+			s, err := hvsim.Open(h.Name, h.Path, hvsim.Options{JobDelay: h.Simulator.JobDelay, JobWarnings: h.Simulator.JobWarnings})
+			if err != nil {
+				return nil, err
 			}
-			continue
+			if err := s.Settle(cmd.Context()); err != nil {
+				return nil, fmt.Errorf("host %s: %w", h.Name, err)
+			}
+			return s.Lab(), nil
 		}
-		return lab.New(h.Name, h.Path), nil
+		if name != "" {
+			return nil, fmt.Errorf("host %s has provider %s, not lab or hyperv-sim", name, h.Provider)
+		}
 	}
 	if name != "" {
 		return nil, fmt.Errorf("no host %q in the configuration", name)
 	}
-	return nil, errors.New("no host with provider lab in the configuration")
+	return nil, errors.New("no host with provider lab or hyperv-sim in the configuration")
 }
 
 func newLabCreateCommand() *cobra.Command {
@@ -141,7 +155,18 @@ func newLabWriteCommand() *cobra.Command {
 type labVM struct {
 	Name  string    `json:"name"`
 	ID    string    `json:"id"`
+	State string    `json:"state"`
 	Disks []labDisk `json:"disks"`
+	// Checkpoints and ReferencePoints the host holds of the VM, oldest first.
+	Checkpoints     []labPoint `json:"checkpoints"`
+	ReferencePoints []labPoint `json:"referencePoints"`
+}
+
+// labPoint is a checkpoint or reference point of a VM.
+type labPoint struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
 }
 
 // labDisk is a disk as the VM sees it now: during a checkpoint, the child.
@@ -151,11 +176,30 @@ type labDisk struct {
 }
 
 func labVMOf(vm provider.VM) labVM {
-	out := labVM{Name: vm.Name, ID: vm.ID, Disks: []labDisk{}}
+	out := labVM{Name: vm.Name, ID: vm.ID, State: vm.State, Disks: []labDisk{}, Checkpoints: []labPoint{}, ReferencePoints: []labPoint{}}
 	for _, d := range vm.Disks {
 		out.Disks = append(out.Disks, labDisk{Path: d.Path, VirtualSize: d.VirtualSize})
 	}
 	return out
+}
+
+// withPoints adds the VM's checkpoints and reference points.
+func withPoints(ctx context.Context, h *lab.Host, vm labVM) (labVM, error) {
+	cps, err := h.Checkpoints(ctx, vm.ID)
+	if err != nil {
+		return vm, err
+	}
+	for _, c := range cps {
+		vm.Checkpoints = append(vm.Checkpoints, labPoint{ID: c.ID, Name: c.Name, Created: c.Created})
+	}
+	rps, err := h.ReferencePoints(ctx, vm.ID)
+	if err != nil {
+		return vm, err
+	}
+	for _, r := range rps {
+		vm.ReferencePoints = append(vm.ReferencePoints, labPoint{ID: r.ID, Name: r.Name, Created: r.Created})
+	}
+	return vm, nil
 }
 
 func newLabListCommand() *cobra.Command {
@@ -177,7 +221,11 @@ func newLabListCommand() *cobra.Command {
 					return err
 				}
 				for _, vm := range vms {
-					list = append(list, labVMOf(vm))
+					v, err := withPoints(cmd.Context(), h, labVMOf(vm))
+					if err != nil {
+						return err
+					}
+					list = append(list, v)
 				}
 			}
 			out := cmd.OutOrStdout()
@@ -192,11 +240,17 @@ func newLabListCommand() *cobra.Command {
 				for i, d := range vm.Disks {
 					fmt.Fprintf(out, "  disk %d\t%d bytes\t%s\n", i, d.VirtualSize, d.Path)
 				}
+				for _, c := range vm.Checkpoints {
+					fmt.Fprintf(out, "  checkpoint %s\t%s\t%q\n", c.ID, c.Created.Format(time.RFC3339), c.Name)
+				}
+				for _, r := range vm.ReferencePoints {
+					fmt.Fprintf(out, "  reference point %s\t%s\t%q\n", r.ID, r.Created.Format(time.RFC3339), r.Name)
+				}
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: [{name, id, disks: [{path, virtualSize}]}]")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: [{name, id, state, disks: [{path, virtualSize}], checkpoints: [{id, name, created}], referencePoints: [...]}]")
 	return cmd
 }
 

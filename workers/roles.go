@@ -23,6 +23,7 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv"
+	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
 	"github.com/replicator/replicator/internal/temporalclient"
@@ -33,7 +34,19 @@ import (
 func addConfigFlags(fs *pflag.FlagSet) { config.AddFlags(fs) }
 
 func loadConfig(o options) (*config.Config, error) {
-	return config.Load(config.LoadOptions{File: o.config, DataDir: o.dataDir, Flags: o.flags})
+	cfg, err := config.Load(config.LoadOptions{File: o.config, DataDir: o.dataDir, Flags: o.flags})
+	if err != nil || !o.hypervSim {
+		return cfg, err
+	}
+	// The simulator keeps its VMs as the lab does, so a lab folder serves
+	// as the simulated host's folder as it is, and `starter lab` manages it.
+	for i := range cfg.Hosts {
+		if h := &cfg.Hosts[i]; h.Provider == "lab" || h.Provider == "hyperv-sim" {
+			h.Provider = "hyperv-sim"
+			h.Simulator = config.Simulator{JobDelay: o.hypervSimDelay, JobWarnings: o.hypervSimWarnings}
+		}
+	}
+	return cfg, nil
 }
 
 // stack is what startRoles started.
@@ -196,6 +209,9 @@ func newProvider(ctx context.Context, h config.Host, logger *slog.Logger) (provi
 		return lab.New(h.Name, h.Path), nil
 	case "hyperv":
 		return hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
+	case "hyperv-sim":
+		return hvsim.NewProvider(h.Name, h.Path, hvsim.Options{JobDelay: h.Simulator.JobDelay, JobWarnings: h.Simulator.JobWarnings},
+			hyperv.Options{Logger: logger.With("host", h.Name)})
 	}
 	return nil, fmt.Errorf("unknown provider %q", h.Provider)
 }

@@ -148,6 +148,12 @@ const (
 	ErrTypeAuthentication     = "Authentication"
 	ErrTypeBadInput           = "BadInput"
 	ErrTypeReplicaLocked      = "ReplicaLocked"
+	// ErrTypeVMUnsupported: the host cannot checkpoint or track the VM (a
+	// pass-through, VHD or VHD Set disk, an old configuration version).
+	ErrTypeVMUnsupported = "VMUnsupported"
+	// ErrTypeHostRefused: the host refused an operation in a way a retry
+	// cannot change (access denied, invalid parameter, not supported).
+	ErrTypeHostRefused = "HostRefused"
 	// ErrTypeWindowClosed: a transfer stopped because the backup window
 	// closed; its details are the DiskResult so far. The next run continues.
 	ErrTypeWindowClosed = "WindowClosed"

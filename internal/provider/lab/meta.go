@@ -73,7 +73,9 @@ type checkpointDiskRecord struct {
 // referencePointRecord is the baseline of later changed ranges: the moment
 // of the checkpoint it was made from.
 type referencePointRecord struct {
-	ID      string    `json:"id"`
+	ID string `json:"id"`
+	// Name is the name of the checkpoint it was made from.
+	Name    string    `json:"name,omitempty"`
 	Created time.Time `json:"created"`
 	// Interval is the change interval closed by that checkpoint: changes
 	// since the reference point are the intervals after it.
