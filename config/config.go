@@ -20,6 +20,8 @@ type Config struct {
 	TLS      TLS      `mapstructure:"tls" yaml:"tls"`
 	Metrics  Metrics  `mapstructure:"metrics" yaml:"metrics"`
 	Jobs     []Job    `mapstructure:"jobs" yaml:"jobs"`
+	// FailoverPlans fail groups of replica VMs over in order (recovery.go).
+	FailoverPlans []FailoverPlan `mapstructure:"failoverPlans" yaml:"failoverPlans,omitempty"`
 }
 
 // Temporal is how to reach the Temporal cluster.
@@ -57,6 +59,9 @@ type Agent struct {
 	Name      string `mapstructure:"name" yaml:"name"`
 	Listen    string `mapstructure:"listen" yaml:"listen"`
 	Datastore string `mapstructure:"datastore" yaml:"datastore"`
+	// Host is the target's own virtualization host, where replica VMs are
+	// registered (empty name: none).
+	Host Host `mapstructure:"host" yaml:"host,omitempty"`
 }
 
 // TLS names PEM files: the CA that signs peers, and this process's certificate and key.
@@ -86,6 +91,10 @@ type Job struct {
 	Retention       int             `mapstructure:"retention" yaml:"retention"`
 	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
 	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+	// NetworkMapping maps source switches to target switches for replica VMs.
+	NetworkMapping map[string]string `mapstructure:"networkMapping" yaml:"networkMapping,omitempty"`
+	// ReIP are the re-IP rules applied to replica VMs at failover.
+	ReIP []ReIP `mapstructure:"reIP" yaml:"reIP,omitempty"`
 }
 
 // Exclude says what need not travel.

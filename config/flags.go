@@ -8,19 +8,24 @@ import (
 
 // keyUsage describes each key that a flag can override.
 var keyUsage = map[string]string{
-	"temporal.address":   "Temporal frontend, host:port",
-	"temporal.namespace": "Temporal namespace",
-	"temporal.taskQueue": "task queue of job workflows",
-	"temporal.tls.ca":    "PEM file of the CA of the Temporal frontend",
-	"temporal.tls.cert":  "PEM client certificate for the Temporal frontend",
-	"temporal.tls.key":   "PEM key of the Temporal client certificate",
-	"agent.name":         "target this process's agent serves",
-	"agent.listen":       "address the agent's data channel listens on, host:port",
-	"agent.datastore":    "folder of the replicas",
-	"tls.ca":             "PEM file of the CA of the data channel",
-	"tls.cert":           "PEM certificate of this process on the data channel",
-	"tls.key":            "PEM key of this process on the data channel",
-	"metrics.listen":     "address of the Prometheus metrics, host:port (empty: none)",
+	"temporal.address":        "Temporal frontend, host:port",
+	"temporal.namespace":      "Temporal namespace",
+	"temporal.taskQueue":      "task queue of job workflows",
+	"temporal.tls.ca":         "PEM file of the CA of the Temporal frontend",
+	"temporal.tls.cert":       "PEM client certificate for the Temporal frontend",
+	"temporal.tls.key":        "PEM key of the Temporal client certificate",
+	"agent.name":              "target this process's agent serves",
+	"agent.listen":            "address the agent's data channel listens on, host:port",
+	"agent.datastore":         "folder of the replicas",
+	"agent.host.name":         "name of the target's own host where replica VMs are registered",
+	"agent.host.provider":     "provider of the target's host: lab or hyperv",
+	"agent.host.path":         "lab folder, or WMI host of the target's Hyper-V host",
+	"agent.host.username":     "user for a remote Hyper-V target host",
+	"agent.host.passwordFile": "file holding the password of agent.host.username",
+	"tls.ca":                  "PEM file of the CA of the data channel",
+	"tls.cert":                "PEM certificate of this process on the data channel",
+	"tls.key":                 "PEM key of this process on the data channel",
+	"metrics.listen":          "address of the Prometheus metrics, host:port (empty: none)",
 }
 
 // AddFlags defines a string flag for every key of OverrideKeys, named by its

@@ -63,10 +63,12 @@ func labHost(cmd *cobra.Command) (*lab.Host, error) {
 }
 
 func newLabCreateCommand() *cobra.Command {
-	var sizes []string
+	var sizes, nics []string
+	var memory string
+	var cpus int
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create VM --disk SIZE [--disk SIZE...]",
+		Use:   "create VM --disk SIZE [--disk SIZE...] [--cpus N] [--memory SIZE] [--nic SWITCH...]",
 		Short: "Create a lab VM with empty dynamic VHDX disks (sizes like 256MiB, 1GiB)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -81,11 +83,22 @@ func newLabCreateCommand() *cobra.Command {
 				}
 				bytes = append(bytes, int64(n))
 			}
+			hw := lab.Hardware{Processors: cpus, Switches: nics}
+			if memory != "" {
+				n, err := config.ParseByteSize(memory)
+				if err != nil {
+					return fmt.Errorf("lab create: --memory %q: %w", memory, err)
+				}
+				hw.MemoryBytes = int64(n)
+			}
+			if cmd.Flags().Changed("cpus") && cpus < 1 {
+				return fmt.Errorf("lab create: --cpus %d: at least 1", cpus)
+			}
 			h, err := labHost(cmd)
 			if err != nil {
 				return err
 			}
-			vm, err := lab.CreateVM(h.Path(), args[0], bytes)
+			vm, err := lab.CreateVMWith(h.Path(), args[0], bytes, hw)
 			if err != nil {
 				return err
 			}
@@ -101,6 +114,9 @@ func newLabCreateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&sizes, "disk", nil, "size of a disk (repeat for more disks)")
+	cmd.Flags().IntVar(&cpus, "cpus", 0, "virtual processors (default 1)")
+	cmd.Flags().StringVar(&memory, "memory", "", "startup memory, a multiple of 2MiB (default 1GiB)")
+	cmd.Flags().StringArrayVar(&nics, "nic", nil, "connect a network adapter to this virtual switch (repeat for more adapters)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
 }

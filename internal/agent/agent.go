@@ -120,7 +120,16 @@ func (a *Agent) Prepare(ctx context.Context, job string, vm contract.VM) (contra
 	if err != nil {
 		return contract.ReplicaState{}, err
 	}
-	info := replica.VMInfo{ID: vm.ID, Name: vm.Name, Generation: vm.Generation}
+	if l, err := w.Lifecycle(); err == nil && l.State != replica.StateReady {
+		// A replica VM runs on this replica: the run skips the VM and
+		// writes nothing, not even the VM's description.
+		name := vm.Name
+		if info, err := w.Info(); err == nil && info.Name != "" {
+			name = info.Name
+		}
+		return contract.ReplicaState{}, &replica.StateError{Job: job, VM: name, State: l.State, Since: l.Since, Operation: "replication", Want: []replica.State{replica.StateReady}}
+	}
+	info := replica.VMInfo{ID: vm.ID, Name: vm.Name, Generation: vm.Generation, Config: vm.Config}
 	for _, d := range vm.Disks {
 		info.Disks = append(info.Disks, replica.DiskInfo{ID: d.ID, Size: d.VirtualSize, SectorSize: d.SectorSize})
 	}
