@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/provider"
 )
 
 // Target holds what the target agent's activities need.
@@ -17,6 +19,13 @@ type Target struct {
 	Datastore string
 	// MinFreeBytes below which CheckTarget fails (default 1 GiB).
 	MinFreeBytes int64
+	// Host is the target's own virtualization host (agent.host) where
+	// replica VMs are registered, HostName its name; nil when none is
+	// configured. Config re-reads the configuration (the jobs' network
+	// mapping and re-IP rules apply as edited).
+	Host     provider.ReplicaHost
+	HostName string
+	Config   func() (*config.Config, error)
 }
 
 // CheckTarget checks that the datastore is there and has room.
@@ -65,9 +74,17 @@ func (t *Target) SessionPositions(ctx context.Context, in contract.PositionsInpu
 }
 
 // CommitRestorePoint commits the restore point and applies retention.
+// After the commit, the replica VM is registered (or updated) on the
+// target's host on the new point; a host that fails does not fail the
+// commit: the replica VM then stays on its earlier point, which `replica ls`
+// shows, and the next commit or a failover registers it again.
 func (t *Target) CommitRestorePoint(ctx context.Context, in contract.CommitInput) (string, error) {
 	id, err := t.Agent.Commit(ctx, in.Job, in.VMID, in.CheckpointID, in.Retention)
-	return id, classify(err)
+	if err != nil {
+		return id, classify(err)
+	}
+	t.refreshReplicaVM(ctx, in.Job, in.VMID)
+	return id, nil
 }
 
 // RecordReferencePoint records which source reference point matches a restore point.

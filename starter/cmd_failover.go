@@ -8,17 +8,22 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
+	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/replica"
 )
 
-func init() { commands = append(commands, newFailoverCommand) }
+func init() { commands = append(commands, newFailoverCommand, newExportCommand) }
 
-func newFailoverCommand() *cobra.Command {
+func newExportCommand() *cobra.Command {
 	var point, out, format string
 	cmd := &cobra.Command{
-		Use:   "failover JOB VM [--point ID] --out FILE [--format raw|vhdx]",
-		Short: "Write the replica's disks at a restore point as standalone disks to boot from",
+		Use:   "export JOB VM [--point ID] --out FILE [--format raw|vhdx]",
+		Short: "Write the replica's disks at a restore point as standalone disks",
 		Long: "Write every disk of the replica of VM (a name or an id) in JOB at a restore\n" +
 			"point (default: the newest) as a standalone raw or dynamic VHDX disk. FILE names\n" +
 			"the first disk; further disks get -1, -2 … before the extension. The format\n" +
@@ -26,41 +31,120 @@ func newFailoverCommand() *cobra.Command {
 			"overwritten. Prints what was written as JSON.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return errors.New("failover: --out FILE is required")
-			}
-			if format == "" {
-				format = replica.FormatRaw
-				if strings.EqualFold(filepath.Ext(out), ".vhdx") {
-					format = replica.FormatVHDX
-				}
-			}
-			if format != replica.FormatRaw && format != replica.FormatVHDX {
-				return fmt.Errorf("failover: --format %q: raw or vhdx", format)
-			}
-			r, err := replicaFromArgs(cmd, args[0], args[1])
-			if err != nil {
-				return err
-			}
-			pts, err := r.Points()
-			if err != nil {
-				return err
-			}
-			p, err := pickPoint(pts, point)
-			if err != nil {
-				return fmt.Errorf("failover %s %s: %w", args[0], args[1], err)
-			}
-			written, err := failoverDisks(cmd, r, p, out, format)
-			if err != nil {
-				return err
-			}
-			return printJSON(cmd, written)
+			return exportReplica(cmd, args[0], args[1], point, out, format)
 		},
 	}
 	cmd.Flags().StringVar(&point, "point", "", "restore point id (default: the newest)")
 	cmd.Flags().StringVar(&out, "out", "", "file of the first disk (required)")
 	cmd.Flags().StringVar(&format, "format", "", "raw or vhdx (default: from the extension of --out, else raw)")
 	return cmd
+}
+
+func exportReplica(cmd *cobra.Command, job, vm, point, out, format string) error {
+	if out == "" {
+		return errors.New("export: --out FILE is required")
+	}
+	if format == "" {
+		format = replica.FormatRaw
+		if strings.EqualFold(filepath.Ext(out), ".vhdx") {
+			format = replica.FormatVHDX
+		}
+	}
+	if format != replica.FormatRaw && format != replica.FormatVHDX {
+		return fmt.Errorf("export: --format %q: raw or vhdx", format)
+	}
+	r, err := replicaFromArgs(cmd, job, vm)
+	if err != nil {
+		return err
+	}
+	pts, err := r.Points()
+	if err != nil {
+		return err
+	}
+	p, err := pickPoint(pts, point)
+	if err != nil {
+		return fmt.Errorf("export %s %s: %w", job, vm, err)
+	}
+	written, err := failoverDisks(cmd, r, p, out, format)
+	if err != nil {
+		return err
+	}
+	return printJSON(cmd, written)
+}
+
+func newFailoverCommand() *cobra.Command {
+	var point, out, format string
+	cmd := &cobra.Command{
+		Use:   "failover JOB VM [--point ID]",
+		Short: "Start the replica VM of VM on a restore point (default: the newest)",
+		Long: "Fail the replica of VM (a name or an id) in JOB over: the replica VM on the\n" +
+			"target's host gets new differencing disks on the restore point (the point\n" +
+			"itself is never written), the job's network mapping and re-IP rules, and is\n" +
+			"started; the replica goes to state failover and replication skips it until\n" +
+			"`failover undo` or `failback commit`. Runs FailoverWorkflow and prints its\n" +
+			"result as JSON; a refused operation exits 1 and changes nothing.\n\n" +
+			"With --out FILE it is `export` (kept for scripts written before export).",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out != "" || format != "" {
+				return exportReplica(cmd, args[0], args[1], point, out, format)
+			}
+			return runReplicaOp(cmd, contract.FailoverWorkflow, contract.ReplicaOpInput{Job: args[0], VM: args[1], Point: point})
+		},
+	}
+	cmd.Flags().StringVar(&point, "point", "", "restore point id (default: the newest)")
+	cmd.Flags().StringVar(&out, "out", "", "export instead: file of the first disk")
+	cmd.Flags().StringVar(&format, "format", "", "with --out: raw or vhdx")
+	cmd.AddCommand(&cobra.Command{
+		Use:   "undo JOB VM",
+		Short: "Power the replica VM off, discard what it wrote in failover, back to ready",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runReplicaOp(cmd, contract.UndoFailoverWorkflow, contract.ReplicaOpInput{Job: args[0], VM: args[1]})
+		},
+	})
+	return cmd
+}
+
+// runReplicaOp runs a lifecycle workflow of one replica under the replica's
+// workflow id, waits for it and prints its result. A failure (a refused
+// state, an unknown point or replica) prints the reason and exits 1.
+func runReplicaOp(cmd *cobra.Command, workflowType string, in contract.ReplicaOpInput) error {
+	c, cfg, err := dialTemporal(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, ok := cfg.Job(in.Job); !ok {
+		return fmt.Errorf("job %q is not in the configuration", in.Job)
+	}
+	id := contract.ReplicaOpWorkflowID(in.Job, in.VM)
+	run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
+		ID: id, TaskQueue: cfg.Temporal.TaskQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+	}, workflowType, in)
+	if err != nil {
+		var started *serviceerror.WorkflowExecutionAlreadyStarted
+		if errors.As(err, &started) {
+			return fmt.Errorf("another operation on the replica of %s in job %s is running (workflow %s); wait for it", in.VM, in.Job, id)
+		}
+		return fmt.Errorf("starting %s: %w", workflowType, err)
+	}
+	var res contract.ReplicaOpResult
+	if err := run.Get(cmd.Context(), &res); err != nil {
+		return withExitCode(1, errors.New(failureText(err)))
+	}
+	return printJSON(cmd, res)
+}
+
+// failureText is the reason a workflow failed as the activity that refused
+// gave it, without the layers Temporal adds around it.
+func failureText(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Message()
+	}
+	return err.Error()
 }
 
 // failoverDisk is one file failover wrote.

@@ -169,7 +169,15 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			}
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
-		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore})
+		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload}
+		if h := cfg.Agent.Host; h.Name != "" {
+			rh, err := newReplicaHost(ctx, h, logger)
+			if err != nil {
+				return nil, fmt.Errorf("agent.host %s: %w", h.Name, err)
+			}
+			tgt.Host, tgt.HostName = rh, h.Name
+		}
+		w.RegisterActivity(tgt)
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {
@@ -192,4 +200,16 @@ func newProvider(ctx context.Context, h config.Host, logger *slog.Logger) (provi
 		return hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
 	}
 	return nil, fmt.Errorf("unknown provider %q", h.Provider)
+}
+
+// newReplicaHost opens the target's own host, where replica VMs are registered.
+func newReplicaHost(ctx context.Context, h config.Host, logger *slog.Logger) (provider.ReplicaHost, error) {
+	switch h.Provider {
+	case "lab":
+		if err := os.MkdirAll(h.Path, 0o755); err != nil {
+			return nil, err
+		}
+		return lab.New(h.Name, h.Path), nil
+	}
+	return nil, fmt.Errorf("provider %q cannot register replica VMs in this release (lab can)", h.Provider)
 }

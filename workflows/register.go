@@ -15,4 +15,6 @@ type Registry interface {
 func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(ReplicationWorkflow, workflow.RegisterOptions{Name: contract.ReplicationWorkflow})
 	r.RegisterWorkflowWithOptions(VMReplicationWorkflow, workflow.RegisterOptions{Name: contract.VMReplicationWorkflow})
+	r.RegisterWorkflowWithOptions(FailoverWorkflow, workflow.RegisterOptions{Name: contract.FailoverWorkflow})
+	r.RegisterWorkflowWithOptions(UndoFailoverWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverWorkflow})
 }

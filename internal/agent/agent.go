@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
@@ -199,6 +200,10 @@ func (a *Agent) Commit(ctx context.Context, job, vmID, checkpoint string, retent
 	if err != nil {
 		return "", err
 	}
+	if l, err := w.Lifecycle(); err == nil && l.State != replica.StateReady {
+		// Failed over while the run transferred: the point is not committed.
+		return "", &replica.StateError{Job: job, VM: vmID, State: l.State, Since: l.Since, Operation: "replication", Want: []replica.State{replica.StateReady}}
+	}
 	var p replica.Point
 	ses, inMemory := w.Session()
 	open, isOpen := w.OpenSession()
@@ -348,4 +353,34 @@ func (s sink) SetDigest(i int64, d digest.Sum) {
 	// Out-of-range indexes cannot come from a validated frame; the writer
 	// rejects them and Persist would then fail.
 	_ = s.DiskWriter.SetDigest(i, d)
+}
+
+// UpdateLifecycle changes a replica's lifecycle record under its writer
+// lock: change gets the record as it is and returns the new one, or an
+// error, in which case nothing is written. A writer this call had to lock
+// is released again, so that a run of the replica finds it free; one a run
+// holds stays with the run.
+func (a *Agent) UpdateLifecycle(ctx context.Context, job, vmID string, change func(replica.Lifecycle) (replica.Lifecycle, error)) (replica.Lifecycle, error) {
+	a.mu.Lock()
+	_, held := a.writers[job+"/"+vmID]
+	a.mu.Unlock()
+	w, err := a.writer(ctx, job, vmID)
+	if err != nil {
+		return replica.Lifecycle{}, err
+	}
+	if !held {
+		defer a.release(job, vmID)
+	}
+	cur, err := w.Lifecycle()
+	if err != nil {
+		return replica.Lifecycle{}, err
+	}
+	next, err := change(cur)
+	if err != nil {
+		return cur, err
+	}
+	if err := w.SetLifecycle(next, time.Now()); err != nil {
+		return cur, err
+	}
+	return w.Lifecycle()
 }

@@ -1,0 +1,52 @@
+package contract
+
+import "fmt"
+
+// Workflows of the disaster-recovery lifecycle of a replica. Each takes a
+// ReplicaOpInput ({"job": "demo", "vm": "web01"}) and returns a ReplicaOpResult.
+const (
+	FailoverWorkflow     = "FailoverWorkflow"
+	UndoFailoverWorkflow = "UndoFailoverWorkflow"
+)
+
+// ReplicaOpWorkflowID is the workflow id of every operation on one replica:
+// Temporal runs at most one workflow per id, so two operations on a replica
+// never run at once.
+func ReplicaOpWorkflowID(job, vm string) string { return fmt.Sprintf("replica-op/%s/%s", job, vm) }
+
+// Activities of the target that carry out the lifecycle.
+const (
+	ActFailoverReplica = "FailoverReplica"
+	ActUndoFailover    = "UndoFailover"
+)
+
+// ReplicaOpInput names a replica (its VM by name or id in Job) and, for a
+// failover, the restore point ("" = newest).
+type ReplicaOpInput struct {
+	Job   string `json:"job"`
+	VM    string `json:"vm"`
+	Point string `json:"point,omitempty"`
+}
+
+// ReplicaOpActivityInput is what the target's activity gets: the workflow's
+// input and the operation (workflow id and run id), so that a retried
+// activity recognises the change it made itself.
+type ReplicaOpActivityInput struct {
+	ReplicaOpInput
+	Operation string `json:"operation"`
+}
+
+// ReplicaOpResult is the replica after the operation.
+type ReplicaOpResult struct {
+	Job       string `json:"job"`
+	VM        string `json:"vm"`
+	VMID      string `json:"vmId"`
+	State     string `json:"state"`
+	Point     string `json:"point,omitempty"`
+	ReplicaVM string `json:"replicaVm,omitempty"`
+	Host      string `json:"host,omitempty"`
+	// VMState is the replica VM's power state on the host.
+	VMState string `json:"vmState,omitempty"`
+	// Disks are the files the replica VM runs on now.
+	Disks []string `json:"disks,omitempty"`
+}
