@@ -103,7 +103,60 @@ func newFailoverCommand() *cobra.Command {
 			return runReplicaOp(cmd, contract.UndoFailoverWorkflow, contract.ReplicaOpInput{Job: args[0], VM: args[1]})
 		},
 	})
+	plan := &cobra.Command{
+		Use:   "plan NAME",
+		Short: "Fail the VMs of a failover plan over in order, with its delays",
+		Long: "Run FailoverPlanWorkflow: the VMs of the plan NAME of the configuration\n" +
+			"(failoverPlans) fail over one after the other, waiting each VM's delay before\n" +
+			"the next. A VM that fails stops the plan. Prints the result as JSON; exit 0\n" +
+			"when every VM failed over, 3 when some did, 1 when none did.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPlan(cmd, contract.FailoverPlanWorkflow, args[0])
+		},
+	}
+	plan.AddCommand(&cobra.Command{
+		Use:   "undo NAME",
+		Short: "Undo the failover of every VM of a plan, last first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPlan(cmd, contract.UndoFailoverPlanWorkflow, args[0])
+		},
+	})
+	cmd.AddCommand(plan)
 	return cmd
+}
+
+// runPlan runs a plan workflow under the plan's workflow id and prints its result.
+func runPlan(cmd *cobra.Command, workflowType, name string) error {
+	c, cfg, err := dialTemporal(cmd)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, ok := cfg.FailoverPlan(name); !ok {
+		return fmt.Errorf("failover plan %q is not in the configuration (failoverPlans)", name)
+	}
+	id := contract.FailoverPlanWorkflowID(name)
+	run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
+		ID: id, TaskQueue: cfg.Temporal.TaskQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+	}, workflowType, contract.FailoverPlanInput{Plan: name})
+	if err != nil {
+		var started *serviceerror.WorkflowExecutionAlreadyStarted
+		if errors.As(err, &started) {
+			return fmt.Errorf("failover plan %s is running already (workflow %s); wait for it", name, id)
+		}
+		return fmt.Errorf("starting %s: %w", workflowType, err)
+	}
+	var res contract.FailoverPlanResult
+	if err := run.Get(cmd.Context(), &res); err != nil {
+		return withExitCode(1, errors.New(failureText(err)))
+	}
+	if err := printJSON(cmd, res); err != nil {
+		return err
+	}
+	return statusExit(res.Status)
 }
 
 // runReplicaOp runs a lifecycle workflow of one replica under the replica's

@@ -1,6 +1,9 @@
 package contract
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Workflows of the disaster-recovery lifecycle of a replica. Each takes a
 // ReplicaOpInput ({"job": "demo", "vm": "web01"}) and returns a ReplicaOpResult.
@@ -49,4 +52,51 @@ type ReplicaOpResult struct {
 	VMState string `json:"vmState,omitempty"`
 	// Disks are the files the replica VM runs on now.
 	Disks []string `json:"disks,omitempty"`
+}
+
+// Failover plans: the VMs of a plan of the configuration fail over in order
+// (FailoverPlanWorkflow, input {"plan": "NAME"}) and are undone as a group
+// (UndoFailoverPlanWorkflow). Both run under FailoverPlanWorkflowID.
+const (
+	FailoverPlanWorkflow     = "FailoverPlanWorkflow"
+	UndoFailoverPlanWorkflow = "UndoFailoverPlanWorkflow"
+	ActLoadFailoverPlan      = "LoadFailoverPlan"
+)
+
+// FailoverPlanWorkflowID is the workflow id of a plan's runs and undos.
+func FailoverPlanWorkflowID(plan string) string { return "failover-plan/" + plan }
+
+// FailoverPlanInput names a plan: {"plan": "web-tier"}.
+type FailoverPlanInput struct {
+	Plan string `json:"plan"`
+}
+
+// PlanSpec is a plan as loaded from the configuration.
+type PlanSpec struct {
+	Name string       `json:"name"`
+	VMs  []PlanVMSpec `json:"vms"`
+}
+
+// PlanVMSpec is one VM of a plan, and the wait after it.
+type PlanVMSpec struct {
+	Job   string        `json:"job"`
+	VM    string        `json:"vm"`
+	Delay time.Duration `json:"delay"`
+}
+
+// FailoverPlanResult says what happened to each VM of the plan.
+type FailoverPlanResult struct {
+	Plan   string         `json:"plan"`
+	Status string         `json:"status"` // success | partial | failed
+	VMs    []PlanVMResult `json:"vms"`
+}
+
+// PlanVMResult is one VM of a plan run or undo.
+type PlanVMResult struct {
+	Job     string          `json:"job"`
+	VM      string          `json:"vm"`
+	Status  string          `json:"status"` // success | failed | skipped | pending
+	Started time.Time       `json:"started,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	Replica ReplicaOpResult `json:"replica,omitempty"`
 }

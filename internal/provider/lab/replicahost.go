@@ -147,7 +147,9 @@ func (h *Host) ReplicaVM(ctx context.Context, name string) (provider.VM, error) 
 
 // StartVM records the VM as running: the lab has no processor to run a guest,
 // so "running" means the VM's disks are in use by it (writes go to them).
-func (h *Host) StartVM(ctx context.Context, name string) error { return h.setState(ctx, name, "running") }
+func (h *Host) StartVM(ctx context.Context, name string) error {
+	return h.setState(ctx, name, "running")
+}
 
 // StopVM records the VM as powered off.
 func (h *Host) StopVM(ctx context.Context, name string) error { return h.setState(ctx, name, "off") }
