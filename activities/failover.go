@@ -198,3 +198,12 @@ func (t *Target) opResult(ctx context.Context, job string, r *replica.Replica, i
 	}
 	return res, nil
 }
+
+// ReplicaStatus returns the replica's state without changing anything.
+func (t *Target) ReplicaStatus(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
+	r, info, err := t.findReplica(in.Job, in.VM)
+	if err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
+	return t.opResult(ctx, in.Job, r, info)
+}

@@ -103,6 +103,17 @@ func newFailoverCommand() *cobra.Command {
 			return runReplicaOp(cmd, contract.UndoFailoverWorkflow, contract.ReplicaOpInput{Job: args[0], VM: args[1]})
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "planned JOB VM",
+		Short: "Shut the source VM down, replicate it a last time, then fail over to that point",
+		Long: "Run PlannedFailoverWorkflow: refused unless the replica is ready; the source VM\n" +
+			"is shut down, a final incremental run replicates it, and the replica VM starts\n" +
+			"on that run's point, so that nothing written before the shutdown is lost.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runWorkflowOp(cmd, contract.PlannedFailoverWorkflow, contract.ReplicaOpInput{Job: args[0], VM: args[1]}, new(contract.PlannedFailoverResult))
+		},
+	})
 	plan := &cobra.Command{
 		Use:   "plan NAME",
 		Short: "Fail the VMs of a failover plan over in order, with its delays",
@@ -163,6 +174,11 @@ func runPlan(cmd *cobra.Command, workflowType, name string) error {
 // workflow id, waits for it and prints its result. A failure (a refused
 // state, an unknown point or replica) prints the reason and exits 1.
 func runReplicaOp(cmd *cobra.Command, workflowType string, in contract.ReplicaOpInput) error {
+	return runWorkflowOp(cmd, workflowType, in, new(contract.ReplicaOpResult))
+}
+
+// runWorkflowOp is runReplicaOp with the workflow's own result type.
+func runWorkflowOp(cmd *cobra.Command, workflowType string, in contract.ReplicaOpInput, res any) error {
 	c, cfg, err := dialTemporal(cmd)
 	if err != nil {
 		return err
@@ -183,8 +199,7 @@ func runReplicaOp(cmd *cobra.Command, workflowType string, in contract.ReplicaOp
 		}
 		return fmt.Errorf("starting %s: %w", workflowType, err)
 	}
-	var res contract.ReplicaOpResult
-	if err := run.Get(cmd.Context(), &res); err != nil {
+	if err := run.Get(cmd.Context(), res); err != nil {
 		return withExitCode(1, errors.New(failureText(err)))
 	}
 	return printJSON(cmd, res)

@@ -206,3 +206,65 @@ func TestFailoverToAPointAndUndo(t *testing.T) {
 		t.Fatalf("after the next run: %+v", got)
 	}
 }
+
+// Planned failover: the source VM is shut down, a final incremental run
+// takes what it wrote since the last run, and the replica VM starts on
+// exactly that: no write made before the shutdown is lost.
+func TestPlannedFailoverLosesNoWrite(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, nil)
+	starter := buildStarter(t, filepath.Join(h.dir, "bin"))
+	ctx := context.Background()
+	src := lab.New("hv01", h.cfg.Hosts[0].Path)
+	first := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, first)
+	// Written after the last run: only a final run can bring it.
+	if err := src.Write(ctx, "web01", 0, 3, 77); err != nil {
+		t.Fatal(err)
+	}
+	res := runStarterBin(t, starter, h.dir, "failover", "planned", "demo", "web01", "--config", h.cfgFile)
+	if res.code != 0 {
+		t.Fatalf("failover planned: exit %d: %s", res.code, res.stderr)
+	}
+	var out contract.PlannedFailoverResult
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.FinalRun.Status != contract.StatusSuccess || out.Failover.State != "failover" || out.Failover.VMState != "running" {
+		t.Fatalf("planned failover: %+v", out)
+	}
+	if d := out.FinalRun.VMs[0].Disks[0]; d.ChangeTracking == contract.TrackingFull {
+		t.Fatalf("the final run was not incremental: %+v", d)
+	}
+	vm, err := src.ReplicaVM(ctx, "web01")
+	if err != nil || vm.State != "off" {
+		t.Fatalf("source VM after planned failover: %+v %v", vm, err)
+	}
+	// The replica VM's disk is the source's disk as it was shut down
+	// (outside the ranges replication excludes: swap).
+	h.checkReplicaMatchesSource(out.FinalRun)
+	store, err := replica.Open(h.cfg.Agent.Datastore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Replica("demo", vm.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Failover.Point != out.FinalRun.VMs[0].RestorePoint {
+		t.Fatalf("failed over to %s, the final run made %s", out.Failover.Point, out.FinalRun.VMs[0].RestorePoint)
+	}
+	h.checkReplicaVMOnPoint(t, r, "web01_replica", out.Failover.Point)
+
+	// A planned failover of a replica in failover is refused before the
+	// source is touched.
+	if err := src.StartVM(ctx, "web01"); err != nil {
+		t.Fatal(err)
+	}
+	res = runStarterBin(t, starter, h.dir, "failover", "planned", "demo", "web01", "--config", h.cfgFile)
+	if res.code != 1 || !strings.Contains(res.stderr, "state failover") {
+		t.Fatalf("planned failover in failover: exit %d, %q", res.code, res.stderr)
+	}
+	if vm, _ := src.ReplicaVM(ctx, "web01"); vm.State != "running" {
+		t.Fatalf("a refused planned failover shut the source down: %+v", vm)
+	}
+}

@@ -72,3 +72,60 @@ func FailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contrac
 func UndoFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.ReplicaOpResult, error) {
 	return replicaOp(ctx, in, contract.ActUndoFailover)
 }
+
+// PlannedFailoverWorkflow fails over without losing a write: the replica
+// must be ready; the source VM is shut down, a final incremental run
+// replicates it, and the replica VM starts on that run's point.
+func PlannedFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.PlannedFailoverResult, error) {
+	var out contract.PlannedFailoverResult
+	if in.Job == "" || in.VM == "" {
+		return out, temporal.NewNonRetryableApplicationError(
+			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
+	}
+	var spec contract.JobSpec
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
+		return out, fmt.Errorf("loading job %q: %w", in.Job, err)
+	}
+	info := workflow.GetInfo(ctx)
+	act := contract.ReplicaOpActivityInput{ReplicaOpInput: in, Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
+	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
+	sctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(spec.Source)))
+
+	// 1. The replica must be ready: the source is not touched otherwise.
+	var status contract.ReplicaOpResult
+	if err := workflow.ExecuteActivity(tctx, contract.ActReplicaStatus, act).Get(ctx, &status); err != nil {
+		return out, err
+	}
+	if status.State != "ready" {
+		return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"planned failover of %s in job %s refused: the replica is in state %s (planned failover needs ready); the source VM was not shut down",
+			status.VM, in.Job, status.State), contract.ErrTypeReplicaState, nil)
+	}
+	// 2. Shut the source VM down.
+	if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, contract.ShutdownInput{Host: spec.Source, VMID: status.VMID}).Get(ctx, nil); err != nil {
+		return out, fmt.Errorf("shutting the source VM %s down: %w", status.VM, err)
+	}
+	// 3. The final incremental run of that VM.
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: info.WorkflowExecution.ID + "/final-run"})
+	if err := workflow.ExecuteChildWorkflow(cctx, contract.ReplicationWorkflow,
+		contract.ReplicationInput{Job: in.Job, VMs: []string{status.VMID}}).Get(ctx, &out.FinalRun); err != nil {
+		return out, fmt.Errorf("the final incremental run of %s failed; the source VM is shut down and no failover was made: %w", status.VM, err)
+	}
+	var point string
+	for _, vm := range out.FinalRun.VMs {
+		if vm.ID == status.VMID && vm.Status == contract.StatusSuccess {
+			point = vm.RestorePoint
+		}
+	}
+	if point == "" {
+		return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"the final incremental run of %s did not succeed (%s); the source VM is shut down and no failover was made",
+			status.VM, out.FinalRun.Status), contract.ErrTypeReplicaState, nil)
+	}
+	// 4. Fail over to exactly that point.
+	act.Point = point
+	if err := workflow.ExecuteActivity(tctx, contract.ActFailoverReplica, act).Get(ctx, &out.Failover); err != nil {
+		return out, err
+	}
+	return out, nil
+}

@@ -17,6 +17,7 @@ func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(VMReplicationWorkflow, workflow.RegisterOptions{Name: contract.VMReplicationWorkflow})
 	r.RegisterWorkflowWithOptions(FailoverWorkflow, workflow.RegisterOptions{Name: contract.FailoverWorkflow})
 	r.RegisterWorkflowWithOptions(UndoFailoverWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverWorkflow})
+	r.RegisterWorkflowWithOptions(PlannedFailoverWorkflow, workflow.RegisterOptions{Name: contract.PlannedFailoverWorkflow})
 	r.RegisterWorkflowWithOptions(FailoverPlanWorkflow, workflow.RegisterOptions{Name: contract.FailoverPlanWorkflow})
 	r.RegisterWorkflowWithOptions(UndoFailoverPlanWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverPlanWorkflow})
 }

@@ -8,8 +8,10 @@ import (
 // Workflows of the disaster-recovery lifecycle of a replica. Each takes a
 // ReplicaOpInput ({"job": "demo", "vm": "web01"}) and returns a ReplicaOpResult.
 const (
-	FailoverWorkflow     = "FailoverWorkflow"
-	UndoFailoverWorkflow = "UndoFailoverWorkflow"
+	FailoverWorkflow          = "FailoverWorkflow"
+	UndoFailoverWorkflow      = "UndoFailoverWorkflow"
+	PlannedFailoverWorkflow   = "PlannedFailoverWorkflow"
+	PermanentFailoverWorkflow = "PermanentFailoverWorkflow"
 )
 
 // ReplicaOpWorkflowID is the workflow id of every operation on one replica:
@@ -21,7 +23,23 @@ func ReplicaOpWorkflowID(job, vm string) string { return fmt.Sprintf("replica-op
 const (
 	ActFailoverReplica = "FailoverReplica"
 	ActUndoFailover    = "UndoFailover"
+	ActReplicaStatus   = "ReplicaStatus"
+	ActMakePermanent   = "MakePermanent"
+	// ActShutdownVM shuts a source VM down cleanly (on the proxy).
+	ActShutdownVM = "ShutdownVM"
 )
+
+// ShutdownInput names a VM of a source host.
+type ShutdownInput struct {
+	Host string `json:"host"`
+	VMID string `json:"vmId"`
+}
+
+// PlannedFailoverResult is the final incremental run and the failover after it.
+type PlannedFailoverResult struct {
+	FinalRun ReplicationResult `json:"finalRun"`
+	Failover ReplicaOpResult   `json:"failover"`
+}
 
 // ReplicaOpInput names a replica (its VM by name or id in Job) and, for a
 // failover, the restore point ("" = newest).
