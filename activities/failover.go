@@ -207,3 +207,44 @@ func (t *Target) ReplicaStatus(ctx context.Context, in contract.ReplicaOpActivit
 	}
 	return t.opResult(ctx, in.Job, r, info)
 }
+
+// MakePermanent makes a failed-over replica VM a standalone VM: its disks
+// get their own files (the restore points below them copied in), the
+// replica goes to permanent, and its restore points are deleted; the job
+// no longer replicates the source VM.
+func (t *Target) MakePermanent(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
+	r, info, err := t.findReplica(in.Job, in.VM)
+	if err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
+	l, err := r.Lifecycle()
+	if err != nil {
+		return contract.ReplicaOpResult{}, classify(err)
+	}
+	resumed := l.State == replica.StatePermanent && l.Operation == in.Operation
+	if !resumed && l.State != replica.StateFailover {
+		return contract.ReplicaOpResult{}, stateRefused(in, info.Name, "permanent failover", l, replica.StateFailover)
+	}
+	if err := t.needHost(); err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
+	if !resumed {
+		// The VM's own disks first: until they exist, it runs on the points.
+		if _, err := t.Host.MakeStandalone(ctx, l.ReplicaVM); err != nil {
+			return contract.ReplicaOpResult{}, classify(err)
+		}
+		if _, err := t.Agent.UpdateLifecycle(ctx, in.Job, info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
+			if cur.State != replica.StateFailover {
+				return cur, &replica.StateError{Job: in.Job, VM: info.Name, State: cur.State, Since: cur.Since, Operation: "permanent failover", Want: []replica.State{replica.StateFailover}}
+			}
+			cur.State, cur.Operation, cur.Point, cur.VMPoint = replica.StatePermanent, in.Operation, "", ""
+			return cur, nil
+		}); err != nil {
+			return contract.ReplicaOpResult{}, classify(err)
+		}
+	}
+	if err := t.Agent.RemovePoints(ctx, in.Job, info.ID); err != nil {
+		return contract.ReplicaOpResult{}, classify(err)
+	}
+	return t.opResult(ctx, in.Job, r, info)
+}

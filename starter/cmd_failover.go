@@ -104,6 +104,17 @@ func newFailoverCommand() *cobra.Command {
 		},
 	})
 	cmd.AddCommand(&cobra.Command{
+		Use:   "permanent JOB VM",
+		Short: "Make the failed-over replica VM a standalone VM and delete the replica's restore points",
+		Long: "Run PermanentFailoverWorkflow: refused unless the replica is in failover; the\n" +
+			"replica VM gets disks of its own, the replica goes to state permanent, its\n" +
+			"restore points are deleted and the job no longer replicates the source VM.",
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runReplicaOp(cmd, contract.PermanentFailoverWorkflow, contract.ReplicaOpInput{Job: args[0], VM: args[1]})
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
 		Use:   "planned JOB VM",
 		Short: "Shut the source VM down, replicate it a last time, then fail over to that point",
 		Long: "Run PlannedFailoverWorkflow: refused unless the replica is ready; the source VM\n" +

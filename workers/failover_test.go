@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/replicator/replicator/internal/diskimage"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/vhdx"
 )
 
 // replicaRow is what `starter replica ls --json` prints of one replica.
@@ -266,5 +270,85 @@ func TestPlannedFailoverLosesNoWrite(t *testing.T) {
 	}
 	if vm, _ := src.ReplicaVM(ctx, "web01"); vm.State != "running" {
 		t.Fatalf("a refused planned failover shut the source down: %+v", vm)
+	}
+}
+
+// diskSum digests what a disk image reads, whole.
+func diskSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	img, err := diskimage.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	hsh := sha256.New()
+	if _, err := io.Copy(hsh, io.NewSectionReader(img, 0, img.Size())); err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	copy(s[:], hsh.Sum(nil))
+	return s
+}
+
+// Permanent failover: the replica VM keeps what it runs on and wrote, on
+// disks of its own; the restore points are deleted; replication skips the VM
+// for good.
+func TestPermanentFailover(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, nil)
+	starter := buildStarter(t, filepath.Join(h.dir, "bin"))
+	ctx := context.Background()
+	first := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, first)
+	res := runStarterBin(t, starter, h.dir, "failover", "permanent", "demo", "web01", "--config", h.cfgFile)
+	if res.code != 1 || !strings.Contains(res.stderr, "state ready") {
+		t.Fatalf("permanent of a ready replica: exit %d, %q", res.code, res.stderr)
+	}
+	if res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--config", h.cfgFile); res.code != 0 {
+		t.Fatalf("failover: exit %d: %s", res.code, res.stderr)
+	}
+	dr := lab.New("dr01", h.cfg.Agent.Host.Path)
+	if err := dr.Write(ctx, "web01_replica", 0, 3, 9); err != nil {
+		t.Fatal(err)
+	}
+	before, err := dr.ReplicaVM(ctx, "web01_replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := diskSum(t, before.Disks[0].Path)
+
+	res = runStarterBin(t, starter, h.dir, "failover", "permanent", "demo", "web01", "--config", h.cfgFile)
+	if res.code != 0 {
+		t.Fatalf("failover permanent: exit %d: %s", res.code, res.stderr)
+	}
+	after, err := dr.ReplicaVM(ctx, "web01_replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := vhdx.Open(after.Disks[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	standalone := !img.HasParent()
+	img.Close()
+	if !standalone || after.State != "running" {
+		t.Fatalf("after permanent: %+v (standalone %v)", after, standalone)
+	}
+	if got := diskSum(t, after.Disks[0].Path); got != want {
+		t.Fatal("the standalone disk does not hold what the replica VM ran on")
+	}
+	row := rowOf(t, h.replicaList(t, starter), "web01")
+	if row.State != "permanent" || row.Points != 0 || row.NewestPoint != "" {
+		t.Fatalf("replica after permanent: %+v", row)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Agent.Datastore, "demo", first.VMs[0].ID, "disks")); !os.IsNotExist(err) {
+		t.Fatalf("restore point files still there: %v", err)
+	}
+	next := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	if vm := next.VMs[0]; vm.RestorePoint != "" || !strings.Contains(vm.Error, "permanently") {
+		t.Fatalf("run after permanent failover: %+v", vm)
+	}
+	res = runStarterBin(t, starter, h.dir, "failover", "undo", "demo", "web01", "--config", h.cfgFile)
+	if res.code != 1 || !strings.Contains(res.stderr, "state permanent") {
+		t.Fatalf("undo after permanent: exit %d, %q", res.code, res.stderr)
 	}
 }

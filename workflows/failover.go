@@ -129,3 +129,9 @@ func PlannedFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (
 	}
 	return out, nil
 }
+
+// PermanentFailoverWorkflow makes the replica VM of a replica in failover a
+// standalone VM and deletes the replica's restore points.
+func PermanentFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.ReplicaOpResult, error) {
+	return replicaOp(ctx, in, contract.ActMakePermanent)
+}

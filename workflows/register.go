@@ -18,6 +18,7 @@ func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(FailoverWorkflow, workflow.RegisterOptions{Name: contract.FailoverWorkflow})
 	r.RegisterWorkflowWithOptions(UndoFailoverWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverWorkflow})
 	r.RegisterWorkflowWithOptions(PlannedFailoverWorkflow, workflow.RegisterOptions{Name: contract.PlannedFailoverWorkflow})
+	r.RegisterWorkflowWithOptions(PermanentFailoverWorkflow, workflow.RegisterOptions{Name: contract.PermanentFailoverWorkflow})
 	r.RegisterWorkflowWithOptions(FailoverPlanWorkflow, workflow.RegisterOptions{Name: contract.FailoverPlanWorkflow})
 	r.RegisterWorkflowWithOptions(UndoFailoverPlanWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverPlanWorkflow})
 }

@@ -384,3 +384,18 @@ func (a *Agent) UpdateLifecycle(ctx context.Context, job, vmID string, change fu
 	}
 	return w.Lifecycle()
 }
+
+// RemovePoints deletes the restore points of a replica failed over for good.
+func (a *Agent) RemovePoints(ctx context.Context, job, vmID string) error {
+	a.mu.Lock()
+	_, held := a.writers[job+"/"+vmID]
+	a.mu.Unlock()
+	w, err := a.writer(ctx, job, vmID)
+	if err != nil {
+		return err
+	}
+	if !held {
+		defer a.release(job, vmID)
+	}
+	return w.RemovePoints()
+}

@@ -27,6 +27,11 @@ type ReplicaHost interface {
 	// state is not an error).
 	StartVM(ctx context.Context, name string) error
 	StopVM(ctx context.Context, name string) error
+	// MakeStandalone gives the VM disks of its own: each disk's whole
+	// chain is copied into a new disk that has no parent, and the VM stops
+	// being a replica. Its restore points may then be deleted. Calling it
+	// again on a standalone VM does nothing.
+	MakeStandalone(ctx context.Context, name string) (VM, error)
 }
 
 // ReplicaVMSpec is what a replica VM is made of.

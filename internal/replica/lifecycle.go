@@ -4,7 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/replicator/replicator/internal/atomicfile"
 )
 
 // State is where a replica is in its disaster-recovery lifecycle.
@@ -82,6 +86,10 @@ func (e *StateError) Error() string {
 	since := ""
 	if !e.Since.IsZero() {
 		since = " since " + e.Since.UTC().Format(time.RFC3339)
+	}
+	if e.Operation == "replication" && e.State == StatePermanent {
+		return fmt.Sprintf("skipped: the replica of %s in job %s was failed over permanently%s; the replica VM is a standalone VM now (remove %s from the job, or its replica folder to replicate it anew)",
+			e.VM, e.Job, since, e.VM)
 	}
 	if e.Operation == "replication" {
 		return fmt.Sprintf("skipped: the replica of %s in job %s is in state %s%s; replication resumes after `failover undo` or `failback commit`",
@@ -206,4 +214,40 @@ func (r *Replica) PointConfig(pointID string) (json.RawMessage, error) {
 		return nil, err
 	}
 	return p.Config, nil
+}
+
+// RemovePoints deletes every restore point of a replica failed over for
+// good: the metadata first lists no point (one atomic write), then the
+// points' files and digests are removed. The metadata stays, with its
+// state, so that replication keeps refusing the replica and `replica ls`
+// still shows it. Calling it again removes what a crash left.
+func (w *Writer) RemovePoints() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.meta == nil {
+		return fmt.Errorf("replica %s: %w", w.l, ErrNoReplica)
+	}
+	if l := w.meta.lifecycle(); l.State != StatePermanent {
+		return &StateError{Job: w.r.job, VM: w.meta.VM.Name, State: l.State, Since: l.Since, Operation: "removing restore points", Want: []State{StatePermanent}}
+	}
+	if w.ses != nil {
+		w.ses.done = true
+		w.ses = nil
+	}
+	if err := w.update(func(m *metadata) error {
+		m.Points, m.Session, m.Merge = nil, nil, nil
+		return nil
+	}); err != nil {
+		return err
+	}
+	dir := string(w.l)
+	for _, p := range []string{filepath.Join(dir, "disks"), filepath.Join(dir, "digests"), filepath.Join(dir, referenceFile)} {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("remove restore points of %s: %w", dir, err)
+		}
+	}
+	return atomicfile.SyncDir(dir)
 }

@@ -169,3 +169,86 @@ func (h *Host) setState(ctx context.Context, name, state string) error {
 	rec.State = state
 	return writeRecord(dir, rec)
 }
+
+// standaloneChunk is the unit of MakeStandalone's copy.
+const standaloneChunk = 1 << 20
+
+// MakeStandalone copies each disk of a replica VM (its child and the restore
+// points below it) into a new dynamic VHDX of the VM's folder, then records
+// the VM as standalone: vm.json names the new disks (written and synced
+// first) and no longer says whose replica it is; the old children are
+// removed after. It holds the VM's lock, so guest writes wait for it.
+func (h *Host) MakeStandalone(ctx context.Context, name string) (provider.VM, error) {
+	dir, rec, l, err := h.lockedVM(name)
+	if err != nil {
+		return provider.VM{}, err
+	}
+	defer l.unlock()
+	if rec.ReplicaOf == "" {
+		return vmOf(dir, rec), nil
+	}
+	stamp := newUUID()[:8]
+	var made []string
+	fail := func(err error) (provider.VM, error) {
+		removeFiles(dir, made)
+		return provider.VM{}, fmt.Errorf("make VM %s standalone: %w", rec.Name, err)
+	}
+	next := *rec
+	next.Disks = nil
+	for _, d := range rec.Disks {
+		file := fmt.Sprintf("disk%s_%s.vhdx", d.ID, stamp)
+		if err := copyStandalone(ctx, filepath.Join(dir, d.File), filepath.Join(dir, file)); err != nil {
+			made = append(made, file)
+			return fail(err)
+		}
+		made = append(made, file)
+		next.Disks = append(next.Disks, diskRecord{ID: d.ID, File: file, VirtualSize: d.VirtualSize})
+	}
+	next.ReplicaOf = ""
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fail(err)
+	}
+	if err := writeRecord(dir, &next); err != nil {
+		return fail(err)
+	}
+	sweepUnnamed(dir, &next)
+	return vmOf(dir, &next), nil
+}
+
+// copyStandalone copies what a disk chain holds into a new dynamic VHDX
+// without parent, skipping unallocated space and zeros.
+func copyStandalone(ctx context.Context, srcPath, dstPath string) error {
+	src, err := vhdx.OpenWith(srcPath, vhdx.OpenOptions{IgnoreParentLinkage: true})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := vhdx.Create(dstPath, vhdx.CreateOptions{Size: src.Size(), BlockSize: baseBlockSize, LogicalSectorSize: uint32(src.SectorSize())})
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, standaloneChunk)
+	for _, e := range src.Allocated() {
+		for off := e.Offset; off < e.End(); {
+			if err := ctx.Err(); err != nil {
+				dst.Close()
+				return err
+			}
+			n := min(int64(standaloneChunk)-off%standaloneChunk, e.End()-off)
+			if _, err := src.ReadAt(buf[:n], off); err != nil {
+				dst.Close()
+				return fmt.Errorf("read %s at offset %d: %w", srcPath, off, err)
+			}
+			if _, err := dst.WriteAt(buf[:n], off); err != nil {
+				dst.Close()
+				return fmt.Errorf("write %s at offset %d: %w", dstPath, off, err)
+			}
+			off += n
+		}
+	}
+	if err := dst.Sync(); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}
