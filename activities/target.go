@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 
 	"github.com/replicator/replicator/config"
@@ -26,6 +27,8 @@ type Target struct {
 	Host     provider.ReplicaHost
 	HostName string
 	Config   func() (*config.Config, error)
+	// ClientTLS is the agent's side of a failback channel, where it sends.
+	ClientTLS *tls.Config
 }
 
 // CheckTarget checks that the datastore is there and has room.

@@ -189,7 +189,14 @@ func runReplicaOp(cmd *cobra.Command, workflowType string, in contract.ReplicaOp
 }
 
 // runWorkflowOp is runReplicaOp with the workflow's own result type.
-func runWorkflowOp(cmd *cobra.Command, workflowType string, in contract.ReplicaOpInput, res any) error {
+func runWorkflowOp(cmd *cobra.Command, workflowType string, input any, res any) error {
+	var in contract.ReplicaOpInput
+	switch v := input.(type) {
+	case contract.ReplicaOpInput:
+		in = v
+	case contract.FailbackInput:
+		in = contract.ReplicaOpInput{Job: v.Job, VM: v.VM}
+	}
 	c, cfg, err := dialTemporal(cmd)
 	if err != nil {
 		return err
@@ -202,7 +209,7 @@ func runWorkflowOp(cmd *cobra.Command, workflowType string, in contract.ReplicaO
 	run, err := c.ExecuteWorkflow(cmd.Context(), client.StartWorkflowOptions{
 		ID: id, TaskQueue: cfg.Temporal.TaskQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-	}, workflowType, in)
+	}, workflowType, input)
 	if err != nil {
 		var started *serviceerror.WorkflowExecutionAlreadyStarted
 		if errors.As(err, &started) {

@@ -127,6 +127,12 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}
 		src := &activities.Source{Providers: map[string]provider.Provider{}, TLS: clientTLS, Client: c, Config: reload,
 			Logger: logger.With("role", "proxy"), Metrics: dataPath}
+		if cfg.TLS.Cert != "" {
+			// The failback channel: the proxy receives what a replica VM changed.
+			if src.ServerTLS, err = tlsFiles.ServerTLS(); err != nil {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+		}
 		for _, h := range cfg.Hosts {
 			p, err := newProvider(ctx, h, logger)
 			if err != nil {
@@ -170,6 +176,9 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
 		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload}
+		if tgt.ClientTLS, err = tlsFiles.ClientTLS(); err != nil {
+			return nil, fmt.Errorf("tls (the failback channel needs tls.ca, tls.cert and tls.key): %w", err)
+		}
 		if h := cfg.Agent.Host; h.Name != "" {
 			rh, err := newReplicaHost(ctx, h, logger)
 			if err != nil {

@@ -19,6 +19,9 @@ func Register(r Registry) {
 	r.RegisterWorkflowWithOptions(UndoFailoverWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverWorkflow})
 	r.RegisterWorkflowWithOptions(PlannedFailoverWorkflow, workflow.RegisterOptions{Name: contract.PlannedFailoverWorkflow})
 	r.RegisterWorkflowWithOptions(PermanentFailoverWorkflow, workflow.RegisterOptions{Name: contract.PermanentFailoverWorkflow})
+	r.RegisterWorkflowWithOptions(FailbackWorkflow, workflow.RegisterOptions{Name: contract.FailbackWorkflow})
+	r.RegisterWorkflowWithOptions(CommitFailbackWorkflow, workflow.RegisterOptions{Name: contract.CommitFailbackWorkflow})
+	r.RegisterWorkflowWithOptions(UndoFailbackWorkflow, workflow.RegisterOptions{Name: contract.UndoFailbackWorkflow})
 	r.RegisterWorkflowWithOptions(FailoverPlanWorkflow, workflow.RegisterOptions{Name: contract.FailoverPlanWorkflow})
 	r.RegisterWorkflowWithOptions(UndoFailoverPlanWorkflow, workflow.RegisterOptions{Name: contract.UndoFailoverPlanWorkflow})
 }

@@ -118,3 +118,77 @@ type PlanVMResult struct {
 	Error   string          `json:"error,omitempty"`
 	Replica ReplicaOpResult `json:"replica,omitempty"`
 }
+
+// Failback: what the replica VM wrote in failover goes back to the source
+// VM (or to a new VM) through the data channel, the other way round; commit
+// makes the replica ready again, undo returns it to failover.
+const (
+	FailbackWorkflow       = "FailbackWorkflow"
+	CommitFailbackWorkflow = "CommitFailbackWorkflow"
+	UndoFailbackWorkflow   = "UndoFailbackWorkflow"
+
+	ActPrepareFailback = "PrepareFailback"
+	ActSendFailback    = "SendFailback"
+	ActFinishFailback  = "FinishFailback"
+	ActCommitFailback  = "CommitFailback"
+	ActUndoFailback    = "UndoFailback"
+	// On the proxy: a data channel that writes into a source VM's disks.
+	ActOpenFailbackChannel  = "OpenFailbackChannel"
+	ActCloseFailbackChannel = "CloseFailbackChannel"
+	ActStartVM              = "StartVM"
+)
+
+// FailbackInput is the input of FailbackWorkflow: to the original VM, or
+// with ToHost and As to a new VM of that name on another source host.
+type FailbackInput struct {
+	Job    string `json:"job"`
+	VM     string `json:"vm"`
+	ToHost string `json:"toHost,omitempty"`
+	As     string `json:"as,omitempty"`
+}
+
+// FailbackPlan is what PrepareFailback found: the source VM and the disks
+// of the replica VM.
+type FailbackPlan struct {
+	VMID  string         `json:"vmId"`
+	VM    string         `json:"vm"`
+	Disks []FailbackDisk `json:"disks"`
+}
+
+// FailbackDisk is one disk to send back.
+type FailbackDisk struct {
+	ID   string `json:"id"`
+	Size int64  `json:"size"`
+}
+
+// FailbackChannelInput opens (or closes) the proxy's failback channel.
+type FailbackChannelInput struct {
+	Operation string `json:"operation"`
+	Host      string `json:"host"`
+	VMID      string `json:"vmId"`
+	// TargetAddress is the agent's data channel: the channel listens on the
+	// proxy's address toward it.
+	TargetAddress string `json:"targetAddress"`
+}
+
+// SendFailbackInput sends the replica VM's change set to a failback channel.
+type SendFailbackInput struct {
+	ReplicaOpActivityInput
+	Address     string `json:"address"`
+	VMID        string `json:"vmId"`
+	Compression string `json:"compression"`
+	BlockSize   int64  `json:"blockSize"`
+}
+
+// FailbackResult is what a failback did.
+type FailbackResult struct {
+	Replica ReplicaOpResult `json:"replica"`
+	// To is the VM that received the data.
+	ToHost string `json:"toHost"`
+	ToVM   string `json:"toVm"`
+	// BytesChanged is the change set's size; BytesSent the payload on the wire.
+	BytesChanged int64        `json:"bytesChanged"`
+	BytesSent    int64        `json:"bytesSent"`
+	BytesWritten int64        `json:"bytesWritten"`
+	Disks        []DiskResult `json:"disks"`
+}

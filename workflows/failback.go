@@ -1,0 +1,134 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/replicator/replicator/internal/contract"
+)
+
+// failbackAttempts bounds how many failback channels a failback opens: a new
+// one after the proxy (which holds the channel) or the agent died.
+const failbackAttempts = 10
+
+// sendActivity is the options of the transfer of a failback: the sender
+// retries reconnections inside; a few attempts here, since a channel whose
+// proxy died never comes back and the workflow opens a new one.
+func sendActivity(queue string) workflow.ActivityOptions {
+	o := replicaOpActivity(queue)
+	o.ScheduleToCloseTimeout = 24 * time.Hour
+	o.StartToCloseTimeout = 12 * time.Hour
+	o.RetryPolicy.MaximumAttempts = 3
+	return o
+}
+
+// FailbackWorkflow sends what the replica VM changed in failover back to the
+// source VM, which is powered off first and started after; the replica goes
+// to failback.
+func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract.FailbackResult, error) {
+	var out contract.FailbackResult
+	if in.Job == "" || in.VM == "" {
+		return out, temporal.NewNonRetryableApplicationError(
+			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
+	}
+	if in.ToHost != "" || in.As != "" {
+		return out, temporal.NewNonRetryableApplicationError(
+			"failback to a new VM on another host (toHost, as) is not available in this release: fail back to the original VM",
+			contract.ErrTypeBadInput, nil)
+	}
+	var spec contract.JobSpec
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
+		return out, fmt.Errorf("loading job %q: %w", in.Job, err)
+	}
+	info := workflow.GetInfo(ctx)
+	op := contract.ReplicaOpActivityInput{ReplicaOpInput: contract.ReplicaOpInput{Job: in.Job, VM: in.VM},
+		Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
+	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
+	sctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(spec.Source)))
+
+	// 1. The replica VM stops; its disks are what goes back.
+	var plan contract.FailbackPlan
+	if err := workflow.ExecuteActivity(tctx, contract.ActPrepareFailback, op).Get(ctx, &plan); err != nil {
+		return out, err
+	}
+	out.ToHost, out.ToVM = spec.Source, plan.VM
+	// 2. The original VM is powered off before it is written.
+	vm := contract.ShutdownInput{Host: spec.Source, VMID: plan.VMID}
+	if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, vm).Get(ctx, nil); err != nil {
+		return out, fmt.Errorf("shutting the original VM %s down: %w", plan.VM, err)
+	}
+	// 3. The change set through a failback channel of the proxy.
+	ch := contract.FailbackChannelInput{Operation: op.Operation, Host: spec.Source, VMID: plan.VMID, TargetAddress: spec.TargetAddress}
+	var sendErr error
+	for attempt := 1; attempt <= failbackAttempts; attempt++ {
+		ch.Operation = fmt.Sprintf("%s/%d", op.Operation, attempt)
+		var addr string
+		if err := workflow.ExecuteActivity(sctx, contract.ActOpenFailbackChannel, ch).Get(ctx, &addr); err != nil {
+			return out, fmt.Errorf("opening the failback channel on the proxy: %w", err)
+		}
+		sendErr = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, sendActivity(contract.TargetQueue(spec.Target))),
+			contract.ActSendFailback, contract.SendFailbackInput{ReplicaOpActivityInput: op, Address: addr, VMID: plan.VMID,
+				Compression: spec.Compression, BlockSize: spec.BlockSize}).Get(ctx, &out)
+		// The channel is closed whatever happened; a proxy that died has none.
+		_ = workflow.ExecuteActivity(sctx, contract.ActCloseFailbackChannel, ch).Get(ctx, nil)
+		var app *temporal.ApplicationError
+		if sendErr == nil || (errors.As(sendErr, &app) && app.NonRetryable()) {
+			break
+		}
+		workflow.GetLogger(ctx).Warn("failback transfer failed; sending again through a new channel", "attempt", attempt, "error", sendErr)
+	}
+	if sendErr != nil {
+		return out, fmt.Errorf("sending the failover changes back: %w", sendErr)
+	}
+	out.ToHost, out.ToVM = spec.Source, plan.VM
+	// 4. The original VM starts on what the replica VM left.
+	if err := workflow.ExecuteActivity(sctx, contract.ActStartVM, vm).Get(ctx, nil); err != nil {
+		return out, fmt.Errorf("starting the original VM %s: %w", plan.VM, err)
+	}
+	if err := workflow.ExecuteActivity(tctx, contract.ActFinishFailback, ch, op).Get(ctx, &out.Replica); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// CommitFailbackWorkflow makes a failed-back replica ready again; the next
+// replication run continues incrementally from the failed-back VM.
+func CommitFailbackWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.ReplicaOpResult, error) {
+	return replicaOp(ctx, in, contract.ActCommitFailback)
+}
+
+// UndoFailbackWorkflow returns a failed-back replica to failover: the
+// source VM is shut down and the replica VM started again.
+func UndoFailbackWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.ReplicaOpResult, error) {
+	if in.Job == "" || in.VM == "" {
+		return contract.ReplicaOpResult{}, temporal.NewNonRetryableApplicationError(
+			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
+	}
+	var spec contract.JobSpec
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
+		return contract.ReplicaOpResult{}, fmt.Errorf("loading job %q: %w", in.Job, err)
+	}
+	info := workflow.GetInfo(ctx)
+	op := contract.ReplicaOpActivityInput{ReplicaOpInput: in, Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
+	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
+	var status contract.ReplicaOpResult
+	if err := workflow.ExecuteActivity(tctx, contract.ActReplicaStatus, op).Get(ctx, &status); err != nil {
+		return status, err
+	}
+	if status.State != "failback" {
+		return status, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"failback undo of %s in job %s refused: the replica is in state %s (failback undo needs failback)", status.VM, in.Job, status.State),
+			contract.ErrTypeReplicaState, nil)
+	}
+	sctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(spec.Source)))
+	if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, contract.ShutdownInput{Host: spec.Source, VMID: status.VMID}).Get(ctx, nil); err != nil {
+		return status, fmt.Errorf("shutting the source VM %s down: %w", status.VM, err)
+	}
+	var res contract.ReplicaOpResult
+	err := workflow.ExecuteActivity(tctx, contract.ActUndoFailback, op).Get(ctx, &res)
+	return res, err
+}
