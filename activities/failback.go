@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"go.temporal.io/sdk/activity"
+
 	"github.com/replicator/replicator/internal/blockplan"
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/contract"
@@ -123,7 +125,10 @@ func (t *Target) SendFailback(ctx context.Context, in contract.SendFailbackInput
 		tr, err := sender.SendDiskWithRetry(ctx, img, plan, nil, transfer.SendOptions{
 			Job: in.Job, VMID: in.VMID, DiskID: d.ID, CheckpointID: failbackCheckpoint,
 			BlockSize: failbackBlockSize, Compression: level, WholeBlocks: true, ZeroBlocksAsData: true,
-		}, nil, transfer.RetryPolicy{Attempts: 3})
+		}, func(p transfer.Progress) {
+			// A dead channel or agent is noticed within the heartbeat timeout.
+			activity.RecordHeartbeat(ctx, p.Acknowledged)
+		}, transfer.RetryPolicy{Attempts: 3})
 		img.Close()
 		dr = diskResult(dr, tr)
 		res.BytesSent += tr.BytesSent

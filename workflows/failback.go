@@ -16,13 +16,15 @@ import (
 const failbackAttempts = 10
 
 // sendActivity is the options of the transfer of a failback: the sender
-// retries reconnections inside; a few attempts here, since a channel whose
-// proxy died never comes back and the workflow opens a new one.
+// rides out network blips inside; one attempt here, since a channel whose
+// proxy died never comes back: the workflow opens a new one and sends again.
+// Heartbeats tell a dead agent within a minute.
 func sendActivity(queue string) workflow.ActivityOptions {
 	o := replicaOpActivity(queue)
 	o.ScheduleToCloseTimeout = 24 * time.Hour
 	o.StartToCloseTimeout = 12 * time.Hour
-	o.RetryPolicy.MaximumAttempts = 3
+	o.HeartbeatTimeout = time.Minute
+	o.RetryPolicy.MaximumAttempts = 1
 	return o
 }
 
