@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/replica"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/vhdx"
@@ -49,6 +51,13 @@ func (t *Target) PrepareFailback(ctx context.Context, in contract.ReplicaOpActiv
 		return contract.FailbackPlan{}, classify(err)
 	}
 	plan := contract.FailbackPlan{VMID: info.ID, VM: info.Name}
+	if cfg, ok := t.Host.(interface {
+		VMConfig(context.Context, string) (provider.VMConfig, error)
+	}); ok {
+		if c, err := cfg.VMConfig(ctx, vm.ID); err == nil {
+			plan.Config, _ = json.Marshal(c)
+		}
+	}
 	for _, d := range vm.Disks {
 		plan.Disks = append(plan.Disks, contract.FailbackDisk{ID: d.ID, Size: d.VirtualSize})
 	}
@@ -103,6 +112,10 @@ func (t *Target) SendFailback(ctx context.Context, in contract.SendFailbackInput
 			return res, fmt.Errorf("failback: replica VM disk %s: %w", d.Path, err)
 		}
 		changed := img.OwnAllocated()
+		if in.Whole {
+			changed = img.Allocated()
+			newer = nil
+		}
 		for _, p := range newer {
 			for _, pd := range p.Disks {
 				if pd.ID != d.ID {

@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -182,3 +183,37 @@ func (k *failbackSink) SetDigest(int64, digest.Sum) {}
 func (k *failbackSink) Persist(int64) error         { return nil }
 func (k *failbackSink) Complete() error             { return nil }
 func (k *failbackSink) Close() error                { return nil }
+
+// vmCreator is a source host that can make a new VM (the lab host can).
+type vmCreator interface {
+	CreateReplicaTarget(ctx context.Context, name string, sizes []int64, cfg provider.VMConfig) (provider.VM, error)
+}
+
+// CreateFailbackVM makes the new, powered-off VM a failback to another host
+// writes into: the replica VM's disks (empty) and hardware. A VM of that name
+// made by an earlier attempt of the same failback is reused.
+func (s *Source) CreateFailbackVM(ctx context.Context, in contract.CreateVMInput) (string, error) {
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return "", err
+	}
+	c, ok := p.(vmCreator)
+	if !ok {
+		return "", nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("host %s cannot create VMs in this release: fail back to a lab host, or to the original VM", in.Host))
+	}
+	var cfg provider.VMConfig
+	if len(in.Config) > 0 {
+		if err := json.Unmarshal(in.Config, &cfg); err != nil {
+			return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("configuration of the new VM: %w", err))
+		}
+	}
+	sizes := make([]int64, 0, len(in.Disks))
+	for _, d := range in.Disks {
+		sizes = append(sizes, d.Size)
+	}
+	vm, err := c.CreateReplicaTarget(ctx, in.Name, sizes, cfg)
+	if err != nil {
+		return "", classify(err)
+	}
+	return vm.ID, nil
+}

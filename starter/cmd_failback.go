@@ -11,7 +11,7 @@ func init() { commands = append(commands, newFailbackCommand) }
 func newFailbackCommand() *cobra.Command {
 	var toHost, as string
 	cmd := &cobra.Command{
-		Use:   "failback JOB VM",
+		Use:   "failback JOB VM [--to-host HOST --as NAME]",
 		Short: "Send what the replica VM changed in failover back to the original VM and start it",
 		Long: "Run FailbackWorkflow: refused unless the replica is in failover. The replica VM\n" +
 			"is powered off, the original VM too; exactly the blocks the replica VM wrote\n" +
@@ -19,14 +19,17 @@ func newFailbackCommand() *cobra.Command {
 			"back through the data channel (compressed, mutual TLS) into the original VM,\n" +
 			"which is started; the replica goes to failback. Then `failback commit` (back\n" +
 			"to ready, replication resumes incrementally) or `failback undo` (back to\n" +
-			"failover). Prints the result as JSON; a refusal exits 1 and changes nothing.",
+			"failover). With --to-host and --as, a new VM NAME is made on that source host\n" +
+			"with the replica VM's hardware and receives every block the replica VM holds;\n" +
+			"the original VM is left alone. Prints the result as JSON; a refusal exits 1\n" +
+			"and changes nothing.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := contract.FailbackInput{Job: args[0], VM: args[1], ToHost: toHost, As: as}
 			return runWorkflowOp(cmd, contract.FailbackWorkflow, in, new(contract.FailbackResult))
 		},
 	}
-	cmd.Flags().StringVar(&toHost, "to-host", "", "fail back to a new VM on this host (not available in this release)")
+	cmd.Flags().StringVar(&toHost, "to-host", "", "fail back to a new VM on this source host (with --as)")
 	cmd.Flags().StringVar(&as, "as", "", "name of the new VM with --to-host")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "commit JOB VM",

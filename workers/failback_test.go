@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/diskimage"
 	"github.com/replicator/replicator/internal/exclude"
@@ -230,4 +231,68 @@ func TestFailbackSurvivesWorkerKill(t *testing.T) {
 		t.Fatalf("the failback channel was opened %d times: the kill did not interrupt the send", opens)
 	}
 	compareVMs(t, src, dr, "web01", "web01_replica")
+}
+
+// Failback to a new VM on another host: the VM is made with the replica
+// VM's disks and hardware and receives everything they hold; the original
+// VM is not touched.
+func TestFailbackToANewVMOnAnotherHost(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, func(c *config.Config) {
+		c.Hosts = append(c.Hosts, config.Host{Name: "hv02", Provider: "lab", Path: filepath.Join(filepath.Dir(c.Hosts[0].Path), "lab2")})
+	})
+	starter := buildStarter(t, filepath.Join(h.dir, "bin"))
+	ctx := context.Background()
+	src := lab.New("hv01", h.cfg.Hosts[0].Path)
+	other := lab.New("hv02", h.cfg.Hosts[1].Path)
+	dr := lab.New("dr01", h.cfg.Agent.Host.Path)
+	requireSuccess(t, h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"db01"}}))
+	if res := runStarterBin(t, starter, h.dir, "failover", "demo", "db01", "--config", h.cfgFile); res.code != 0 {
+		t.Fatalf("failover: %s", res.stderr)
+	}
+	if err := dr.Write(ctx, "db01_replica", 1, 5, 3); err != nil {
+		t.Fatal(err)
+	}
+	before, err := src.ReplicaVM(ctx, "db01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runStarterBin(t, starter, h.dir, "failback", "demo", "db01", "--to-host", "hv02", "--as", "db01-dr", "--config", h.cfgFile)
+	if res.code != 0 {
+		t.Fatalf("failback --to-host: exit %d: %s", res.code, res.stderr)
+	}
+	var fb contract.FailbackResult
+	if err := json.Unmarshal([]byte(res.stdout), &fb); err != nil {
+		t.Fatal(err)
+	}
+	if fb.ToHost != "hv02" || fb.ToVM != "db01-dr" || fb.Replica.State != "failback" {
+		t.Fatalf("failback result %+v", fb)
+	}
+	nvm, err := other.ReplicaVM(ctx, "db01-dr")
+	if err != nil || nvm.State != "running" || len(nvm.Disks) != 2 {
+		t.Fatalf("new VM %+v, %v", nvm, err)
+	}
+	rvm, err := dr.ReplicaVM(ctx, "db01_replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range nvm.Disks {
+		a, err := diskimage.Open(rvm.Disks[i].Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := diskimage.Open(nvm.Disks[i].Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareImages(t, "new VM disk "+nvm.Disks[i].ID, a, b, a.Size(), nil)
+		a.Close()
+		b.Close()
+	}
+	if after, _ := src.ReplicaVM(ctx, "db01"); after.State != before.State {
+		t.Fatalf("the original VM changed state: %s, was %s", after.State, before.State)
+	}
+	res = runStarterBin(t, starter, h.dir, "failback", "demo", "db01", "--to-host", "hv02", "--config", h.cfgFile)
+	if res.code != 1 || !strings.Contains(res.stderr, "needs both toHost and as") {
+		t.Fatalf("--to-host without --as: exit %d, %q", res.code, res.stderr)
+	}
 }

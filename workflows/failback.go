@@ -29,18 +29,18 @@ func sendActivity(queue string) workflow.ActivityOptions {
 }
 
 // FailbackWorkflow sends what the replica VM changed in failover back to the
-// source VM, which is powered off first and started after; the replica goes
-// to failback.
+// source VM, which is powered off first and started after; or, with ToHost
+// and As, everything the replica VM holds to a new VM on that host. The
+// replica goes to failback.
 func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract.FailbackResult, error) {
 	var out contract.FailbackResult
 	if in.Job == "" || in.VM == "" {
 		return out, temporal.NewNonRetryableApplicationError(
 			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
 	}
-	if in.ToHost != "" || in.As != "" {
+	if (in.ToHost == "") != (in.As == "") {
 		return out, temporal.NewNonRetryableApplicationError(
-			"failback to a new VM on another host (toHost, as) is not available in this release: fail back to the original VM",
-			contract.ErrTypeBadInput, nil)
+			"a failback to a new VM needs both toHost and as (the host and the new VM's name)", contract.ErrTypeBadInput, nil)
 	}
 	var spec contract.JobSpec
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
@@ -58,13 +58,27 @@ func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract
 		return out, err
 	}
 	out.ToHost, out.ToVM = spec.Source, plan.VM
-	// 2. The original VM is powered off before it is written.
 	vm := contract.ShutdownInput{Host: spec.Source, VMID: plan.VMID}
-	if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, vm).Get(ctx, nil); err != nil {
-		return out, fmt.Errorf("shutting the original VM %s down: %w", plan.VM, err)
+	whole := in.ToHost != ""
+	if whole {
+		// 2. A new VM on the other host, powered off, with empty disks:
+		// it receives every block the replica VM holds.
+		sctx = workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(in.ToHost)))
+		var id string
+		if err := workflow.ExecuteActivity(sctx, contract.ActCreateFailbackVM, contract.CreateVMInput{
+			Host: in.ToHost, Name: in.As, Disks: plan.Disks, Config: plan.Config}).Get(ctx, &id); err != nil {
+			return out, fmt.Errorf("creating VM %s on host %s: %w", in.As, in.ToHost, err)
+		}
+		vm = contract.ShutdownInput{Host: in.ToHost, VMID: id}
+		out.ToHost, out.ToVM = in.ToHost, in.As
+	} else {
+		// 2. The original VM is powered off before it is written.
+		if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, vm).Get(ctx, nil); err != nil {
+			return out, fmt.Errorf("shutting the original VM %s down: %w", plan.VM, err)
+		}
 	}
 	// 3. The change set through a failback channel of the proxy.
-	ch := contract.FailbackChannelInput{Operation: op.Operation, Host: spec.Source, VMID: plan.VMID, TargetAddress: spec.TargetAddress}
+	ch := contract.FailbackChannelInput{Operation: op.Operation, Host: vm.Host, VMID: vm.VMID, TargetAddress: spec.TargetAddress}
 	var sendErr error
 	for attempt := 1; attempt <= failbackAttempts; attempt++ {
 		ch.Operation = fmt.Sprintf("%s/%d", op.Operation, attempt)
@@ -73,8 +87,8 @@ func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract
 			return out, fmt.Errorf("opening the failback channel on the proxy: %w", err)
 		}
 		sendErr = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, sendActivity(contract.TargetQueue(spec.Target))),
-			contract.ActSendFailback, contract.SendFailbackInput{ReplicaOpActivityInput: op, Address: addr, VMID: plan.VMID,
-				Compression: spec.Compression, BlockSize: spec.BlockSize}).Get(ctx, &out)
+			contract.ActSendFailback, contract.SendFailbackInput{ReplicaOpActivityInput: op, Address: addr, VMID: vm.VMID,
+				Compression: spec.Compression, BlockSize: spec.BlockSize, Whole: whole}).Get(ctx, &out)
 		// The channel is closed whatever happened; a proxy that died has none.
 		_ = workflow.ExecuteActivity(sctx, contract.ActCloseFailbackChannel, ch).Get(ctx, nil)
 		var app *temporal.ApplicationError
@@ -86,10 +100,13 @@ func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract
 	if sendErr != nil {
 		return out, fmt.Errorf("sending the failover changes back: %w", sendErr)
 	}
-	out.ToHost, out.ToVM = spec.Source, plan.VM
-	// 4. The original VM starts on what the replica VM left.
+	out.ToHost, out.ToVM = vm.Host, plan.VM
+	if whole {
+		out.ToVM = in.As
+	}
+	// 4. The VM starts on what the replica VM left.
 	if err := workflow.ExecuteActivity(sctx, contract.ActStartVM, vm).Get(ctx, nil); err != nil {
-		return out, fmt.Errorf("starting the original VM %s: %w", plan.VM, err)
+		return out, fmt.Errorf("starting VM %s on host %s: %w", out.ToVM, vm.Host, err)
 	}
 	if err := workflow.ExecuteActivity(tctx, contract.ActFinishFailback, ch, op).Get(ctx, &out.Replica); err != nil {
 		return out, err

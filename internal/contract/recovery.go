@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -136,7 +137,17 @@ const (
 	ActOpenFailbackChannel  = "OpenFailbackChannel"
 	ActCloseFailbackChannel = "CloseFailbackChannel"
 	ActStartVM              = "StartVM"
+	ActCreateFailbackVM     = "CreateFailbackVM"
 )
+
+// CreateVMInput makes a new VM on a source host for a failback to it.
+type CreateVMInput struct {
+	Host  string         `json:"host"`
+	Name  string         `json:"name"`
+	Disks []FailbackDisk `json:"disks"`
+	// Config is the replica VM's configuration (provider.VMConfig as JSON).
+	Config json.RawMessage `json:"config,omitempty"`
+}
 
 // FailbackInput is the input of FailbackWorkflow: to the original VM, or
 // with ToHost and As to a new VM of that name on another source host.
@@ -153,6 +164,8 @@ type FailbackPlan struct {
 	VMID  string         `json:"vmId"`
 	VM    string         `json:"vm"`
 	Disks []FailbackDisk `json:"disks"`
+	// Config is the replica VM's configuration, for a new VM.
+	Config json.RawMessage `json:"config,omitempty"`
 }
 
 // FailbackDisk is one disk to send back.
@@ -178,6 +191,9 @@ type SendFailbackInput struct {
 	VMID        string `json:"vmId"`
 	Compression string `json:"compression"`
 	BlockSize   int64  `json:"blockSize"`
+	// Whole sends every block the replica VM's disks hold (a new VM has
+	// nothing of them), not only the changes.
+	Whole bool `json:"whole,omitempty"`
 }
 
 // FailbackResult is what a failback did.

@@ -103,3 +103,41 @@ func (h *Host) VMConfig(ctx context.Context, vmID string) (provider.VMConfig, er
 	}
 	return c, nil
 }
+
+// CreateReplicaTarget makes a powered-off VM with empty disks of the given
+// sizes and the given hardware (its adapters keep their MAC addresses), for
+// a failback to this host. A VM of that name with the same disk sizes is
+// returned as it is: a retried failback reuses what it made.
+func (h *Host) CreateReplicaTarget(ctx context.Context, name string, sizes []int64, cfg provider.VMConfig) (provider.VM, error) {
+	if err := ctx.Err(); err != nil {
+		return provider.VM{}, err
+	}
+	if _, rec, err := h.readVM(name); err == nil {
+		same := len(rec.Disks) == len(sizes)
+		for i := 0; same && i < len(sizes); i++ {
+			same = rec.Disks[i].VirtualSize == sizes[i]
+		}
+		if !same {
+			return provider.VM{}, fmt.Errorf("lab host %s: a VM named %s exists with other disks; choose another name", h.name, name)
+		}
+		return h.ReplicaVM(ctx, name)
+	}
+	hw := Hardware{Processors: cfg.Processors, MemoryBytes: cfg.MemoryBytes}
+	vm, err := CreateVMWith(h.path, name, sizes, hw)
+	if err != nil {
+		return provider.VM{}, err
+	}
+	dir, rec, l, err := h.lockedVM(vm.ID)
+	if err != nil {
+		return provider.VM{}, err
+	}
+	defer l.unlock()
+	c, _ := hw.config(len(sizes))
+	c.NetworkAdapters = append([]provider.NetworkAdapter{}, cfg.NetworkAdapters...)
+	c.ReIP = nil
+	rec.Config, rec.State = &c, "off"
+	if err := writeRecord(dir, rec); err != nil {
+		return provider.VM{}, err
+	}
+	return vmOf(dir, rec), nil
+}
