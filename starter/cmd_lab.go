@@ -30,8 +30,8 @@ func newLabCommand() *cobra.Command {
 	return cmd
 }
 
-// labHost opens the lab host named by --host, or the first lab host of the
-// configuration.
+// labHost opens the lab host named by --host (a source host, or the
+// target's agent.host), or the first lab host of the configuration.
 func labHost(cmd *cobra.Command) (*lab.Host, error) {
 	flag := func(name string) string {
 		if f := cmd.Flag(name); f != nil {
@@ -53,6 +53,13 @@ func labHost(cmd *cobra.Command) (*lab.Host, error) {
 				return nil, fmt.Errorf("host %s has provider %s, not lab", name, h.Provider)
 			}
 			continue
+		}
+		return lab.New(h.Name, h.Path), nil
+	}
+	// The target's own host, where replica VMs are registered.
+	if h := cfg.Agent.Host; name != "" && h.Name == name {
+		if h.Provider != "lab" {
+			return nil, fmt.Errorf("host %s (agent.host) has provider %s, not lab", name, h.Provider)
 		}
 		return lab.New(h.Name, h.Path), nil
 	}
