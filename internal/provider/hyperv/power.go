@@ -88,4 +88,3 @@ var _ interface {
 	StartVM(context.Context, string) error
 	StopVM(context.Context, string) error
 } = (*Provider)(nil)
-
