@@ -296,3 +296,31 @@ func TestFailbackToANewVMOnAnotherHost(t *testing.T) {
 		t.Fatalf("--to-host without --as: exit %d, %q", res.code, res.stderr)
 	}
 }
+
+// Failing back from an older point also sends the blocks of the points
+// newer than it (the source holds the newest): the original VM then equals
+// the replica VM, not the newest point.
+func TestFailbackFromAnOlderPoint(t *testing.T) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, nil)
+	starter := buildStarter(t, filepath.Join(h.dir, "bin"))
+	ctx := context.Background()
+	src := lab.New("hv01", h.cfg.Hosts[0].Path)
+	dr := lab.New("dr01", h.cfg.Agent.Host.Path)
+	first := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	requireSuccess(t, first)
+	if err := src.Write(ctx, "web01", 0, 4, 31); err != nil {
+		t.Fatal(err)
+	}
+	requireSuccess(t, h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}))
+	if res := runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--point", first.VMs[0].RestorePoint, "--config", h.cfgFile); res.code != 0 {
+		t.Fatalf("failover: %s", res.stderr)
+	}
+	if err := dr.Write(ctx, "web01_replica", 0, 2, 32); err != nil {
+		t.Fatal(err)
+	}
+	res := runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--config", h.cfgFile)
+	if res.code != 0 {
+		t.Fatalf("failback: %s", res.stderr)
+	}
+	compareVMs(t, src, dr, "web01", "web01_replica")
+}
