@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
@@ -180,7 +181,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			return nil, fmt.Errorf("tls (the failback channel needs tls.ca, tls.cert and tls.key): %w", err)
 		}
 		if h := cfg.Agent.Host; h.Name != "" {
-			rh, err := newReplicaHost(ctx, h, logger)
+			rh, err := newReplicaHost(ctx, h, cfg.Agent.Datastore, logger)
 			if err != nil {
 				return nil, fmt.Errorf("agent.host %s: %w", h.Name, err)
 			}
@@ -211,14 +212,23 @@ func newProvider(ctx context.Context, h config.Host, logger *slog.Logger) (provi
 	return nil, fmt.Errorf("unknown provider %q", h.Provider)
 }
 
-// newReplicaHost opens the target's own host, where replica VMs are registered.
-func newReplicaHost(ctx context.Context, h config.Host, logger *slog.Logger) (provider.ReplicaHost, error) {
+// newReplicaHost opens the target's own host, where replica VMs are
+// registered. On Hyper-V their disks go to replica-vms beside the datastore
+// (never inside it, where every folder is a job).
+func newReplicaHost(ctx context.Context, h config.Host, datastore string, logger *slog.Logger) (provider.ReplicaHost, error) {
 	switch h.Provider {
 	case "lab":
 		if err := os.MkdirAll(h.Path, 0o755); err != nil {
 			return nil, err
 		}
 		return lab.New(h.Name, h.Path), nil
+	case "hyperv":
+		p, err := hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
+		if err != nil {
+			return nil, err
+		}
+		folder := filepath.Join(filepath.Dir(filepath.Clean(datastore)), "replica-vms")
+		return &hyperv.ReplicaHost{Provider: p, Folder: folder}, nil
 	}
-	return nil, fmt.Errorf("provider %q cannot register replica VMs in this release (lab can)", h.Provider)
+	return nil, fmt.Errorf("provider %q cannot register replica VMs (lab and hyperv can)", h.Provider)
 }
