@@ -372,4 +372,3 @@ func (h *ReplicaHost) MakeStandalone(ctx context.Context, name string) (provider
 	}
 	return h.ReplicaVM(ctx, name)
 }
-
