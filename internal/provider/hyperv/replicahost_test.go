@@ -146,3 +146,49 @@ func TestRegisterReplicaVMRefusesARunningVM(t *testing.T) {
 		}
 	}
 }
+
+func TestMakeStandaloneConvertsTheChainOfAnOffVM(t *testing.T) {
+	f := newFake(t)
+	ns := `\\HV01\root\virtualization\v2:`
+	const id = "11111111-2222-3333-4444-555555555555"
+	vssdPath := ns + `Msvm_VirtualSystemSettingData.InstanceID="Microsoft:` + id + `"`
+	state := float64(2)
+	sys := func() []object {
+		return []object{{Path: "sys", Props: map[string]any{"Name": id, "ElementName": "web01_replica", "EnabledState": state}}}
+	}
+	f.rec.Queries["SELECT * FROM Msvm_ComputerSystem WHERE ElementName = 'web01_replica'"] = sys()
+	f.rec.Queries["SELECT * FROM Msvm_VirtualSystemSettingData WHERE VirtualSystemIdentifier = '"+id+"'"] = []object{{Path: vssdPath,
+		Props: map[string]any{"VirtualSystemType": systemTypeRealized}}}
+	child := `D:\replica-vms\web01_replica\disk0_x.avhdx`
+	f.rec.Queries["ASSOCIATORS OF {"+vssdPath+"} WHERE ResultClass = Msvm_StorageAllocationSettingData"] = []object{{Path: "sasd",
+		Props: map[string]any{"ResourceSubType": resourceSubTypeVirtualHD, "HostResource": []any{child}, "InstanceID": `Microsoft:` + id + `\C\0\0\L`}}}
+	p, _ := testProvider(f, "", nil)
+	h := &ReplicaHost{Provider: p, Folder: `D:\replica-vms`}
+	if _, err := h.MakeStandalone(context.Background(), "web01_replica"); !errors.Is(err, provider.ErrVMRunning) {
+		t.Fatalf("running VM: %v", err)
+	}
+	state = 3
+	f.rec.Queries["SELECT * FROM Msvm_ComputerSystem WHERE ElementName = 'web01_replica'"] = sys()
+	var converted, modified map[string]any
+	f.methods["ConvertVirtualHardDisk"] = func(inv invocation) (result, error) {
+		if inv.In["SourcePath"] != child {
+			t.Errorf("converted %v", inv.In["SourcePath"])
+		}
+		_, converted = embedded(t, inv.In["VirtualDiskSettingData"])
+		return result{ReturnValue: 0}, nil
+	}
+	f.methods["ModifyResourceSettings"] = func(inv invocation) (result, error) {
+		_, modified = embedded(t, inv.In["ResourceSettings"].([]string)[0])
+		return result{ReturnValue: 0}, nil
+	}
+	if _, err := h.MakeStandalone(context.Background(), "web01_replica"); err != nil {
+		t.Fatal(err)
+	}
+	want := `D:\replica-vms\web01_replica\disk0_x-standalone.vhdx`
+	if converted["Path"] != want || converted["Type"] != float64(vhdTypeDynamic) {
+		t.Fatalf("converted to %v", converted)
+	}
+	if asStrings(modified["HostResource"])[0] != want || modified["InstanceID"] != `Microsoft:`+id+`\C\0\0\L` {
+		t.Fatalf("modified %v", modified)
+	}
+}
