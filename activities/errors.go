@@ -39,6 +39,12 @@ func classify(err error) error {
 		return nonRetryable(contract.ErrTypeBadConfig, err)
 	case errors.Is(err, replica.ErrBadName):
 		return nonRetryable(contract.ErrTypeBadInput, err)
+	case errors.Is(err, replica.ErrWrongState):
+		return nonRetryable(contract.ErrTypeReplicaState, err)
+	case errors.Is(err, replica.ErrNoPoint):
+		return nonRetryable(contract.ErrTypeNoPoint, err)
+	case errors.Is(err, replica.ErrNoReplica):
+		return nonRetryable(contract.ErrTypeNoReplica, err)
 	case errors.Is(err, replica.ErrLocked):
 		return nonRetryable(contract.ErrTypeReplicaLocked, err)
 	case errors.As(err, &unknownAuthority), errors.As(err, &certInvalid), errors.As(err, &hostname), errors.As(err, &alert):

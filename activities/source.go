@@ -9,6 +9,7 @@ package activities
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,9 @@ type Source struct {
 	Metrics   *metrics.DataPath
 	// ProgressInterval is how often a transfer signals its figures to the job run.
 	ProgressInterval time.Duration
+	// ServerTLS is the proxy's side of a failback channel (failback_source.go).
+	ServerTLS *tls.Config
+	failback  failbackChannels
 }
 
 func (s *Source) provider(host string) (provider.Provider, error) {
@@ -83,6 +87,7 @@ func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]c
 			continue
 		}
 		c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{}}
+		c.Config = s.vmConfig(ctx, p, vm)
 		for _, d := range vm.Disks {
 			c.Disks = append(c.Disks, contract.Disk{ID: d.ID, VirtualSize: d.VirtualSize, SectorSize: sectorSize(d.Path)})
 		}
@@ -456,4 +461,25 @@ func (s *Source) log() *slog.Logger {
 		return s.Logger
 	}
 	return slog.Default()
+}
+
+// vmConfig reads the VM's virtual hardware to keep with its restore points.
+// A host that cannot say does not stop replication: the point then carries
+// no configuration and a replica VM gets the provider's defaults.
+func (s *Source) vmConfig(ctx context.Context, p provider.Provider, vm provider.VM) json.RawMessage {
+	c, err := p.VMConfig(ctx, vm.ID)
+	if err == nil {
+		err = c.Check()
+	}
+	if err != nil {
+		if s.Logger != nil {
+			s.Logger.Warn("the VM's configuration could not be read; its restore points carry none", "vm", vm.Name, "id", vm.ID, "error", err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil
+	}
+	return b
 }

@@ -20,6 +20,8 @@ type Config struct {
 	TLS      TLS      `mapstructure:"tls" yaml:"tls"`
 	Metrics  Metrics  `mapstructure:"metrics" yaml:"metrics"`
 	Jobs     []Job    `mapstructure:"jobs" yaml:"jobs"`
+	// FailoverPlans fail groups of replica VMs over in order (recovery.go).
+	FailoverPlans []FailoverPlan `mapstructure:"failoverPlans" yaml:"failoverPlans,omitempty"`
 }
 
 // Temporal is how to reach the Temporal cluster.
@@ -98,6 +100,9 @@ type Agent struct {
 	// encrypted. Empty: not encrypted. A datastore is encrypted from its
 	// first replica on, or never.
 	EncryptionKeyFile string `mapstructure:"encryptionKeyFile" yaml:"encryptionKeyFile,omitempty"`
+	// Host is the target's own virtualization host, where replica VMs are
+	// registered (empty name: none).
+	Host Host `mapstructure:"host" yaml:"host,omitempty"`
 }
 
 // TLS names PEM files: the CA that signs peers, and this process's certificate and key.
@@ -138,6 +143,10 @@ type Job struct {
 	// application-consistent checkpoint is: "copy" (their logs are left
 	// alone) or "full" (they may truncate them).
 	GuestBackupType string `mapstructure:"guestBackupType" yaml:"guestBackupType"`
+	// NetworkMapping maps source switches to target switches for replica VMs.
+	NetworkMapping map[string]string `mapstructure:"networkMapping" yaml:"networkMapping,omitempty"`
+	// ReIP are the re-IP rules applied to replica VMs at failover.
+	ReIP []ReIP `mapstructure:"reIP" yaml:"reIP,omitempty"`
 }
 
 // Exclude says what need not travel.

@@ -230,7 +230,8 @@ func TestDev(t *testing.T) {
 		Temporal: Temporal{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "replication"},
 		Hosts:    []Host{{Name: "hv01", Provider: "lab", Path: filepath.Join(dir, "lab")}},
 		Targets:  []Target{{Name: "dr01", Address: "127.0.0.1:7300"}},
-		Agent:    Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dir, "replicas")},
+		Agent: Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dir, "replicas"),
+			Host: Host{Name: "dr01", Provider: "lab", Path: filepath.Join(dir, "lab-dr")}},
 		TLS: TLS{
 			CA:   filepath.Join(dir, "pki", "ca.pem"),
 			Cert: filepath.Join(dir, "pki", "node.pem"),

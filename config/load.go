@@ -162,7 +162,8 @@ func Dev(dataDir string) *Config {
 		Temporal: Temporal{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "replication"},
 		Hosts:    []Host{{Name: "hv01", Provider: "lab", Path: filepath.Join(dataDir, "lab")}},
 		Targets:  []Target{{Name: "dr01", Address: "127.0.0.1:7300"}},
-		Agent:    Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dataDir, "replicas")},
+		Agent: Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dataDir, "replicas"),
+			Host: Host{Name: "dr01", Provider: "lab", Path: filepath.Join(dataDir, "lab-dr")}},
 		TLS: TLS{
 			CA:   filepath.Join(dataDir, "pki", "ca.pem"),
 			Cert: filepath.Join(dataDir, "pki", "node.pem"),

@@ -186,6 +186,7 @@ func (c *Config) validate() []Problem {
 	for i := range c.Jobs {
 		ck.job(fmt.Sprintf("jobs[%d]", i), &c.Jobs[i], i, jobNames, hostNames, targetNames)
 	}
+	ck.recovery(c, jobNames)
 	return ck.problems
 }
 

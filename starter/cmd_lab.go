@@ -33,10 +33,11 @@ func newLabCommand() *cobra.Command {
 	return cmd
 }
 
-// labHost opens the lab host named by --host, or the first lab host of the
-// configuration. A hyperv-sim host keeps its VMs as a lab host does; its
+// labHost opens the lab host named by --host (a source host, or the
+// target's agent.host), or the first lab host of the configuration. A hyperv-sim host keeps its VMs as a lab host does; its
 // jobs whose time has come are ended first, so that what is listed is the
-// host as it is.
+// host as it is. The target's agent.host, where replica VMs are
+// registered, is named by --host too.
 func labHost(cmd *cobra.Command) (*lab.Host, error) {
 	flag := func(name string) string {
 		if f := cmd.Flag(name); f != nil {
@@ -70,6 +71,13 @@ func labHost(cmd *cobra.Command) (*lab.Host, error) {
 			return nil, fmt.Errorf("host %s has provider %s, not lab or hyperv-sim", name, h.Provider)
 		}
 	}
+	// The target's own host, where replica VMs are registered.
+	if h := cfg.Agent.Host; name != "" && h.Name == name {
+		if h.Provider != "lab" {
+			return nil, fmt.Errorf("host %s (agent.host) has provider %s, not lab", name, h.Provider)
+		}
+		return lab.New(h.Name, h.Path), nil
+	}
 	if name != "" {
 		return nil, fmt.Errorf("no host %q in the configuration", name)
 	}
@@ -77,10 +85,12 @@ func labHost(cmd *cobra.Command) (*lab.Host, error) {
 }
 
 func newLabCreateCommand() *cobra.Command {
-	var sizes []string
+	var sizes, nics []string
+	var memory string
+	var cpus int
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create VM --disk SIZE [--disk SIZE...]",
+		Use:   "create VM --disk SIZE [--disk SIZE...] [--cpus N] [--memory SIZE] [--nic SWITCH...]",
 		Short: "Create a lab VM with empty dynamic VHDX disks (sizes like 256MiB, 1GiB)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -95,11 +105,22 @@ func newLabCreateCommand() *cobra.Command {
 				}
 				bytes = append(bytes, int64(n))
 			}
+			hw := lab.Hardware{Processors: cpus, Switches: nics}
+			if memory != "" {
+				n, err := config.ParseByteSize(memory)
+				if err != nil {
+					return fmt.Errorf("lab create: --memory %q: %w", memory, err)
+				}
+				hw.MemoryBytes = int64(n)
+			}
+			if cmd.Flags().Changed("cpus") && cpus < 1 {
+				return fmt.Errorf("lab create: --cpus %d: at least 1", cpus)
+			}
 			h, err := labHost(cmd)
 			if err != nil {
 				return err
 			}
-			vm, err := lab.CreateVM(h.Path(), args[0], bytes)
+			vm, err := lab.CreateVMWith(h.Path(), args[0], bytes, hw)
 			if err != nil {
 				return err
 			}
@@ -115,6 +136,9 @@ func newLabCreateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&sizes, "disk", nil, "size of a disk (repeat for more disks)")
+	cmd.Flags().IntVar(&cpus, "cpus", 0, "virtual processors (default 1)")
+	cmd.Flags().StringVar(&memory, "memory", "", "startup memory, a multiple of 2MiB (default 1GiB)")
+	cmd.Flags().StringArrayVar(&nics, "nic", nil, "connect a network adapter to this virtual switch (repeat for more adapters)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
 }

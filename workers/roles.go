@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -142,6 +143,12 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}
 		src := &activities.Source{Providers: map[string]provider.Provider{}, TLS: clientTLS, Client: c, Config: reload,
 			Logger: logger.With("role", "proxy"), Metrics: dataPath}
+		if cfg.TLS.Cert != "" {
+			// The failback channel: the proxy receives what a replica VM changed.
+			if src.ServerTLS, err = tlsFiles.ServerTLS(); err != nil {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+		}
 		for _, h := range cfg.Hosts {
 			p, err := newProvider(ctx, h, logger)
 			if err != nil {
@@ -188,7 +195,18 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			}
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
-		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name})
+		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name}
+		if tgt.ClientTLS, err = tlsFiles.ClientTLS(); err != nil {
+			return nil, fmt.Errorf("tls (the failback channel needs tls.ca, tls.cert and tls.key): %w", err)
+		}
+		if h := cfg.Agent.Host; h.Name != "" {
+			rh, err := newReplicaHost(ctx, h, cfg.Agent.Datastore, logger)
+			if err != nil {
+				return nil, fmt.Errorf("agent.host %s: %w", h.Name, err)
+			}
+			tgt.Host, tgt.HostName = rh, h.Name
+		}
+		w.RegisterActivity(tgt)
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {
@@ -214,4 +232,25 @@ func newProvider(ctx context.Context, h config.Host, logger *slog.Logger) (provi
 			hyperv.Options{Logger: logger.With("host", h.Name)})
 	}
 	return nil, fmt.Errorf("unknown provider %q", h.Provider)
+}
+
+// newReplicaHost opens the target's own host, where replica VMs are
+// registered. On Hyper-V their disks go to replica-vms beside the datastore
+// (never inside it, where every folder is a job).
+func newReplicaHost(ctx context.Context, h config.Host, datastore string, logger *slog.Logger) (provider.ReplicaHost, error) {
+	switch h.Provider {
+	case "lab":
+		if err := os.MkdirAll(h.Path, 0o755); err != nil {
+			return nil, err
+		}
+		return lab.New(h.Name, h.Path), nil
+	case "hyperv":
+		p, err := hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
+		if err != nil {
+			return nil, err
+		}
+		folder := filepath.Join(filepath.Dir(filepath.Clean(datastore)), "replica-vms")
+		return &hyperv.ReplicaHost{Provider: p, Folder: folder}, nil
+	}
+	return nil, fmt.Errorf("provider %q cannot register replica VMs (lab and hyperv can)", h.Provider)
 }

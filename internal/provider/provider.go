@@ -155,4 +155,6 @@ type Provider interface {
 	// ReleaseCheckpoint discards a checkpoint without keeping a reference point
 	// (on failure or cancellation). Releasing a missing checkpoint is not an error.
 	ReleaseCheckpoint(ctx context.Context, vmID, checkpointID string) error
+	// VMConfig returns the VM's virtual hardware (vmconfig.go), or ErrVMNotFound.
+	VMConfig(ctx context.Context, vmID string) (VMConfig, error)
 }
