@@ -3,13 +3,8 @@ package activities
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
-	"go.temporal.io/sdk/activity"
-
-	"github.com/replicator/replicator/internal/blockplan"
-	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/provider"
@@ -29,7 +24,7 @@ const failbackCheckpoint = "failback"
 // PrepareFailback powers the replica VM off, so that its disks hold their
 // final content, and says which disks go back. The replica must be in failover.
 func (t *Target) PrepareFailback(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.FailbackPlan, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
 		return contract.FailbackPlan{}, err
 	}
@@ -64,99 +59,6 @@ func (t *Target) PrepareFailback(ctx context.Context, in contract.ReplicaOpActiv
 	return plan, nil
 }
 
-// SendFailback sends exactly what differs between the replica VM and the
-// newest restore point (what the source holds): the blocks its failover
-// children hold, and those of the points newer than the one it failed over
-// to. No disk is scanned: the VHDX files say what they hold.
-func (t *Target) SendFailback(ctx context.Context, in contract.SendFailbackInput) (contract.FailbackResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
-	if err != nil {
-		return contract.FailbackResult{}, err
-	}
-	l, err := r.Lifecycle()
-	if err != nil {
-		return contract.FailbackResult{}, classify(err)
-	}
-	if l.State != replica.StateFailover {
-		return contract.FailbackResult{}, stateRefused(in.ReplicaOpActivityInput, info.Name, "failback", l, replica.StateFailover)
-	}
-	if err := t.needHost(); err != nil {
-		return contract.FailbackResult{}, err
-	}
-	if t.ClientTLS == nil {
-		return contract.FailbackResult{}, nonRetryable(contract.ErrTypeBadConfig, errors.New("the agent has no client certificate for the failback channel (config tls)"))
-	}
-	level, err := codec.ParseLevel(in.Compression)
-	if err != nil {
-		return contract.FailbackResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
-	}
-	vm, err := t.Host.ReplicaVM(ctx, l.ReplicaVM)
-	if err != nil {
-		return contract.FailbackResult{}, classify(err)
-	}
-	pts, err := r.Points()
-	if err != nil {
-		return contract.FailbackResult{}, classify(err)
-	}
-	var newer []replica.Point
-	for i, p := range pts {
-		if p.ID == l.Point {
-			newer = pts[i+1:]
-		}
-	}
-	res := contract.FailbackResult{Replica: contract.ReplicaOpResult{Job: in.Job, VM: info.Name, VMID: info.ID}}
-	sender := &transfer.Sender{Address: in.Address, TLS: t.ClientTLS}
-	for _, d := range vm.Disks {
-		img, err := vhdx.Open(d.Path)
-		if err != nil {
-			return res, fmt.Errorf("failback: replica VM disk %s: %w", d.Path, err)
-		}
-		changed := img.OwnAllocated()
-		if in.Whole {
-			changed = img.Allocated()
-			newer = nil
-		}
-		for _, p := range newer {
-			for _, pd := range p.Disks {
-				if pd.ID != d.ID {
-					continue
-				}
-				own, err := ownAllocated(pd.File)
-				if err != nil {
-					img.Close()
-					return res, err
-				}
-				changed = append(changed, own...)
-			}
-		}
-		changed = disk.Merge(changed, img.Size())
-		dr := contract.DiskResult{ID: d.ID, Size: img.Size(), ChangeTracking: "failback"}
-		for _, e := range changed {
-			res.BytesChanged += e.Length
-		}
-		plan := blockplan.Changed(img.Size(), failbackBlockSize, changed)
-		tr, err := sender.SendDiskWithRetry(ctx, img, plan, nil, transfer.SendOptions{
-			Job: in.Job, VMID: in.VMID, DiskID: d.ID, CheckpointID: failbackCheckpoint,
-			BlockSize: failbackBlockSize, Compression: level, WholeBlocks: true, ZeroBlocksAsData: true,
-		}, func(p transfer.Progress) {
-			// A dead channel or agent is noticed within the heartbeat timeout.
-			activity.RecordHeartbeat(ctx, p.Acknowledged)
-		}, transfer.RetryPolicy{Attempts: 3})
-		img.Close()
-		dr = diskResult(dr, tr)
-		res.BytesSent += tr.BytesSent
-		res.BytesWritten += tr.BytesWritten
-		if err != nil {
-			dr.Status, dr.Error = contract.StatusFailed, err.Error()
-			res.Disks = append(res.Disks, dr)
-			return res, classify(fmt.Errorf("failback of disk %s: %w", d.ID, err))
-		}
-		dr.Status = contract.StatusSuccess
-		res.Disks = append(res.Disks, dr)
-	}
-	return res, nil
-}
-
 // ownAllocated is what one VHDX file of a chain holds itself.
 func ownAllocated(path string) ([]disk.Extent, error) {
 	f, err := vhdx.OpenWith(path, vhdx.OpenOptions{IgnoreParentLinkage: true})
@@ -169,7 +71,13 @@ func ownAllocated(path string) ([]disk.Extent, error) {
 
 // FinishFailback records the replica in failback, and where it went.
 func (t *Target) FinishFailback(ctx context.Context, in contract.FailbackChannelInput, op contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(op.Job, op.VM)
+	if err := transfer.ValidName("vm", in.VMID); err != nil {
+		return contract.ReplicaOpResult{}, nonRetryable(contract.ErrTypeBadInput, err)
+	}
+	if in.Host == "" || len(in.Host) > maxNameLen {
+		return contract.ReplicaOpResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("failback host: %d bytes, want 1 to %d", len(in.Host), maxNameLen))
+	}
+	r, info, err := t.opReplica(op)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
@@ -193,7 +101,7 @@ func (t *Target) FinishFailback(ctx context.Context, in contract.FailbackChannel
 // on the newest point, its failover children discarded (the source has
 // their content now, and the next run brings it back as a new point).
 func (t *Target) CommitFailback(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
@@ -228,7 +136,7 @@ func (t *Target) CommitFailback(ctx context.Context, in contract.ReplicaOpActivi
 // whose disks the failback left as they were, is started again (the
 // workflow shuts the source VM down first).
 func (t *Target) UndoFailback(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}

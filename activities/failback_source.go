@@ -2,11 +2,18 @@ package activities
 
 import (
 	"context"
+	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"sync"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"go.temporal.io/sdk/activity"
 
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
@@ -14,26 +21,29 @@ import (
 	"github.com/replicator/replicator/internal/transfer"
 )
 
-// A failback runs the data channel the other way round: the agent sends the
-// replica VM's changes with transfer.Sender, and a transfer.Receiver in the
-// proxy writes them into the source VM's disks, as the guest would (the
-// host's change tracking records them, so the next replication run sends
-// them back incrementally). The channel lives in the proxy process between
-// OpenFailbackChannel and CloseFailbackChannel; if the process dies, the
-// workflow opens a new one and sends again: rewriting the same blocks is
-// harmless.
+// A failback sends the replica VM's changes back into the source VM's
+// disks. The trust model is the one of replication: the proxy dials, the
+// agent accepts, each with its own role's certificate (agent: server, proxy:
+// client). Only the direction of the data is reversed: the agent opens a
+// short-lived failback channel (OpenFailbackChannel, with a token of its
+// own), the proxy connects to it, presents the token, and a
+// transfer.Receiver in the proxy writes what the agent's transfer.Sender
+// sends on that connection, as the guest would (the host's change tracking
+// records it, so the next replication run sends it back incrementally). If
+// either process dies, the workflow opens a new channel and sends again:
+// rewriting the same blocks is harmless.
 
-// failbackChannels are the open failback channels of a proxy, by operation.
-type failbackChannels struct {
-	mu   sync.Mutex
-	open map[string]*failbackChannel
-}
+// failbackStatus is the agent's one-byte answer to a connection of the
+// failback channel, after the token.
+const (
+	failbackDisk     = 'D' // a disk follows, in the data channel's protocol
+	failbackFinished = 'F' // every disk was sent: the failback is complete
+	failbackFailed   = 'E' // the send failed; a 2-byte length and the message follow
+)
 
-type failbackChannel struct {
-	addr   string
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+// failbackStatusWait bounds how long the proxy waits for the agent's answer
+// (the agent may be opening the next disk).
+const failbackStatusWait = 5 * time.Minute
 
 // vmDiskWriter is a source host whose VM disks can be written as by the
 // guest (the lab host can).
@@ -46,66 +56,130 @@ type vmStarter interface {
 	StartVM(ctx context.Context, name string) error
 }
 
-// OpenFailbackChannel starts a receiver that writes into the disks of VM
-// in.VMID of in.Host, listening on this proxy's address toward the target,
-// and returns its address. Opening it again for the same operation returns
-// the same channel.
-func (s *Source) OpenFailbackChannel(ctx context.Context, in contract.FailbackChannelInput) (string, error) {
+// ReceiveFailback connects to the agent's failback channel and writes the
+// disks it sends into VM in.VMID of in.Host until the agent says the change
+// set is complete. The agent's host is the job's configured target address;
+// only the channel's port comes from the input.
+func (s *Source) ReceiveFailback(ctx context.Context, in contract.ReceiveFailbackInput) (int64, error) {
+	_, _, spec, err := configuredJob(s.Config, in.Job)
+	if err != nil {
+		return 0, err
+	}
+	if err := transfer.ValidName("vm", in.VMID); err != nil {
+		return 0, nonRetryable(contract.ErrTypeBadInput, err)
+	}
+	if !validToken(in.Token) {
+		return 0, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("failback channel token: %d characters, want %d hexadecimal", len(in.Token), 2*tokenBytes))
+	}
+	addr, host, err := failbackAddress(spec.TargetAddress, in.Address)
+	if err != nil {
+		return 0, nonRetryable(contract.ErrTypeBadInput, err)
+	}
 	p, err := s.provider(in.Host)
 	if err != nil {
-		return "", err
+		return 0, err
 	}
 	w, ok := p.(vmDiskWriter)
 	if !ok {
-		return "", nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("failback into a VM of host %s is not supported in this release (lab hosts only)", in.Host))
+		return 0, nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("failback into a VM of host %s is not supported in this release (lab hosts only)", in.Host))
 	}
-	if s.ServerTLS == nil {
-		return "", nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no server certificate for the failback channel (tls.cert must allow server authentication)"))
+	if s.TLS == nil {
+		return 0, nonRetryable(contract.ErrTypeBadConfig, errors.New("the proxy has no certificate for the data channel (tls.cert, role proxy)"))
 	}
-	s.failback.mu.Lock()
-	defer s.failback.mu.Unlock()
-	if c, ok := s.failback.open[in.Operation]; ok {
-		return c.addr, nil
-	}
-	ip := "127.0.0.1"
-	if in.TargetAddress != "" {
-		// The address this machine uses toward the target is one the
-		// target can reach back (no packet is sent: UDP only routes).
-		if c, err := net.Dial("udp", in.TargetAddress); err == nil {
-			ip = c.LocalAddr().(*net.UDPAddr).IP.String()
-			c.Close()
+	cfg := s.TLS.Clone()
+	cfg.ServerName = host
+	tgt := &failbackTarget{host: p, writer: w, vmID: in.VMID, token: in.Token}
+	recv := transfer.NewReceiver(tgt, cfg, transfer.ReceiverOptions{Logger: s.log()})
+	stop := heartbeatEvery(ctx, 5*time.Second, func() any { return tgt.written.Load() })
+	defer stop()
+	for {
+		conn, status, err := dialFailback(ctx, addr, cfg, in.Token)
+		if err != nil {
+			return tgt.written.Load(), err
+		}
+		switch status {
+		case failbackDisk:
+			recv.ServeConn(ctx, conn)
+			conn.Close()
+		case failbackFinished:
+			conn.Close()
+			return tgt.written.Load(), nil
+		default:
+			conn.Close()
+			return tgt.written.Load(), fmt.Errorf("the agent's failback send failed (the workflow reads its error when it closes the channel)")
+		}
+		if err := ctx.Err(); err != nil {
+			return tgt.written.Load(), err
 		}
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return "", fmt.Errorf("failback channel: %w", err)
-	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	tgt := &failbackTarget{host: p, writer: w, vmID: in.VMID}
-	recv := transfer.NewReceiver(tgt, s.ServerTLS, transfer.ReceiverOptions{Logger: s.Logger})
-	c := &failbackChannel{addr: ln.Addr().String(), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		recv.Serve(rctx, ln)
-	}()
-	if s.failback.open == nil {
-		s.failback.open = map[string]*failbackChannel{}
-	}
-	s.failback.open[in.Operation] = c
-	return c.addr, nil
 }
 
-// CloseFailbackChannel stops the operation's channel (none open is not an error).
-func (s *Source) CloseFailbackChannel(ctx context.Context, in contract.FailbackChannelInput) error {
-	s.failback.mu.Lock()
-	c, ok := s.failback.open[in.Operation]
-	delete(s.failback.open, in.Operation)
-	s.failback.mu.Unlock()
-	if ok {
-		c.cancel()
-		<-c.done
+// failbackAddress is the channel's address: the configured target's host
+// and the port the agent opened. A forged input cannot make the proxy dial
+// anywhere else.
+func failbackAddress(targetAddress, channel string) (addr, host string, err error) {
+	host, _, err = net.SplitHostPort(targetAddress)
+	if err != nil {
+		return "", "", fmt.Errorf("job target address %q: %w", targetAddress, err)
 	}
-	return nil
+	_, port, err := net.SplitHostPort(channel)
+	if err != nil {
+		return "", "", fmt.Errorf("failback channel address %q: %w", channel, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("failback channel address %q: port out of range", channel)
+	}
+	return net.JoinHostPort(host, port), host, nil
+}
+
+// dialFailback opens one connection of the channel: TLS as on every data
+// channel (this side the proxy, the peer must be an agent), the token, and
+// the agent's answer.
+func dialFailback(ctx context.Context, addr string, cfg *tls.Config, token string) (*tls.Conn, byte, error) {
+	d := net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, 0, fmt.Errorf("failback channel %s: %w", addr, err)
+	}
+	conn := tls.Client(raw, cfg)
+	raw.SetDeadline(time.Now().Add(15 * time.Second))
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, 0, fmt.Errorf("failback channel %s: TLS handshake: %w", addr, err)
+	}
+	if _, err := io.WriteString(conn, token); err != nil {
+		conn.Close()
+		return nil, 0, fmt.Errorf("failback channel %s: %w", addr, err)
+	}
+	raw.SetDeadline(time.Now().Add(failbackStatusWait))
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		conn.Close()
+		return nil, 0, fmt.Errorf("failback channel %s: no answer after the token (a wrong token is answered by closing): %w", addr, err)
+	}
+	raw.SetDeadline(time.Time{})
+	return conn, b[0], nil
+}
+
+// heartbeatEvery records a heartbeat with details() every interval until
+// the returned function is called.
+func heartbeatEvery(ctx context.Context, interval time.Duration, details func() any) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				activity.RecordHeartbeat(ctx, details())
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // StartVM starts a source VM after a failback.
@@ -126,12 +200,19 @@ type failbackTarget struct {
 	host   provider.Provider
 	writer vmDiskWriter
 	vmID   string
+	token  string
+	// written counts the bytes written into the VM (heartbeat details).
+	written atomic.Int64
 }
 
-// Admit lets in only the replica VM's disks of this channel's VM.
+// Admit lets in only the disks of this channel's VM, sent with the
+// channel's token (the agent that opened the channel puts it in the Hello).
 func (t *failbackTarget) Admit(ctx context.Context, h transfer.Hello, peer string) error {
 	if h.VMID != t.vmID {
 		return fmt.Errorf("this failback channel writes VM %s, not %s", t.vmID, h.VMID)
+	}
+	if subtle.ConstantTimeCompare([]byte(h.Token), []byte(t.token)) != 1 {
+		return errors.New("the hello does not carry this failback channel's token")
 	}
 	return nil
 }
@@ -153,7 +234,7 @@ func (t *failbackTarget) OpenDisk(ctx context.Context, h transfer.Hello, peer st
 				if d.VirtualSize != h.DiskSize {
 					return nil, fmt.Errorf("VM %s disk %s has %d bytes, the replica VM's %d", vm.Name, d.ID, d.VirtualSize, h.DiskSize)
 				}
-				return &failbackSink{ctx: ctx, w: t.writer, vm: t.vmID, disk: i}, nil
+				return &failbackSink{ctx: ctx, w: t.writer, vm: t.vmID, disk: i, written: &t.written}, nil
 			}
 		}
 		return nil, fmt.Errorf("VM %s has no disk %q", vm.Name, h.DiskID)
@@ -169,16 +250,18 @@ func (t *failbackTarget) Digests(ctx context.Context, h transfer.Hello) (int64, 
 // when WriteAt returns (the host syncs it), so Persist has nothing left to
 // do; the position is not kept: a new channel receives from the start.
 type failbackSink struct {
-	ctx  context.Context
-	w    vmDiskWriter
-	vm   string
-	disk int
+	ctx     context.Context
+	w       vmDiskWriter
+	vm      string
+	disk    int
+	written *atomic.Int64
 }
 
 func (k *failbackSink) WriteAt(p []byte, off int64) (int, error) {
 	if err := k.w.WriteAt(k.ctx, k.vm, k.disk, p, off); err != nil {
 		return 0, err
 	}
+	k.written.Add(int64(len(p)))
 	return len(p), nil
 }
 

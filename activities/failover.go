@@ -17,8 +17,15 @@ import (
 // activity retried after its worker died (same operation) finds its own
 // change and finishes it instead of refusing.
 
-// findReplica resolves the VM (name or id) of a job to its replica.
+// findReplica finds the replica of VM vm (name or id) of a job that
+// replicates to this agent, as configured here.
 func (t *Target) findReplica(job, vm string) (*replica.Replica, replica.VMInfo, error) {
+	if _, err := t.targetJob(job); err != nil {
+		return nil, replica.VMInfo{}, err
+	}
+	if vm == "" || len(vm) > maxNameLen {
+		return nil, replica.VMInfo{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("VM name or id: %d bytes, want 1 to %d", len(vm), maxNameLen))
+	}
 	r, err := t.Agent.Store().Find(job, vm)
 	if err != nil {
 		return nil, replica.VMInfo{}, classify(err)
@@ -30,7 +37,30 @@ func (t *Target) findReplica(job, vm string) (*replica.Replica, replica.VMInfo, 
 	return r, info, nil
 }
 
+// opReplica is findReplica for a lifecycle operation, whose operation id
+// and restore point are bounded first.
+func (t *Target) opReplica(in contract.ReplicaOpActivityInput) (*replica.Replica, replica.VMInfo, error) {
+	if err := checkOperation(in.Operation); err != nil {
+		return nil, replica.VMInfo{}, err
+	}
+	if len(in.Point) > maxNameLen {
+		return nil, replica.VMInfo{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("restore point: %d bytes, at most %d", len(in.Point), maxNameLen))
+	}
+	return t.findReplica(in.Job, in.VM)
+}
+
+// errEncryptedReplicaVMs is why an encrypted datastore has no replica VMs.
+var errEncryptedReplicaVMs = errors.New("this agent's datastore is encrypted at rest (agent.encryptionKeyFile): " +
+	"its restore points are not VHDX files a hypervisor can attach, so no replica VM is registered, failed over to or failed back from; " +
+	"`starter export JOB VM --out FILE` writes a plain copy of a restore point to attach by hand")
+
+// maxNameLen bounds the names (VM, restore point) an operation's input carries.
+const maxNameLen = 255
+
 func (t *Target) needHost() error {
+	if t.Encrypted {
+		return nonRetryable(contract.ErrTypeBadConfig, errEncryptedReplicaVMs)
+	}
 	if t.Host == nil {
 		return nonRetryable(contract.ErrTypeBadConfig, errors.New("this target has no host for replica VMs: set agent.host in its configuration"))
 	}
@@ -67,7 +97,7 @@ func stateRefused(in contract.ReplicaOpActivityInput, name, op string, l replica
 // with the job's network mapping and re-IP rules; the replica goes to
 // failover and replication skips it.
 func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
@@ -136,7 +166,7 @@ func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActiv
 // failover: its disks become children of the newest point again, the
 // replica is ready and replication resumes.
 func (t *Target) UndoFailover(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
@@ -199,10 +229,16 @@ func (t *Target) opResult(ctx context.Context, job string, r *replica.Replica, i
 	return res, nil
 }
 
-// ReplicaStatus returns the replica's state without changing anything.
+// ReplicaStatus returns the replica's state without changing anything. The
+// workflows that ask it (planned failover, failback undo) go on to act on the
+// replica VM, so a target that cannot have one refuses here, before the
+// source is touched.
 func (t *Target) ReplicaStatus(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
+	if err := t.needHost(); err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
 	return t.opResult(ctx, in.Job, r, info)
@@ -213,7 +249,7 @@ func (t *Target) ReplicaStatus(ctx context.Context, in contract.ReplicaOpActivit
 // replica goes to permanent, and its restore points are deleted; the job
 // no longer replicates the source VM.
 func (t *Target) MakePermanent(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.findReplica(in.Job, in.VM)
+	r, info, err := t.opReplica(in)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}

@@ -79,8 +79,8 @@ func (t *Target) replicaVMSpec(job string, r *replica.Replica, p replica.Point) 
 // refreshReplicaVM registers the replica VM of a ready replica on its newest
 // point. Failures are logged, never returned (see CommitRestorePoint).
 func (t *Target) refreshReplicaVM(ctx context.Context, job, vmID string) {
-	if t.Host == nil {
-		return
+	if t.Host == nil || t.Encrypted {
+		return // an encrypted datastore has no replica VMs (the worker said so at start)
 	}
 	logger := activity.GetLogger(ctx)
 	if err := t.registerOnNewest(ctx, job, vmID, "", replica.StateReady); err != nil {

@@ -48,9 +48,6 @@ type Source struct {
 	Metrics   *metrics.DataPath
 	// ProgressInterval is how often a transfer signals its figures to the job run.
 	ProgressInterval time.Duration
-	// ServerTLS is the proxy's side of a failback channel (failback_source.go).
-	ServerTLS *tls.Config
-	failback  failbackChannels
 }
 
 func (s *Source) provider(host string) (provider.Provider, error) {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
@@ -33,8 +34,17 @@ type Target struct {
 	// configured.
 	Host     provider.ReplicaHost
 	HostName string
-	// ClientTLS is the agent's side of a failback channel, where it sends.
-	ClientTLS *tls.Config
+	// Encrypted says the datastore is encrypted at rest: its point files
+	// are not VHDX a hypervisor can attach, so replica VMs and the
+	// operations on them are refused (errEncryptedReplicaVMs).
+	Encrypted bool
+	// ServerTLS is the agent's data channel configuration (agent role, peer
+	// must be a proxy), used for failback channels too; Listen is the data
+	// channel's listen address, whose host failback channels listen on.
+	ServerTLS *tls.Config
+	Listen    string
+	Logger    *slog.Logger
+	failback  failbackChannels
 }
 
 // CheckTarget checks that the datastore is there and has room.

@@ -140,7 +140,12 @@ func datastoreFromConfig(cmd *cobra.Command) (*replica.Store, error) {
 	if cfg.Agent.Datastore == "" {
 		return nil, errors.New("the configuration has no agent.datastore: run this where the target agent keeps its replicas")
 	}
-	st, err := replica.OpenExisting(cfg.Agent.Datastore)
+	// An encrypted datastore opens only with its key, even to list.
+	key, err := replica.LoadKeyFile(cfg.Agent.EncryptionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("agent.encryptionKeyFile: %w", err)
+	}
+	st, err := replica.OpenEncrypted(cfg.Agent.Datastore, false, key)
 	if err != nil {
 		return nil, fmt.Errorf("datastore (agent.datastore): %w", err)
 	}

@@ -52,7 +52,9 @@ func TestFailbackSurvivesWorkerKill(t *testing.T) {
 			return false
 		}
 		for _, a := range d.PendingActivities {
-			if a.GetActivityType().GetName() == contract.ActSendFailback {
+			// Started by the proxy in the child, not only scheduled: the
+			// kill must interrupt the transfer.
+			if a.GetActivityType().GetName() == contract.ActReceiveFailback && a.GetState() == enums.PENDING_ACTIVITY_STATE_STARTED {
 				return true
 			}
 		}

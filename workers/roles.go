@@ -143,12 +143,6 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}
 		src := &activities.Source{Providers: map[string]provider.Provider{}, TLS: clientTLS, Client: c, Config: reload,
 			Logger: logger.With("role", "proxy"), Metrics: dataPath}
-		if cfg.TLS.Cert != "" {
-			// The failback channel: the proxy receives what a replica VM changed.
-			if src.ServerTLS, err = tlsFiles.ServerTLS(); err != nil {
-				return nil, fmt.Errorf("tls: %w", err)
-			}
-		}
 		for _, h := range cfg.Hosts {
 			p, err := newProvider(ctx, h, logger)
 			if err != nil {
@@ -195,17 +189,19 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			}
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true})
-		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name}
-		if tgt.ClientTLS, err = tlsFiles.ClientTLS(); err != nil {
-			return nil, fmt.Errorf("tls (the failback channel needs tls.ca, tls.cert and tls.key): %w", err)
-		}
+		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name,
+			ServerTLS: serverTLS, Listen: cfg.Agent.Listen, Logger: logger.With("role", "agent")}
 		if h := cfg.Agent.Host; h.Name != "" {
 			rh, err := newReplicaHost(ctx, h, cfg.Agent.Datastore, logger)
 			if err != nil {
 				return nil, fmt.Errorf("agent.host %s: %w", h.Name, err)
 			}
 			tgt.Host, tgt.HostName = rh, h.Name
+			if key != nil {
+				logger.Warn("agent.host is set but the datastore is encrypted at rest (agent.encryptionKeyFile): no replica VM is registered, and failover and failback are refused", "host", h.Name)
+			}
 		}
+		tgt.Encrypted = key != nil
 		w.RegisterActivity(tgt)
 		s.workers = append(s.workers, w)
 	}

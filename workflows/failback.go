@@ -15,15 +15,15 @@ import (
 // one after the proxy (which holds the channel) or the agent died.
 const failbackAttempts = 10
 
-// sendActivity is the options of the transfer of a failback: the sender
-// rides out network blips inside; one attempt here, since a channel whose
-// proxy died never comes back: the workflow opens a new one and sends again.
-// Heartbeats tell a dead agent within a minute.
+// sendActivity is the options of the proxy's side of a failback transfer:
+// the agent's sender rides out network blips inside; one attempt here, since
+// a channel whose agent died never comes back: the workflow opens a new one
+// and sends again. Heartbeats tell a dead proxy within 30 seconds.
 func sendActivity(queue string) workflow.ActivityOptions {
 	o := replicaOpActivity(queue)
 	o.ScheduleToCloseTimeout = 24 * time.Hour
 	o.StartToCloseTimeout = 12 * time.Hour
-	o.HeartbeatTimeout = time.Minute
+	o.HeartbeatTimeout = 30 * time.Second
 	o.RetryPolicy.MaximumAttempts = 1
 	return o
 }
@@ -77,22 +77,32 @@ func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract
 			return out, fmt.Errorf("shutting the original VM %s down: %w", plan.VM, err)
 		}
 	}
-	// 3. The change set through a failback channel of the proxy.
-	ch := contract.FailbackChannelInput{Operation: op.Operation, Host: vm.Host, VMID: vm.VMID, TargetAddress: spec.TargetAddress}
+	// 3. The change set: the agent opens a failback channel, the proxy
+	// connects to it (as for replication: the proxy dials, the agent
+	// accepts) and writes what the agent sends into the VM; closing the
+	// channel gives the agent's result.
+	ch := contract.FailbackChannelInput{Operation: op.Operation, Host: vm.Host, VMID: vm.VMID}
 	var sendErr error
 	for attempt := 1; attempt <= failbackAttempts; attempt++ {
 		ch.Operation = fmt.Sprintf("%s/%d", op.Operation, attempt)
-		var addr string
-		if err := workflow.ExecuteActivity(sctx, contract.ActOpenFailbackChannel, ch).Get(ctx, &addr); err != nil {
-			return out, fmt.Errorf("opening the failback channel on the proxy: %w", err)
+		attemptOp := op
+		attemptOp.Operation = ch.Operation
+		var fc contract.FailbackChannel
+		if err := workflow.ExecuteActivity(tctx, contract.ActOpenFailbackChannel, contract.OpenFailbackInput{
+			ReplicaOpActivityInput: attemptOp, VMID: vm.VMID, Whole: whole}).Get(ctx, &fc); err != nil {
+			return out, fmt.Errorf("opening the failback channel on the agent: %w", err)
 		}
-		sendErr = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, sendActivity(contract.TargetQueue(spec.Target))),
-			contract.ActSendFailback, contract.SendFailbackInput{ReplicaOpActivityInput: op, Address: addr, VMID: vm.VMID,
-				Compression: spec.Compression, BlockSize: spec.BlockSize, Whole: whole}).Get(ctx, &out)
-		// The channel is closed whatever happened; a proxy that died has none.
-		_ = workflow.ExecuteActivity(sctx, contract.ActCloseFailbackChannel, ch).Get(ctx, nil)
-		var app *temporal.ApplicationError
-		if sendErr == nil || (errors.As(sendErr, &app) && app.NonRetryable()) {
+		recvErr := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, sendActivity(contract.SourceQueue(vm.Host))),
+			contract.ActReceiveFailback, contract.ReceiveFailbackInput{Job: in.Job, Host: vm.Host, VMID: vm.VMID,
+				Address: fc.Address, Token: fc.Token}).Get(ctx, nil)
+		// The channel is closed whatever happened; its result is the agent's.
+		sendErr = workflow.ExecuteActivity(tctx, contract.ActCloseFailbackChannel, ch).Get(ctx, &out)
+		// A proxy that refused for good (its host cannot be written, a
+		// forged address) says why; otherwise the agent's outcome counts.
+		if recvErr != nil && (sendErr == nil || nonRetryable(recvErr)) {
+			sendErr = recvErr
+		}
+		if sendErr == nil || nonRetryable(sendErr) {
 			break
 		}
 		workflow.GetLogger(ctx).Warn("failback transfer failed; sending again through a new channel", "attempt", attempt, "error", sendErr)
@@ -150,4 +160,10 @@ func UndoFailbackWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (con
 	var res contract.ReplicaOpResult
 	err := workflow.ExecuteActivity(tctx, contract.ActUndoFailback, op).Get(ctx, &res)
 	return res, err
+}
+
+// nonRetryable says whether an activity's error is final.
+func nonRetryable(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && app.NonRetryable()
 }

@@ -129,15 +129,17 @@ const (
 	UndoFailbackWorkflow   = "UndoFailbackWorkflow"
 
 	ActPrepareFailback = "PrepareFailback"
-	ActSendFailback    = "SendFailback"
 	ActFinishFailback  = "FinishFailback"
 	ActCommitFailback  = "CommitFailback"
 	ActUndoFailback    = "UndoFailback"
-	// On the proxy: a data channel that writes into a source VM's disks.
+	// On the agent: the failback channel, which sends the change set on
+	// the connections the proxy opens to it.
 	ActOpenFailbackChannel  = "OpenFailbackChannel"
 	ActCloseFailbackChannel = "CloseFailbackChannel"
-	ActStartVM              = "StartVM"
-	ActCreateFailbackVM     = "CreateFailbackVM"
+	// On the proxy: connects to the channel and writes into a source VM.
+	ActReceiveFailback  = "ReceiveFailback"
+	ActStartVM          = "StartVM"
+	ActCreateFailbackVM = "CreateFailbackVM"
 )
 
 // CreateVMInput makes a new VM on a source host for a failback to it.
@@ -174,26 +176,41 @@ type FailbackDisk struct {
 	Size int64  `json:"size"`
 }
 
-// FailbackChannelInput opens (or closes) the proxy's failback channel.
+// FailbackChannelInput names a failback channel (the operation and the
+// attempt) and the VM that receives the change set.
 type FailbackChannelInput struct {
 	Operation string `json:"operation"`
 	Host      string `json:"host"`
 	VMID      string `json:"vmId"`
-	// TargetAddress is the agent's data channel: the channel listens on the
-	// proxy's address toward it.
-	TargetAddress string `json:"targetAddress"`
 }
 
-// SendFailbackInput sends the replica VM's change set to a failback channel.
-type SendFailbackInput struct {
+// OpenFailbackInput opens the agent's failback channel for the replica of
+// the operation. The compression is the job's configured one.
+type OpenFailbackInput struct {
 	ReplicaOpActivityInput
-	Address     string `json:"address"`
-	VMID        string `json:"vmId"`
-	Compression string `json:"compression"`
-	BlockSize   int64  `json:"blockSize"`
+	// VMID is the receiving VM on the source host (the original, or the
+	// new VM of a failback to another host).
+	VMID string `json:"vmId"`
 	// Whole sends every block the replica VM's disks hold (a new VM has
 	// nothing of them), not only the changes.
 	Whole bool `json:"whole,omitempty"`
+}
+
+// FailbackChannel is where the proxy connects: the port on the job's
+// target host, and the token it presents.
+type FailbackChannel struct {
+	Address string `json:"address"`
+	Token   string `json:"token"`
+}
+
+// ReceiveFailbackInput makes the proxy receive a failback channel into VM
+// VMID of Host. The proxy dials the job's configured target host.
+type ReceiveFailbackInput struct {
+	Job     string `json:"job"`
+	Host    string `json:"host"`
+	VMID    string `json:"vmId"`
+	Address string `json:"address"`
+	Token   string `json:"token"`
 }
 
 // FailbackResult is what a failback did.

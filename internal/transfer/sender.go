@@ -51,6 +51,11 @@ type Sender struct {
 	// BytesPerSecond caps the bytes this Sender puts on the wire per disk
 	// transfer (0: no cap), to leave room on a shared WAN link.
 	BytesPerSecond int64
+	// Conn, when set, gives each attempt an established connection whose
+	// peer is already authenticated, instead of dialling Address with TLS:
+	// a failback, where the agent sends on a connection the proxy opened
+	// (the proxy always dials, the agent always accepts).
+	Conn func(ctx context.Context) (net.Conn, error)
 }
 
 // SendOptions name the disk and how to send it.
@@ -239,7 +244,15 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	parent := ctx
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	conn, err := s.dial(ctx, dialTimeout)
+	var conn net.Conn
+	if s.Conn != nil {
+		conn, err = s.Conn(ctx)
+		if err != nil {
+			err = s.failure(ctx, "wait for the receiver's connection", err)
+		}
+	} else {
+		conn, err = s.dial(ctx, dialTimeout)
+	}
 	if err != nil {
 		return err
 	}
