@@ -90,7 +90,7 @@ func (s *Source) ReceiveFailback(ctx context.Context, in contract.ReceiveFailbac
 	cfg.ServerName = host
 	tgt := &failbackTarget{host: p, writer: w, vmID: in.VMID, token: in.Token}
 	recv := transfer.NewReceiver(tgt, cfg, transfer.ReceiverOptions{Logger: s.log()})
-	stop := heartbeatEvery(ctx, 5*time.Second, func() any { return tgt.written.Load() })
+	stop := heartbeatEvery(ctx, 3*time.Second, func() any { return tgt.written.Load() })
 	defer stop()
 	for {
 		conn, status, err := dialFailback(ctx, addr, cfg, in.Token)

@@ -18,12 +18,12 @@ const failbackAttempts = 10
 // sendActivity is the options of the proxy's side of a failback transfer:
 // the agent's sender rides out network blips inside; one attempt here, since
 // a channel whose agent died never comes back: the workflow opens a new one
-// and sends again. Heartbeats tell a dead proxy within 30 seconds.
+// and sends again. Heartbeats tell a dead proxy within 15 seconds.
 func sendActivity(queue string) workflow.ActivityOptions {
 	o := replicaOpActivity(queue)
 	o.ScheduleToCloseTimeout = 24 * time.Hour
 	o.StartToCloseTimeout = 12 * time.Hour
-	o.HeartbeatTimeout = 30 * time.Second
+	o.HeartbeatTimeout = 15 * time.Second
 	o.RetryPolicy.MaximumAttempts = 1
 	return o
 }

@@ -155,11 +155,20 @@ func (s *Sim) vmObjects(ctx context.Context, vm provider.VM) ([]simObject, error
 		"VirtualSystemType": systemTypeRealized, "VirtualSystemSubType": fmt.Sprintf("Microsoft:Hyper-V:SubType:%d", vm.Generation),
 		"Version": version, "ConfigurationDataRoot": s.dir,
 	}}})
+	cfg, err := s.lab.VMConfig(ctx, vm.ID)
+	if err != nil {
+		return nil, err
+	}
+	out[1].obj.Props["SecureBootEnabled"] = cfg.SecureBoot
+	hw, drives := s.hardwareObjects(vm, vssdPath, cfg)
+	out = append(out, hw...)
 	var diskIDs []string
 	for i, d := range vm.Disks {
 		id := diskInstanceID(vm.ID, i)
 		diskIDs = append(diskIDs, id)
-		out = append(out, s.storageAllocation(id, vssdPath, d.Path))
+		sasd := s.storageAllocation(id, vssdPath, d.Path)
+		sasd.obj.Props["Parent"] = drives[i]
+		out = append(out, sasd)
 	}
 	for j, d := range attrs.ExtraDisks {
 		i := len(vm.Disks) + j
@@ -220,4 +229,88 @@ func (s *Sim) storageAllocation(instanceID, owner, hostPath string) simObject {
 			"HostResource": []any{hostPath}, "ElementName": "Hard Disk Image",
 		},
 	}}
+}
+
+// Classes and values of a VM's virtual hardware (learn.microsoft.com,
+// hyperv_v2: Msvm_ProcessorSettingData, Msvm_MemorySettingData,
+// Msvm_SyntheticEthernetPortSettingData, Msvm_EthernetPortAllocationSettingData,
+// Msvm_VirtualEthernetSwitch; CIM_ResourceAllocationSettingData ResourceType:
+// 3 processor, 4 memory, 5 IDE controller, 6 parallel SCSI HBA, 10 Ethernet
+// adapter, 17 disk drive, 33 Ethernet connection).
+const (
+	classProcessorSettings = "Msvm_ProcessorSettingData"
+	classMemorySettings    = "Msvm_MemorySettingData"
+	classSyntheticPort     = "Msvm_SyntheticEthernetPortSettingData"
+	classPortAllocation    = "Msvm_EthernetPortAllocationSettingData"
+	classSwitch            = "Msvm_VirtualEthernetSwitch"
+
+	subTypeSCSIController = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+	subTypeIDEController  = "Microsoft:Hyper-V:Emulated IDE Controller"
+	subTypeDiskDrive      = "Microsoft:Hyper-V:Synthetic Disk Drive"
+	subTypeSyntheticPort  = "Microsoft:Hyper-V:Synthetic Ethernet Port"
+	subTypeConnection     = "Microsoft:Hyper-V:Ethernet Connection"
+)
+
+// hardwareObjects renders the VM's configuration as the setting data Hyper-V
+// associates with its realized settings: processors, memory, disk
+// controllers and drives (the drive of disk i is drives[i], the Parent of
+// its storage allocation), network adapters and their switch connections.
+func (s *Sim) hardwareObjects(vm provider.VM, vssdPath string, cfg provider.VMConfig) (out []simObject, drives []string) {
+	rasd := func(class, instanceID string, props map[string]any) simObject {
+		props["InstanceID"] = instanceID
+		return simObject{owners: []string{vssdPath}, obj: hyperv.Object{Path: s.path(class, "InstanceID", instanceID), Class: class, Props: props}}
+	}
+	base := "Microsoft:" + vm.ID
+	out = append(out, rasd(classProcessorSettings, base+`\b637f346-6a0e-4dec-af52-bd70cb80a21d\0`, map[string]any{
+		"ResourceType": int32(3), "ElementName": "Processor", "VirtualQuantity": int64(cfg.Processors)}))
+	out = append(out, rasd(classMemorySettings, base+`\4764334d-e001-4176-82ee-5594ec9b530e`, map[string]any{
+		"ResourceType": int32(4), "ElementName": "Memory", "AllocationUnits": "byte * 2^20",
+		"VirtualQuantity": cfg.MemoryBytes >> 20, "DynamicMemoryEnabled": cfg.DynamicMemory}))
+	switches := map[string]bool{}
+	controllers := map[string]string{} // "scsi/0" → path
+	controller := func(kind string, n int) string {
+		key := fmt.Sprintf("%s/%d", kind, n)
+		if p, ok := controllers[key]; ok {
+			return p
+		}
+		typ, sub, id := int32(6), subTypeSCSIController, fmt.Sprintf(`%s\%s\%d`, base, scsiController, n)
+		if kind == "ide" {
+			typ, sub, id = 5, subTypeIDEController, fmt.Sprintf(`%s\83F8638B-8DCA-4152-9EDA-2CA8B33039B4\ide%d`, base, n)
+		}
+		o := rasd(classResourceAllocation, id, map[string]any{"ResourceType": typ, "ResourceSubType": sub, "Address": fmt.Sprint(n)})
+		out = append(out, o)
+		controllers[key] = o.obj.Path
+		return o.obj.Path
+	}
+	for i := range vm.Disks {
+		slot := provider.DiskSlot{Controller: "scsi", Location: i}
+		if i < len(cfg.Disks) {
+			slot = cfg.Disks[i]
+		}
+		parent := controller(slot.Controller, slot.ControllerNumber)
+		id := strings.TrimSuffix(diskInstanceID(vm.ID, i), `\L`) + `\D`
+		o := rasd(classResourceAllocation, id, map[string]any{"ResourceType": int32(17), "ResourceSubType": subTypeDiskDrive,
+			"Parent": parent, "AddressOnParent": fmt.Sprint(slot.Location)})
+		out = append(out, o)
+		drives = append(drives, o.obj.Path)
+	}
+	for i, n := range cfg.NetworkAdapters {
+		id := fmt.Sprintf(`%s\%08X-0000-0000-0000-000000000000`, base, i)
+		port := rasd(classSyntheticPort, id, map[string]any{"ResourceType": int32(10), "ResourceSubType": subTypeSyntheticPort,
+			"ElementName": n.Name, "Address": n.MAC, "StaticMacAddress": n.StaticMAC})
+		out = append(out, port)
+		var host []any
+		if n.Switch != "" {
+			sw := s.path(classSwitch, "CreationClassName", classSwitch, "Name", n.Switch)
+			host = []any{sw}
+			if !switches[n.Switch] {
+				switches[n.Switch] = true
+				out = append(out, simObject{obj: hyperv.Object{Path: sw, Class: classSwitch, Props: map[string]any{
+					"CreationClassName": classSwitch, "Name": n.Switch, "ElementName": n.Switch}}})
+			}
+		}
+		out = append(out, rasd(classPortAllocation, id+`\C`, map[string]any{"ResourceType": int32(33), "ResourceSubType": subTypeConnection,
+			"Parent": port.obj.Path, "HostResource": host}))
+	}
+	return out, drives
 }

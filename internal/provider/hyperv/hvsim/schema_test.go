@@ -573,7 +573,9 @@ func TestSchemaPropertiesRead(t *testing.T) {
 		t.Fatalf("found only %d property reads in the provider: %v", len(reads), reads)
 	}
 	read := []string{classComputerSystem, classSettingData, classStorageAllocation, classResourceAllocation, classReferencePoint,
-		"Msvm_ConcreteJob", "Msvm_VirtualHardDiskSettingData", classManagementService}
+		"Msvm_ConcreteJob", "Msvm_VirtualHardDiskSettingData", classManagementService,
+		// A VM's hardware (VMConfig).
+		classProcessorSettings, classMemorySettings, classSyntheticPort, classPortAllocation, classSwitch}
 	for _, release := range []string{"server2019", "server23h2"} {
 		s := loadSchema(t, filepath.Join(root, release, "root", "virtualization", "v2"))
 		for _, name := range reads {

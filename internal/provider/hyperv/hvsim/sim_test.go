@@ -284,3 +284,50 @@ func TestReturnValues(t *testing.T) {
 		}
 	}
 }
+
+// The provider reads a VM's hardware through the simulator's WMI objects as
+// the lab keeps it: processors, memory, secure boot, adapters with their
+// MACs and switches, and each disk's controller and location.
+func TestVMConfigThroughSimulator(t *testing.T) {
+	ctx := context.Background()
+	s, p := newHost(t, Options{})
+	if _, err := lab.CreateVMWith(s.dir, "db01", []int64{32 * mib, 16 * mib, 16 * mib},
+		lab.Hardware{Processors: 4, MemoryBytes: 4 << 30, Switches: []string{"LAN", "Storage", "LAN"}}); err != nil {
+		t.Fatal(err)
+	}
+	vms, err := p.VMs(ctx)
+	if err != nil || len(vms) != 1 {
+		t.Fatalf("VMs %+v, %v", vms, err)
+	}
+	want, err := s.Lab().VMConfig(ctx, vms[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.VMConfig(ctx, vms[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Generation != want.Generation || got.Processors != 4 || got.MemoryBytes != 4<<30 || got.SecureBoot != want.SecureBoot || got.DynamicMemory != want.DynamicMemory {
+		t.Fatalf("hardware read %+v, lab has %+v", got, want)
+	}
+	if len(got.NetworkAdapters) != 3 {
+		t.Fatalf("adapters %+v, want 3", got.NetworkAdapters)
+	}
+	for i, n := range got.NetworkAdapters {
+		w := want.NetworkAdapters[i]
+		if n.Switch != w.Switch || n.MAC != w.MAC || n.StaticMAC != w.StaticMAC || n.Name != w.Name {
+			t.Errorf("adapter %d: %+v, lab has %+v", i, n, w)
+		}
+	}
+	if len(got.Disks) != 3 {
+		t.Fatalf("disk slots %+v, want 3", got.Disks)
+	}
+	for i, d := range got.Disks {
+		if d.ID != vms[0].Disks[i].ID || d.Controller != "scsi" || d.ControllerNumber != 0 || d.Location != want.Disks[i].Location {
+			t.Errorf("disk slot %d: %+v, want disk %s on scsi 0 at %d", i, d, vms[0].Disks[i].ID, want.Disks[i].Location)
+		}
+	}
+	if _, err := p.VMConfig(ctx, "no-such-vm"); !errors.Is(err, provider.ErrVMNotFound) {
+		t.Fatalf("unknown VM: %v", err)
+	}
+}
