@@ -149,7 +149,9 @@ func (t *Target) OpenFailbackChannel(ctx context.Context, in contract.OpenFailba
 
 // CloseFailbackChannel ends the operation's channel and returns what its
 // sender did: the result once every disk was sent, its error otherwise. A
-// channel this agent does not know (it restarted) is a retryable error.
+// channel that ended early, or that this agent does not know (it
+// restarted), is a FailbackInterrupted error: a retry of this activity could
+// not change it, the workflow opens a new channel.
 func (t *Target) CloseFailbackChannel(ctx context.Context, in contract.FailbackChannelInput) (contract.FailbackResult, error) {
 	if err := checkOperation(in.Operation); err != nil {
 		return contract.FailbackResult{}, err
@@ -159,7 +161,8 @@ func (t *Target) CloseFailbackChannel(ctx context.Context, in contract.FailbackC
 	delete(t.failback.open, in.Operation)
 	t.failback.mu.Unlock()
 	if !ok {
-		return contract.FailbackResult{}, fmt.Errorf("failback channel %s is not open on this agent (it restarted?)", in.Operation)
+		return contract.FailbackResult{}, nonRetryable(contract.ErrTypeFailbackInterrupted,
+			fmt.Errorf("failback channel %s is not open on this agent (it restarted?)", in.Operation))
 	}
 	ended := true
 	select {
@@ -174,8 +177,9 @@ func (t *Target) CloseFailbackChannel(ctx context.Context, in contract.FailbackC
 	case c.err == nil:
 		return c.res, nil
 	case !ended:
-		// Retryable: the workflow opens a new channel and sends again.
-		return c.res, fmt.Errorf("the failback channel was closed before the change set was sent: %v", c.err)
+		// The workflow opens a new channel and sends again.
+		return c.res, nonRetryable(contract.ErrTypeFailbackInterrupted,
+			fmt.Errorf("the failback channel was closed before the change set was sent: %v", c.err))
 	default:
 		return c.res, classify(c.err)
 	}

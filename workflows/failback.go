@@ -102,7 +102,7 @@ func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract
 		if recvErr != nil && (sendErr == nil || nonRetryable(recvErr)) {
 			sendErr = recvErr
 		}
-		if sendErr == nil || nonRetryable(sendErr) {
+		if sendErr == nil || (nonRetryable(sendErr) && !isErrType(sendErr, contract.ErrTypeFailbackInterrupted)) {
 			break
 		}
 		workflow.GetLogger(ctx).Warn("failback transfer failed; sending again through a new channel", "attempt", attempt, "error", sendErr)
@@ -166,4 +166,10 @@ func UndoFailbackWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (con
 func nonRetryable(err error) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.NonRetryable()
+}
+
+// isErrType says whether an activity's error has the given type.
+func isErrType(err error, typ string) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && app.Type() == typ
 }

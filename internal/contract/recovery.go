@@ -176,6 +176,12 @@ type FailbackDisk struct {
 	Size int64  `json:"size"`
 }
 
+// ErrTypeFailbackInterrupted: a failback channel ended before its change
+// set was sent (the proxy or the agent died, or the proxy gave up). Final
+// for the activity, which cannot bring the channel back; the workflow opens
+// a new channel and sends again.
+const ErrTypeFailbackInterrupted = "FailbackInterrupted"
+
 // FailbackChannelInput names a failback channel (the operation and the
 // attempt) and the VM that receives the change set.
 type FailbackChannelInput struct {
