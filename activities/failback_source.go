@@ -292,9 +292,25 @@ func (s *Source) CreateFailbackVM(ctx context.Context, in contract.CreateVMInput
 	if !ok {
 		return "", nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("host %s cannot create VMs in this release: fail back to a lab host, or to the original VM", in.Host))
 	}
+	// What the new VM gets comes from the workflow: bounded as a replicated
+	// VM's description is before anything is created.
+	if len(in.Disks) == 0 || len(in.Disks) > maxDisksPerVM {
+		return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("new VM %s: %d disks, want 1 to %d", in.Name, len(in.Disks), maxDisksPerVM))
+	}
+	for _, d := range in.Disks {
+		if d.Size <= 0 || d.Size > maxDiskSize {
+			return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("new VM %s disk %s: size %d outside (0, 64 TiB]", in.Name, d.ID, d.Size))
+		}
+	}
+	if len(in.Config) > maxVMConfigBytes {
+		return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("new VM %s: configuration of %d bytes, at most %d", in.Name, len(in.Config), maxVMConfigBytes))
+	}
 	var cfg provider.VMConfig
 	if len(in.Config) > 0 {
 		if err := json.Unmarshal(in.Config, &cfg); err != nil {
+			return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("configuration of the new VM: %w", err))
+		}
+		if err := cfg.Check(); err != nil {
 			return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("configuration of the new VM: %w", err))
 		}
 	}
