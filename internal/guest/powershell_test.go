@@ -126,7 +126,9 @@ func TestPowerShellDirectScriptFailures(t *testing.T) {
 	}{
 		{commandResult{ExitStatus: 254, Stderr: psCannotConnect + "The virtual machine sql01 is not in running state.\r\n"}, "cannot connect to the VM through PowerShell Direct: The virtual machine sql01 is not in running state."},
 		{commandResult{ExitStatus: 254, Stderr: psNoStatus + "\n"}, "the guest returned no exit status"},
-		{commandResult{ExitStatus: 254, Stderr: "disk full"}, "exited with status 254: stderr: disk full"},
+		// The guest's own standard error goes to the proxy's log only, never
+		// into the error that reaches the workflow history.
+		{commandResult{ExitStatus: 254, Stderr: "disk full"}, "exited with status 254 (its standard error is in the proxy's log)"},
 	} {
 		exec := func(ctx context.Context, inv psInvocation) (commandResult, error) { return tc.res, nil }
 		r, err := newPowerShellDirect(config.GuestProcessing{Timeout: time.Second, PreFreeze: []string{"Write-VssFreeze"}}, "admin", writeSecret(t, "pw"), slog.New(slog.DiscardHandler), exec)
@@ -136,6 +138,9 @@ func TestPowerShellDirectScriptFailures(t *testing.T) {
 		err = r.PreFreeze(context.Background(), "sql01")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("err = %v, want %q", err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "disk full") {
+			t.Errorf("err = %v carries the guest's standard error", err)
 		}
 	}
 	// The script checks the connection before it runs anything.
