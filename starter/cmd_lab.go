@@ -34,10 +34,10 @@ func newLabCommand() *cobra.Command {
 }
 
 // labHost opens the lab host named by --host (a source host, or the
-// target's agent.host), or the first lab host of the configuration. A hyperv-sim host keeps its VMs as a lab host does; its
-// jobs whose time has come are ended first, so that what is listed is the
-// host as it is. The target's agent.host, where replica VMs are
-// registered, is named by --host too.
+// target's agent.host where replica VMs are registered), or the first lab
+// host of the configuration. A hyperv-sim host keeps its VMs as a lab host
+// does; its jobs whose time has come are ended first, so that what is listed
+// is the host as it is.
 func labHost(cmd *cobra.Command) (*lab.Host, error) {
 	flag := func(name string) string {
 		if f := cmd.Flag(name); f != nil {
