@@ -39,10 +39,24 @@ func classify(err error) error {
 		return nonRetryable(contract.ErrTypeBadConfig, err)
 	case errors.Is(err, replica.ErrBadName):
 		return nonRetryable(contract.ErrTypeBadInput, err)
+	case errors.Is(err, replica.ErrWrongState):
+		return nonRetryable(contract.ErrTypeReplicaState, err)
+	case errors.Is(err, replica.ErrNoPoint):
+		return nonRetryable(contract.ErrTypeNoPoint, err)
+	case errors.Is(err, replica.ErrNoReplica):
+		return nonRetryable(contract.ErrTypeNoReplica, err)
 	case errors.Is(err, replica.ErrLocked):
 		return nonRetryable(contract.ErrTypeReplicaLocked, err)
 	case errors.As(err, &unknownAuthority), errors.As(err, &certInvalid), errors.As(err, &hostname), errors.As(err, &alert):
 		return nonRetryable(contract.ErrTypeAuthentication, err)
+	case errors.Is(err, provider.ErrUnsupported):
+		return nonRetryable(contract.ErrTypeVMUnsupported, err)
+	}
+	// A provider's errors say themselves whether a retry can help (Hyper-V:
+	// from the return-value table of the service that answered).
+	var r interface{ Retryable() bool }
+	if errors.As(err, &r) && !r.Retryable() && !errors.Is(err, provider.ErrHostUnreachable) {
+		return nonRetryable(contract.ErrTypeHostRefused, err)
 	}
 	return err
 }

@@ -135,5 +135,23 @@ func checkVM(vm contract.VM) error {
 			return nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("VM %s disk %s: sector size %d, want 512 or 4096", vm.ID, d.ID, d.SectorSize))
 		}
 	}
+	// The VM's hardware is kept with every restore point and becomes the
+	// replica VM's: bounded and checked before it is stored.
+	if len(vm.Config) > maxVMConfigBytes {
+		return nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("VM %s: configuration of %d bytes, at most %d", vm.ID, len(vm.Config), maxVMConfigBytes))
+	}
+	if len(vm.Config) > 0 {
+		var c provider.VMConfig
+		if err := json.Unmarshal(vm.Config, &c); err != nil {
+			return nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("VM %s: configuration: %w", vm.ID, err))
+		}
+		if err := c.Check(); err != nil {
+			return nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("VM %s: configuration: %w", vm.ID, err))
+		}
+	}
 	return nil
 }
+
+// maxVMConfigBytes bounds a VM's configuration as JSON (a few KiB for a VM
+// with every adapter and disk slot Hyper-V allows).
+const maxVMConfigBytes = 256 << 10

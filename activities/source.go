@@ -9,6 +9,7 @@ package activities
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,6 +125,7 @@ func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]c
 			continue
 		}
 		c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{}}
+		c.Config = s.vmConfig(ctx, p, vm)
 		for _, d := range vm.Disks {
 			c.Disks = append(c.Disks, contract.Disk{ID: d.ID, VirtualSize: d.VirtualSize, SectorSize: sectorSize(d.Path)})
 		}
@@ -184,30 +186,90 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 		s.log().Info("the interrupted run's checkpoint is gone; taking a new one", "vm", in.VMName, "checkpoint", in.ReuseID)
 	}
 	var cp provider.Checkpoint
-	take := func(ctx context.Context, c provider.Consistency) error {
-		var err error
-		cp, err = p.CreateCheckpoint(ctx, in.VMID, provider.CheckpointOptions{Name: provider.CheckpointName(in.Job, in.VMName), Consistency: c})
-		return err
+	var takeErr error
+	// The job's consistency is the host's own freeze of the guest (Hyper-V:
+	// the backup integration service). A guest already quiesced by
+	// pre-freeze commands is not frozen a second time: its checkpoint is
+	// asked crash-consistent and is application-consistent by those
+	// commands.
+	hostLevel := provider.CrashConsistent
+	if job.Consistency != "crash" {
+		hostLevel = provider.ApplicationConsistent
+	}
+	take := func(ctx context.Context, guestFrozen provider.Consistency) error {
+		level := hostLevel
+		if guestFrozen == provider.ApplicationConsistent {
+			level = provider.CrashConsistent
+		}
+		takeErr = heartbeatWhile(ctx, func() error {
+			var err error
+			cp, err = p.CreateCheckpoint(ctx, in.VMID, provider.CheckpointOptions{Name: provider.CheckpointName(in.Job, in.VMName), Consistency: level, FullBackup: job.GuestBackupType == "full"})
+			return err
+		})
+		return takeErr
 	}
 	if !job.GuestProcessing.Enabled {
 		if err := take(ctx, provider.CrashConsistent); err != nil {
 			return contract.CheckpointResult{}, classify(err)
 		}
-		return contract.CheckpointResult{ID: cp.ID, Consistency: "crash"}, nil
+		return contract.CheckpointResult{ID: cp.ID, Consistency: consistencyName(cp.Consistency), Warning: cp.Warning}, nil
 	}
-	runner, err := guest.NewSSHRunner(job.GuestProcessing, s.log())
+	runner, err := guestRunner(job.GuestProcessing, in.VMName, s.log())
 	if err != nil {
 		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadConfig, err)
 	}
-	consistency, warning, err := guest.Process(ctx, runner, in.VMName, job.GuestProcessing.OnFailure, take)
+	var consistency provider.Consistency
+	var warning string
+	err = heartbeatWhile(ctx, func() error {
+		var err error
+		consistency, warning, err = guest.Process(ctx, runner, in.VMName, job.GuestProcessing.OnFailure, take)
+		return err
+	})
 	if err != nil {
+		if takeErr != nil && errors.Is(err, takeErr) {
+			// The host's failure, not the guest's: retryable or not as the host says.
+			return contract.CheckpointResult{}, classify(err)
+		}
 		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadInput, err)
 	}
-	res := contract.CheckpointResult{ID: cp.ID, Warning: warning, Consistency: "crash"}
-	if consistency == provider.ApplicationConsistent {
-		res.Consistency = "application"
+	if consistency != provider.ApplicationConsistent {
+		consistency = cp.Consistency
 	}
-	return res, nil
+	return contract.CheckpointResult{ID: cp.ID, Warning: joinWarnings(warning, cp.Warning), Consistency: consistencyName(consistency)}, nil
+}
+
+// guestRunner is the runner of the VM's guest processing method.
+func guestRunner(g config.GuestProcessing, vm string, log *slog.Logger) (guest.Runner, error) {
+	switch m := g.MethodFor(vm); m {
+	case "ssh":
+		return guest.NewSSHRunner(g, log)
+	case "powershell-direct":
+		r, err := guest.NewPowerShellDirect(g, g.PowerShellDirect.User, g.PowerShellDirect.PasswordFile, log)
+		if err != nil {
+			return nil, fmt.Errorf("guest processing of VM %s (powershell-direct): %w", vm, err)
+		}
+		return r, nil
+	default:
+		return nil, fmt.Errorf("guest processing of VM %s: unknown method %q", vm, m)
+	}
+}
+
+func consistencyName(c provider.Consistency) string {
+	if c == provider.ApplicationConsistent {
+		return "application"
+	}
+	return "crash"
+}
+
+func joinWarnings(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	default:
+		return a + "; " + b
+	}
 }
 
 // TransferDisk sends one disk of a checkpoint to the target agent: only the
@@ -514,7 +576,12 @@ func (s *Source) ConvertToReferencePoint(ctx context.Context, in contract.Refere
 	if err != nil {
 		return "", err
 	}
-	ref, err := p.ConvertToReferencePoint(ctx, in.VMID, in.CheckpointID, in.Previous)
+	var ref string
+	err = heartbeatWhile(ctx, func() error {
+		var err error
+		ref, err = p.ConvertToReferencePoint(ctx, in.VMID, in.CheckpointID, in.Previous)
+		return err
+	})
 	return ref, classify(err)
 }
 
@@ -524,7 +591,7 @@ func (s *Source) ReleaseCheckpoint(ctx context.Context, in contract.ReleaseInput
 	if err != nil {
 		return err
 	}
-	return classify(p.ReleaseCheckpoint(ctx, in.VMID, in.CheckpointID))
+	return classify(heartbeatWhile(ctx, func() error { return p.ReleaseCheckpoint(ctx, in.VMID, in.CheckpointID) }))
 }
 
 // SweepCheckpoints removes the checkpoints the job made of the VM (named by
@@ -614,4 +681,25 @@ func (s *Source) log() *slog.Logger {
 		return s.Logger
 	}
 	return slog.Default()
+}
+
+// vmConfig reads the VM's virtual hardware to keep with its restore points.
+// A host that cannot say does not stop replication: the point then carries
+// no configuration and a replica VM gets the provider's defaults.
+func (s *Source) vmConfig(ctx context.Context, p provider.Provider, vm provider.VM) json.RawMessage {
+	c, err := p.VMConfig(ctx, vm.ID)
+	if err == nil {
+		err = c.Check()
+	}
+	if err != nil {
+		if s.Logger != nil {
+			s.Logger.Warn("the VM's configuration could not be read; its restore points carry none", "vm", vm.Name, "id", vm.ID, "error", err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil
+	}
+	return b
 }

@@ -2,15 +2,18 @@ package activities
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
 
 	"go.temporal.io/sdk/temporal"
+	"log/slog"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/replica"
 )
 
@@ -26,11 +29,25 @@ type Target struct {
 	// Config re-reads the configuration, and Name is this agent's target
 	// name: every activity checks its job against them (the job must
 	// replicate to this target; block size and retention are the job's).
+	// The jobs' network mapping and re-IP rules apply as edited.
 	Config func() (*config.Config, error)
 	Name   string
-	// Listen is the agent's data channel address (agent.listen), which
-	// CheckTarget reports so that a wrong targets[].address can be named.
-	Listen string
+	// Host is the target's own virtualization host (agent.host) where
+	// replica VMs are registered, HostName its name; nil when none is
+	// configured.
+	Host     provider.ReplicaHost
+	HostName string
+	// Encrypted says the datastore is encrypted at rest: its point files
+	// are not VHDX a hypervisor can attach, so replica VMs and the
+	// operations on them are refused (errEncryptedReplicaVMs).
+	Encrypted bool
+	// ServerTLS is the agent's data channel configuration (agent role, peer
+	// must be a proxy), used for failback channels too; Listen is the data
+	// channel's listen address, whose host failback channels listen on.
+	ServerTLS *tls.Config
+	Listen    string
+	Logger    *slog.Logger
+	failback  failbackChannels
 }
 
 // CheckTarget checks that the datastore is there and has room.
@@ -189,6 +206,10 @@ func (t *Target) SessionPositions(ctx context.Context, in contract.PositionsInpu
 }
 
 // CommitRestorePoint commits the restore point and applies retention.
+// After the commit, the replica VM is registered (or updated) on the
+// target's host on the new point; a host that fails does not fail the
+// commit: the replica VM then stays on its earlier point, which `replica ls`
+// shows, and the next commit or a failover registers it again.
 func (t *Target) CommitRestorePoint(ctx context.Context, in contract.CommitInput) (string, error) {
 	job, err := t.targetJob(in.Job)
 	if err != nil {
@@ -198,7 +219,11 @@ func (t *Target) CommitRestorePoint(ctx context.Context, in contract.CommitInput
 		return "", nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q: retention %d in the input, %d configured; nothing was committed or merged", in.Job, in.Retention, job.Retention))
 	}
 	id, err := t.Agent.Commit(ctx, in.Job, in.VMID, in.CheckpointID, in.Retention)
-	return id, classify(err)
+	if err != nil {
+		return id, classify(err)
+	}
+	t.refreshReplicaVM(ctx, in.Job, in.VMID)
+	return id, nil
 }
 
 // RecordReferencePoint records which source reference point matches a restore point.

@@ -29,6 +29,8 @@ type Config struct {
 	Metrics  Metrics  `mapstructure:"metrics" yaml:"metrics"`
 	Jobs     []Job    `mapstructure:"jobs" yaml:"jobs"`
 	Notify   Notify   `mapstructure:"notify" yaml:"notify,omitempty"`
+	// FailoverPlans fail groups of replica VMs over in order (recovery.go).
+	FailoverPlans []FailoverPlan `mapstructure:"failoverPlans" yaml:"failoverPlans,omitempty"`
 }
 
 // Notify is where the summary of every job run goes when it ends.
@@ -87,12 +89,23 @@ func (t TemporalTLS) On() bool { return t.Enabled || t.CA != "" || t.Cert != "" 
 // Host is a source virtualization host.
 type Host struct {
 	Name     string `mapstructure:"name" yaml:"name"`
-	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv
-	// Path is the lab folder (provider lab) or the WMI host ("." = local) for hyperv.
+	Provider string `mapstructure:"provider" yaml:"provider"` // lab | hyperv | hyperv-sim
+	// Path is the lab folder (provider lab), the WMI host ("." = local) for
+	// hyperv, or the folder of the simulated host's VMs for hyperv-sim.
 	Path string `mapstructure:"path" yaml:"path"`
+	// Simulator tunes a hyperv-sim host.
+	Simulator Simulator `mapstructure:"simulator" yaml:"simulator,omitempty"`
 	// Username and PasswordFile authenticate to a remote Hyper-V host (optional).
 	Username     string `mapstructure:"username" yaml:"username"`
 	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// Simulator tunes the WMI-level Hyper-V simulator of a hyperv-sim host.
+type Simulator struct {
+	// JobDelay is how long each WMI job (checkpoint, conversion, release) runs.
+	JobDelay time.Duration `mapstructure:"jobDelay" yaml:"jobDelay,omitempty"`
+	// JobWarnings ends every successful job in state 32768, completed with warnings.
+	JobWarnings bool `mapstructure:"jobWarnings" yaml:"jobWarnings,omitempty"`
 }
 
 // Target is a replica target as seen from the proxy.
@@ -170,6 +183,9 @@ type Agent struct {
 	// encrypted. Empty: not encrypted. A datastore is encrypted from its
 	// first replica on, or never.
 	EncryptionKeyFile string `mapstructure:"encryptionKeyFile" yaml:"encryptionKeyFile,omitempty"`
+	// Host is the target's own virtualization host, where replica VMs are
+	// registered (empty name: none).
+	Host Host `mapstructure:"host" yaml:"host,omitempty"`
 }
 
 // TLS names PEM files: the CA that signs peers, and this process's certificate and key.
@@ -202,6 +218,18 @@ type Job struct {
 	Retention       int             `mapstructure:"retention" yaml:"retention"`
 	Parallelism     int             `mapstructure:"parallelism" yaml:"parallelism"`
 	GuestProcessing GuestProcessing `mapstructure:"guestProcessing" yaml:"guestProcessing"`
+	// Consistency is "application" (the host freezes the guest's
+	// applications, falling back to crash-consistent with a warning when
+	// the guest cannot) or "crash".
+	Consistency string `mapstructure:"consistency" yaml:"consistency"`
+	// GuestBackupType is what the guest's applications are told the
+	// application-consistent checkpoint is: "copy" (their logs are left
+	// alone) or "full" (they may truncate them).
+	GuestBackupType string `mapstructure:"guestBackupType" yaml:"guestBackupType"`
+	// NetworkMapping maps source switches to target switches for replica VMs.
+	NetworkMapping map[string]string `mapstructure:"networkMapping" yaml:"networkMapping,omitempty"`
+	// ReIP are the re-IP rules applied to replica VMs at failover.
+	ReIP []ReIP `mapstructure:"reIP" yaml:"reIP,omitempty"`
 	// Overlap is what a run does with a VM that another run (of this job or
 	// of another job reading the same VM) is replicating: "skip" leaves it to
 	// that run, "wait" waits for that run to finish it.
@@ -248,6 +276,31 @@ type GuestProcessing struct {
 	SSH       SSH           `mapstructure:"ssh" yaml:"ssh"`
 	// Guests maps a VM name to the address of its guest (host:port for SSH).
 	Guests map[string]string `mapstructure:"guests" yaml:"guests"`
+	// Method is how the commands reach the guests: "ssh" (over the network)
+	// or "powershell-direct" (Windows guests, from the Hyper-V host itself,
+	// without a network path). Default ssh.
+	Method string `mapstructure:"method" yaml:"method"`
+	// Methods overrides Method for some VMs (by name).
+	Methods map[string]string `mapstructure:"methods" yaml:"methods"`
+	// PowerShellDirect are the credentials of Windows guests.
+	PowerShellDirect PowerShellDirect `mapstructure:"powershellDirect" yaml:"powershellDirect"`
+}
+
+// PowerShellDirect are the guest credentials PowerShell Direct uses.
+type PowerShellDirect struct {
+	User         string `mapstructure:"user" yaml:"user"`
+	PasswordFile string `mapstructure:"passwordFile" yaml:"passwordFile"`
+}
+
+// MethodFor is the guest processing method of a VM.
+func (g GuestProcessing) MethodFor(vm string) string {
+	if m, ok := g.Methods[vm]; ok && m != "" {
+		return m
+	}
+	if g.Method == "" {
+		return "ssh"
+	}
+	return g.Method
 }
 
 // SSH are the credentials of Linux guests.

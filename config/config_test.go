@@ -141,7 +141,10 @@ jobs:
 				PreFreeze: []string{"sync"}, PostThaw: []string{"true"},
 				SSH:    SSH{User: "backup", KeyFile: "/k", KnownHosts: "/kh"},
 				Guests: map[string]string{"Web01": "10.0.0.21:22"},
+				Method: "ssh",
 			},
+			Consistency:     "application",
+			GuestBackupType: "copy",
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -231,7 +234,8 @@ func TestDev(t *testing.T) {
 		Temporal: Temporal{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "replication"},
 		Hosts:    []Host{{Name: "hv01", Provider: "lab", Path: filepath.Join(dir, "lab")}},
 		Targets:  []Target{{Name: "dr01", Address: "127.0.0.1:7300"}},
-		Agent:    Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dir, "replicas")},
+		Agent: Agent{Name: "dr01", Listen: "127.0.0.1:7300", Datastore: filepath.Join(dir, "replicas"),
+			Host: Host{Name: "dr01", Provider: "lab", Path: filepath.Join(dir, "lab-dr")}},
 		TLS: TLS{
 			CA:   filepath.Join(dir, "pki", "ca.pem"),
 			Cert: filepath.Join(dir, "pki", "node.pem"),
@@ -276,7 +280,7 @@ func TestExampleLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("example.yaml: %v", err)
 	}
-	if len(cfg.Hosts) != 2 || len(cfg.Targets) != 1 || len(cfg.Jobs) != 1 || cfg.Jobs[0].Name != "demo" {
+	if len(cfg.Hosts) != 3 || cfg.Hosts[2].Simulator.JobDelay != 30*time.Second || len(cfg.Targets) != 1 || len(cfg.Jobs) != 1 || cfg.Jobs[0].Name != "demo" {
 		t.Fatalf("example.yaml loaded as %+v", cfg)
 	}
 	// Every key of the configuration is shown in the example.
@@ -564,7 +568,21 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{"temporal.namespace: required", "temporal.taskQueue: required"}},
 		{"temporal mentioned twice", withJob("") + "temporal: {namespace: x}\n", []string{"temporal: duplicate key (first at line 2"}},
 		{"unknown provider", strings.Replace(withJob(""), "provider: hyperv", "provider: vmware", 1),
-			[]string{`hosts[1].provider: unknown provider "vmware": want one of lab, hyperv`}},
+			[]string{`hosts[1].provider: unknown provider "vmware": want one of lab, hyperv, hyperv-sim`}},
+		{"hyperv-sim without path", strings.Replace(withJob(""), "provider: hyperv, path: \".\"", "provider: hyperv-sim, path: ''", 1),
+			[]string{"hosts[1].path: required for provider hyperv-sim"}},
+		{"simulator on a lab host", strings.Replace(withJob(""), "path: /srv/lab", "path: /srv/lab, simulator: {jobDelay: 1m}", 1),
+			[]string{`hosts[0].simulator: only for provider hyperv-sim (this host's provider is "lab")`}},
+		{"negative simulated job delay", strings.Replace(withJob(""), "provider: hyperv, ", "provider: hyperv-sim, simulator: {jobDelay: -1s}, ", 1),
+			[]string{"hosts[1].simulator.jobDelay: negative (-1s)"}},
+		{"unknown guest method", withJob("guestProcessing: {method: winrm, methods: {sql01: rdp}}"),
+			[]string{`jobs[0].guestProcessing.method: unknown method "winrm"`, `jobs[0].guestProcessing.methods.sql01: unknown method "rdp"`}},
+		{"powershell-direct without credentials", withJob("guestProcessing: {enabled: true, timeout: 1m, method: powershell-direct}"),
+			[]string{"jobs[0].guestProcessing.powershellDirect.user: required", "jobs[0].guestProcessing.powershellDirect.passwordFile: required"}},
+		{"unknown guest backup type", withJob("guestBackupType: incremental"),
+			[]string{`jobs[0].guestBackupType: unknown guest backup type "incremental": want copy or full`}},
+		{"unknown consistency", withJob("consistency: vss"),
+			[]string{`jobs[0].consistency: unknown consistency "vss": want application or crash`}},
 		{"missing provider", strings.Replace(withJob(""), "provider: hyperv, ", "", 1),
 			[]string{"hosts[1].provider: required"}},
 		{"lab without path", strings.Replace(withJob(""), "path: /srv/lab", "path: ''", 1),
@@ -774,7 +792,7 @@ jobs:
 `)
 	assertProblems(t, err,
 		`temporal.address: invalid address "localhost": want host:port (line 1)`,
-		`hosts[0].provider: unknown provider "vmware": want one of lab, hyperv (line 3)`,
+		`hosts[0].provider: unknown provider "vmware": want one of lab, hyperv, hyperv-sim (line 3)`,
 		`jobs[0].target: no target named "dr01" in targets (line 7)`,
 		`jobs[0].compresion: unknown key; did you mean "compression"? (line 8)`,
 		`jobs[0].retention: 0: want at least 1 restore point (line 9)`)

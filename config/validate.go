@@ -57,11 +57,14 @@ func (e *ValidationError) Error() string {
 
 // Allowed values of the enumerated keys.
 var (
-	Providers       = []string{"lab", "hyperv"}
-	Compressions    = []string{"none", "fast", "optimal", "high", "extreme"}
-	Overlaps        = []string{"skip", "wait"}
-	ChangeTrackings = []string{"auto", "rct", "digest", "full"}
-	OnFailures      = []string{"fail", "continue"}
+	Providers        = []string{"lab", "hyperv", "hyperv-sim"}
+	Consistencies    = []string{"application", "crash"}
+	GuestBackupTypes = []string{"copy", "full"}
+	GuestMethods     = []string{"ssh", "powershell-direct"}
+	Compressions     = []string{"none", "fast", "optimal", "high", "extreme"}
+	ChangeTrackings  = []string{"auto", "rct", "digest", "full"}
+	OnFailures       = []string{"fail", "continue"}
+	Overlaps         = []string{"skip", "wait"}
 )
 
 // Limits of the numeric keys of a job.
@@ -131,6 +134,15 @@ func (c *Config) validate() []Problem {
 		}
 		if h.Provider == "lab" && h.Path == "" {
 			ck.add(p+".path", "required for provider lab: the folder of the lab VMs")
+		}
+		if h.Provider == "hyperv-sim" && h.Path == "" {
+			ck.add(p+".path", "required for provider hyperv-sim: the folder of the simulated host's VMs")
+		}
+		if h.Provider != "hyperv-sim" && h.Simulator != (Simulator{}) {
+			ck.add(p+".simulator", "only for provider hyperv-sim (this host's provider is %q)", h.Provider)
+		}
+		if h.Simulator.JobDelay < 0 {
+			ck.add(p+".simulator.jobDelay", "negative (%s)", h.Simulator.JobDelay)
 		}
 		ck.noNUL(p+".path", h.Path)
 		if h.PasswordFile != "" && h.Username == "" {
@@ -218,6 +230,7 @@ func (c *Config) validate() []Problem {
 	for i := range c.Jobs {
 		ck.job(fmt.Sprintf("jobs[%d]", i), &c.Jobs[i], i, jobNames, hostNames, targetNames)
 	}
+	ck.recovery(c, jobNames)
 	return ck.problems
 }
 
@@ -285,6 +298,13 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 		ck.add(p+".parallelism", "%d: want 1 to %d VMs at once", j.Parallelism, MaxParallelism)
 	}
 
+	if !oneOf(j.GuestBackupType, GuestBackupTypes) {
+		ck.add(p+".guestBackupType", "unknown guest backup type %q: want copy or full", j.GuestBackupType)
+	}
+	if !oneOf(j.Consistency, Consistencies) {
+		ck.add(p+".consistency", "unknown consistency %q: want application or crash", j.Consistency)
+	}
+
 	g := &j.GuestProcessing
 	gp := p + ".guestProcessing"
 	if !oneOf(g.OnFailure, OnFailures) {
@@ -313,10 +333,34 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 			ck.add(gp+".guests."+vm, "empty address: want host or host:port")
 		}
 	}
+	if !oneOf(g.Method, GuestMethods) {
+		ck.add(gp+".method", "unknown method %q: want ssh or powershell-direct", g.Method)
+	}
+	usesSSH, usesPSDirect := g.Method == "ssh", g.Method == "powershell-direct"
+	for _, vm := range sortedKeys(g.Methods) {
+		switch m := g.Methods[vm]; m {
+		case "ssh":
+			usesSSH = true
+		case "powershell-direct":
+			usesPSDirect = true
+		default:
+			ck.add(gp+".methods."+vm, "unknown method %q: want ssh or powershell-direct", m)
+		}
+	}
+	if g.Enabled && usesPSDirect {
+		if g.PowerShellDirect.User == "" {
+			ck.add(gp+".powershellDirect.user", "required when a VM's guest processing method is powershell-direct")
+		}
+		if g.PowerShellDirect.PasswordFile == "" {
+			ck.add(gp+".powershellDirect.passwordFile", "required when a VM's guest processing method is powershell-direct")
+		}
+	}
 	if g.Enabled {
 		if g.Timeout == 0 {
 			ck.add(gp+".timeout", "must be positive when guest processing is enabled")
 		}
+	}
+	if g.Enabled && usesSSH {
 		if g.SSH.User == "" {
 			ck.add(gp+".ssh.user", "required when guest processing is enabled")
 		}
@@ -456,4 +500,14 @@ func sizeText(b ByteSize) string {
 		return fmt.Sprintf("%s (%d bytes)", s, int64(b))
 	}
 	return s
+}
+
+// sortedKeys lists a map's keys in order, so that problems come in a stable order.
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

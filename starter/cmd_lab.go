@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
 )
 
@@ -22,16 +24,20 @@ func newLabCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",
 		Short: "Manage lab VMs, the stand-in for a Hyper-V host where none exists",
-		Long: "Manage the VMs of a lab host (a configured host with provider lab; with no\n" +
-			"configuration, the lab of the --dev stack under --data-dir).",
+		Long: "Manage the VMs of a lab host or of a simulated Hyper-V host (a configured host\n" +
+			"with provider lab or hyperv-sim; with no configuration, the lab of the --dev\n" +
+			"stack under --data-dir, which `workers --dev --hyperv-sim` serves simulated).",
 	}
-	cmd.PersistentFlags().String("host", "", "lab host of the configuration (default: the first host with provider lab)")
+	cmd.PersistentFlags().String("host", "", "lab or hyperv-sim host of the configuration (default: the first such host)")
 	cmd.AddCommand(newLabCreateCommand(), newLabWriteCommand(), newLabListCommand())
 	return cmd
 }
 
-// labHost opens the lab host named by --host, or the first lab host of the
-// configuration.
+// labHost opens the lab host named by --host (a source host, or the
+// target's agent.host where replica VMs are registered), or the first lab
+// host of the configuration. A hyperv-sim host keeps its VMs as a lab host
+// does; its jobs whose time has come are ended first, so that what is listed
+// is the host as it is.
 func labHost(cmd *cobra.Command) (*lab.Host, error) {
 	flag := func(name string) string {
 		if f := cmd.Flag(name); f != nil {
@@ -48,25 +54,43 @@ func labHost(cmd *cobra.Command) (*lab.Host, error) {
 		if name != "" && h.Name != name {
 			continue
 		}
-		if h.Provider != "lab" {
-			if name != "" {
-				return nil, fmt.Errorf("host %s has provider %s, not lab", name, h.Provider)
+		switch h.Provider {
+		case "lab":
+			return lab.New(h.Name, h.Path), nil
+		case "hyperv-sim":
+			s, err := hvsim.Open(h.Name, h.Path, hvsim.Options{JobDelay: h.Simulator.JobDelay, JobWarnings: h.Simulator.JobWarnings})
+			if err != nil {
+				return nil, err
 			}
-			continue
+			if err := s.Settle(cmd.Context()); err != nil {
+				return nil, fmt.Errorf("host %s: %w", h.Name, err)
+			}
+			return s.Lab(), nil
+		}
+		if name != "" {
+			return nil, fmt.Errorf("host %s has provider %s, not lab or hyperv-sim", name, h.Provider)
+		}
+	}
+	// The target's own host, where replica VMs are registered.
+	if h := cfg.Agent.Host; name != "" && h.Name == name {
+		if h.Provider != "lab" {
+			return nil, fmt.Errorf("host %s (agent.host) has provider %s, not lab", name, h.Provider)
 		}
 		return lab.New(h.Name, h.Path), nil
 	}
 	if name != "" {
 		return nil, fmt.Errorf("no host %q in the configuration", name)
 	}
-	return nil, errors.New("no host with provider lab in the configuration")
+	return nil, errors.New("no host with provider lab or hyperv-sim in the configuration")
 }
 
 func newLabCreateCommand() *cobra.Command {
-	var sizes []string
+	var sizes, nics []string
+	var memory string
+	var cpus int
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create VM --disk SIZE [--disk SIZE...]",
+		Use:   "create VM --disk SIZE [--disk SIZE...] [--cpus N] [--memory SIZE] [--nic SWITCH...]",
 		Short: "Create a lab VM with empty dynamic VHDX disks (sizes like 256MiB, 1GiB)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -81,11 +105,22 @@ func newLabCreateCommand() *cobra.Command {
 				}
 				bytes = append(bytes, int64(n))
 			}
+			hw := lab.Hardware{Processors: cpus, Switches: nics}
+			if memory != "" {
+				n, err := config.ParseByteSize(memory)
+				if err != nil {
+					return fmt.Errorf("lab create: --memory %q: %w", memory, err)
+				}
+				hw.MemoryBytes = int64(n)
+			}
+			if cmd.Flags().Changed("cpus") && cpus < 1 {
+				return fmt.Errorf("lab create: --cpus %d: at least 1", cpus)
+			}
 			h, err := labHost(cmd)
 			if err != nil {
 				return err
 			}
-			vm, err := lab.CreateVM(h.Path(), args[0], bytes)
+			vm, err := lab.CreateVMWith(h.Path(), args[0], bytes, hw)
 			if err != nil {
 				return err
 			}
@@ -101,6 +136,9 @@ func newLabCreateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVar(&sizes, "disk", nil, "size of a disk (repeat for more disks)")
+	cmd.Flags().IntVar(&cpus, "cpus", 0, "virtual processors (default 1)")
+	cmd.Flags().StringVar(&memory, "memory", "", "startup memory, a multiple of 2MiB (default 1GiB)")
+	cmd.Flags().StringArrayVar(&nics, "nic", nil, "connect a network adapter to this virtual switch (repeat for more adapters)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
 }
@@ -141,7 +179,18 @@ func newLabWriteCommand() *cobra.Command {
 type labVM struct {
 	Name  string    `json:"name"`
 	ID    string    `json:"id"`
+	State string    `json:"state"`
 	Disks []labDisk `json:"disks"`
+	// Checkpoints and ReferencePoints the host holds of the VM, oldest first.
+	Checkpoints     []labPoint `json:"checkpoints"`
+	ReferencePoints []labPoint `json:"referencePoints"`
+}
+
+// labPoint is a checkpoint or reference point of a VM.
+type labPoint struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
 }
 
 // labDisk is a disk as the VM sees it now: during a checkpoint, the child.
@@ -151,11 +200,30 @@ type labDisk struct {
 }
 
 func labVMOf(vm provider.VM) labVM {
-	out := labVM{Name: vm.Name, ID: vm.ID, Disks: []labDisk{}}
+	out := labVM{Name: vm.Name, ID: vm.ID, State: vm.State, Disks: []labDisk{}, Checkpoints: []labPoint{}, ReferencePoints: []labPoint{}}
 	for _, d := range vm.Disks {
 		out.Disks = append(out.Disks, labDisk{Path: d.Path, VirtualSize: d.VirtualSize})
 	}
 	return out
+}
+
+// withPoints adds the VM's checkpoints and reference points.
+func withPoints(ctx context.Context, h *lab.Host, vm labVM) (labVM, error) {
+	cps, err := h.Checkpoints(ctx, vm.ID)
+	if err != nil {
+		return vm, err
+	}
+	for _, c := range cps {
+		vm.Checkpoints = append(vm.Checkpoints, labPoint{ID: c.ID, Name: c.Name, Created: c.Created})
+	}
+	rps, err := h.ReferencePoints(ctx, vm.ID)
+	if err != nil {
+		return vm, err
+	}
+	for _, r := range rps {
+		vm.ReferencePoints = append(vm.ReferencePoints, labPoint{ID: r.ID, Name: r.Name, Created: r.Created})
+	}
+	return vm, nil
 }
 
 func newLabListCommand() *cobra.Command {
@@ -177,7 +245,11 @@ func newLabListCommand() *cobra.Command {
 					return err
 				}
 				for _, vm := range vms {
-					list = append(list, labVMOf(vm))
+					v, err := withPoints(cmd.Context(), h, labVMOf(vm))
+					if err != nil {
+						return err
+					}
+					list = append(list, v)
 				}
 			}
 			out := cmd.OutOrStdout()
@@ -192,11 +264,17 @@ func newLabListCommand() *cobra.Command {
 				for i, d := range vm.Disks {
 					fmt.Fprintf(out, "  disk %d\t%d bytes\t%s\n", i, d.VirtualSize, d.Path)
 				}
+				for _, c := range vm.Checkpoints {
+					fmt.Fprintf(out, "  checkpoint %s\t%s\t%q\n", c.ID, c.Created.Format(time.RFC3339), c.Name)
+				}
+				for _, r := range vm.ReferencePoints {
+					fmt.Fprintf(out, "  reference point %s\t%s\t%q\n", r.ID, r.Created.Format(time.RFC3339), r.Name)
+				}
 			}
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: [{name, id, disks: [{path, virtualSize}]}]")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: [{name, id, state, disks: [{path, virtualSize}], checkpoints: [{id, name, created}], referencePoints: [...]}]")
 	return cmd
 }
 

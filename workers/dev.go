@@ -58,7 +58,7 @@ func runDev(ctx context.Context, o options, roles roleSet, logger *slog.Logger) 
 	}
 	defer srv.Stop()
 	for _, h := range cfg.Hosts {
-		if h.Provider == "lab" {
+		if h.Provider == "lab" || h.Provider == "hyperv-sim" {
 			if err := lab.Seed(ctx, h.Path); err != nil {
 				return fail(fmt.Errorf("seeding lab host %s: %w", h.Name, err))
 			}

@@ -151,7 +151,11 @@ func (h *harness) run(in contract.ReplicationInput) contract.ReplicationResult {
 func (h *harness) checkReplicaMatchesSource(res contract.ReplicationResult) {
 	h.t.Helper()
 	ctx := context.Background()
-	host := lab.New("hv01", h.cfg.Hosts[0].Path)
+	// The source as its provider sees it: disk ids are the provider's.
+	host, err := newProvider(ctx, h.cfg.Hosts[0], slog.New(slog.DiscardHandler))
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	vms, err := host.VMs(ctx)
 	if err != nil {
 		h.t.Fatal(err)
@@ -305,9 +309,14 @@ func TestEndToEndFullThenIncremental(t *testing.T) {
 	}
 }
 
-func TestEndToEndWindowExpiryResumesNextRun(t *testing.T) {
+func TestEndToEndWindowExpiryResumesNextRun(t *testing.T) { endToEndWindowExpiry(t, nil) }
+
+func endToEndWindowExpiry(t *testing.T, source func(*config.Config)) {
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, func(c *config.Config) {
 		c.Jobs[0].Window = 3 * time.Second
+		if source != nil {
+			source(c)
+		}
 	})
 	h.proxy.setRate(2 << 20) // 2 MiB/s: web01 sends ~15 MiB compressed, which cannot finish in 3 s
 	res := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
@@ -357,8 +366,10 @@ func kill(t *testing.T, cmd *exec.Cmd) {
 // TestEndToEndProxyKilledMidTransfer runs the proxy role in a child process,
 // kills it with SIGKILL during the transfer, starts another, and expects the
 // run to finish from the acknowledged position with an identical replica.
-func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
-	h := newHarness(t, roleSet{jobs: true, target: true}, true, nil)
+func TestEndToEndProxyKilledMidTransfer(t *testing.T) { endToEndProxyKilled(t, nil) }
+
+func endToEndProxyKilled(t *testing.T, source func(*config.Config)) {
+	h := newHarness(t, roleSet{jobs: true, target: true}, true, source)
 	h.proxy.setRate(3 << 20)
 	first := startChild(t, h, "proxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -394,8 +405,10 @@ func TestEndToEndProxyKilledMidTransfer(t *testing.T) {
 
 // TestEndToEndConnectionCutTenTimes cuts the proxy–agent connection 10 times
 // at random moments of one run; the run succeeds with an identical replica.
-func TestEndToEndConnectionCutTenTimes(t *testing.T) {
-	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, nil)
+func TestEndToEndConnectionCutTenTimes(t *testing.T) { endToEndConnectionCuts(t, nil) }
+
+func endToEndConnectionCuts(t *testing.T, source func(*config.Config)) {
+	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, source)
 	h.proxy.setRate(3 << 19) // 1.5 MiB/s: about 10 s for web01, time for 10 cuts
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

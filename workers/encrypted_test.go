@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.temporal.io/sdk/client"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
@@ -101,5 +104,34 @@ func TestEncryptedAtRest(t *testing.T) {
 	other, _ := replica.NewKey(bytes.Repeat([]byte{1}, 32))
 	if _, err := replica.OpenEncrypted(h.cfg.Agent.Datastore, false, other); err == nil || !strings.Contains(err.Error(), "encrypted with key") {
 		t.Fatalf("the datastore opened with another key: %v", err)
+	}
+
+	// The point files are not VHDX a hypervisor can attach: no replica VM
+	// was registered on the target's host, and a failover is refused,
+	// naming the setting, with the replica left ready.
+	if h.cfg.Agent.Host.Name == "" {
+		t.Fatal("the test configuration has no agent.host")
+	}
+	dr := lab.New(h.cfg.Agent.Host.Name, h.cfg.Agent.Host.Path)
+	if vms, err := dr.VMs(ctx); err == nil && len(vms) > 0 {
+		t.Fatalf("replica VMs registered on an encrypted datastore: %+v", vms)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	run, err := h.c.ExecuteWorkflow(wctx, client.StartWorkflowOptions{ID: contract.ReplicaOpWorkflowID("demo", "web01"), TaskQueue: "replication"},
+		contract.FailoverWorkflow, contract.ReplicaOpInput{Job: "demo", VM: "web01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep contract.ReplicaOpResult
+	if err := run.Get(wctx, &rep); err == nil || !strings.Contains(err.Error(), "agent.encryptionKeyFile") {
+		t.Fatalf("failover on an encrypted datastore: %v %+v", err, rep)
+	}
+	r, err := h.store().Find("demo", "web01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := r.Lifecycle(); err != nil || l.State != replica.StateReady {
+		t.Fatalf("replica after the refused failover: %+v %v", l, err)
 	}
 }

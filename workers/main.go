@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/interceptor"
@@ -30,6 +31,11 @@ type options struct {
 	// interceptors wrap every worker's activities and workflows (fault
 	// injection in tests).
 	interceptors []interceptor.WorkerInterceptor
+	// hypervSim serves lab hosts through the Hyper-V provider over the
+	// WMI-level simulator, with these job knobs.
+	hypervSim         bool
+	hypervSimDelay    time.Duration
+	hypervSimWarnings bool
 }
 
 func main() {
@@ -45,6 +51,9 @@ func run(args []string) int {
 	fs.StringVar(&o.dataDir, "data-dir", ".replicator", "data folder of --dev: Temporal database, certificates, lab VMs, replicas")
 	fs.StringVar(&o.roles, "roles", "proxy,target,jobs", "roles of this process: proxy, target, jobs")
 	fs.StringVar(&o.uiAddress, "ui.listen", "127.0.0.1:8233", "with --dev: address of the Temporal Web UI (empty disables it)")
+	fs.BoolVar(&o.hypervSim, "hyperv-sim", false, "serve the lab hosts (with --dev: the demo host) through the Hyper-V provider over the WMI-level Hyper-V simulator")
+	fs.DurationVar(&o.hypervSimDelay, "hyperv-sim-job-delay", 0, "with --hyperv-sim: how long each simulated WMI job runs")
+	fs.BoolVar(&o.hypervSimWarnings, "hyperv-sim-job-warnings", false, "with --hyperv-sim: simulated WMI jobs end in 32768, completed with warnings")
 	addConfigFlags(fs)
 	o.flags = fs
 	if err := fs.Parse(args); err != nil {
@@ -56,6 +65,14 @@ func run(args []string) int {
 	}
 	if o.once && !o.dev {
 		fmt.Fprintln(os.Stderr, "workers: --once needs --dev")
+		return 2
+	}
+	if !o.hypervSim && (fs.Changed("hyperv-sim-job-delay") || o.hypervSimWarnings) {
+		fmt.Fprintln(os.Stderr, "workers: --hyperv-sim-job-delay and --hyperv-sim-job-warnings need --hyperv-sim")
+		return 2
+	}
+	if o.hypervSimDelay < 0 {
+		fmt.Fprintln(os.Stderr, "workers: --hyperv-sim-job-delay: negative")
 		return 2
 	}
 	if !o.dev && o.config == "" {

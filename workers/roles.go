@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -23,6 +24,7 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv"
+	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
 	"github.com/replicator/replicator/internal/temporalclient"
@@ -33,7 +35,19 @@ import (
 func addConfigFlags(fs *pflag.FlagSet) { config.AddFlags(fs) }
 
 func loadConfig(o options) (*config.Config, error) {
-	return config.Load(config.LoadOptions{File: o.config, DataDir: o.dataDir, Flags: o.flags})
+	cfg, err := config.Load(config.LoadOptions{File: o.config, DataDir: o.dataDir, Flags: o.flags})
+	if err != nil || !o.hypervSim {
+		return cfg, err
+	}
+	// The simulator keeps its VMs as the lab does, so a lab folder serves
+	// as the simulated host's folder as it is, and `starter lab` manages it.
+	for i := range cfg.Hosts {
+		if h := &cfg.Hosts[i]; h.Provider == "lab" || h.Provider == "hyperv-sim" {
+			h.Provider = "hyperv-sim"
+			h.Simulator = config.Simulator{JobDelay: o.hypervSimDelay, JobWarnings: o.hypervSimWarnings}
+		}
+	}
+	return cfg, nil
 }
 
 // stack is what startRoles started.
@@ -175,7 +189,20 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			}
 		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
-		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name, Listen: cfg.Agent.Listen})
+		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name,
+			ServerTLS: serverTLS, Listen: cfg.Agent.Listen, Logger: logger.With("role", "agent")}
+		if h := cfg.Agent.Host; h.Name != "" {
+			rh, err := newReplicaHost(ctx, h, cfg.Agent.Datastore, logger)
+			if err != nil {
+				return nil, fmt.Errorf("agent.host %s: %w", h.Name, err)
+			}
+			tgt.Host, tgt.HostName = rh, h.Name
+			if key != nil {
+				logger.Warn("agent.host is set but the datastore is encrypted at rest (agent.encryptionKeyFile): no replica VM is registered, and failover and failback are refused", "host", h.Name)
+			}
+		}
+		tgt.Encrypted = key != nil
+		w.RegisterActivity(tgt)
 		s.workers = append(s.workers, w)
 	}
 	for _, w := range s.workers {
@@ -196,6 +223,30 @@ func newProvider(ctx context.Context, h config.Host, logger *slog.Logger) (provi
 		return lab.New(h.Name, h.Path), nil
 	case "hyperv":
 		return hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
+	case "hyperv-sim":
+		return hvsim.NewProvider(h.Name, h.Path, hvsim.Options{JobDelay: h.Simulator.JobDelay, JobWarnings: h.Simulator.JobWarnings},
+			hyperv.Options{Logger: logger.With("host", h.Name)})
 	}
 	return nil, fmt.Errorf("unknown provider %q", h.Provider)
+}
+
+// newReplicaHost opens the target's own host, where replica VMs are
+// registered. On Hyper-V their disks go to replica-vms beside the datastore
+// (never inside it, where every folder is a job).
+func newReplicaHost(ctx context.Context, h config.Host, datastore string, logger *slog.Logger) (provider.ReplicaHost, error) {
+	switch h.Provider {
+	case "lab":
+		if err := os.MkdirAll(h.Path, 0o755); err != nil {
+			return nil, err
+		}
+		return lab.New(h.Name, h.Path), nil
+	case "hyperv":
+		p, err := hyperv.New(ctx, h, hyperv.Options{Logger: logger.With("host", h.Name)})
+		if err != nil {
+			return nil, err
+		}
+		folder := filepath.Join(filepath.Dir(filepath.Clean(datastore)), "replica-vms")
+		return &hyperv.ReplicaHost{Provider: p, Folder: folder}, nil
+	}
+	return nil, fmt.Errorf("provider %q cannot register replica VMs (lab and hyperv can)", h.Provider)
 }

@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
@@ -207,7 +208,16 @@ func (a *Agent) Prepare(ctx context.Context, job string, vm contract.VM) (contra
 	if err != nil {
 		return contract.ReplicaState{}, err
 	}
-	info := replica.VMInfo{ID: vm.ID, Name: vm.Name, Generation: vm.Generation}
+	if l, err := w.Lifecycle(); err == nil && l.State != replica.StateReady {
+		// A replica VM runs on this replica: the run skips the VM and
+		// writes nothing, not even the VM's description.
+		name := vm.Name
+		if info, err := w.Info(); err == nil && info.Name != "" {
+			name = info.Name
+		}
+		return contract.ReplicaState{}, &replica.StateError{Job: job, VM: name, State: l.State, Since: l.Since, Operation: "replication", Want: []replica.State{replica.StateReady}}
+	}
+	info := replica.VMInfo{ID: vm.ID, Name: vm.Name, Generation: vm.Generation, Config: vm.Config}
 	for _, d := range vm.Disks {
 		info.Disks = append(info.Disks, replica.DiskInfo{ID: d.ID, Size: d.VirtualSize, SectorSize: d.SectorSize})
 	}
@@ -286,6 +296,10 @@ func (a *Agent) Commit(ctx context.Context, job, vmID, checkpoint string, retent
 	w, err := a.writer(ctx, job, vmID)
 	if err != nil {
 		return "", err
+	}
+	if l, err := w.Lifecycle(); err == nil && l.State != replica.StateReady {
+		// Failed over while the run transferred: the point is not committed.
+		return "", &replica.StateError{Job: job, VM: vmID, State: l.State, Since: l.Since, Operation: "replication", Want: []replica.State{replica.StateReady}}
 	}
 	var p replica.Point
 	ses, inMemory := w.Session()
@@ -477,4 +491,60 @@ func (s sink) SetDigest(i int64, d digest.Sum) {
 	// Out-of-range indexes cannot come from a validated frame; the writer
 	// rejects them and Persist would then fail.
 	_ = s.DiskWriter.SetDigest(i, d)
+}
+
+// UpdateLifecycle changes a replica's lifecycle record under the replica's
+// own lock: change gets the record as it is and returns the new one, or an
+// error, in which case nothing is written. A writer this call had to open is
+// closed again, so that a run of the replica finds it free; one a run holds
+// stays with the run. Other replicas are never held up: only this replica's
+// slot is locked while the record is read and written.
+func (a *Agent) UpdateLifecycle(ctx context.Context, job, vmID string, change func(replica.Lifecycle) (replica.Lifecycle, error)) (replica.Lifecycle, error) {
+	var out replica.Lifecycle
+	err := a.withWriter(ctx, job, vmID, func(w *replica.Writer) error {
+		cur, err := w.Lifecycle()
+		if err != nil {
+			return err
+		}
+		out = cur
+		next, err := change(cur)
+		if err != nil {
+			return err
+		}
+		if err := w.SetLifecycle(next, time.Now()); err != nil {
+			return err
+		}
+		out, err = w.Lifecycle()
+		return err
+	})
+	return out, err
+}
+
+// RemovePoints deletes the restore points of a replica failed over for good.
+func (a *Agent) RemovePoints(ctx context.Context, job, vmID string) error {
+	return a.withWriter(ctx, job, vmID, func(w *replica.Writer) error { return w.RemovePoints() })
+}
+
+// withWriter runs fn with the replica's writer while holding the replica's
+// slot, so that no run takes or releases the writer meanwhile. The writer a
+// run holds is used as it is; otherwise one is opened for fn and closed after.
+func (a *Agent) withWriter(ctx context.Context, job, vmID string, fn func(*replica.Writer) error) error {
+	s := a.slot(job + "/" + vmID)
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
+	if s.w != nil {
+		return fn(s.w)
+	}
+	r, err := a.store.Replica(job, vmID)
+	if err != nil {
+		return err
+	}
+	w, err := r.Lock(ctx, a.owner)
+	if err != nil {
+		return err
+	}
+	ferr := fn(w)
+	return errors.Join(ferr, w.Close())
 }

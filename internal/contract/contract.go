@@ -4,7 +4,10 @@
 // import it; it has no behavior and no I/O.
 package contract
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Names of workflows, queries and signals.
 const (
@@ -219,6 +222,19 @@ const (
 	ErrTypeAuthentication     = "Authentication"
 	ErrTypeBadInput           = "BadInput"
 	ErrTypeReplicaLocked      = "ReplicaLocked"
+	// ErrTypeVMUnsupported: the host cannot checkpoint or track the VM (a
+	// pass-through, VHD or VHD Set disk, an old configuration version).
+	ErrTypeVMUnsupported = "VMUnsupported"
+	// ErrTypeHostRefused: the host refused an operation in a way a retry
+	// cannot change (access denied, invalid parameter, not supported).
+	ErrTypeHostRefused = "HostRefused"
+	// ErrTypeReplicaState: the replica's state does not allow the operation
+	// (replication of a replica in failover, undo of nothing, …).
+	ErrTypeReplicaState = "ReplicaState"
+	// ErrTypeNoPoint: the restore point asked for is not on the replica.
+	ErrTypeNoPoint = "NoRestorePoint"
+	// ErrTypeNoReplica: the job has no replica of that VM.
+	ErrTypeNoReplica = "NoReplica"
 	// ErrTypeWindowClosed: a transfer stopped because the backup window
 	// closed; its details are the DiskResult so far. The next run continues.
 	ErrTypeWindowClosed = "WindowClosed"
@@ -248,6 +264,10 @@ type VM struct {
 	State      string `json:"state"`
 	Generation int    `json:"generation"`
 	Disks      []Disk `json:"disks"`
+	// Config is the VM's virtual hardware as the host reported it
+	// (provider.VMConfig as JSON), kept with each restore point. Empty when
+	// the host could not say.
+	Config json.RawMessage `json:"config,omitempty"`
 }
 
 // Disk is one disk of a VM.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"unicode/utf16"
 
@@ -17,6 +18,17 @@ import (
 
 // ErrRequiresWindows: PowerShell Direct runs from a Hyper-V host only.
 var ErrRequiresWindows = errors.New("PowerShell Direct requires a Windows Hyper-V host")
+
+// Markers of the script's own failures, distinct from the guest command's:
+// the first line of standard error starts with one of them and the exit
+// status is psCannotConnectExit. New-PSSession fails, and the script says so,
+// when the VM is off, has no PowerShell Direct (not Windows 10/Server 2016 or
+// later), or refuses the credentials.
+const (
+	psCannotConnect     = "replicator: cannot connect through PowerShell Direct: "
+	psNoStatus          = "replicator: the guest returned no exit status"
+	psCannotConnectExit = "254"
+)
 
 // psScript is the fixed script powershell.exe runs for one guest command.
 // Everything variable reaches it out of band, never spliced into code: the
@@ -30,22 +42,37 @@ $secure = ConvertTo-SecureString -String ([Console]::In.ReadLine()) -AsPlainText
 $credential = New-Object System.Management.Automation.PSCredential -ArgumentList $env:REPLICATOR_GUEST_USER, $secure
 $target = @{}
 if ($env:REPLICATOR_GUEST_VMID) { $target.VMId = [guid]$env:REPLICATOR_GUEST_VMID } else { $target.VMName = $env:REPLICATOR_GUEST_VM }
-$status = Invoke-Command @target -Credential $credential -ErrorAction Continue -ArgumentList $env:REPLICATOR_GUEST_COMMAND -ScriptBlock {
-    param([string]$command)
-    $global:LASTEXITCODE = 0
-    try {
-        $output = & ([scriptblock]::Create($command)) 2>&1 | Out-String
-    } catch {
-        Write-Error -Message ($_.ToString()) -ErrorAction Continue
-        return 1
-    }
-    if ($LASTEXITCODE) {
-        Write-Error -Message $output -ErrorAction Continue
-        return $LASTEXITCODE
-    }
-    return 0
+try {
+    $session = New-PSSession @target -Credential $credential -ErrorAction Stop
+} catch {
+    [Console]::Error.WriteLine('` + psCannotConnect + `' + $_.ToString())
+    exit ` + psCannotConnectExit + `
 }
-exit [int]($status | Select-Object -Last 1)
+try {
+    $status = Invoke-Command -Session $session -ErrorAction Continue -ArgumentList $env:REPLICATOR_GUEST_COMMAND -ScriptBlock {
+        param([string]$command)
+        $global:LASTEXITCODE = 0
+        try {
+            $output = & ([scriptblock]::Create($command)) 2>&1 | Out-String
+        } catch {
+            Write-Error -Message ($_.ToString()) -ErrorAction Continue
+            return 1
+        }
+        if ($LASTEXITCODE) {
+            Write-Error -Message $output -ErrorAction Continue
+            return $LASTEXITCODE
+        }
+        return 0
+    }
+} finally {
+    Remove-PSSession -Session $session -ErrorAction SilentlyContinue
+}
+$last = $status | Select-Object -Last 1
+if ($null -eq $last) {
+    [Console]::Error.WriteLine('` + psNoStatus + `')
+    exit ` + psCannotConnectExit + `
+}
+exit [int]$last
 `
 
 var guidPattern = regexp.MustCompile(`^\{?[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}?$`)
@@ -149,6 +176,27 @@ func (r *PowerShellDirect) runPhase(ctx context.Context, vm, name string, comman
 		if err != nil {
 			return commandResult{}, err
 		}
-		return r.exec(ctx, inv)
+		res, err := r.exec(ctx, inv)
+		if err != nil {
+			return res, err
+		}
+		return res, scriptFailure(res)
 	})
+}
+
+// scriptFailure turns the script's own failures (no connection, no status)
+// into errors: they are not the guest command's exit status.
+func scriptFailure(res commandResult) error {
+	if strconv.Itoa(res.ExitStatus) != psCannotConnectExit {
+		return nil
+	}
+	first, _, _ := strings.Cut(res.Stderr, "\n")
+	first = strings.TrimRight(first, "\r")
+	switch {
+	case strings.HasPrefix(first, psCannotConnect):
+		return fmt.Errorf("cannot connect to the VM through PowerShell Direct: %s", strings.TrimPrefix(first, psCannotConnect))
+	case strings.HasPrefix(first, psNoStatus):
+		return errors.New("the guest returned no exit status")
+	}
+	return nil // the guest command itself exited 254
 }

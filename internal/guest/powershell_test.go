@@ -115,3 +115,38 @@ func TestPowerShellDirectRunner(t *testing.T) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
 }
+
+// The script's own failures are failures with their reason, never a
+// success: a VM it cannot connect to, an answer without a status. A guest
+// command that itself exits 254 stays that command's exit status.
+func TestPowerShellDirectScriptFailures(t *testing.T) {
+	for _, tc := range []struct {
+		res  commandResult
+		want string
+	}{
+		{commandResult{ExitStatus: 254, Stderr: psCannotConnect + "The virtual machine sql01 is not in running state.\r\n"}, "cannot connect to the VM through PowerShell Direct: The virtual machine sql01 is not in running state."},
+		{commandResult{ExitStatus: 254, Stderr: psNoStatus + "\n"}, "the guest returned no exit status"},
+		// The guest's own standard error goes to the proxy's log only, never
+		// into the error that reaches the workflow history.
+		{commandResult{ExitStatus: 254, Stderr: "disk full"}, "exited with status 254 (its standard error is in the proxy's log)"},
+	} {
+		exec := func(ctx context.Context, inv psInvocation) (commandResult, error) { return tc.res, nil }
+		r, err := newPowerShellDirect(config.GuestProcessing{Timeout: time.Second, PreFreeze: []string{"Write-VssFreeze"}}, "admin", writeSecret(t, "pw"), slog.New(slog.DiscardHandler), exec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.PreFreeze(context.Background(), "sql01")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want %q", err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "disk full") {
+			t.Errorf("err = %v carries the guest's standard error", err)
+		}
+	}
+	// The script checks the connection before it runs anything.
+	for _, want := range []string{"New-PSSession @target -Credential $credential -ErrorAction Stop", "exit " + psCannotConnectExit, "-Session $session"} {
+		if !strings.Contains(psScript, want) {
+			t.Errorf("the script lacks %q", want)
+		}
+	}
+}

@@ -24,6 +24,10 @@ var (
 	ErrNoChangeTracking = errors.New("change tracking not available")
 	// ErrHostUnreachable: the host did not answer. Retryable.
 	ErrHostUnreachable = errors.New("host unreachable")
+	// ErrUnsupported: the VM has a disk or configuration the host cannot
+	// checkpoint and track (a pass-through, VHD or VHD Set disk, a
+	// configuration version without RCT). Not retryable.
+	ErrUnsupported = errors.New("vm not supported")
 )
 
 // Host describes a virtualization host.
@@ -41,6 +45,11 @@ type VM struct {
 	Generation           int    `json:"generation"`
 	ConfigurationVersion string `json:"configurationVersion"`
 	Disks                []Disk `json:"disks"`
+	// Unsupported, when set, says why the VM cannot be replicated from this
+	// host (a disk kind or configuration version without change tracking or
+	// checkpoints of its disks); CreateCheckpoint refuses such a VM with
+	// ErrUnsupported before it makes any checkpoint.
+	Unsupported string `json:"unsupported,omitempty"`
 }
 
 // Disk describes one virtual disk of a VM as the VM sees it now.
@@ -69,6 +78,10 @@ type CheckpointOptions struct {
 	// will reuse them.
 	Name        string
 	Consistency Consistency
+	// FullBackup asks the guest's applications for a full backup (they may
+	// truncate their logs) instead of a copy backup, which leaves them
+	// alone: a replica is usually not the backup of record.
+	FullBackup bool
 }
 
 // checkpointNamePrefix starts the name of every checkpoint replicator makes.
@@ -100,6 +113,13 @@ type Checkpoint struct {
 	VMID    string           `json:"vmId"`
 	Created time.Time        `json:"created"`
 	Disks   []CheckpointDisk `json:"disks"`
+	// Consistency is what the host made (CreateCheckpoint only): an
+	// application-consistent request may fall back to crash-consistent.
+	Consistency Consistency `json:"consistency"`
+	// Warning is what the host reported while making the checkpoint without
+	// failing (Hyper-V: a job completed with warnings, or an
+	// application-consistent checkpoint that fell back to crash-consistent).
+	Warning string `json:"warning,omitempty"`
 }
 
 // CheckpointDisk is one frozen disk of a checkpoint.
@@ -135,4 +155,6 @@ type Provider interface {
 	// ReleaseCheckpoint discards a checkpoint without keeping a reference point
 	// (on failure or cancellation). Releasing a missing checkpoint is not an error.
 	ReleaseCheckpoint(ctx context.Context, vmID, checkpointID string) error
+	// VMConfig returns the VM's virtual hardware (vmconfig.go), or ErrVMNotFound.
+	VMConfig(ctx context.Context, vmID string) (VMConfig, error)
 }

@@ -23,6 +23,9 @@ type VMInfo struct {
 	Name       string     `json:"name"`
 	Generation int        `json:"generation"`
 	Disks      []DiskInfo `json:"disks"`
+	// Config is the VM's configuration as the source host reported it
+	// (provider.VMConfig as JSON); each committed point keeps a copy.
+	Config json.RawMessage `json:"config,omitempty"`
 }
 
 // DiskInfo is one virtual disk of the VM.
@@ -42,6 +45,9 @@ type metadata struct {
 	Points  []pointRecord  `json:"points"`
 	Session *sessionRecord `json:"session,omitempty"`
 	Merge   *mergeIntent   `json:"merge,omitempty"`
+	// Lifecycle is the replica's disaster-recovery state (lifecycle.go);
+	// nil means ready.
+	Lifecycle *Lifecycle `json:"lifecycle,omitempty"`
 }
 
 // pointRecord is one complete restore point.
@@ -55,6 +61,8 @@ type pointRecord struct {
 	Disks          []pointDiskRecord `json:"disks"`
 	// Exclusions is what the point was made without (nil: not recorded).
 	Exclusions *contract.Exclusions `json:"exclusions,omitempty"`
+	// Config is the VM's configuration when the point was taken.
+	Config json.RawMessage `json:"config,omitempty"`
 }
 
 // pointDiskRecord locates one disk of a point: its VHDX chain, leaf first,
@@ -225,6 +233,14 @@ func (m *metadata) check() error {
 			if err := diskOK("session "+s.PointID, d.pointDiskRecord); err != nil {
 				return err
 			}
+		}
+	}
+	if l := m.Lifecycle; l != nil {
+		if !l.State.valid() {
+			return fmt.Errorf("lifecycle: state %q is not one of ready, failover, failback, permanent", l.State)
+		}
+		if len(l.History) > maxHistory {
+			return fmt.Errorf("lifecycle: %d transitions (at most %d)", len(l.History), maxHistory)
 		}
 	}
 	if g := m.Merge; g != nil {

@@ -137,6 +137,7 @@ func (s *Session) Commit(ctx context.Context) (Point, error) {
 		pr.Disks = append(pr.Disks, d.pointDiskRecord)
 	}
 	err = w.update(func(m *metadata) error {
+		pr.Config = m.VM.Config
 		m.Points = append(m.Points, pr)
 		m.Session = nil
 		return nil

@@ -219,6 +219,11 @@ func (w *Writer) Begin(spec SessionSpec) (*Session, error) {
 	if w.meta == nil {
 		return nil, fmt.Errorf("begin restore point in %s: the replica is not prepared", w.l)
 	}
+	if l := w.meta.lifecycle(); l.State != StateReady {
+		// A replica VM runs on the replica's points: replication never
+		// writes it until it is ready again.
+		return nil, &StateError{Job: w.r.job, VM: w.meta.VM.Name, State: l.State, Since: l.Since, Operation: "replication", Want: []State{StateReady}}
+	}
 	if spec.CheckpointID == "" {
 		return nil, fmt.Errorf("begin restore point in %s: no source checkpoint id", w.l)
 	}

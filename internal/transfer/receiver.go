@@ -302,13 +302,38 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, p *pendingConn) {
 		log.Warn("data channel: TLS handshake refused", "err", err)
 		return
 	}
+	r.session(ctx, raw, conn, p, log)
+}
+
+// ServeConn receives one disk on conn, a TLS connection this side dialled
+// and whose handshake (and so the peer's role) its configuration checked:
+// the failback channel, where the proxy opens the connection and the agent
+// sends. The Hello, Admit, the slot and buffer budget apply as on Serve.
+func (r *Receiver) ServeConn(ctx context.Context, conn *tls.Conn) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	conn.SetDeadline(time.Now().Add(r.opts.HandshakeTimeout))
+	r.session(ctx, conn, conn, nil, r.opts.Logger.With("remote", conn.RemoteAddr().String()))
+}
+
+// session runs one connection after its TLS handshake: Hello, the session
+// token checked (Admit), a slot taken and the disk received. p is the
+// pending entry of an accepted connection (nil for ServeConn).
+func (r *Receiver) session(ctx context.Context, raw net.Conn, conn *tls.Conn, p *pendingConn, log *slog.Logger) {
+	done := func() {
+		if p != nil {
+			r.donePending(p)
+		}
+	}
 	peer := conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 	log = log.With("peer", peer)
 	// Small buffers until the sender is admitted: a client that only
 	// completes a handshake holds a few KiB.
 	c := &receiverConn{r: r, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4096), bw: bufio.NewWriterSize(conn, 4096), log: log}
 	err := c.readHello()
-	r.donePending(p)
+	done()
 	if err == nil {
 		if err = r.target.Admit(ctx, c.hello, peer); err != nil {
 			err = reject("hello %s: %w", c.hello, err)

@@ -56,6 +56,11 @@ type Sender struct {
 	Limit interface {
 		Wait(ctx context.Context, n int64) error
 	}
+	// Conn, when set, gives each attempt an established connection whose
+	// peer is already authenticated, instead of dialling Address with TLS:
+	// a failback, where the agent sends on a connection the proxy opened
+	// (the proxy always dials, the agent always accepts).
+	Conn func(ctx context.Context) (net.Conn, error)
 }
 
 // SendOptions name the disk and how to send it.
@@ -244,7 +249,15 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	parent := ctx
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	conn, err := s.dial(ctx, dialTimeout)
+	var conn net.Conn
+	if s.Conn != nil {
+		conn, err = s.Conn(ctx)
+		if err != nil {
+			err = s.failure(ctx, "wait for the receiver's connection", err)
+		}
+	} else {
+		conn, err = s.dial(ctx, dialTimeout)
+	}
 	if err != nil {
 		return err
 	}

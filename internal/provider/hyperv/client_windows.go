@@ -276,6 +276,28 @@ func (c *comClient) EmbeddedInstance(ctx context.Context, class string, props ma
 	return text, err
 }
 
+func (c *comClient) ModifiedInstance(ctx context.Context, path string, props map[string]any) (string, error) {
+	var text string
+	err := c.do(ctx, "modify "+path, func() error {
+		inst, err := c.session.GetInstance(path)
+		if err != nil {
+			return comError("get "+path, err)
+		}
+		defer inst.Close()
+		for k, v := range props {
+			if err := inst.SetProperty(k, automationValue(v)); err != nil {
+				return comError(fmt.Sprintf("set %s of %s", k, path), err)
+			}
+		}
+		text, err = inst.EmbeddedXMLInstance()
+		if err != nil {
+			return comError("render "+path, err)
+		}
+		return nil
+	})
+	return text, err
+}
+
 func (c *comClient) OSVersion(ctx context.Context) (string, error) {
 	var version string
 	err := c.do(ctx, "Win32_OperatingSystem", func() error {

@@ -13,10 +13,14 @@ var ErrRequiresWindows = errors.New("hyperv provider requires Windows")
 // errObjectNotFound: Get found no object at that path (WBEM_E_NOT_FOUND).
 var errObjectNotFound = errors.New("wmi object not found")
 
-// Return values of the Msvm methods (the same table for CreateSnapshot,
-// DestroySnapshot, ConvertToReferencePoint, DestroyReferencePoint,
-// GetVirtualDiskChanges and GetVirtualHardDiskSettingData), from the
-// Microsoft documentation of the root\virtualization\v2 methods.
+// Return values of the methods of Msvm_ImageManagementService (
+// GetVirtualDiskChanges, GetVirtualHardDiskSettingData),
+// Msvm_VirtualSystemManagementService (ModifySystemSettings) and
+// Msvm_VirtualSystemReferencePointService (DestroyReferencePoint): 0, 4096
+// and the 32768+ table, as learn.microsoft.com documents each method
+// (hyperv_v2/msvm-imagemanagementservice-getvirtualdiskchanges,
+// msvm-virtualsystemmanagementservice-modifysystemsettings,
+// msvm-virtualsystemreferencepointservice-destroyreferencepoint).
 const (
 	rcCompleted        = 0
 	rcJobStarted       = 4096
@@ -34,6 +38,20 @@ const (
 	rcFileNotFound     = 32779
 )
 
+// Return values of the methods of Msvm_VirtualSystemSnapshotService
+// (CreateSnapshot, DestroySnapshot, ConvertToReferencePoint): a table of its
+// own, 0 to 6 and 4096 (learn.microsoft.com, hyperv_v2/
+// msvm-virtualsystemsnapshotservice-createsnapshot, -destroysnapshot,
+// -converttoreferencepoint).
+const (
+	rcSnapNotSupported     = 1
+	rcSnapFailed           = 2
+	rcSnapTimeout          = 3
+	rcSnapInvalidParameter = 4
+	rcSnapInvalidState     = 5
+	rcSnapInvalidType      = 6
+)
+
 // returnCode describes one return value: its meaning and whether trying the
 // same operation again later can succeed.
 type returnCode struct {
@@ -41,7 +59,12 @@ type returnCode struct {
 	retryable bool
 }
 
-var returnCodes = map[uint32]returnCode{
+// returnTable maps the return values of one service's methods.
+type returnTable map[uint32]returnCode
+
+// genericReturns is the 32768+ table of the image management, system
+// management and reference point services.
+var genericReturns = returnTable{
 	rcFailed:           {"failed", true},
 	rcAccessDenied:     {"access denied", false},
 	rcNotSupported:     {"not supported", false},
@@ -54,6 +77,29 @@ var returnCodes = map[uint32]returnCode{
 	rcNotAvailable:     {"system is not available", true},
 	rcOutOfMemory:      {"out of memory", true},
 	rcFileNotFound:     {"file not found", false},
+}
+
+// snapshotReturns is the table of Msvm_VirtualSystemSnapshotService. An
+// invalid state (the VM is busy: another checkpoint, a backup, a migration)
+// passes; a timeout may too.
+var snapshotReturns = returnTable{
+	rcSnapNotSupported:     {"not supported", false},
+	rcSnapFailed:           {"failed", true},
+	rcSnapTimeout:          {"timeout", true},
+	rcSnapInvalidParameter: {"invalid parameter", false},
+	rcSnapInvalidState:     {"invalid state", true},
+	rcSnapInvalidType:      {"invalid type", false},
+}
+
+// returnTableOf gives the return-value table of a method by the service
+// that declares it.
+func returnTableOf(method string) returnTable {
+	switch method {
+	case "CreateSnapshot", "DestroySnapshot", "ConvertToReferencePoint", "ApplySnapshot", "ClearSnapshotState":
+		return snapshotReturns
+	default:
+		return genericReturns
+	}
 }
 
 // Error is a failed Hyper-V operation: what was done to what, the WMI return
@@ -111,10 +157,12 @@ const (
 	kindCheckpoint            // operations on an existing checkpoint
 )
 
-// classifyReturn turns a non-success return value (or job error code) into an
-// *Error. 0 and 4096 are not errors and must not reach it.
-func classifyReturn(op string, code uint32, kind methodKind, description string) *Error {
-	rc, known := returnCodes[code]
+// classifyReturn turns a non-success return value (or job error code) of
+// method into an *Error, reading it in the table of the method's service.
+// 0 and 4096 are not errors and must not reach it.
+func classifyReturn(op, method string, code uint32, kind methodKind, description string) *Error {
+	table := returnTableOf(method)
+	rc, known := table[code]
 	e := &Error{Op: op, Code: code, retryable: true}
 	if known {
 		e.retryable = rc.retryable
@@ -127,13 +175,19 @@ func classifyReturn(op string, code uint32, kind methodKind, description string)
 	if description != "" {
 		e.Description += ": " + description
 	}
+	snapshotTable := table[rcSnapFailed].meaning != ""
 	switch {
 	case kind == kindChanges && (code == rcNotSupported || code == rcFileNotFound || code == rcInvalidParameter):
 		// RCT disabled, its .rct/.mrt files gone, or the limit id no longer
 		// known: the caller falls back to comparing digests.
 		e.err = provider.ErrNoChangeTracking
 		e.retryable = false
-	case kind == kindCheckpoint && code == rcFileNotFound:
+	case kind == kindCheckpoint && !snapshotTable && code == rcFileNotFound:
+		e.err = provider.ErrCheckpointNotFound
+		e.retryable = false
+	case kind == kindCheckpoint && snapshotTable && code == rcSnapInvalidParameter:
+		// The AffectedSnapshot reference no longer names a snapshot: it was
+		// deleted between the lookup and the call.
 		e.err = provider.ErrCheckpointNotFound
 		e.retryable = false
 	}

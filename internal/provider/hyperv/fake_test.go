@@ -58,7 +58,34 @@ type fakeWMI struct {
 }
 
 func newFake(t *testing.T) *fakeWMI {
-	return &fakeWMI{t: t, rec: loadRecording(t), fail: map[string]error{}, methods: map[string]func(invocation) (result, error){}, jobs: map[string][]object{}}
+	f := &fakeWMI{t: t, rec: loadRecording(t), fail: map[string]error{}, methods: map[string]func(invocation) (result, error){}, jobs: map[string][]object{}}
+	// ModifySystemSettings applies the properties ModifiedInstance rendered.
+	f.methods["ModifySystemSettings"] = func(inv invocation) (result, error) {
+		var m struct {
+			Path  string         `json:"path"`
+			Props map[string]any `json:"props"`
+		}
+		if err := json.Unmarshal([]byte(asString(inv.In["SystemSettings"])), &m); err != nil {
+			return result{ReturnValue: rcInvalidParameter}, nil
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		o, ok := f.rec.Objects[m.Path]
+		if !ok {
+			return result{ReturnValue: rcInvalidParameter}, nil
+		}
+		props := map[string]any{}
+		for k, v := range o.Props {
+			props[k] = v
+		}
+		for k, v := range m.Props {
+			props[k] = v
+		}
+		o.Props = props
+		f.rec.Objects[m.Path] = o
+		return result{ReturnValue: rcCompleted}, nil
+	}
+	return f
 }
 
 func (f *fakeWMI) Query(ctx context.Context, wql string) ([]object, error) {
@@ -71,6 +98,7 @@ func (f *fakeWMI) Query(ctx context.Context, wql string) ([]object, error) {
 	objs, ok := f.rec.Queries[wql]
 	if !ok {
 		if strings.HasPrefix(wql, "SELECT * FROM Msvm_VirtualSystemSettingData WHERE InstanceID") ||
+			strings.HasSuffix(wql, "WHERE ResultClass = Msvm_ResourceAllocationSettingData") ||
 			strings.HasPrefix(wql, "SELECT * FROM Msvm_VirtualSystemReferencePoint WHERE InstanceID") ||
 			strings.HasPrefix(wql, "SELECT * FROM Msvm_ComputerSystem WHERE Name") {
 			return nil, nil // nothing matches: WMI answers with no instance
@@ -132,6 +160,14 @@ func (f *fakeWMI) EmbeddedInstance(ctx context.Context, class string, props map[
 	defer f.mu.Unlock()
 	f.embeds = append(f.embeds, props)
 	b, err := json.Marshal(map[string]any{"class": class, "props": props})
+	return string(b), err
+}
+
+func (f *fakeWMI) ModifiedInstance(ctx context.Context, path string, props map[string]any) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.embeds = append(f.embeds, props)
+	b, err := json.Marshal(map[string]any{"path": path, "props": props})
 	return string(b), err
 }
 

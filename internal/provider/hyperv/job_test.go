@@ -27,16 +27,26 @@ func TestWaitJobOutcomes(t *testing.T) {
 		{"exception out of memory", []object{jobObject(id, jobException, 0, 32778, "Not enough memory in the system to start the virtual machine.")}, kindGeneric, "out of memory", true, nil},
 		{"exception without code", []object{jobObject(id, jobException, 0, 0, "Failed to create checkpoint.")}, kindGeneric, "code 32768: failed: Failed to create checkpoint.", true, nil},
 		{"exception file not found while reading changes", []object{jobObject(id, jobException, 0, 32779, "The RCT file is missing.")}, kindChanges, "file not found", false, provider.ErrNoChangeTracking},
-		{"exception file not found on a checkpoint", []object{jobObject(id, jobException, 0, 32779, "")}, kindCheckpoint, "file not found", false, provider.ErrCheckpointNotFound},
+		{"exception invalid parameter on a checkpoint", []object{jobObject(id, jobException, 0, 4, "")}, kindCheckpoint, "code 4: invalid parameter", false, provider.ErrCheckpointNotFound},
+		{"exception invalid state of the snapshot service", []object{jobObject(id, jobException, 0, 5, "The VM is being backed up.")}, kindGeneric, "code 5: invalid state: The VM is being backed up.", true, nil},
+		{"exception not supported by the snapshot service", []object{jobObject(id, jobException, 0, 1, "")}, kindGeneric, "code 1: not supported", false, nil},
+		{"completed with warnings", []object{jobObject(id, jobRunning, 50, 0, ""), jobObject(id, jobCompletedWithWarnings, 100, 0, "The guest could not be quiesced.")}, kindGeneric, "", false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t)
 			f.jobs[jobPath(id)] = tc.states
 			p, _ := testProvider(f, "", nil)
-			err := p.waitJob(context.Background(), "CreateSnapshot of VM web01", jobPath(id), tc.kind)
+			warning, err := p.waitJob(context.Background(), "CreateSnapshot of VM web01", "CreateSnapshot", jobPath(id), tc.kind)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("err = %v", err)
+				}
+				last := tc.states[len(tc.states)-1]
+				if d := last.str("ErrorDescription"); d != "" && !strings.Contains(warning, d) {
+					t.Errorf("warning = %q, want the job's description %q", warning, d)
+				}
+				if st, _ := last.int("JobState"); st == jobCompleted && warning != "" {
+					t.Errorf("warning %q from a job completed without warnings", warning)
 				}
 				return
 			}
@@ -59,7 +69,7 @@ func TestWaitJobTimeoutTerminatesJob(t *testing.T) {
 	f.jobs[jobPath(id)] = []object{jobObject(id, jobRunning, 35, 0, "")} // stays running
 	f.methods["RequestStateChange"] = func(invocation) (result, error) { return result{ReturnValue: 0}, nil }
 	p, clk := testProvider(f, "", nil)
-	err := p.waitJob(context.Background(), "CreateSnapshot of VM web01", jobPath(id), kindGeneric)
+	_, err := p.waitJob(context.Background(), "CreateSnapshot of VM web01", "CreateSnapshot", jobPath(id), kindGeneric)
 	var he *Error
 	if !errors.As(err, &he) || !he.Retryable() || !strings.Contains(err.Error(), "still running at 35%") {
 		t.Fatalf("err = %v", err)
@@ -87,7 +97,7 @@ func TestWaitJobCancelled(t *testing.T) {
 	p, _ := testProvider(f, "", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := p.waitJob(ctx, "op", jobPath(id), kindGeneric); !errors.Is(err, context.Canceled) {
+	if _, err := p.waitJob(ctx, "op", "CreateSnapshot", jobPath(id), kindGeneric); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -95,7 +105,7 @@ func TestWaitJobCancelled(t *testing.T) {
 func TestWaitJobVanished(t *testing.T) {
 	f := newFake(t)
 	p, _ := testProvider(f, "", nil)
-	err := p.waitJob(context.Background(), "op", jobPath("gone"), kindGeneric)
+	_, err := p.waitJob(context.Background(), "op", "CreateSnapshot", jobPath("gone"), kindGeneric)
 	if err == nil || !strings.Contains(err.Error(), "poll job") {
 		t.Fatalf("err = %v", err)
 	}
@@ -127,7 +137,7 @@ func TestClassifyReturnTable(t *testing.T) {
 		{32779, kindCheckpoint, "file not found", false, provider.ErrCheckpointNotFound},
 		{12345, kindGeneric, "unknown return value", true, nil},
 	} {
-		e := classifyReturn("GetVirtualDiskChanges of disk d0", tc.code, tc.kind, "")
+		e := classifyReturn("GetVirtualDiskChanges of disk d0", "GetVirtualDiskChanges", tc.code, tc.kind, "")
 		msg := e.Error()
 		if !strings.Contains(msg, tc.meaning) || !strings.Contains(msg, "GetVirtualDiskChanges of disk d0") {
 			t.Errorf("%d: message %q lacks %q or the operation", tc.code, msg, tc.meaning)
@@ -181,6 +191,39 @@ func TestClassifyHRESULT(t *testing.T) {
 		}
 		if !strings.Contains(e.Error(), tc.text) {
 			t.Errorf("0x%08X: %q lacks %q", tc.hr, e.Error(), tc.text)
+		}
+	}
+}
+
+// The snapshot service has its own table (0–6); the 32768+ codes mean
+// nothing there, and 1–6 mean nothing to the image management service.
+func TestClassifyReturnPerService(t *testing.T) {
+	for _, tc := range []struct {
+		method    string
+		code      uint32
+		kind      methodKind
+		meaning   string
+		retryable bool
+		sentinel  error
+	}{
+		{"CreateSnapshot", 1, kindGeneric, "not supported", false, nil},
+		{"CreateSnapshot", 2, kindGeneric, "failed", true, nil},
+		{"CreateSnapshot", 3, kindGeneric, "timeout", true, nil},
+		{"CreateSnapshot", 4, kindGeneric, "invalid parameter", false, nil},
+		{"CreateSnapshot", 5, kindGeneric, "invalid state", true, nil},
+		{"CreateSnapshot", 6, kindGeneric, "invalid type", false, nil},
+		{"DestroySnapshot", 4, kindCheckpoint, "invalid parameter", false, provider.ErrCheckpointNotFound},
+		{"ConvertToReferencePoint", 32769, kindCheckpoint, "unknown return value", true, nil},
+		{"GetVirtualDiskChanges", 2, kindChanges, "unknown return value", true, nil},
+		{"ModifySystemSettings", 32769, kindGeneric, "access denied", false, nil},
+		{"DestroyReferencePoint", 32775, kindGeneric, "invalid state for this operation", true, nil},
+	} {
+		e := classifyReturn("op", tc.method, tc.code, tc.kind, "")
+		if !strings.Contains(e.Error(), tc.meaning) || e.Retryable() != tc.retryable {
+			t.Errorf("%s %d: %q retryable %v, want %q retryable %v", tc.method, tc.code, e.Error(), e.Retryable(), tc.meaning, tc.retryable)
+		}
+		if tc.sentinel != nil && !errors.Is(e, tc.sentinel) {
+			t.Errorf("%s %d: does not wrap %v", tc.method, tc.code, tc.sentinel)
 		}
 	}
 }

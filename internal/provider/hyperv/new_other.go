@@ -14,3 +14,8 @@ import (
 func New(ctx context.Context, host config.Host, opts Options) (*Provider, error) {
 	return nil, fmt.Errorf("host %q: %w", host.Name, ErrRequiresWindows)
 }
+
+// Connect opens WMI on the host of the configuration (see New).
+func Connect(ctx context.Context, host config.Host) (WMI, error) {
+	return nil, fmt.Errorf("host %q: %w", host.Name, ErrRequiresWindows)
+}

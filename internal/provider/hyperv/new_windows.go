@@ -16,6 +16,23 @@ import (
 // authenticate to a remote host. The password is read from its file and
 // never logged.
 func New(ctx context.Context, host config.Host, opts Options) (*Provider, error) {
+	c, err := connect(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	p := newProvider(c, c.server, opts)
+	if c.server != "" && c.user != "" {
+		// Files of the remote host are read with its account too, not
+		// only WMI.
+		p.shares, p.shareUser = &smbSession{user: c.user, password: c.password, open: map[string]bool{}}, c.user
+	}
+	return p, nil
+}
+
+// Connect opens WMI on the host of the configuration (see New).
+func Connect(ctx context.Context, host config.Host) (WMI, error) { return connect(ctx, host) }
+
+func connect(ctx context.Context, host config.Host) (*comClient, error) {
 	server := strings.TrimSpace(host.Path)
 	remote := ""
 	if !isLocalHost(server) {
@@ -36,7 +53,7 @@ func New(ctx context.Context, host config.Host, opts Options) (*Provider, error)
 	if err != nil {
 		return nil, fmt.Errorf("host %q: connect to WMI on %s: %w", host.Name, displayHost(remote), err)
 	}
-	return newProvider(c, remote, opts), nil
+	return c, nil
 }
 
 func displayHost(remote string) string {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +39,16 @@ type Provider struct {
 	maxPollInterval time.Duration
 	now             func() time.Time
 	sleep           func(context.Context, time.Duration) error
+	// shares opens SMB sessions to a remote host's shares with shareUser's
+	// credentials ("" : the worker's own account).
+	shares    shareConnector
+	shareUser string
 }
+
+// ownAccount reaches shares with the worker's own account: no session of its own.
+type ownAccount struct{}
+
+func (ownAccount) connect(ctx context.Context, share string) error { return nil }
 
 var _ provider.Provider = (*Provider)(nil)
 
@@ -52,6 +62,7 @@ func newProvider(c wmiClient, remoteHost string, o Options) *Provider {
 		maxPollInterval: o.MaxPollInterval,
 		now:             time.Now,
 		sleep:           sleepCtx,
+		shares:          ownAccount{},
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -121,12 +132,10 @@ func (p *Provider) VMs(ctx context.Context) ([]provider.VM, error) {
 		if !ok {
 			continue // the host itself, or a VM being created
 		}
-		vm := mapVM(sys, vssd)
-		disks, err := p.disksOf(ctx, vssd.Path)
+		vm, err := p.describeVM(ctx, sys, vssd)
 		if err != nil {
 			p.log.Warn("hyperv: cannot read the disks of a VM", "vm", vm.Name, "id", vm.ID, "err", err)
 		}
-		vm.Disks = disks
 		vms = append(vms, vm)
 	}
 	sort.Slice(vms, func(i, j int) bool {
@@ -136,6 +145,78 @@ func (p *Provider) VMs(ctx context.Context) ([]provider.VM, error) {
 		return vms[i].ID < vms[j].ID
 	})
 	return vms, nil
+}
+
+// describeVM maps a VM with its disks and says why it cannot be replicated,
+// if it cannot. The VM is returned even when its disks cannot be read.
+func (p *Provider) describeVM(ctx context.Context, sys, vssd object) (provider.VM, error) {
+	vm := mapVM(sys, vssd)
+	disks, err := p.disksOf(ctx, vssd.Path)
+	vm.Disks = disks
+	var reasons []string
+	if r := configurationVersionReason(vm.ConfigurationVersion); r != "" {
+		reasons = append(reasons, r)
+	}
+	for _, d := range disks {
+		if d.Format != "vhdx" {
+			reasons = append(reasons, fmt.Sprintf("disk %s (%s) is a %s file: only VHDX disks have resilient change tracking and recovery checkpoints (convert it with Convert-VHD)", d.ID, d.Path, formatName(d.Format)))
+		}
+	}
+	pass, perr := p.passThroughDisksOf(ctx, vssd.Path)
+	for _, d := range pass {
+		reasons = append(reasons, fmt.Sprintf("disk %s (%s) is a pass-through disk: Hyper-V cannot checkpoint it (attach a VHDX instead)", d.ID, d.Path))
+	}
+	vm.Unsupported = strings.Join(reasons, "; ")
+	return vm, errors.Join(err, perr)
+}
+
+// minRCTConfigurationVersion is the first VM configuration version with
+// resilient change tracking (Windows Server 2016; learn.microsoft.com,
+// "Hyper-V backup approaches" and "Supported virtual machine configuration
+// versions").
+const minRCTConfigurationVersion = 6.2
+
+// configurationVersionReason says why a configuration version rules out
+// RCT-based replication, or "" when it does not.
+func configurationVersionReason(version string) string {
+	v, err := strconv.ParseFloat(strings.TrimSpace(version), 64)
+	if err != nil || v >= minRCTConfigurationVersion {
+		return "" // unknown versions are left to the host to judge
+	}
+	return fmt.Sprintf("configuration version %s has no resilient change tracking (6.2 or later is needed: Update-VMVersion)", version)
+}
+
+func formatName(format string) string {
+	switch format {
+	case "vhd":
+		return "VHD"
+	case "vhds":
+		return "VHD Set (shared)"
+	default:
+		return "non-VHDX (" + format + ")"
+	}
+}
+
+// passThroughDisksOf lists the physical disks attached to a setting data
+// (Msvm_ResourceAllocationSettingData of subtype Physical Disk Drive).
+func (p *Provider) passThroughDisksOf(ctx context.Context, settingsPath string) ([]diskRef, error) {
+	q, err := associatorsOf(settingsPath, classResourceAllocation)
+	if err != nil {
+		return nil, err
+	}
+	rasds, err := p.c.Query(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	var refs []diskRef
+	for _, r := range rasds {
+		if r.str("ResourceSubType") != resourceSubTypePhysicalDisk {
+			continue
+		}
+		path := strings.Join(r.strs("HostResource"), ",")
+		refs = append(refs, diskRef{ID: diskIDOf(r.str("InstanceID")), Path: path})
+	}
+	return refs, nil
 }
 
 // mapVM maps Msvm_ComputerSystem and its realized Msvm_VirtualSystemSettingData.
@@ -150,18 +231,22 @@ func mapVM(sys, vssd object) provider.VM {
 	}
 }
 
-// stateName maps Msvm_ComputerSystem.EnabledState to the provider's states.
+// stateName maps Msvm_ComputerSystem.EnabledState of root\virtualization\v2
+// to the provider's states: 2 Enabled (running), 3 Disabled (off), 6 Enabled
+// but Offline (saved), 9 Quiesce (paused); 10 Starting and 32773–32779 are
+// transitions (learn.microsoft.com, hyperv_v2/msvm-computersystem). The
+// 32768 (paused) and 32769 (suspended) of the v1 namespace do not occur.
 func stateName(enabledState int64) string {
 	switch enabledState {
-	case 2: // Enabled
+	case 2:
 		return "running"
-	case 3: // Disabled
+	case 3:
 		return "off"
-	case 32768, 9: // Paused, Quiesce
-		return "paused"
-	case 32769: // Suspended (saved state)
+	case 6:
 		return "saved"
-	default: // Unknown, Other, Starting, Snapshotting, Saving, Stopping, Pausing, Resuming…
+	case 9:
+		return "paused"
+	default: // Unknown, Other, Shutting Down, Starting, Snapshotting, Saving, Stopping, Pausing, Resuming…
 		return "other"
 	}
 }
@@ -270,6 +355,8 @@ func formatOf(p string) string {
 		return "vhdx"
 	case ".vhd", ".avhd":
 		return "vhd"
+	case ".vhds":
+		return "vhds"
 	default:
 		return "raw"
 	}
@@ -279,6 +366,7 @@ func formatOf(p string) string {
 type vhdInfo struct {
 	size          int64
 	virtualDiskID string
+	parent        string // ParentPath of a differencing disk, as the host names it
 }
 
 func (p *Provider) vhdInfo(ctx context.Context, diskPath string) (vhdInfo, error) {
@@ -299,7 +387,7 @@ func (p *Provider) vhdInfo(ctx context.Context, diskPath string) (vhdInfo, error
 	if !ok || size <= 0 {
 		return vhdInfo{}, &Error{Op: op, Description: fmt.Sprintf("MaxInternalSize %v is not a size", sd.prop("MaxInternalSize"))}
 	}
-	return vhdInfo{size: size, virtualDiskID: sd.str("VirtualDiskId")}, nil
+	return vhdInfo{size: size, virtualDiskID: sd.str("VirtualDiskId"), parent: sd.str("ParentPath")}, nil
 }
 
 // servicePath returns the path of the single instance of a service class.
@@ -352,45 +440,153 @@ func (p *Provider) findCheckpoint(ctx context.Context, vmID, checkpointID string
 }
 
 // CreateCheckpoint creates a recovery checkpoint (SnapshotType 32768) of the
-// VM with the requested consistency and returns its frozen disks.
+// VM, named opts.Name, and returns its frozen disks. A VM that cannot be
+// replicated (see VM.Unsupported) is refused before anything is made. An
+// application-consistent checkpoint that the guest cannot give (no backup
+// integration service, VSS failing) is taken again crash-consistent, with a
+// warning.
 func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provider.CheckpointOptions) (provider.Checkpoint, error) {
-	c := opts.Consistency
-	vm, err := p.findVM(ctx, vmID)
+	sys, err := p.findVM(ctx, vmID)
 	if err != nil {
 		return provider.Checkpoint{}, err
 	}
-	op := fmt.Sprintf("CreateSnapshot of VM %q (%s)", vm.str("ElementName"), vmID)
+	name := sys.str("ElementName")
+	op := fmt.Sprintf("CreateSnapshot of VM %q (%s)", name, vmID)
+	vssd, err := p.realizedSettings(ctx, vmID)
+	if err != nil {
+		return provider.Checkpoint{}, fmt.Errorf("%s: %w", op, err)
+	}
+	vm, err := p.describeVM(ctx, sys, vssd)
+	if err != nil {
+		return provider.Checkpoint{}, fmt.Errorf("%s: %w", op, err)
+	}
+	if vm.Unsupported != "" {
+		return provider.Checkpoint{}, &Error{Op: op, Description: vm.Unsupported, err: provider.ErrUnsupported}
+	}
 	svc, err := p.servicePath(ctx, classSnapshotService)
 	if err != nil {
 		return provider.Checkpoint{}, fmt.Errorf("%s: %w", op, err)
 	}
+	made := opts.Consistency
+	snap, warning, err := p.createSnapshot(ctx, op, svc, sys.Path, opts.Consistency, opts.FullBackup)
+	if err != nil && opts.Consistency == provider.ApplicationConsistent && ctx.Err() == nil && Retryable(err) {
+		// As Hyper-V's own production checkpoints do (the "with fallback"
+		// kind), a guest that cannot freeze gets a crash-consistent point
+		// rather than none. A permanent refusal (access denied, not
+		// supported) would refuse the second attempt too.
+		appErr := err
+		made = provider.CrashConsistent
+		snap, warning, err = p.createSnapshot(ctx, op, svc, sys.Path, provider.CrashConsistent, opts.FullBackup)
+		warning = joinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
+	}
+	if err != nil {
+		return provider.Checkpoint{}, err
+	}
+	if opts.Name != "" && snap.str("ElementName") != opts.Name {
+		if err := p.rename(ctx, snap, opts.Name); err != nil {
+			// An unnamed checkpoint is still a good checkpoint; the run
+			// releases it itself, only a sweep after a crash would miss it.
+			warning = joinWarnings(warning, err.Error())
+			p.log.Warn("hyperv: cannot name the checkpoint", "vm", name, "checkpoint", snap.str("InstanceID"), "err", err)
+		} else if named, err := p.c.Get(ctx, snap.Path); err == nil {
+			snap = named
+		}
+	}
+	cp, err := p.checkpointOf(ctx, vmID, snap)
+	if err != nil {
+		return provider.Checkpoint{}, err
+	}
+	cp.Warning, cp.Consistency = warning, made
+	return cp, nil
+}
+
+// createSnapshot runs CreateSnapshot at one consistency level and returns
+// the snapshot's setting data and the job's warning.
+func (p *Provider) createSnapshot(ctx context.Context, op, svc, vmPath string, c provider.Consistency, full bool) (object, string, error) {
+	backupType := guestBackupTypeCopy
+	if full {
+		backupType = guestBackupTypeFull
+	}
 	settings, err := p.c.EmbeddedInstance(ctx, classSnapshotSettingData, map[string]any{
 		"ConsistencyLevel":            consistencyLevel(c),
 		"IgnoreNonSnapshottableDisks": true,
+		"GuestBackupType":             backupType,
 	})
 	if err != nil {
-		return provider.Checkpoint{}, fmt.Errorf("%s: snapshot settings: %w", op, err)
+		return object{}, "", fmt.Errorf("%s: snapshot settings: %w", op, err)
 	}
 	res, err := p.call(ctx, op, kindGeneric, svc, "CreateSnapshot", map[string]any{
-		"AffectedSystem":   vm.Path,
+		"AffectedSystem":   vmPath,
 		"SnapshotSettings": settings,
 		"SnapshotType":     snapshotTypeRecovery,
 	}, []string{"ResultingSnapshot", "Job"})
 	if err != nil {
-		return provider.Checkpoint{}, err
+		return object{}, "", err
 	}
 	snap, err := p.resultingObject(ctx, op, res, "ResultingSnapshot", classSettingData)
-	if err != nil {
-		return provider.Checkpoint{}, err
-	}
-	return p.checkpointOf(ctx, vmID, snap)
+	return snap, res.warning, err
 }
 
-// Values of CreateSnapshot and Msvm_VirtualSystemSnapshotSettingData.
+// rename sets a setting data's ElementName through
+// Msvm_VirtualSystemManagementService.ModifySystemSettings, which takes the
+// whole instance with the property changed (learn.microsoft.com,
+// hyperv_v2/msvm-virtualsystemmanagementservice-modifysystemsettings).
+func (p *Provider) rename(ctx context.Context, settings object, name string) error {
+	op := fmt.Sprintf("ModifySystemSettings (ElementName %q) of %s", name, settings.str("InstanceID"))
+	svc, err := p.servicePath(ctx, classManagementService)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	text, err := p.c.ModifiedInstance(ctx, settings.Path, map[string]any{"ElementName": name})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	_, err = p.call(ctx, op, kindGeneric, svc, "ModifySystemSettings", map[string]any{"SystemSettings": text}, []string{"Job"})
+	return err
+}
+
+// realizedSettings returns the VM's own (realized) Msvm_VirtualSystemSettingData.
+func (p *Provider) realizedSettings(ctx context.Context, vmID string) (object, error) {
+	q, err := selectWhere(classSettingData, "VirtualSystemIdentifier", vmID)
+	if err != nil {
+		return object{}, err
+	}
+	objs, err := p.c.Query(ctx, q)
+	if err != nil {
+		return object{}, err
+	}
+	for _, o := range objs {
+		if o.str("VirtualSystemType") == systemTypeRealized {
+			return o, nil
+		}
+	}
+	return object{}, &Error{Op: "read settings of VM " + vmID, err: provider.ErrVMNotFound}
+}
+
+func joinWarnings(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	default:
+		return a + "; " + b
+	}
+}
+
+// Values of CreateSnapshot and Msvm_VirtualSystemSnapshotSettingData
+// (learn.microsoft.com, hyperv_v2/msvm-virtualsystemsnapshotsettingdata):
+// SnapshotType 32768 makes a recovery checkpoint (Microsoft's
+// xHyper-VBackup sample); ConsistencyLevel 1 application-consistent, 2
+// crash-consistent; GuestBackupType 2 is a copy backup, which leaves the
+// guest applications' logs alone (a replica is not the backup of record), 1 a
+// full backup.
 const (
 	snapshotTypeRecovery   = uint16(32768)
 	consistencyApplication = uint16(1)
 	consistencyCrash       = uint16(2)
+	guestBackupTypeCopy    = uint16(2)
+	guestBackupTypeFull    = uint16(1)
 )
 
 func consistencyLevel(c provider.Consistency) uint16 {
@@ -508,7 +704,7 @@ func (p *Provider) OpenDisk(ctx context.Context, vmID, checkpointID, diskID stri
 	if f := formatOf(d.Path); f != "vhdx" {
 		return nil, &Error{Op: fmt.Sprintf("open disk %s of checkpoint %s", name, checkpointID), Description: "only VHDX disks can be read; convert this " + f + " disk to VHDX (Convert-VHD)"}
 	}
-	img, err := openImage(name)
+	img, err := p.openHostFile(ctx, d.Path)
 	if err != nil {
 		return nil, fmt.Errorf("open disk %s of checkpoint %s: %w", name, checkpointID, err)
 	}
@@ -537,7 +733,7 @@ func (p *Provider) ChangedRanges(ctx context.Context, vmID, checkpointID, diskID
 	if err != nil {
 		return nil, err
 	}
-	rctID, err := rctIDFor(rp, info.virtualDiskID)
+	rctID, err := rctIDFor(rp, diskID, info.virtualDiskID)
 	if err != nil {
 		return nil, &Error{Op: op, Description: err.Error(), err: provider.ErrNoChangeTracking}
 	}
@@ -549,8 +745,13 @@ func (p *Provider) ChangedRanges(ctx context.Context, vmID, checkpointID, diskID
 }
 
 // rctIDFor picks the RCT id of one disk from a reference point, whose
-// VirtualDiskIdentifiers and ResilientChangeTrackingIdentifiers are parallel.
-func rctIDFor(rp object, virtualDiskID string) (string, error) {
+// VirtualDiskIdentifiers and ResilientChangeTrackingIdentifiers are
+// index-aligned. VirtualDiskIdentifiers hold the InstanceIDs of the VM's
+// Msvm_StorageAllocationSettingData (learn.microsoft.com, hyperv_v2/
+// msvm-virtualsystemreferencepoint; Bareos' Hyper-V plugin resolves them so
+// on real hosts): the controller slot they name is the disk's id. A VHDX
+// VirtualDiskId GUID is accepted as well, for hosts that give one.
+func rctIDFor(rp object, diskID, virtualDiskID string) (string, error) {
 	disks := rp.strs("VirtualDiskIdentifiers")
 	rcts := rp.strs("ResilientChangeTrackingIdentifiers")
 	if len(disks) != len(rcts) {
@@ -558,11 +759,17 @@ func rctIDFor(rp object, virtualDiskID string) (string, error) {
 	}
 	norm := func(s string) string { return strings.ToUpper(strings.Trim(s, "{}")) }
 	for i, d := range disks {
-		if virtualDiskID != "" && norm(d) == norm(virtualDiskID) && rcts[i] != "" {
+		if rcts[i] == "" {
+			continue
+		}
+		if strings.HasPrefix(d, instanceIDPrefix) && strings.Contains(d, `\`) && diskIDOf(d) == diskID {
+			return rcts[i], nil
+		}
+		if virtualDiskID != "" && norm(d) == norm(virtualDiskID) {
 			return rcts[i], nil
 		}
 	}
-	return "", fmt.Errorf("reference point %s has no RCT id for virtual disk %s", rp.str("InstanceID"), virtualDiskID)
+	return "", fmt.Errorf("reference point %s has no RCT id for disk %s", rp.str("InstanceID"), diskID)
 }
 
 // findReferencePoint returns the reference point of that InstanceID, or a

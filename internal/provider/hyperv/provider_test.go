@@ -58,7 +58,8 @@ func TestVMsInventory(t *testing.T) {
 	want := []provider.VM{
 		{ID: ids["legacy01"], Name: "legacy01", State: "off", Generation: 1, ConfigurationVersion: "5.0", Disks: []provider.Disk{
 			{ID: "83F8638B-8DCA-4152-9EDA-2CA8B33039B4-0-0", Path: `D:\Hyper-V\legacy01\legacy01.vhd`, VirtualSize: 40 * gib, Format: "vhd"},
-		}},
+		}, Unsupported: "configuration version 5.0 has no resilient change tracking (6.2 or later is needed: Update-VMVersion); " +
+			"disk 83F8638B-8DCA-4152-9EDA-2CA8B33039B4-0-0 (D:\\Hyper-V\\legacy01\\legacy01.vhd) is a VHD file: only VHDX disks have resilient change tracking and recovery checkpoints (convert it with Convert-VHD)"},
 		{ID: ids["saved01"], Name: "saved01", State: "saved", Generation: 2, ConfigurationVersion: "9.0"},
 		{ID: ids["web01"], Name: "web01", State: "running", Generation: 2, ConfigurationVersion: "10.0", Disks: []provider.Disk{
 			{ID: osDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-os_0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0.avhdx`, VirtualSize: 10 * gib, Format: "vhdx"},
@@ -75,7 +76,7 @@ func TestVMsInventory(t *testing.T) {
 }
 
 func TestStateNames(t *testing.T) {
-	for code, want := range map[int64]string{2: "running", 3: "off", 32768: "paused", 9: "paused", 32769: "saved", 32770: "other", 32774: "other", 0: "other", 6: "other"} {
+	for code, want := range map[int64]string{2: "running", 3: "off", 6: "saved", 9: "paused", 10: "other", 32768: "other", 32769: "other", 32770: "other", 32774: "other", 0: "other", 4: "other"} {
 		if got := stateName(code); got != want {
 			t.Errorf("stateName(%d) = %q, want %q", code, got, want)
 		}
@@ -138,6 +139,7 @@ func TestCreateCheckpoint(t *testing.T) {
 				{DiskID: osDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-os.vhdx`, VirtualSize: 10 * gib},
 				{DiskID: dataDiskID, Path: `D:\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`, VirtualSize: 100 * gib},
 			},
+			Consistency: tc.c,
 		}
 		if !reflect.DeepEqual(cp, want) {
 			t.Fatalf("checkpoint = %+v\nwant %+v", cp, want)
@@ -146,7 +148,9 @@ func TestCreateCheckpoint(t *testing.T) {
 			t.Errorf("job polled with sleeps %v, want [1s 2s]", clk.slept)
 		}
 		// The checkpoint is found again by its id (a resumed run).
+		// What the host made is known only to CreateCheckpoint.
 		again, err := p.Checkpoint(context.Background(), vmID, cp.ID)
+		want.Consistency = provider.CrashConsistent
 		if err != nil || !reflect.DeepEqual(again, want) {
 			t.Fatalf("Checkpoint(%s) = %+v, %v", cp.ID, again, err)
 		}
@@ -170,12 +174,15 @@ func TestCreateCheckpointFailures(t *testing.T) {
 	}
 
 	f = newFake(t)
-	f.methods["CreateSnapshot"] = func(invocation) (result, error) { return result{ReturnValue: rcAccessDenied}, nil }
+	f.methods["CreateSnapshot"] = func(invocation) (result, error) { return result{ReturnValue: rcSnapNotSupported}, nil }
 	p, _ = testProvider(f, "", nil)
 	_, err = p.CreateCheckpoint(context.Background(), f.rec.IDs["web01"], provider.CheckpointOptions{Consistency: provider.ApplicationConsistent})
 	var he *Error
-	if !errors.As(err, &he) || he.Code != rcAccessDenied || he.Retryable() {
-		t.Fatalf("access denied: err = %v", err)
+	if !errors.As(err, &he) || he.Code != rcSnapNotSupported || he.Retryable() || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("not supported: err = %v", err)
+	}
+	if n := len(f.callsOf("CreateSnapshot")); n != 1 {
+		t.Errorf("%d CreateSnapshot calls after a permanent refusal, want 1 (no crash-consistent fallback)", n)
 	}
 }
 
@@ -195,22 +202,69 @@ func TestCheckpointNotFound(t *testing.T) {
 
 type stubImage struct{ disk.Image }
 
+// fakeShares records the shares the provider connects to.
+type fakeShares struct {
+	roots []string
+	err   error
+}
+
+func (s *fakeShares) connect(ctx context.Context, share string) error {
+	s.roots = append(s.roots, share)
+	return s.err
+}
+
 func TestOpenDisk(t *testing.T) {
-	var opened []string
+	var opened, parents []string
 	old := openImage
-	openImage = func(path string) (disk.Image, error) { opened = append(opened, path); return stubImage{}, nil }
+	openImage = func(path string, chain []string) (disk.Image, error) {
+		opened, parents = append(opened, path), chain
+		return stubImage{}, nil
+	}
 	defer func() { openImage = old }()
 
 	f := newFake(t)
+	// The frozen data disk is the child of a base on another volume: the
+	// host names the parent (ParentPath), and it is opened through the
+	// host's share, never on this machine's own E: drive.
+	frozen := `D:\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`
+	base := `E:\Base\web01-data-base.vhdx`
+	setting := func(path, parent string) string {
+		return `<INSTANCE CLASSNAME="Msvm_VirtualHardDiskSettingData"><PROPERTY NAME="MaxInternalSize" TYPE="uint64"><VALUE>107374182400</VALUE></PROPERTY>` +
+			`<PROPERTY NAME="Path" TYPE="string"><VALUE>` + path + `</VALUE></PROPERTY><PROPERTY NAME="ParentPath" TYPE="string"><VALUE>` + parent + `</VALUE></PROPERTY></INSTANCE>`
+	}
+	f.rec.VHDSettings[frozen] = setting(frozen, base)
+	f.rec.VHDSettings[base] = setting(base, "")
 	p, _ := testProvider(f, "hv01.example.com", nil)
+	shares := &fakeShares{}
+	p.shares, p.shareUser = shares, `CORP\backup`
 	if _, err := p.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], dataDiskID); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{`\\hv01.example.com\D$\Hyper-V\web01\Virtual Hard Disks\web01-data.vhdx`}
-	if !reflect.DeepEqual(opened, want) {
-		t.Fatalf("opened %q, want %q", opened, want)
+	if !reflect.DeepEqual(opened, want) || !reflect.DeepEqual(parents, []string{`\\hv01.example.com\E$\Base\web01-data-base.vhdx`}) {
+		t.Fatalf("opened %q with parents %q", opened, parents)
 	}
-	_, err := p.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], "no-such-disk")
+	if !reflect.DeepEqual(shares.roots, []string{`\\hv01.example.com\D$`, `\\hv01.example.com\E$`}) {
+		t.Fatalf("SMB sessions to %q, want D$ and E$", shares.roots)
+	}
+	// A share that does not answer: a clear, retryable error naming it and the account.
+	shares.err = errors.New("The network path was not found.")
+	shares.roots = nil
+	p.shares = shares
+	p2, _ := testProvider(f, "hv01.example.com", nil)
+	p2.shares, p2.shareUser = shares, `CORP\backup`
+	_, err := p2.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], dataDiskID)
+	if !errors.Is(err, provider.ErrHostUnreachable) || !Retryable(err) || !strings.Contains(err.Error(), `\\hv01.example.com\D$`) ||
+		!strings.Contains(err.Error(), `account CORP\backup`) || !strings.Contains(err.Error(), "network path was not found") {
+		t.Fatalf("unreachable share: %v", err)
+	}
+	shares.err = errShareRefused
+	_, err = p2.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], dataDiskID)
+	if err == nil || Retryable(err) || !strings.Contains(err.Error(), "was refused") {
+		t.Fatalf("refused account: %v", err)
+	}
+	opened = nil
+	_, err = p.OpenDisk(context.Background(), f.rec.IDs["web01"], f.rec.IDs["snapshot"], "no-such-disk")
 	if !errors.Is(err, provider.ErrCheckpointNotFound) {
 		t.Fatalf("missing disk: err = %v", err)
 	}
@@ -283,7 +337,7 @@ func TestChangedRangesLoop(t *testing.T) {
 	if len(calls) != 3 {
 		t.Fatalf("%d calls", len(calls))
 	}
-	for i, w := range []struct{ off, len uint64 }{{0, uint64(size)}, {uint64(4 * gib), uint64(6 * gib)}, {uint64(9 * gib), uint64(gib)}} {
+	for i, w := range []struct{ off, len uint64 }{{0, uint64(size - 4096)}, {uint64(4 * gib), uint64(6 * gib)}, {uint64(9 * gib), uint64(gib)}} {
 		in := calls[i].In
 		if in["ByteOffset"] != w.off || in["ByteLength"] != w.len {
 			t.Errorf("call %d asked offset %v length %v, want %d %d", i, in["ByteOffset"], in["ByteLength"], w.off, w.len)

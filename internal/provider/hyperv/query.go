@@ -10,6 +10,7 @@ const (
 	classComputerSystem      = "Msvm_ComputerSystem"
 	classSettingData         = "Msvm_VirtualSystemSettingData"
 	classStorageAllocation   = "Msvm_StorageAllocationSettingData"
+	classResourceAllocation  = "Msvm_ResourceAllocationSettingData"
 	classSnapshotService     = "Msvm_VirtualSystemSnapshotService"
 	classSnapshotSettingData = "Msvm_VirtualSystemSnapshotSettingData"
 	classReferencePoint      = "Msvm_VirtualSystemReferencePoint"
@@ -20,7 +21,10 @@ const (
 	systemTypeRecovery       = "Microsoft:Hyper-V:Snapshot:Recovery"
 	systemTypeSnapshot       = "Microsoft:Hyper-V:Snapshot:Realized"
 	resourceSubTypeVirtualHD = "Microsoft:Hyper-V:Virtual Hard Disk"
-	instanceIDPrefix         = "Microsoft:"
+	// resourceSubTypePhysicalDisk is a pass-through disk (a host disk given
+	// to the VM whole).
+	resourceSubTypePhysicalDisk = "Microsoft:Hyper-V:Physical Disk Drive"
+	instanceIDPrefix            = "Microsoft:"
 )
 
 // wqlString quotes s as a WQL string literal. WQL escapes backslash and the

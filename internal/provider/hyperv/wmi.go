@@ -26,6 +26,8 @@ type object struct {
 type result struct {
 	ReturnValue uint32         `json:"returnValue"`
 	Out         map[string]any `json:"out"`
+	// warning is set by call when the method's job completed with warnings.
+	warning string
 }
 
 // wmiClient is what the provider needs from WMI. The Windows implementation
@@ -46,6 +48,9 @@ type wmiClient interface {
 	// EmbeddedInstance renders a new instance of class with props set as an
 	// embedded-instance string (CIM-XML, DTD 2.0).
 	EmbeddedInstance(ctx context.Context, class string, props map[string]any) (string, error)
+	// ModifiedInstance renders the existing object at path, with props
+	// changed, as an embedded-instance string: what Modify* methods take.
+	ModifiedInstance(ctx context.Context, path string, props map[string]any) (string, error)
 	// OSVersion returns the host's Windows version (Win32_OperatingSystem.Version).
 	OSVersion(ctx context.Context) (string, error)
 	Close() error

@@ -359,7 +359,7 @@ func (h *Host) ConvertToReferencePoint(ctx context.Context, vmID, checkpointID, 
 	if err != nil {
 		return "", fmt.Errorf("convert checkpoint %s of VM %s to a reference point: %w", checkpointID, rec.Name, err)
 	}
-	rp := referencePointRecord{ID: newUUID(), Created: cp.Created, Interval: cp.Interval}
+	rp := referencePointRecord{ID: newUUID(), Name: cp.Name, Created: cp.Created, Interval: cp.Interval}
 	if previousReferencePoint != "" {
 		if i, ok := rec.referencePoint(previousReferencePoint); ok {
 			rec.ReferencePoints = append(rec.ReferencePoints[:i:i], rec.ReferencePoints[i+1:]...)

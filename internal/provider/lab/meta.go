@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/provider"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,12 @@ type vmRecord struct {
 	ConfigurationVersion string       `json:"configurationVersion"`
 	Created              time.Time    `json:"created"`
 	Disks                []diskRecord `json:"disks"`
+	// Config is the VM's virtual hardware (vmconfig.go); nil in VMs made
+	// before the lab kept it, which read as the defaults.
+	Config *provider.VMConfig `json:"config,omitempty"`
+	// ReplicaOf is the source VM id of a replica VM registered by a target
+	// (replicahost.go); empty for ordinary lab VMs.
+	ReplicaOf string `json:"replicaOf,omitempty"`
 	// ChangeInterval numbers the change-tracking interval the VM writes in
 	// now. Creating a checkpoint closes it and opens the next one.
 	ChangeInterval  int64                  `json:"changeInterval"`
@@ -73,7 +80,9 @@ type checkpointDiskRecord struct {
 // referencePointRecord is the baseline of later changed ranges: the moment
 // of the checkpoint it was made from.
 type referencePointRecord struct {
-	ID      string    `json:"id"`
+	ID string `json:"id"`
+	// Name is the name of the checkpoint it was made from.
+	Name    string    `json:"name,omitempty"`
 	Created time.Time `json:"created"`
 	// Interval is the change interval closed by that checkpoint: changes
 	// since the reference point are the intervals after it.

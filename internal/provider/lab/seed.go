@@ -73,7 +73,11 @@ func seedVM(ctx context.Context, path string, vm demoVM, seed uint64) error {
 		return err
 	}
 	defer os.RemoveAll(tmp) // no-op after the rename
-	rec, err := createVMFiles(tmp, vm.name, vm.disks)
+	cfg, err := Hardware{Processors: 2, MemoryBytes: 2 << 30, Switches: []string{"LAN"}}.config(len(vm.disks))
+	if err != nil {
+		return err
+	}
+	rec, err := createVMFiles(tmp, vm.name, vm.disks, &cfg)
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,15 @@ const (
 // CreateVM creates a VM in the lab folder path with one dynamic VHDX per
 // size (bytes, a multiple of 1 MiB). It fails if the VM exists.
 func CreateVM(path, name string, diskSizes []int64) (provider.VM, error) {
+	return CreateVMWith(path, name, diskSizes, Hardware{})
+}
+
+// CreateVMWith is CreateVM with the VM's virtual hardware.
+func CreateVMWith(path, name string, diskSizes []int64, hw Hardware) (provider.VM, error) {
+	cfg, err := hw.config(len(diskSizes))
+	if err != nil {
+		return provider.VM{}, fmt.Errorf("create lab VM %s: %w", name, err)
+	}
 	if err := validVMName(name); err != nil {
 		return provider.VM{}, fmt.Errorf("create lab VM: %w", err)
 	}
@@ -49,7 +58,7 @@ func CreateVM(path, name string, diskSizes []int64) (provider.VM, error) {
 		}
 		return provider.VM{}, fmt.Errorf("create lab VM %s: %w", name, err)
 	}
-	rec, err := createVMFiles(dir, name, diskSizes)
+	rec, err := createVMFiles(dir, name, diskSizes, &cfg)
 	if err != nil {
 		os.RemoveAll(dir)
 		return provider.VM{}, fmt.Errorf("create lab VM %s: %w", name, err)
@@ -64,7 +73,7 @@ func CreateVM(path, name string, diskSizes []int64) (provider.VM, error) {
 	return vmOf(abs, rec), nil
 }
 
-func createVMFiles(dir, name string, diskSizes []int64) (*vmRecord, error) {
+func createVMFiles(dir, name string, diskSizes []int64, cfg *provider.VMConfig) (*vmRecord, error) {
 	rec := &vmRecord{
 		ID:                   newUUID(),
 		Name:                 name,
@@ -75,6 +84,7 @@ func createVMFiles(dir, name string, diskSizes []int64) (*vmRecord, error) {
 		ChangeInterval:       1,
 		Checkpoints:          []checkpointRecord{},
 		ReferencePoints:      []referencePointRecord{},
+		Config:               cfg,
 	}
 	for i, size := range diskSizes {
 		d := diskRecord{ID: fmt.Sprint(i), File: baseDiskName(i), VirtualSize: size}
