@@ -159,6 +159,19 @@ var ErrCorrupt = errors.New("corrupt compressed frame")
 // block goes raw), so a receiver may reject any payload longer than this.
 func MaxEncodedLen(rawLen int) int { return rawLen }
 
+// DecodeShared is Decode, except that a raw payload (TagNone) is returned
+// itself, without a copy: the result may alias payload, and dst is then
+// neither used nor required.
+func DecodeShared(dst []byte, tag Tag, payload []byte, rawLen int) ([]byte, error) {
+	if tag != TagNone {
+		return Decode(dst, tag, payload, rawLen)
+	}
+	if rawLen < 0 || len(payload) != rawLen {
+		return nil, fmt.Errorf("decode none: payload of %d bytes, want %d: %w", len(payload), rawLen, ErrCorrupt)
+	}
+	return payload, nil
+}
+
 // Decode decodes payload of the given tag into dst[:rawLen] and returns that
 // slice. dst must have a capacity of at least rawLen; Decode never allocates a
 // larger output, whatever the payload claims, and fails with ErrCorrupt unless
