@@ -130,11 +130,23 @@ func worthCompressing(src, scratch []byte, encode func(dst, src []byte) []byte) 
 	raw, packed := 0, 0
 	for i := range probeSlices {
 		slice := src[i*step : i*step+probeSliceLen]
-		packed += len(encode(scratch[:0], slice))
+		n := len(encode(scratch[:0], slice))
+		if int64(n)*100 < int64(len(slice))*probeClearlyPercent {
+			// One slice that shrinks this much is worth the block's
+			// compression (text, code, logs: the usual case), so the rest
+			// need not be probed. Whether the result is worth sending
+			// compressed is decided on the result, as for any block.
+			return true
+		}
+		packed += n
 		raw += len(slice)
 	}
 	return !incompressible(packed, raw)
 }
+
+// probeClearlyPercent: a probe slice compressed below this share of its size
+// settles that the block is worth compressing.
+const probeClearlyPercent = 80
 
 // New returns the compressor of a level. Compressors are shared: the
 // encoders behind them are created once per process and pooled.

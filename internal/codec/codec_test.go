@@ -146,18 +146,23 @@ func TestParseLevel(t *testing.T) {
 	}
 }
 
+// BenchmarkEncode compresses 1 MiB blocks of text, of random bytes (which
+// the probe sends raw after compressing four 16 KiB slices) and of both.
 func BenchmarkEncode(b *testing.B) {
-	raw := blocks()["mixed"]
-	for _, l := range Levels() {
-		c, _ := New(l)
-		b.Run(l.String(), func(b *testing.B) {
-			b.SetBytes(int64(len(raw)))
-			b.RunParallel(func(pb *testing.PB) {
-				dst := make([]byte, 0, 2<<20)
-				for pb.Next() {
-					c.Encode(dst, raw)
-				}
+	all := blocks()
+	for _, kind := range []string{"mixed", "random", "text"} {
+		raw := all[kind]
+		for _, l := range Levels() {
+			c, _ := New(l)
+			b.Run(kind+"/"+l.String(), func(b *testing.B) {
+				b.SetBytes(int64(len(raw)))
+				b.RunParallel(func(pb *testing.PB) {
+					dst := make([]byte, 0, 2<<20)
+					for pb.Next() {
+						c.Encode(dst, raw)
+					}
+				})
 			})
-		})
+		}
 	}
 }
