@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
@@ -62,56 +65,56 @@ func TestFullCopyAgainstRsync(t *testing.T) {
 	}
 	size := int64(sizeMiB) << 20
 	kinds := []string{"random", "mixed"}
-	var names []string
-	for _, kind := range kinds {
-		for i := range runs + 1 { // one uncounted warm-up run of each
-			names = append(names, fmt.Sprintf("%s%02d", kind, i))
-		}
-	}
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, func(c *config.Config) {
-		c.Jobs[0].VMs = names[:1]
+		c.Jobs[0].VMs = []string{"random00"}
 		c.Jobs[0].Exclude.Swap = false
 	})
 	ctx := context.Background()
 	labPath := h.cfg.Hosts[0].Path
 	host := lab.New("hv01", labPath)
-	raws := map[string]string{}
-	for _, kind := range kinds {
-		raws[kind] = filepath.Join(h.dir, kind+".raw")
-		content := fullCopyContent(kind, size)
-		if err := os.WriteFile(raws[kind], content, 0o600); err != nil {
+	// Each run replicates a VM of its own, so that every run is a full
+	// copy; its lab disk is written before and removed after the run.
+	createVM := func(name string, content []byte) {
+		if _, err := lab.CreateVM(labPath, name, []int64{size}); err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range names {
-			if !strings.HasPrefix(name, kind) {
-				continue
+		const chunk = 4 << 20
+		for off := int64(0); off < size; off += chunk {
+			p := content[off:min(off+chunk, size)]
+			if isZeroChunk(p) {
+				continue // never written: the lab disk leaves it unallocated
 			}
-			if _, err := lab.CreateVM(labPath, name, []int64{size}); err != nil {
+			if err := host.WriteAt(ctx, name, 0, p, off); err != nil {
 				t.Fatal(err)
-			}
-			const chunk = 4 << 20
-			for off := int64(0); off < size; off += chunk {
-				p := content[off:min(off+chunk, size)]
-				if isZeroChunk(p) {
-					continue // never written: the lab disk leaves it unallocated
-				}
-				if err := host.WriteAt(ctx, name, 0, p, off); err != nil {
-					t.Fatal(err)
-				}
 			}
 		}
 	}
 
-	replicate := func(name string, check bool) time.Duration {
+	// replicate runs the job over one VM: the warm-up run's replica is
+	// compared with its source, the first measured run's time broken down.
+	replicate := func(name string, i int) time.Duration {
 		h.cfg.Jobs[0].VMs = []string{name}
 		h.writeConfig()
 		syscall.Sync()
+		id := fmt.Sprintf("full-%s-%d", name, time.Now().UnixNano())
 		began := time.Now()
-		res := h.run(contract.ReplicationInput{Job: "demo"})
+		run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
+			contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res contract.ReplicationResult
+		if err := run.Get(ctx, &res); err != nil {
+			t.Fatalf("run: %v", err)
+		}
 		wall := time.Since(began)
 		requireSuccess(t, res)
-		if check {
+		if i == 0 {
 			h.checkReplicaMatchesSource(res)
+		}
+		if i == 1 {
+			t.Logf("%s, where the time of the run went:", name)
+			logActivityTimes(t, h.c, id, run.GetRunID(), wall)
 		}
 		return wall
 	}
@@ -143,22 +146,32 @@ func TestFullCopyAgainstRsync(t *testing.T) {
 	t.Logf("| content (%d MiB disk) | replicator full run through Temporal (median of %d) | rsync -z --whole-file (median) | ratio | runs (s): replicator; rsync -z |", sizeMiB, runs)
 	t.Logf("|---|---|---|---|---|")
 	for _, kind := range kinds {
+		raw := filepath.Join(h.dir, kind+".raw")
+		content := fullCopyContent(kind, size)
+		if err := os.WriteFile(raw, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		var ours, theirs []time.Duration
 		for i := range runs + 1 {
 			name := fmt.Sprintf("%s%02d", kind, i)
+			createVM(name, content)
 			var o, r time.Duration
 			if i%2 == 0 {
-				o = replicate(name, i == 0)
-				r = rsyncZ(raws[kind])
+				o = replicate(name, i)
+				r = rsyncZ(raw)
 			} else {
-				r = rsyncZ(raws[kind])
-				o = replicate(name, false)
+				r = rsyncZ(raw)
+				o = replicate(name, i)
+			}
+			if err := os.RemoveAll(filepath.Join(labPath, name)); err != nil {
+				t.Fatal(err)
 			}
 			if i == 0 {
 				continue // warm-up
 			}
 			ours, theirs = append(ours, o), append(theirs, r)
 		}
+		os.Remove(raw)
 		mo, mr := medianDuration(ours), medianDuration(theirs)
 		t.Logf("| %s | %.2f s | %.2f s | %.2f | %s; %s |", kind, mo.Seconds(), mr.Seconds(), mo.Seconds()/mr.Seconds(), secondsList(ours), secondsList(theirs))
 	}
@@ -210,6 +223,48 @@ func fullCopyContent(kind string, size int64) []byte {
 		}
 	}
 	return b
+}
+
+// logActivityTimes logs where the wall time of one run went, from the
+// timestamps of its histories (the job run's and its VM child's): for each
+// activity how long it waited in its task queue and how long it ran, and what
+// is left for workflow tasks and the server's round trips.
+func logActivityTimes(t *testing.T, c client.Client, id, runID string, wall time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hists := []*historypb.History{readHistory(t, ctx, c, id, runID)}
+	for _, ev := range hists[0].Events {
+		if st := ev.GetChildWorkflowExecutionStartedEventAttributes(); st != nil {
+			hists = append(hists, readHistory(t, ctx, c, st.WorkflowExecution.GetWorkflowId(), st.WorkflowExecution.GetRunId()))
+		}
+	}
+	var ran time.Duration
+	for _, hist := range hists {
+		scheduled := map[int64]*historypb.HistoryEvent{}
+		started := map[int64]*historypb.HistoryEvent{}
+		for _, ev := range hist.Events {
+			switch {
+			case ev.GetActivityTaskScheduledEventAttributes() != nil:
+				scheduled[ev.GetEventId()] = ev
+			case ev.GetActivityTaskStartedEventAttributes() != nil:
+				started[ev.GetActivityTaskStartedEventAttributes().GetScheduledEventId()] = ev
+			case ev.GetActivityTaskCompletedEventAttributes() != nil:
+				a := ev.GetActivityTaskCompletedEventAttributes()
+				sch, st := scheduled[a.GetScheduledEventId()], started[a.GetScheduledEventId()]
+				if sch == nil || st == nil {
+					continue
+				}
+				queued := st.GetEventTime().AsTime().Sub(sch.GetEventTime().AsTime())
+				run := ev.GetEventTime().AsTime().Sub(st.GetEventTime().AsTime())
+				ran += run
+				t.Logf("  activity %-24s queued %6.0f ms, ran %6.0f ms", sch.GetActivityTaskScheduledEventAttributes().GetActivityType().GetName(),
+					float64(queued.Microseconds())/1000, float64(run.Microseconds())/1000)
+			}
+		}
+	}
+	t.Logf("  run of %.0f ms: activities ran %.0f ms, the rest (queues, workflow tasks, the server's writes) %.0f ms",
+		float64(wall.Microseconds())/1000, float64(ran.Microseconds())/1000, float64((wall-ran).Microseconds())/1000)
 }
 
 func isZeroChunk(p []byte) bool {
