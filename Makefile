@@ -21,14 +21,19 @@ fuzz:
 	$(GO) test ./internal/exclude -run '^$$' -fuzz FuzzAnalyze -fuzztime 2m
 	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
 
-# The data path side by side with rsync and zstd on a 4 GiB disk (the
-# generated part of BENCHMARKS.md), then what orchestration costs per VM.
-# BENCH_FLAGS: e.g. -size 1GiB, -runs 5, -level-runs 0, -dir /tmp.
+# The data path side by side with rsync -z (over rsync's protocol through a
+# pipe), rsync and zstd on disks of mixed, random and text-heavy content (the
+# generated part of BENCHMARKS.md); full runs through Temporal against
+# rsync -z; then what orchestration costs per VM.
+# BENCH_FLAGS: e.g. -size 2GiB, -runs 5, -contents random, -sections full,
+# -level-runs 0, -dir /tmp. FULLCOPY_MIB: disk size of the runs through Temporal.
 BENCH_FLAGS ?=
+FULLCOPY_MIB ?= 2048
 
 bench:
-	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
+	$(GO) test ./internal/codec ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
 	$(GO) run ./bench -size 4GiB -out BENCHMARKS.md $(BENCH_FLAGS)
+	REPLICATOR_FULLCOPY_MIB=$(FULLCOPY_MIB) REPLICATOR_FULLCOPY_RUNS=5 $(GO) test ./workers -run '^TestFullCopyAgainstRsync$$' -count=1 -v -timeout 60m
 	REPLICATOR_ORCHESTRATION_VMS=50 $(GO) test ./workers -run '^TestOrchestrationOverhead$$' -count=1 -v
 
 # One job of 200 lab VMs (2 disks each) at parallelism 8 on the in-process
