@@ -146,7 +146,6 @@ type Receiver struct {
 	// pending are the connections in their handshake or Hello, oldest first.
 	pending   *list.List // of *pendingConn
 	perAddr   map[string]int
-	handshake sync.WaitGroup
 }
 
 // session is one connection that holds a disk open.
