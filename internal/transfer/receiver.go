@@ -144,8 +144,8 @@ type Receiver struct {
 	conns   int
 	buffers int64
 	// pending are the connections in their handshake or Hello, oldest first.
-	pending   *list.List // of *pendingConn
-	perAddr   map[string]int
+	pending *list.List // of *pendingConn
+	perAddr map[string]int
 }
 
 // session is one connection that holds a disk open.
