@@ -112,7 +112,7 @@ func (b *bench) fullCopy(ctx context.Context, fs *fullSetup) (*fullResult, error
 		ours: &series{name: "replicator full (optimal)", bytes: size,
 			command: "bench -child -mode full -level optimal (lab checkpoint → Sender → TLS loopback → agent → commit)"},
 		rsyncZ: &series{name: "rsync -z --whole-file", bytes: size,
-			command: "rsync -z --whole-file -e \"" + rsyncRemoteShell + "\" RAW localhost:DIR/"},
+			command: `rsync -z --whole-file -e "sh -c 'shift; exec \"\$@\"' sh" RAW localhost:DIR/`},
 		rsync: &series{name: "rsync --whole-file", bytes: size, command: "rsync --whole-file RAW DIR/"},
 		zstd:  &series{name: "zstd -1 \\| zstd -d", bytes: size, command: "sh -c 'zstd -1 -c RAW | zstd -d -c > OUT'"},
 	}
