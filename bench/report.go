@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -198,24 +199,11 @@ func (r *results) markdown() string {
 			runsLine(f.ours), runsLine(f.rsyncZ), runsLine(f.rsync), runsLine(f.zstd))
 	}
 
-	if len(r.inc) == 0 {
-		return w.String()
+	var cbt, dig, rsyncInc *series
+	if len(r.inc) == 3 {
+		cbt, dig, rsyncInc = r.inc[0], r.inc[1], r.inc[2]
+		r.incremental(&w, size)
 	}
-	cbt, dig, rsyncInc := r.inc[0], r.inc[1], r.inc[2]
-	fmt.Fprintf(&w, "## 1%%-changed incremental (%s disk)\n\n", size)
-	fmt.Fprintf(&w, "`lab.Host.Write` of 1%% of the disk (seeded random runs of 64 KiB–1 MiB), a second checkpoint,\n")
-	fmt.Fprintf(&w, "then: change tracking (`ChangedRanges` since the first checkpoint's reference point), digests\n")
-	fmt.Fprintf(&w, "only (every block read and digested, compared with the replica's digests), and rsync's delta\n")
-	fmt.Fprintf(&w, "algorithm from the new raw file onto a copy of the old one. Each replicator run starts from a\n")
-	fmt.Fprintf(&w, "copy of the datastore holding the full point.\n\n")
-	r.table(&w, r.inc, rsyncInc)
-	for _, s := range []*series{cbt, dig} {
-		if c := s.last(); c != nil {
-			fmt.Fprintf(&w, "\n%s: read %s, sent %s, wrote %s in %d blocks, %d unchanged skipped.", s.name,
-				mib(c.Transfer.BytesRead), mib(c.Transfer.BytesSent), mib(c.Transfer.BytesWritten), c.Transfer.BlocksChanged, c.Transfer.BlocksUnchanged)
-		}
-	}
-	fmt.Fprintf(&w, "\n\nWall times of each run (s): CBT %s; digests %s; rsync %s.\n\n", runsLine(cbt), runsLine(dig), runsLine(rsyncInc))
 
 	if len(r.levels) > 0 {
 		fmt.Fprintf(&w, "## Compression levels (full path, %s disk)\n\n", size)
@@ -245,7 +233,10 @@ func (r *results) markdown() string {
 		}
 		fmt.Fprintln(&w)
 	}
-	all := append(append([]*series{}, r.inc[:2]...), r.levels...)
+	all := slices.Clone(r.levels)
+	if cbt != nil {
+		all = append(all, cbt, dig)
+	}
 	for _, f := range r.full {
 		all = append(all, f.ours)
 	}
@@ -268,12 +259,14 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&w, "| full copy of the mixed disk at ≥ 80%% of the `zstd -1 \\| zstd -d` pipeline's speed | %.0f%% (%s vs %s) | %s |\n",
 			100*zr, secs(f.ours.wall()), secs(f.zstd.wall()), met(zr >= 0.8))
 	}
-	cbtRatio := ratio(cbt.wall(), rsyncInc.wall())
-	digRatio := ratio(dig.wall(), rsyncInc.wall())
-	fmt.Fprintf(&w, "| CBT incremental < 5%% of rsync's time | %.1f%% (%s vs %s) | %s |\n",
-		100*cbtRatio, secs(cbt.wall()), secs(rsyncInc.wall()), met(cbtRatio < 0.05))
-	fmt.Fprintf(&w, "| digest incremental < 50%% of rsync's time | %.1f%% (%s vs %s) | %s |\n",
-		100*digRatio, secs(dig.wall()), secs(rsyncInc.wall()), met(digRatio < 0.5))
+	if cbt != nil {
+		cbtRatio := ratio(cbt.wall(), rsyncInc.wall())
+		digRatio := ratio(dig.wall(), rsyncInc.wall())
+		fmt.Fprintf(&w, "| CBT incremental < 5%% of rsync's time | %.1f%% (%s vs %s) | %s |\n",
+			100*cbtRatio, secs(cbt.wall()), secs(rsyncInc.wall()), met(cbtRatio < 0.05))
+		fmt.Fprintf(&w, "| digest incremental < 50%% of rsync's time | %.1f%% (%s vs %s) | %s |\n",
+			100*digRatio, secs(dig.wall()), secs(rsyncInc.wall()), met(digRatio < 0.5))
+	}
 	fmt.Fprintf(&w, "| peak memory < 200 MiB whatever the disk size | %s at most (sender + agent in one process) | %s |\n\n",
 		mib(peak), met(peak < 200<<20))
 	return w.String()
@@ -296,4 +289,23 @@ func (s *series) sendDisk() string {
 		return "-"
 	}
 	return secs(median(ds))
+}
+
+// incremental writes the section of the 1%-changed incremental.
+func (r *results) incremental(w *strings.Builder, size string) {
+	cbt, dig, rsyncInc := r.inc[0], r.inc[1], r.inc[2]
+	fmt.Fprintf(w, "## 1%%-changed incremental (%s disk)\n\n", size)
+	fmt.Fprintf(w, "`lab.Host.Write` of 1%% of the disk (seeded random runs of 64 KiB–1 MiB), a second checkpoint,\n")
+	fmt.Fprintf(w, "then: change tracking (`ChangedRanges` since the first checkpoint's reference point), digests\n")
+	fmt.Fprintf(w, "only (every block read and digested, compared with the replica's digests), and rsync's delta\n")
+	fmt.Fprintf(w, "algorithm from the new raw file onto a copy of the old one. Each replicator run starts from a\n")
+	fmt.Fprintf(w, "copy of the datastore holding the full point.\n\n")
+	r.table(w, r.inc, rsyncInc)
+	for _, s := range []*series{cbt, dig} {
+		if c := s.last(); c != nil {
+			fmt.Fprintf(w, "\n%s: read %s, sent %s, wrote %s in %d blocks, %d unchanged skipped.", s.name,
+				mib(c.Transfer.BytesRead), mib(c.Transfer.BytesSent), mib(c.Transfer.BytesWritten), c.Transfer.BlocksChanged, c.Transfer.BlocksUnchanged)
+		}
+	}
+	fmt.Fprintf(w, "\n\nWall times of each run (s): CBT %s; digests %s; rsync %s.\n\n", runsLine(cbt), runsLine(dig), runsLine(rsyncInc))
 }
