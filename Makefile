@@ -22,8 +22,8 @@ fuzz:
 	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
 
 # The data path side by side with rsync -z (over rsync's protocol through a
-# pipe), rsync and zstd on disks of mixed, random and text-heavy content (the
-# generated part of BENCHMARKS.md); full runs through Temporal against
+# pipe), rsync and zstd on 2 GiB disks of mixed, random and text-heavy content
+# (the generated part of BENCHMARKS.md; about 15 minutes on 2 cores); full runs through Temporal against
 # rsync -z; then what orchestration costs per VM.
 # BENCH_FLAGS: e.g. -size 2GiB, -runs 5, -contents random, -sections full,
 # -level-runs 0, -dir /tmp. FULLCOPY_MIB: disk size of the runs through Temporal.
@@ -32,7 +32,7 @@ FULLCOPY_MIB ?= 2048
 
 bench:
 	$(GO) test ./internal/codec ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
-	$(GO) run ./bench -size 4GiB -out BENCHMARKS.md $(BENCH_FLAGS)
+	$(GO) run ./bench -size 2GiB -out BENCHMARKS.md $(BENCH_FLAGS)
 	REPLICATOR_FULLCOPY_MIB=$(FULLCOPY_MIB) REPLICATOR_FULLCOPY_RUNS=5 $(GO) test ./workers -run '^TestFullCopyAgainstRsync$$' -count=1 -v -timeout 60m
 	REPLICATOR_ORCHESTRATION_VMS=50 $(GO) test ./workers -run '^TestOrchestrationOverhead$$' -count=1 -v
 
