@@ -21,16 +21,21 @@ fuzz:
 	$(GO) test ./internal/exclude -run '^$$' -fuzz FuzzAnalyze -fuzztime 2m
 	$(GO) test ./config -run '^$$' -fuzz FuzzDecode -fuzztime 1m
 
-# The data path side by side with rsync and zstd on a 4 GiB disk (the
-# generated part of BENCHMARKS.md), then what orchestration costs per VM, then
-# the 20-VM job on the production topology (PostgreSQL, separate processes;
-# the tools .ci/run installs) beside the embedded stack.
-# BENCH_FLAGS: e.g. -size 1GiB, -runs 5, -level-runs 0, -dir /tmp.
+# The data path side by side with rsync -z (over rsync's protocol through a
+# pipe), rsync and zstd on 2 GiB disks of mixed, random and text-heavy content
+# (the generated part of BENCHMARKS.md; about 15 minutes on 2 cores); full runs through Temporal against
+# rsync -z; then what orchestration costs per VM, then the 20-VM job on the
+# production topology (PostgreSQL, separate processes; the tools .ci/run
+# installs) beside the embedded stack.
+# BENCH_FLAGS: e.g. -size 2GiB, -runs 5, -contents random, -sections full,
+# -level-runs 0, -dir /tmp. FULLCOPY_MIB: disk size of the runs through Temporal.
 BENCH_FLAGS ?=
+FULLCOPY_MIB ?= 2048
 
 bench:
-	$(GO) test ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
-	$(GO) run ./bench -size 4GiB -out BENCHMARKS.md $(BENCH_FLAGS)
+	$(GO) test ./internal/codec ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
+	$(GO) run ./bench -size 2GiB -out BENCHMARKS.md $(BENCH_FLAGS)
+	REPLICATOR_FULLCOPY_MIB=$(FULLCOPY_MIB) REPLICATOR_FULLCOPY_RUNS=5 $(GO) test ./workers -run '^TestFullCopyAgainstRsync$$' -count=1 -v -timeout 60m
 	REPLICATOR_ORCHESTRATION_VMS=50 $(GO) test ./workers -run '^TestOrchestrationOverhead$$' -count=1 -v
 	$(GO) test -tags bench ./deploy/topology -run '^TestTopologyBenchmark$$' -count=1 -v
 

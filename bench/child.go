@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/replicator/replicator/internal/agent"
@@ -51,6 +52,7 @@ func runChild(args []string) error {
 	levelName := fs.String("level", "optimal", "compression level")
 	blockSize := fs.Int64("block-size", 1<<20, "block size")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	traceFile := fs.String("trace", "", "write an execution trace of the run to this file (go tool trace: where goroutines wait)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,6 +70,16 @@ func runChild(args []string) error {
 			return err
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	files, err := pki.EnsureDev(*pkiDir)
 	if err != nil {

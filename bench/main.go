@@ -34,6 +34,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,7 +76,16 @@ type config struct {
 	warmup    bool
 	started   time.Time
 	profile   string
+	trace     bool
+	// contents are the kinds of disk content of the full copy
+	// (contentKinds); sections the parts of the benchmark that run.
+	contents []string
+	sections []string
 }
+
+// section reports whether a part of the benchmark (full, inc, levels, rss)
+// runs.
+func (c config) section(name string) bool { return slices.Contains(c.sections, name) }
 
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
@@ -100,7 +111,9 @@ func run() error {
 	size := flag.String("size", "1GiB", "virtual and filled size of the main disk (the issue's figure is 4GiB)")
 	rss := flag.String("rss-sizes", "1GiB,4GiB,16GiB", "disk sizes of the peak-RSS runs (comma-separated; empty skips them)")
 	fill := flag.String("rss-fill", "1GiB", "data written into each peak-RSS disk, spread over its whole size")
-	flag.IntVar(&cfg.runs, "runs", 3, "runs of each measurement (the median is reported)")
+	flag.IntVar(&cfg.runs, "runs", 5, "runs of each full-copy measurement (the median is reported)")
+	contents := flag.String("contents", "mixed,random,text", "kinds of disk content of the full copy (mixed, random, text)")
+	sections := flag.String("sections", "full,inc,levels,rss", "parts of the benchmark to run: full copies, the incremental, compression levels, peak RSS by disk size")
 	flag.IntVar(&cfg.incRuns, "inc-runs", 5, "runs of each incremental measurement (they are short, and the first ones pay for fresh memory: more runs steady the median)")
 	flag.IntVar(&cfg.levelRuns, "level-runs", 3, "runs of each compression level (0 skips the levels)")
 	flag.StringVar(&cfg.dir, "dir", defaultDir(), "folder for the disks, raw copies and datastores (default the tmpfs /dev/shm when present)")
@@ -108,6 +121,7 @@ func run() error {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work folder")
 	flag.BoolVar(&cfg.warmup, "warmup", true, "run each compared command once, uncounted, before the measured runs")
 	flag.StringVar(&cfg.profile, "profile", "", "folder for a CPU profile of every replicator run (go tool pprof)")
+	flag.BoolVar(&cfg.trace, "trace", false, "with -profile: also an execution trace of every replicator run (go tool trace -pprof=sync|net|syscall|sched: where the time off the CPU goes)")
 	flag.Parse()
 	var err error
 	if cfg.size, err = parseSize(*size); err != nil {
@@ -125,6 +139,24 @@ func run() error {
 			return err
 		}
 		cfg.rssSizes = append(cfg.rssSizes, n)
+	}
+	for _, k := range strings.Split(*contents, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if _, ok := contentKinds[k]; !ok {
+			return fmt.Errorf("-contents: %q is not a kind of content (mixed, random, text)", k)
+		}
+		cfg.contents = append(cfg.contents, k)
+	}
+	for _, k := range strings.Split(*sections, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if !slices.Contains([]string{"full", "inc", "levels", "rss"}, k) {
+			return fmt.Errorf("-sections: %q is not full, inc, levels or rss", k)
+		}
+		cfg.sections = append(cfg.sections, k)
 	}
 	cfg.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
 	cfg.started = time.Now().UTC()
@@ -200,6 +232,8 @@ type bench struct {
 	self string
 	// profiles counts the CPU profiles written (-profile).
 	profiles int
+	// rsyncCompress is the compressor rsync -z negotiated with its server.
+	rsyncCompress string
 }
 
 // measurement is one process run: wall time, CPU and peak RSS from wait4.
@@ -216,6 +250,13 @@ func logf(format string, args ...any) {
 // measure runs a command and reads its rusage (which covers the children it
 // waited for, as sh does for both sides of a pipeline).
 func measure(name string, args ...string) (measurement, error) {
+	// A child's ru_maxrss starts from this process's peak RSS (Linux records
+	// the high-water mark of the memory it execs from, which with vfork is
+	// ours): give memory back and reset the mark (clear_refs 5, Linux 4.0+)
+	// so that the figure is the child's own, at least for children that
+	// grow past what this process holds now.
+	debug.FreeOSMemory()
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 	cmd := exec.Command(name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -247,7 +288,11 @@ func (b *bench) replicate(vm, checkpoint, reference, datastore, mode string, lev
 		"-datastore", datastore, "-pki", b.pki, "-mode", mode, "-level", level.String()}
 	if b.cfg.profile != "" {
 		b.profiles++
-		args = append(args, "-cpuprofile", filepath.Join(b.cfg.profile, fmt.Sprintf("%02d-%s-%s.pprof", b.profiles, mode, level)))
+		name := filepath.Join(b.cfg.profile, fmt.Sprintf("%02d-%s-%s", b.profiles, mode, level))
+		args = append(args, "-cpuprofile", name+".pprof")
+		if b.cfg.trace {
+			args = append(args, "-trace", name+".trace")
+		}
 	}
 	return measure(b.self, args...)
 }
@@ -299,11 +344,41 @@ func (s *series) last() *childResult {
 	return nil
 }
 
-// fillMixed writes mixed content over [from, to) of the VM's disk in 4 MiB
-// runs cycling through text-like (3 of 10), random (2), repeated (2),
-// zero-filled (1) and never-written (2) regions.
+// contentKinds are the disk contents the full copy is measured on: what a
+// guest disk of each kind holds, in 4 MiB runs of ten kinds of region.
+var contentKinds = map[string]struct {
+	// regions cycle over the disk, one per 4 MiB run.
+	regions [10]region
+	about   string
+}{
+	"mixed": {[10]region{text, text, text, random, random, repeated, repeated, zeroed, unwritten, unwritten},
+		"text-like (30%), random (20%), a repeated 4 KiB pattern (20%), zero-filled (10%) and never-written (20%) regions"},
+	"random": {[10]region{random, random, random, random, random, random, random, random, unwritten, unwritten},
+		"random bytes (80%: what encrypted volumes, media and compressed archives look like) and never-written (20%) regions"},
+	"text": {[10]region{text, text, text, text, text, text, text, text, unwritten, unwritten},
+		"text-like words and lines (80%: logs, documents, source) and never-written (20%) regions"},
+}
+
+type region uint8
+
+const (
+	unwritten region = iota
+	text
+	random
+	repeated
+	zeroed
+)
+
+// fillMixed writes mixed content over [from, to) of the VM's disk.
 func fillMixed(ctx context.Context, h *lab.Host, vm string, from, to int64, seed uint64) error {
+	return fill(ctx, h, vm, "mixed", from, to, seed)
+}
+
+// fill writes content of a kind (contentKinds) over [from, to) of the VM's
+// disk in 4 MiB runs.
+func fill(ctx context.Context, h *lab.Host, vm, kind string, from, to int64, seed uint64) error {
 	const run = 4 << 20
+	regions := contentKinds[kind].regions
 	rng := rand.New(rand.NewPCG(seed, 7))
 	words := strings.Fields("the of and replica block disk checkpoint server error info warning request " +
 		"user time value config status 200 404 GET POST /api/v1/items id name data table index log " +
@@ -312,8 +387,8 @@ func fillMixed(ctx context.Context, h *lab.Host, vm string, from, to int64, seed
 	for off, i := from, 0; off < to; off, i = off+run, i+1 {
 		n := min(int64(run), to-off)
 		p := buf[:n]
-		switch i % 10 {
-		case 0, 1, 2: // text-like
+		switch regions[i%10] {
+		case text:
 			var t []byte
 			for len(t) < len(p) {
 				t = append(t, words[rng.IntN(len(words))]...)
@@ -324,14 +399,14 @@ func fillMixed(ctx context.Context, h *lab.Host, vm string, from, to int64, seed
 				}
 			}
 			copy(p, t)
-		case 3, 4: // random
+		case random:
 			for j := 0; j+8 <= len(p); j += 8 {
 				v := rng.Uint64()
 				for k := range 8 {
 					p[j+k] = byte(v >> (8 * k))
 				}
 			}
-		case 5, 6: // repeated 4 KiB pattern
+		case repeated: // a 4 KiB pattern
 			pat := make([]byte, 4096)
 			for j := range pat {
 				pat[j] = byte(rng.Uint32())
@@ -339,7 +414,7 @@ func fillMixed(ctx context.Context, h *lab.Host, vm string, from, to int64, seed
 			for j := 0; j < len(p); j += len(pat) {
 				copy(p[j:], pat)
 			}
-		case 7: // zero-filled, allocated
+		case zeroed: // allocated
 			clear(p)
 		default: // never written
 			continue
@@ -464,111 +539,100 @@ func (b *bench) all(ctx context.Context) (string, error) {
 	}
 	r := &results{cfg: b.cfg}
 	h := lab.New("bench", b.lab)
-	logf("creating a %d MiB lab disk of mixed content", b.cfg.size>>20)
-	vm, err := lab.CreateVM(b.lab, "mixed", []int64{b.cfg.size})
-	if err != nil {
+	if err := b.checkRsyncProtocol(); err != nil {
 		return "", err
 	}
-	if err := fillMixed(ctx, h, vm.ID, 0, b.cfg.size, 1); err != nil {
-		return "", err
-	}
-	cp1, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{Name: "bench"})
-	if err != nil {
-		return "", err
-	}
-	raw1 := filepath.Join(b.work, "disk1.raw")
-	r.rawFrom = "the lab provider's checkpoint disk (disk.Image ReadAt)"
-	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", cp1.Disks[0].Path, raw1).CombinedOutput(); err == nil {
-		r.rawFrom = "`qemu-img convert -O raw` of the checkpoint's frozen VHDX"
-	} else {
-		logf("qemu-img convert: %v: %s; exporting through the provider", err, out)
-		if err := exportRaw(ctx, h, vm, cp1.ID, raw1); err != nil {
-			return "", err
-		}
-	}
-	if st, err := os.Stat(raw1); err == nil {
-		r.diskSize = st.Size()
-	}
+	r.rsyncCompress = b.rsyncCompress
 
-	// 1. Full copy.
-	ours := &series{name: "replicator full (optimal)", bytes: b.cfg.size,
-		command: "bench -child -mode full -level optimal (lab checkpoint → Sender → TLS loopback → agent → commit)"}
-	rsyncFull := &series{name: "rsync --whole-file", bytes: b.cfg.size, command: "rsync --whole-file RAW DIR/"}
-	zstdPipe := &series{name: "zstd -1 \\| zstd -d", bytes: b.cfg.size, command: "sh -c 'zstd -1 -c RAW | zstd -d -c > OUT'"}
-	base := filepath.Join(b.work, "datastore-base")
-	if b.cfg.warmup {
-		// The first process to touch fresh memory pays for it (on virtual
-		// machines the host backs guest pages lazily): one uncounted run of
-		// each command, so that no measured run pays alone.
-		logf("warm-up: one uncounted run of each command")
-		ds := filepath.Join(b.work, "datastore-warmup")
-		if _, err := b.replicate(vm.Name, cp1.ID, "", ds, "full", codec.Optimal); err != nil {
-			return "", err
-		}
-		os.RemoveAll(ds)
-		dst := filepath.Join(b.work, "rsync-warmup")
-		os.MkdirAll(dst, 0o755)
-		if _, err := measure("rsync", "--whole-file", raw1, dst+"/"); err != nil {
-			return "", err
-		}
-		os.RemoveAll(dst)
-		if _, err := b.zstdPipeline(raw1); err != nil {
-			return "", err
-		}
+	// 1. Full copy, once per kind of content. The mixed disk stays for the
+	// incremental and the compression levels.
+	var mixed *fullSetup
+	kinds := b.cfg.contents
+	if !slices.Contains(kinds, "mixed") && (b.cfg.section("inc") || b.cfg.section("levels")) {
+		kinds = append([]string{"mixed"}, kinds...)
 	}
-	for i := range b.cfg.runs {
+	for _, kind := range kinds {
+		fs, err := b.setupFull(ctx, h, kind)
+		if err != nil {
+			return "", err
+		}
+		if slices.Contains(b.cfg.contents, kind) && b.cfg.section("full") {
+			fr, err := b.fullCopy(ctx, fs)
+			if err != nil {
+				return "", err
+			}
+			r.full = append(r.full, fr)
+			if r.diskSize == 0 {
+				r.diskSize, r.rawFrom = fs.rawSize, fs.rawFrom
+			}
+		}
+		if kind == "mixed" {
+			mixed = fs
+			continue
+		}
+		h.ReleaseCheckpoint(ctx, fs.vm.ID, fs.cp.ID)
+		os.Remove(fs.raw)
+		os.RemoveAll(filepath.Join(b.lab, kind))
+	}
+	if mixed == nil {
+		return r.markdown(), nil
+	}
+	vm, cp1, raw1 := mixed.vm, mixed.cp, mixed.raw
+	base := filepath.Join(b.work, "datastore-base")
+	if b.cfg.section("inc") {
+		// The incremental starts from a datastore holding the full point.
 		ds := filepath.Join(b.work, "datastore-full")
 		os.RemoveAll(ds)
-		sync()
-		logf("full run %d: replicator", i+1)
 		m, err := b.replicate(vm.Name, cp1.ID, "", ds, "full", codec.Optimal)
 		if err != nil {
 			return "", err
 		}
-		ours.runs = append(ours.runs, m)
-		if i == 0 {
-			if err := verifyReplica(ctx, ds, vm, m, raw1); err != nil {
-				return "", err
-			}
-			if err := copyTree(ds, base); err != nil {
-				return "", err
-			}
-		}
-		os.RemoveAll(ds)
-		dst := filepath.Join(b.work, "rsync-full")
-		os.RemoveAll(dst)
-		os.MkdirAll(dst, 0o755)
-		sync()
-		logf("full run %d: rsync", i+1)
-		if m, err = measure("rsync", "--whole-file", raw1, dst+"/"); err != nil {
+		if err := verifyReplica(ctx, ds, vm, m, raw1); err != nil {
 			return "", err
 		}
-		rsyncFull.runs = append(rsyncFull.runs, m)
-		os.RemoveAll(dst)
-		logf("full run %d: zstd", i+1)
-		if m, err = b.zstdPipeline(raw1); err != nil {
+		if err := os.Rename(ds, base); err != nil {
 			return "", err
 		}
-		zstdPipe.runs = append(zstdPipe.runs, m)
 	}
-	r.full = []*series{ours, rsyncFull, zstdPipe}
 
-	// 2. 1%-changed incremental.
+	if b.cfg.section("inc") {
+		if err := b.incremental(ctx, h, r, mixed, base); err != nil {
+			return "", err
+		}
+	}
+	if b.cfg.section("levels") {
+		if err := b.levels(ctx, h, r, mixed); err != nil {
+			return "", err
+		}
+	}
+	os.Remove(raw1)
+	if b.cfg.section("rss") {
+		if err := b.peakRSS(ctx, h, r); err != nil {
+			return "", err
+		}
+	}
+	return r.markdown(), nil
+}
+
+// incremental measures a 1%-changed incremental from the full point in base
+// (change tracking, digests) against rsync's delta algorithm.
+func (b *bench) incremental(ctx context.Context, h *lab.Host, r *results, mixed *fullSetup, base string) error {
+	vm, cp1, raw1 := mixed.vm, mixed.cp, mixed.raw
 	ref1, err := h.ConvertToReferencePoint(ctx, vm.ID, cp1.ID, "")
 	if err != nil {
-		return "", err
+		return err
 	}
 	logf("writing 1%% of the disk")
 	if err := h.Write(ctx, vm.ID, 0, 1, 42); err != nil {
-		return "", err
+		return err
 	}
 	cp2, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{Name: "bench"})
 	if err != nil {
-		return "", err
+		return err
 	}
 	raw2 := filepath.Join(b.work, "disk2.raw")
 	if err := exportRaw(ctx, h, vm, cp2.ID, raw2); err != nil {
-		return "", err
+		return err
 	}
 	cbt := &series{name: "replicator incremental, CBT", bytes: b.cfg.size,
 		command: "bench -child -mode cbt (lab ChangedRanges → blockplan.Changed)"}
@@ -581,7 +645,7 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			ds := filepath.Join(b.work, "datastore-inc")
 			os.RemoveAll(ds)
 			if err := copyTree(base, ds); err != nil {
-				return "", err
+				return err
 			}
 			sync()
 			mode := "cbt"
@@ -591,25 +655,25 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			logf("incremental run %d: %s", i+1, mode)
 			m, err := b.replicate(vm.Name, cp2.ID, ref1, ds, mode, codec.Optimal)
 			if err != nil {
-				return "", err
+				return err
 			}
 			s.runs = append(s.runs, m)
 			if i == 0 {
 				if err := verifyReplica(ctx, ds, vm, m, raw2); err != nil {
-					return "", err
+					return err
 				}
 			}
 			os.RemoveAll(ds)
 		}
 		old := filepath.Join(b.work, "rsync-old.raw")
 		if err := copyTree(raw1, old); err != nil {
-			return "", err
+			return err
 		}
 		sync()
 		logf("incremental run %d: rsync", i+1)
 		m, err := measure("rsync", "--inplace", "--no-whole-file", raw2, old)
 		if err != nil {
-			return "", err
+			return err
 		}
 		rsyncInc.runs = append(rsyncInc.runs, m)
 		os.Remove(old)
@@ -619,10 +683,18 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		logf("release %s: %v", cp2.ID, err)
 	}
 
+	os.Remove(raw2)
+	return nil
+}
+
+// levels measures the full path at every compression level over a new
+// checkpoint of the mixed disk, each run followed by the zstd pipeline.
+func (b *bench) levels(ctx context.Context, h *lab.Host, r *results, mixed *fullSetup) error {
+	vm, raw1 := mixed.vm, mixed.raw
 	// 3. Compression levels, over the incremental's checkpoint as a full copy.
 	cp3, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{Name: "bench"})
 	if err != nil {
-		return "", err
+		return err
 	}
 	for _, level := range codec.Levels() {
 		if b.cfg.levelRuns <= 0 {
@@ -637,12 +709,12 @@ func (b *bench) all(ctx context.Context) (string, error) {
 			logf("level %s run %d", level, i+1)
 			m, err := b.replicate(vm.Name, cp3.ID, "", ds, "full", level)
 			if err != nil {
-				return "", err
+				return err
 			}
 			s.runs = append(s.runs, m)
 			os.RemoveAll(ds)
 			if m, err = b.zstdPipeline(raw1); err != nil {
-				return "", err
+				return err
 			}
 			z.runs = append(z.runs, m)
 		}
@@ -650,36 +722,38 @@ func (b *bench) all(ctx context.Context) (string, error) {
 		r.levelZstd = append(r.levelZstd, z)
 	}
 	h.ReleaseCheckpoint(ctx, vm.ID, cp3.ID)
-	os.Remove(raw1)
-	os.Remove(raw2)
+	return nil
+}
 
+// peakRSS measures the peak memory of full copies of disks of several sizes.
+func (b *bench) peakRSS(ctx context.Context, h *lab.Host, r *results) error {
 	// 4. Peak RSS per disk size.
 	for i, size := range b.cfg.rssSizes {
 		name := fmt.Sprintf("rss%d", i)
 		logf("peak RSS: %d MiB disk with %d MiB of data", size>>20, min(size, b.cfg.rssFill)>>20)
 		v, err := lab.CreateVM(b.lab, name, []int64{size})
 		if err != nil {
-			return "", err
+			return err
 		}
 		if err := b.fillSpread(ctx, h, v.ID, size); err != nil {
-			return "", err
+			return err
 		}
 		cp, err := h.CreateCheckpoint(ctx, v.ID, provider.CheckpointOptions{})
 		if err != nil {
-			return "", err
+			return err
 		}
 		ds := filepath.Join(b.work, "datastore-rss")
 		os.RemoveAll(ds)
 		sync()
 		m, err := b.replicate(name, cp.ID, "", ds, "full", codec.Optimal)
 		if err != nil {
-			return "", err
+			return err
 		}
 		os.RemoveAll(ds)
 		r.rss = append(r.rss, &series{name: sizeName(size), bytes: min(size, b.cfg.rssFill), runs: []measurement{m}})
 		os.RemoveAll(filepath.Join(b.lab, name))
 	}
-	return r.markdown(), nil
+	return nil
 }
 
 // zstdPipeline times `zstd -1 -c RAW | zstd -d -c > OUT` over the raw file.

@@ -99,6 +99,55 @@ func incompressible(compressed, raw int) bool {
 	return int64(compressed)*100 >= int64(raw)*97
 }
 
+// A block is probed before it is compressed: probeSlices slices of
+// probeSliceLen bytes spread evenly over it are compressed alone, with the
+// level's own compressor, and when they together do not shrink enough
+// (incompressible) the whole block goes raw without being compressed. Random
+// data (encrypted volumes, media, compressed archives) then costs the sender
+// about 1/16 of a compression and the receiver nothing but a copy, like the
+// early bail-out of zstd and S2 on incompressible input, but decided per block
+// as restic and kopia decide per blob. The slices are long enough to hold
+// repeats of short patterns (a 4 KiB page repeated), and more than one so
+// that a block whose start is random but whose rest compresses is not
+// judged by its start. A block that compresses only in parts the slices
+// miss goes raw: at most what a block-sized window gains.
+const (
+	probeSlices   = 4
+	probeSliceLen = 16 << 10
+	// probeMinLen: shorter blocks are compressed without probing, a probe
+	// would cost a large share of the compression it could save.
+	probeMinLen = 8 * probeSliceLen
+)
+
+// worthCompressing reports whether src is worth compressing, judged from
+// slices of it compressed by encode into scratch (whose capacity must be at
+// least probeSliceLen plus the encoder's overhead; encode may still grow it).
+func worthCompressing(src, scratch []byte, encode func(dst, src []byte) []byte) bool {
+	if len(src) < probeMinLen {
+		return true
+	}
+	step := (len(src) - probeSliceLen) / (probeSlices - 1)
+	raw, packed := 0, 0
+	for i := range probeSlices {
+		slice := src[i*step : i*step+probeSliceLen]
+		n := len(encode(scratch[:0], slice))
+		if int64(n)*100 < int64(len(slice))*probeClearlyPercent {
+			// One slice that shrinks this much is worth the block's
+			// compression (text, code, logs: the usual case), so the rest
+			// need not be probed. Whether the result is worth sending
+			// compressed is decided on the result, as for any block.
+			return true
+		}
+		packed += n
+		raw += len(slice)
+	}
+	return !incompressible(packed, raw)
+}
+
+// probeClearlyPercent: a probe slice compressed below this share of its size
+// settles that the block is worth compressing.
+const probeClearlyPercent = 80
+
 // New returns the compressor of a level. Compressors are shared: the
 // encoders behind them are created once per process and pooled.
 func New(l Level) (Compressor, error) {
@@ -121,6 +170,19 @@ var ErrCorrupt = errors.New("corrupt compressed frame")
 // rawLen bytes: compressed payloads are smaller than the raw block (else the
 // block goes raw), so a receiver may reject any payload longer than this.
 func MaxEncodedLen(rawLen int) int { return rawLen }
+
+// DecodeShared is Decode, except that a raw payload (TagNone) is returned
+// itself, without a copy: the result may alias payload, and dst is then
+// neither used nor required.
+func DecodeShared(dst []byte, tag Tag, payload []byte, rawLen int) ([]byte, error) {
+	if tag != TagNone {
+		return Decode(dst, tag, payload, rawLen)
+	}
+	if rawLen < 0 || len(payload) != rawLen {
+		return nil, fmt.Errorf("decode none: payload of %d bytes, want %d: %w", len(payload), rawLen, ErrCorrupt)
+	}
+	return payload, nil
+}
 
 // Decode decodes payload of the given tag into dst[:rawLen] and returns that
 // slice. dst must have a capacity of at least rawLen; Decode never allocates a

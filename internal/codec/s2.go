@@ -16,12 +16,18 @@ func (s2Compressor) Encode(dst, src []byte) (Tag, []byte) {
 	if need := s2.MaxEncodedLen(len(src)); need < 0 || cap(dst) < need {
 		dst = make([]byte, need)
 	}
+	if !worthCompressing(src, dst, encodeS2) {
+		return TagNone, src
+	}
 	out := s2.Encode(dst[:cap(dst)], src)
 	if incompressible(len(out), len(src)) {
 		return TagNone, src
 	}
 	return TagS2, out
 }
+
+// encodeS2 encodes into dst's capacity (or a new slice when it is short).
+func encodeS2(dst, src []byte) []byte { return s2.Encode(dst[:cap(dst)], src) }
 
 func decodeS2(dst, payload []byte) ([]byte, error) {
 	n, err := s2.DecodedLen(payload)

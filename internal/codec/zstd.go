@@ -49,7 +49,12 @@ func zstdCompressorFor(l Level) (Compressor, error) {
 
 func (c zstdCompressor) Level() Level { return c.level }
 
+func (c zstdCompressor) encodeAll(dst, src []byte) []byte { return c.enc.EncodeAll(src, dst) }
+
 func (c zstdCompressor) Encode(dst, src []byte) (Tag, []byte) {
+	if !worthCompressing(src, dst, c.encodeAll) {
+		return TagNone, src
+	}
 	out := c.enc.EncodeAll(src, dst[:0])
 	if incompressible(len(out), len(src)) {
 		return TagNone, src

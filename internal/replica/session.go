@@ -175,7 +175,15 @@ type DiskWriter struct {
 	// rejected is the first digest refused: until the disk is reopened no
 	// position is acknowledged past bytes the source did not send.
 	rejected error
+	// unflushed counts bytes written since writeback was last started.
+	unflushed int64
 }
+
+// writebackBytes is how much a DiskWriter writes between two requests to
+// start writing back (see vhdx.Disk.StartWriteback): Persist's fsync then
+// waits for the last few MiB instead of everything since the last Persist,
+// and the storage writes while the next blocks arrive.
+const writebackBytes = 8 << 20
 
 // ID returns the disk id.
 func (dw *DiskWriter) ID() string { return dw.id }
@@ -217,6 +225,13 @@ func (dw *DiskWriter) WriteAt(p []byte, off int64) (int, error) {
 	n, err := dw.img.WriteAt(p, off)
 	if err != nil {
 		return n, fmt.Errorf("write disk %s at offset %d: %w", dw.id, off, err)
+	}
+	if dw.unflushed += int64(n); dw.unflushed >= writebackBytes {
+		dw.unflushed = 0
+		if wb, ok := dw.img.(interface{ StartWriteback() error }); ok {
+			// Only a hint: a failure to write shows at the next Persist's sync.
+			_ = wb.StartWriteback()
+		}
 	}
 	bs := dw.blockSize
 	for b := off / bs; b*bs < end; b++ {

@@ -92,7 +92,7 @@ type ReceiverOptions struct {
 	// its slot only once it has presented a valid session token.
 	MaxConnections int
 	// MaxBufferBytes bounds the block buffers of all connections together
-	// (1 GiB); each holds about four blocks. A sender whose buffers would
+	// (1 GiB); each holds about eight blocks. A sender whose buffers would
 	// pass it is told the agent is busy.
 	MaxBufferBytes int64
 	// Logger receives one line per connection outcome (default slog.Default()).
@@ -258,10 +258,10 @@ func (r *Receiver) donePendingLocked(p *pendingConn) {
 	}
 }
 
-// bufferBytes is what one connection of block size bs holds: the payload,
-// the decoded block, a block read back for partial frames, zeros, and the
-// buffered reader and writer.
-func bufferBytes(bs int64) int64 { return 4*bs + 256<<10 + 64<<10 }
+// bufferBytes is what one connection of block size bs holds: the payload
+// and decoded block of each of its receiveSlots frames, a block read back for
+// partial frames, zeros, and the buffered reader and writer.
+func bufferBytes(bs int64) int64 { return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 }
 
 // admit takes a connection slot and the connection's buffers from the
 // agent's budget, or says why it cannot.
@@ -408,13 +408,17 @@ type receiverConn struct {
 
 	hello Hello
 	sink  Sink
-	next  int64 // frames must start at or after this offset
-	acked int64 // last persisted position
-	pend  int64 // raw bytes written since the last persist
-	last  time.Time
+	// Of the reading goroutine:
+	next int64 // frames must start at or after this offset
 	// progressAt is when the transfer last moved forward.
 	progressAt time.Time
-	frames     int64
+
+	// Of the writing goroutine (and of the connection once it ends):
+	pos    int64 // everything below is written: the position to persist
+	acked  int64 // last persisted position
+	pend   int64 // raw bytes written since the last persist
+	last   time.Time
+	frames int64
 	// written counts raw bytes written on this connection.
 	written int64
 }
@@ -478,7 +482,7 @@ func (c *receiverConn) run(ctx context.Context, peer string) (err error) {
 	if pos < 0 || pos > h.DiskSize {
 		return fmt.Errorf("disk %s: stored position %d outside the disk of %d bytes", h, pos, h.DiskSize)
 	}
-	c.next, c.acked, c.last, c.progressAt = pos, pos, time.Now(), time.Now()
+	c.next, c.pos, c.acked, c.last, c.progressAt = pos, pos, pos, time.Now(), time.Now()
 
 	reply := helloReply{ResumeFrom: pos}
 	var sums []digest.Sum
@@ -565,16 +569,89 @@ func (r *Receiver) claim(h Hello, conn net.Conn) (release func()) {
 	}
 }
 
-// receive reads frames until Done.
+// receiveSlots is how many frames a connection holds between reading and
+// writing: one being read, one waiting, one being written. While the
+// replica's writes and fsyncs run, the next frames are read, decrypted,
+// decoded and checked on another core.
+const receiveSlots = 3
+
+// slot holds one data frame from the reading goroutine to the writing one.
+type slot struct {
+	payload []byte // the frame's payload as received
+	raw     []byte // the decoded block, allocated for the first compressed frame
+}
+
+// writeOp is one step of the writing goroutine, in the order the sender sent
+// them: a checked data frame, a passed position, or Done.
+type writeOp struct {
+	typ  byte // msgData, msgPassed or msgDone
+	f    frame
+	data []byte // msgData: the block (or its parts) as decoded and checked
+	slot *slot  // to give back once written; nil for zero frames
+	// pos is the position of msgPassed (advance: beyond the last one) or
+	// the sender's frame count of msgDone.
+	pos     int64
+	advance bool
+}
+
+// errWriterStopped tells the reading goroutine that the writing one failed;
+// the writer's error is the one reported.
+var errWriterStopped = errors.New("replica writer stopped")
+
+// receive reads frames until Done. One goroutine reads, decrypts, decodes
+// and checks frames; another writes them to the sink, persists and
+// acknowledges, in order. The sink is used by the writing goroutine alone.
 func (c *receiverConn) receive(ctx context.Context) error {
+	ops := make(chan writeOp, receiveSlots-1)
+	free := make(chan *slot, receiveSlots)
+	for range receiveSlots {
+		free <- &slot{payload: make([]byte, c.hello.BlockSize)}
+	}
+	stopped := make(chan struct{})
+	var werr error
+	go func() {
+		werr = c.writeOps(ctx, ops, free)
+		close(stopped)
+		if werr != nil {
+			// A reader waiting for the sender's next message learns now.
+			c.raw.SetReadDeadline(time.Now())
+		}
+	}()
+	// When reading fails, the frames read before are still written (and
+	// persisted, if it is time): the first failure is the one reported.
+	rerr := c.readFrames(ctx, ops, free, stopped)
+	close(ops)
+	<-stopped
+	if rerr != nil && !errors.Is(rerr, errWriterStopped) {
+		return rerr
+	}
+	if werr != nil {
+		return werr
+	}
+	// Wait for the sender to close, so the done reply is not cut by a reset.
+	c.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
+	return nil
+}
+
+// readFrames reads and checks messages and hands them to the writing
+// goroutine, until Done has been handed over (nil) or something fails.
+func (c *receiverConn) readFrames(ctx context.Context, ops chan<- writeOp, free chan *slot, stopped <-chan struct{}) error {
 	h := c.hello
 	bs := h.BlockSize
-	payload := make([]byte, bs)
-	rawBuf := make([]byte, bs)
-	var zeros, whole []byte // whole: a partly written block read back
+	var zeros []byte // read-only, shared by every zero frame
 	partSize := blockplan.PartSize(bs)
 	zeroSum := map[int64]digest.Sum{}
+	control := make([]byte, 0, maxControlLen)
 	var hdr [dataHeaderLen]byte
+	send := func(op writeOp) error {
+		select {
+		case ops <- op:
+			return nil
+		case <-stopped:
+			return errWriterStopped
+		}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -582,8 +659,18 @@ func (c *receiverConn) receive(ctx context.Context) error {
 		// The deadline runs from the last progress, not the last message:
 		// a sender that repeats its position cannot hold the slot forever.
 		c.raw.SetReadDeadline(c.progressAt.Add(c.r.opts.IdleTimeout))
+		select {
+		case <-stopped: // checked after the deadline is set: see receive
+			return errWriterStopped
+		default:
+		}
 		typ, n, err := readHeader(c.br)
 		if err != nil {
+			select {
+			case <-stopped: // the writer's failure cut the read short
+				return errWriterStopped
+			default:
+			}
 			return fmt.Errorf("read from sender after offset %d: %w", c.next, err)
 		}
 		switch typ {
@@ -595,7 +682,8 @@ func (c *receiverConn) receive(ctx context.Context) error {
 				return fmt.Errorf("read frame after offset %d: %w", c.next, err)
 			}
 			f := decodeFrameHeader(hdr[:])
-			if f.Flags&framePartial != 0 {
+			partial := f.Flags&framePartial != 0
+			if partial {
 				var pb [partsLen]byte
 				if n < dataHeaderLen+partsLen {
 					return reject("partial frame at offset %d: length %d leaves no room for its parts", f.Offset, n)
@@ -608,19 +696,7 @@ func (c *receiverConn) receive(ctx context.Context) error {
 			if err := c.check(f, n, partSize); err != nil {
 				return err
 			}
-			if f.Flags&framePartial != 0 {
-				if whole == nil {
-					whole = make([]byte, bs)
-				}
-				if err := c.writeParts(f, payload, rawBuf, whole, partSize); err != nil {
-					return err
-				}
-				if err := c.received(f, f.Parts.Bytes(int64(f.RawLength), partSize)); err != nil {
-					return err
-				}
-				continue
-			}
-			var raw []byte
+			op := writeOp{typ: msgData, f: f}
 			if f.Flags&frameZero != 0 {
 				want, ok := zeroSum[int64(f.RawLength)]
 				if !ok {
@@ -633,28 +709,46 @@ func (c *receiverConn) receive(ctx context.Context) error {
 				if zeros == nil {
 					zeros = make([]byte, bs)
 				}
-				raw = zeros[:f.RawLength]
+				op.data = zeros[:f.RawLength]
 			} else {
-				p := payload[:f.PayloadLen]
+				select {
+				case op.slot = <-free:
+				case <-stopped:
+					return errWriterStopped
+				}
+				p := op.slot.payload[:f.PayloadLen]
 				if _, err := io.ReadFull(c.br, p); err != nil {
 					return fmt.Errorf("read payload at offset %d: %w", f.Offset, err)
 				}
-				raw, err = codec.Decode(rawBuf, f.Codec, p, int(f.RawLength))
+				rawLen := int64(f.RawLength)
+				if partial {
+					rawLen = f.Parts.Bytes(rawLen, partSize)
+				}
+				if f.Codec != codec.TagNone && op.slot.raw == nil {
+					op.slot.raw = make([]byte, bs)
+				}
+				op.data, err = codec.DecodeShared(op.slot.raw, f.Codec, p, int(rawLen))
+				if err != nil && partial {
+					return reject("partial frame at offset %d: %w", f.Offset, err)
+				}
 				if err != nil {
 					return reject("frame at offset %d: %w", f.Offset, err)
 				}
-				if got := digest.Of(raw); got != f.Sum {
-					return reject("frame at offset %d: checksum mismatch (frame says %s, data is %s)", f.Offset, f.Sum, got)
+				// A partial frame's digest is that of the whole block: the
+				// writing goroutine checks it over the replica's block.
+				if !partial {
+					if got := digest.Of(op.data); got != f.Sum {
+						return reject("frame at offset %d: checksum mismatch (frame says %s, data is %s)", f.Offset, f.Sum, got)
+					}
 				}
 			}
-			if _, err := c.sink.WriteAt(raw, f.Offset); err != nil {
-				return fmt.Errorf("write %s at offset %d: %w", h, f.Offset, err)
-			}
-			if err := c.received(f, int64(f.RawLength)); err != nil {
+			c.next = f.Offset + int64(f.RawLength)
+			c.progressAt = time.Now()
+			if err := send(op); err != nil {
 				return err
 			}
 		case msgPassed:
-			body, err := readBody(c.br, payload[:0], n, maxControlLen, "passed")
+			body, err := readBody(c.br, control, n, maxControlLen, "passed")
 			if err != nil {
 				return reject("read passed: %w", err)
 			}
@@ -665,16 +759,16 @@ func (c *receiverConn) receive(ctx context.Context) error {
 			if pos < c.next || pos > h.DiskSize {
 				return reject("passed position %d outside [%d, %d]", pos, c.next, h.DiskSize)
 			}
-			if pos > c.next {
+			op := writeOp{typ: msgPassed, pos: pos, advance: pos > c.next}
+			if op.advance {
 				c.next = pos
-				c.pend++ // a position to persist even without new bytes
 				c.progressAt = time.Now()
 			}
-			if err := c.maybePersist(false); err != nil {
+			if err := send(op); err != nil {
 				return err
 			}
 		case msgDone:
-			body, err := readBody(c.br, payload[:0], n, maxControlLen, "done")
+			body, err := readBody(c.br, control, n, maxControlLen, "done")
 			if err != nil {
 				return reject("read done: %w", err)
 			}
@@ -682,63 +776,102 @@ func (c *receiverConn) receive(ctx context.Context) error {
 			if err != nil {
 				return reject("%w", err)
 			}
-			if frames != c.frames {
-				return reject("done: sender sent %d frames, agent received %d", frames, c.frames)
-			}
-			c.next = h.DiskSize
-			c.pend++
-			if err := c.maybePersist(true); err != nil {
-				return err
-			}
-			if err := c.sink.Complete(); err != nil {
-				return fmt.Errorf("complete %s: %w", h, err)
-			}
-			c.pend = 0
-			if _, err := c.bw.Write(encodeDoneReply(&c.enc, doneReply{Position: c.acked, BytesWritten: c.written, Frames: c.frames})); err != nil {
-				return fmt.Errorf("send done reply: %w", err)
-			}
-			if err := c.bw.Flush(); err != nil {
-				return fmt.Errorf("send done reply: %w", err)
-			}
-			// Wait for the sender to close, so the reply is not cut by a reset.
-			c.raw.SetReadDeadline(time.Now().Add(5 * time.Second))
-			io.Copy(io.Discard, io.LimitReader(c.br, 1<<20))
-			return nil
+			return send(writeOp{typ: msgDone, pos: frames})
 		default:
 			return reject("message type %q unknown after offset %d", typ, c.next)
 		}
 	}
 }
 
+// writeOps applies the reading goroutine's steps in order until Done, the
+// end of ops, or a failure; when ctx ends it stops without writing more.
+func (c *receiverConn) writeOps(ctx context.Context, ops <-chan writeOp, free chan<- *slot) error {
+	h := c.hello
+	var whole []byte // a partly written block read back
+	partSize := blockplan.PartSize(h.BlockSize)
+	for op := range ops {
+		if ctx.Err() != nil {
+			return nil
+		}
+		var err error
+		switch op.typ {
+		case msgData:
+			if op.f.Flags&framePartial != 0 {
+				if whole == nil {
+					whole = make([]byte, h.BlockSize)
+				}
+				if err = c.writeParts(op.f, op.data, whole, partSize); err == nil {
+					err = c.received(op.f, op.f.Parts.Bytes(int64(op.f.RawLength), partSize))
+				}
+			} else if _, err = c.sink.WriteAt(op.data, op.f.Offset); err != nil {
+				err = fmt.Errorf("write %s at offset %d: %w", h, op.f.Offset, err)
+			} else {
+				err = c.received(op.f, int64(op.f.RawLength))
+			}
+		case msgPassed:
+			if op.advance {
+				c.pos = op.pos
+				c.pend++ // a position to persist even without new bytes
+			}
+			err = c.maybePersist(false)
+		case msgDone:
+			return c.done(op.pos)
+		}
+		if op.slot != nil {
+			free <- op.slot
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// done closes a transfer whose sender counted frames: everything is
+// persisted, the disk completed, and the sender told.
+func (c *receiverConn) done(frames int64) error {
+	h := c.hello
+	if frames != c.frames {
+		return reject("done: sender sent %d frames, agent received %d", frames, c.frames)
+	}
+	c.pos = h.DiskSize
+	c.pend++
+	if err := c.maybePersist(true); err != nil {
+		return err
+	}
+	if err := c.sink.Complete(); err != nil {
+		return fmt.Errorf("complete %s: %w", h, err)
+	}
+	c.pend = 0
+	if _, err := c.bw.Write(encodeDoneReply(&c.enc, doneReply{Position: c.acked, BytesWritten: c.written, Frames: c.frames})); err != nil {
+		return fmt.Errorf("send done reply: %w", err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fmt.Errorf("send done reply: %w", err)
+	}
+	return nil
+}
+
 // received records a frame written (written raw bytes of it) and persists
 // when it is time.
 func (c *receiverConn) received(f frame, written int64) error {
 	c.sink.SetDigest(f.Offset/c.hello.BlockSize, f.Sum)
-	c.next = f.Offset + int64(f.RawLength)
-	c.progressAt = time.Now()
+	c.pos = f.Offset + int64(f.RawLength)
 	c.pend += written
 	c.written += written
 	c.frames++
 	return c.maybePersist(false)
 }
 
-// writeParts checks a partial frame and writes it: its parts, laid over the
-// block the point holds so far (the previous point's, or an earlier
-// attempt's), must give the source's digest of the whole block; only then
-// are the parts written. A mismatch means the replica's earlier point and the
-// change tracking disagree outside the changed parts (or the frame is
+// writeParts checks a partial frame and writes it: its parts (raw, decoded),
+// laid over the block the point holds so far (the previous point's, or an
+// earlier attempt's), must give the source's digest of the whole block; only
+// then are the parts written. A mismatch means the replica's earlier point
+// and the change tracking disagree outside the changed parts (or the frame is
 // corrupt): nothing is written, and the sender is told to send whole blocks.
-func (c *receiverConn) writeParts(f frame, payload, rawBuf, whole []byte, partSize int64) error {
+func (c *receiverConn) writeParts(f frame, raw, whole []byte, partSize int64) error {
 	h := c.hello
 	length := int64(f.RawLength)
-	p := payload[:f.PayloadLen]
-	if _, err := io.ReadFull(c.br, p); err != nil {
-		return fmt.Errorf("read payload at offset %d: %w", f.Offset, err)
-	}
-	raw, err := codec.Decode(rawBuf, f.Codec, p, int(f.Parts.Bytes(length, partSize)))
-	if err != nil {
-		return reject("partial frame at offset %d: %w", f.Offset, err)
-	}
 	// The block: the frame's parts, and the rest as the point holds it.
 	block := whole[:length]
 	type run struct{ lo, hi int64 }
@@ -828,10 +961,10 @@ func (c *receiverConn) maybePersist(force bool) error {
 	if c.pend == 0 || (!force && c.pend < c.r.opts.PersistBytes && time.Since(c.last) < c.r.opts.PersistInterval) {
 		return nil
 	}
-	if err := c.sink.Persist(c.next); err != nil {
-		return fmt.Errorf("persist %s at position %d: %w", c.hello, c.next, err)
+	if err := c.sink.Persist(c.pos); err != nil {
+		return fmt.Errorf("persist %s at position %d: %w", c.hello, c.pos, err)
 	}
-	c.acked, c.pend, c.last = c.next, 0, time.Now()
+	c.acked, c.pend, c.last = c.pos, 0, time.Now()
 	if force {
 		return nil // the done reply carries the position
 	}

@@ -519,6 +519,26 @@ func (d *Disk) blockComplete(block int64) bool {
 	return true
 }
 
+// StartWriteback starts writing what was written so far to storage without
+// waiting for it (on Linux; elsewhere it does nothing). It makes nothing
+// durable: Sync must still follow, and finds less left to write, so that a
+// writer calling it as data arrives keeps the storage busy all along instead
+// of in bursts at each Sync.
+func (d *Disk) StartWriteback() error {
+	if !d.writable {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	if err := startWriteback(d.f); err != nil {
+		return fmt.Errorf("vhdx %s: start writeback: %w", d.path, err)
+	}
+	return nil
+}
+
 // Sync makes completed writes durable, in the order that keeps the file
 // consistent at every step (see the package documentation).
 func (d *Disk) Sync() error {
