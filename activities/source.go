@@ -124,7 +124,8 @@ func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]c
 		if !selected(vm, in.Patterns) {
 			continue
 		}
-		c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{}}
+		c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{},
+			Unsupported: vm.Unsupported}
 		c.Config = s.vmConfig(ctx, p, vm)
 		for _, d := range vm.Disks {
 			c.Disks = append(c.Disks, contract.Disk{ID: d.ID, VirtualSize: d.VirtualSize, SectorSize: sectorSize(d.Path)})

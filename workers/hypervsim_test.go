@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
 	"github.com/replicator/replicator/config"
@@ -230,7 +232,8 @@ func TestHypervSimJobsOutlastHeartbeatTimeout(t *testing.T) {
 func TestHypervSimUnsupportedDisksRefused(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, simulated(0, false))
 	ctx := context.Background()
-	s, err := hvsim.Open(h.cfg.Hosts[0].Name, h.cfg.Hosts[0].Path, hvsim.Options{})
+	host := h.cfg.Hosts[0].Name
+	s, err := hvsim.Open(host, h.cfg.Hosts[0].Path, hvsim.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,30 +249,72 @@ func TestHypervSimUnsupportedDisksRefused(t *testing.T) {
 	if res.Status != contract.StatusPartial {
 		t.Fatalf("run %s, want partial: %+v", res.Status, res)
 	}
+	// The job's check refuses the VM, naming the disk; the host's own
+	// refusal at CreateSnapshot would name the call instead.
+	requireRefusedByCheck(t, res, host, refused, `PHYSICALDRIVE4) is a pass-through disk`)
 	for _, vm := range res.VMs {
-		if vm.ID != refused.ID {
-			if vm.Status != contract.StatusSuccess {
-				t.Errorf("VM %s: %+v", vm.Name, vm)
-			}
-			continue
-		}
-		if vm.Status != contract.StatusFailed || !strings.Contains(vm.Error, `PHYSICALDRIVE4) is a pass-through disk`) {
-			t.Fatalf("VM %s: status %s, error %q; want failed naming the pass-through disk", vm.Name, vm.Status, vm.Error)
+		if vm.ID != refused.ID && vm.Status != contract.StatusSuccess {
+			t.Errorf("VM %s: %+v", vm.Name, vm)
 		}
 	}
-	if cps, rps := simState(t, h, refused.ID); len(cps) != 0 || len(rps) != 0 {
-		t.Fatalf("the refused VM has %d checkpoints and %d reference points", len(cps), len(rps))
-	}
+	requireNothingOfVM(t, h, s, refused, 1)
 
 	// A VHD disk instead: refused the same way, naming the file.
 	if err := s.SetVM(ctx, refused.Name, hvsim.VMOptions{ExtraDisks: []hvsim.ExtraDisk{{Kind: "vhd", Path: "/srv/legacy/data.vhd", Size: 64 << 20}}}); err != nil {
 		t.Fatal(err)
 	}
 	res = h.run(contract.ReplicationInput{Job: "demo", VMs: []string{refused.Name}})
-	if res.Status != contract.StatusFailed || !strings.Contains(res.VMs[0].Error, "(/srv/legacy/data.vhd) is a VHD file") {
+	if res.Status != contract.StatusFailed || len(res.VMs) != 1 {
 		t.Fatalf("VHD disk: %+v", res)
 	}
-	if cps, _ := simState(t, h, refused.ID); len(cps) != 0 {
-		t.Fatalf("the refused VM has %d checkpoints", len(cps))
+	requireRefusedByCheck(t, res, host, refused, "(/srv/legacy/data.vhd) is a VHD file")
+	requireNothingOfVM(t, h, s, refused, 1)
+}
+
+// requireRefusedByCheck: the run's check "the job's VMs can be replicated"
+// failed naming the VM and why, and the VM failed with the same reason.
+func requireRefusedByCheck(t *testing.T, res contract.ReplicationResult, host string, vm provider.VM, why string) {
+	t.Helper()
+	var check *contract.Check
+	for i := range res.Checks {
+		if res.Checks[i].Name == "the job's VMs can be replicated from "+host {
+			check = &res.Checks[i]
+		}
+	}
+	if check == nil || check.OK || !strings.Contains(check.Detail, "VM "+vm.Name+": ") || !strings.Contains(check.Detail, why) {
+		t.Fatalf("checks %+v: want a failed check naming VM %s and %q", res.Checks, vm.Name, why)
+	}
+	for _, r := range res.VMs {
+		if r.ID != vm.ID {
+			continue
+		}
+		if r.Status != contract.StatusFailed || !strings.HasPrefix(r.Error, "VM "+vm.Name+" cannot be replicated from host "+host+": ") || !strings.Contains(r.Error, why) {
+			t.Fatalf("VM %s: status %s, error %q; want failed by the check, naming %q", r.Name, r.Status, r.Error, why)
+		}
+		return
+	}
+	t.Fatalf("VM %s missing from the result %+v", vm.Name, res.VMs)
+}
+
+// requireNothingOfVM: no workflow of the VM started, the host ran
+// snapshots CreateSnapshot jobs in all, those of the job's other VMs, and it
+// holds no checkpoint or reference point of the VM.
+func requireNothingOfVM(t *testing.T, h *harness, s *hvsim.Sim, vm provider.VM, snapshots int) {
+	t.Helper()
+	ctx := context.Background()
+	id := contract.VMWorkflowID(h.cfg.Hosts[0].Name, vm.ID)
+	var notFound *serviceerror.NotFound
+	if _, err := h.c.DescribeWorkflowExecution(ctx, id, ""); !errors.As(err, &notFound) {
+		t.Fatalf("workflow %s of the refused VM: %v; want none started", id, err)
+	}
+	jobs, err := s.Query(ctx, "SELECT * FROM Msvm_ConcreteJob WHERE ElementName = 'CreateSnapshot'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != snapshots {
+		t.Fatalf("the host ran %d CreateSnapshot jobs, want %d (none for VM %s): %+v", len(jobs), snapshots, vm.Name, jobs)
+	}
+	if cps, rps := simState(t, h, vm.ID); len(cps) != 0 || len(rps) != 0 {
+		t.Fatalf("the refused VM has %d checkpoints and %d reference points", len(cps), len(rps))
 	}
 }

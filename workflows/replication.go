@@ -565,6 +565,9 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 			err = fmt.Errorf("not found: %s", strings.Join(missing, ", "))
 		}
 		check(fmt.Sprintf("the job's VMs exist on %s (%d found)", spec.Source, len(vms)), err, detailOf(err))
+		if workflow.GetVersion(ctx, "unsupported-vms-checked", workflow.DefaultVersion, 1) == 1 {
+			vms = refuseUnsupported(spec, vms, st, check)
+		}
 		if len(vms) > 0 {
 			var space contract.SpaceStatus
 			err := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckSpace, contract.SpaceInput{Job: spec.Name, VMs: vms}).Get(ctx, &space)
@@ -609,6 +612,37 @@ func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) 
 	}
 
 	return spec, deadline, vms, nil
+}
+
+// refuseUnsupported fails, each by itself, the VMs the host says it cannot
+// replicate (a pass-through, VHD or VHD Set disk, a configuration version
+// without resilient change tracking), records the check and returns the
+// others. A refused VM gets no workflow: no checkpoint is made of it and
+// nothing of it reaches the replica, while the job's other VMs run.
+// CreateCheckpoint refusing such a VM stays as the second line of defence
+// (a disk attached between the inventory and the checkpoint).
+func refuseUnsupported(spec contract.JobSpec, vms []contract.VM, st *runState, check func(name string, err error, detail string)) []contract.VM {
+	var keep []contract.VM
+	var refused []string
+	for _, vm := range vms {
+		if vm.Unsupported == "" {
+			keep = append(keep, vm)
+			continue
+		}
+		refused = append(refused, "VM "+vm.Name+": "+vm.Unsupported)
+		r := contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
+			Error: fmt.Sprintf("VM %s cannot be replicated from host %s: %s", vm.Name, spec.Source, vm.Unsupported)}
+		for _, d := range vm.Disks {
+			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusFailed, Size: d.VirtualSize})
+		}
+		st.result.VMs = append(st.result.VMs, r)
+	}
+	var err error
+	if len(refused) > 0 {
+		err = errors.New(strings.Join(refused, "; "))
+	}
+	check("the job's VMs can be replicated from "+spec.Source, err, detailOf(err))
+	return keep
 }
 
 // continueAsNewAfter is the history length at which a run starts no more VMs

@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -581,5 +582,62 @@ func TestRunEndIsNotifiedAndAFailedNotificationChangesNothing(t *testing.T) {
 	}
 	if len(f.notified) != 1 || !strings.Contains(f.notified[0].Error, "targets[dr01].address") || f.notified[0].Result.Status != contract.StatusFailed {
 		t.Fatalf("notifications %+v", f.notified)
+	}
+}
+
+func TestUnsupportedVMFailsAtTheChecksBeforeAnyCheckpoint(t *testing.T) {
+	f := newFake()
+	const why = `disk scsi-0-1 (\\.\PHYSICALDRIVE4) is a pass-through disk: Hyper-V cannot checkpoint it (attach a VHDX instead)`
+	f.vms[0].Unsupported = why
+	var spaceFor []string
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) {
+		env.OnActivity(contract.ActCheckSpace, mock.Anything, mock.Anything).Return(
+			func(ctx context.Context, in contract.SpaceInput) (contract.SpaceStatus, error) {
+				for _, vm := range in.VMs {
+					spaceFor = append(spaceFor, vm.Name)
+				}
+				return contract.SpaceStatus{FreeBytes: 1 << 40, NeededBytes: 1 << 30}, nil
+			})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial {
+		t.Fatalf("run %s, want partial: %+v", res.Status, res)
+	}
+	var check *contract.Check
+	for i := range res.Checks {
+		if strings.HasPrefix(res.Checks[i].Name, "the job's VMs can be replicated") {
+			check = &res.Checks[i]
+		}
+	}
+	if check == nil || check.OK || !strings.Contains(check.Detail, "VM web01: "+why) {
+		t.Fatalf("checks %+v: want a failed check naming web01's pass-through disk", res.Checks)
+	}
+	for _, vm := range res.VMs {
+		switch vm.Name {
+		case "web01":
+			if vm.Status != contract.StatusFailed || !strings.Contains(vm.Error, why) || vm.Retryable {
+				t.Errorf("web01: %+v; want failed, not retryable, naming the disk", vm)
+			}
+			if len(vm.Disks) != 1 || vm.Disks[0].Status != contract.StatusFailed {
+				t.Errorf("web01 disks %+v", vm.Disks)
+			}
+		case "db01":
+			if vm.Status != contract.StatusSuccess {
+				t.Errorf("db01: %+v", vm)
+			}
+		}
+	}
+	for _, c := range f.calls {
+		if strings.Contains(c, "web01") || strings.Contains(c, "id-web") {
+			t.Errorf("the refused VM reached %q", c)
+		}
+	}
+	if slices.Contains(spaceFor, "web01") || !slices.Contains(spaceFor, "db01") {
+		t.Errorf("space estimated for %v, want db01 only", spaceFor)
+	}
+	if len(f.committed) != 1 || f.committed[0] != "id-db" || len(f.sweeps) != 1 {
+		t.Errorf("committed %v sweeps %v", f.committed, f.sweeps)
 	}
 }

@@ -268,6 +268,11 @@ type VM struct {
 	// (provider.VMConfig as JSON), kept with each restore point. Empty when
 	// the host could not say.
 	Config json.RawMessage `json:"config,omitempty"`
+	// Unsupported, when set, says why the host cannot replicate the VM (a
+	// pass-through, VHD or VHD Set disk, a configuration version without
+	// resilient change tracking), naming the disk: the run fails the VM at
+	// its infrastructure check, before any checkpoint.
+	Unsupported string `json:"unsupported,omitempty"`
 }
 
 // Disk is one disk of a VM.
