@@ -178,10 +178,16 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 	}
 	if in.ReuseID != "" {
 		cp, err := p.Checkpoint(ctx, in.VMID, in.ReuseID)
-		if err == nil {
+		switch {
+		case err == nil && provider.MadeByJob(cp.Name, in.Job):
 			return contract.CheckpointResult{ID: cp.ID, Reused: true}, nil
-		}
-		if !errors.Is(err, provider.ErrCheckpointNotFound) {
+		case err == nil:
+			// The id the replica's open point carries names a checkpoint
+			// this job did not make (an administrator's, another job's):
+			// it is neither read nor released; the run takes its own.
+			s.log().Warn("the interrupted point's checkpoint is not one this job made; taking a new one",
+				"vm", in.VMName, "checkpoint", in.ReuseID, "name", cp.Name)
+		case !errors.Is(err, provider.ErrCheckpointNotFound):
 			return contract.CheckpointResult{}, classify(err)
 		}
 		s.log().Info("the interrupted run's checkpoint is gone; taking a new one", "vm", in.VMName, "checkpoint", in.ReuseID)
@@ -577,6 +583,12 @@ func (s *Source) ConvertToReferencePoint(ctx context.Context, in contract.Refere
 	if err != nil {
 		return "", err
 	}
+	if err := ownCheckpoint(ctx, p, in.VMID, in.CheckpointID); err != nil {
+		if errors.Is(err, provider.ErrCheckpointNotFound) {
+			return "", classify(err)
+		}
+		return "", err
+	}
 	var ref string
 	err = heartbeatWhile(ctx, func() error {
 		var err error
@@ -592,7 +604,32 @@ func (s *Source) ReleaseCheckpoint(ctx context.Context, in contract.ReleaseInput
 	if err != nil {
 		return err
 	}
+	if err := ownCheckpoint(ctx, p, in.VMID, in.CheckpointID); err != nil {
+		if errors.Is(err, provider.ErrCheckpointNotFound) {
+			return nil // releasing a missing checkpoint is not an error
+		}
+		return err
+	}
 	return classify(heartbeatWhile(ctx, func() error { return p.ReleaseCheckpoint(ctx, in.VMID, in.CheckpointID) }))
+}
+
+// ownCheckpoint refuses a checkpoint that replicator did not make (its name
+// is not CheckpointName's): whatever id an input carries, an administrator's
+// checkpoint is never released or turned into a reference point.
+func ownCheckpoint(ctx context.Context, p provider.Provider, vmID, checkpointID string) error {
+	cp, err := p.Checkpoint(ctx, vmID, checkpointID)
+	if err != nil {
+		if errors.Is(err, provider.ErrCheckpointNotFound) {
+			return err
+		}
+		return classify(err)
+	}
+	if !provider.MadeByReplicator(cp.Name) {
+		return nonRetryable(contract.ErrTypeBadInput, fmt.Errorf(
+			"checkpoint %s of VM %s is named %q: replicator releases and converts only the checkpoints it made (named \"replicator <job> <vm>\")",
+			checkpointID, vmID, cp.Name))
+	}
+	return nil
 }
 
 // SweepCheckpoints removes the checkpoints the job made of the VM (named by

@@ -93,6 +93,12 @@ func CheckpointName(job, vm string) string {
 	return checkpointNamePrefix + job + " " + vm
 }
 
+// MadeByReplicator says whether a checkpoint name is one CheckpointName
+// gives, for any job and VM.
+func MadeByReplicator(name string) bool {
+	return strings.HasPrefix(name, checkpointNamePrefix)
+}
+
 // MadeByJob says whether a checkpoint name is one CheckpointName gives for
 // the job (of any VM). Job names hold no spaces (config's name policy), so
 // the job is the name's second word.

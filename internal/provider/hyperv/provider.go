@@ -484,10 +484,15 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 	}
 	if opts.Name != "" && snap.str("ElementName") != opts.Name {
 		if err := p.rename(ctx, snap, opts.Name); err != nil {
-			// An unnamed checkpoint is still a good checkpoint; the run
-			// releases it itself, only a sweep after a crash would miss it.
-			warning = joinWarnings(warning, err.Error())
-			p.log.Warn("hyperv: cannot name the checkpoint", "vm", name, "checkpoint", snap.str("InstanceID"), "err", err)
+			// Replicator releases, reuses and sweeps only the checkpoints
+			// that carry its name: an unnamed one would be left behind.
+			// It is destroyed now and the attempt fails (retryably, as the
+			// rename's error says).
+			p.log.Warn("hyperv: cannot name the checkpoint; destroying it", "vm", name, "checkpoint", snap.str("InstanceID"), "err", err)
+			if derr := p.ReleaseCheckpoint(ctx, vmID, checkpointIDOf(snap.str("InstanceID"))); derr != nil {
+				return provider.Checkpoint{}, fmt.Errorf("%w; destroying the unnamed checkpoint also failed: %v", err, derr)
+			}
+			return provider.Checkpoint{}, err
 		} else if named, err := p.c.Get(ctx, snap.Path); err == nil {
 			snap = named
 		}
