@@ -157,8 +157,24 @@ func selected(vm provider.VM, patterns []string) bool {
 
 // CreateCheckpoint freezes the VM's disks, with guest processing around the
 // checkpoint when the job asks for it. A checkpoint named by ReuseID that still
-// exists is reused: an interrupted restore point continues from it.
+// exists is reused: an interrupted restore point continues from it. With
+// in.Sweep, the job's other checkpoints of the VM are then removed (see
+// SweepCheckpoints); a sweep that fails is reported in the result and never
+// fails the activity, whose checkpoint exists: retrying would take another.
 func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
+	cp, err := s.createCheckpoint(ctx, in)
+	if err != nil || !in.Sweep {
+		return cp, err
+	}
+	removed, serr := s.SweepCheckpoints(ctx, contract.SweepInput{Host: in.Host, Job: in.Job, VMID: in.VMID, Keep: cp.ID})
+	cp.Removed = removed
+	if serr != nil {
+		cp.SweepError = serr.Error()
+	}
+	return cp, nil
+}
+
+func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
 	_, job, _, err := configuredJob(s.Config, in.Job)
 	if err != nil {
 		return contract.CheckpointResult{}, err

@@ -120,11 +120,17 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		return stopped(res, windowClosed, fmt.Errorf("preparing the replica: %w", err))
 	}
 
+	// Fewer round trips through the server: the checkpoint activity sweeps
+	// too, and the disks' progress goes to the run beside the commit
+	// instead of before it. Nothing runs in another order on a host.
+	fewerTrips := everyCheckpoint && workflow.GetVersion(ctx, "fewer-round-trips", workflow.DefaultVersion, 1) == 1
+
 	// Checkpoint (guest processing inside), reusing the interrupted one if it still exists.
 	var cp contract.CheckpointResult
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(source)),
 		contract.ActCreateCheckpoint, contract.CheckpointInput{
 			Host: job.Source, Job: job.Name, VMID: in.VM.ID, VMName: in.VM.Name, ReuseID: state.OpenCheckpointID,
+			Sweep: fewerTrips,
 		}).Get(workCtx, &cp); err != nil {
 		if everyCheckpoint {
 			// The activity may have failed, or been cancelled, after the host
@@ -135,7 +141,16 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	res.Warning = joinText(res.Warning, cp.Warning)
 	step("checkpoint " + cp.ID + " taken; opening the restore point")
-	if everyCheckpoint {
+	switch {
+	case fewerTrips:
+		// The checkpoint activity removed the leftovers (see below).
+		if cp.SweepError != "" {
+			logger.Error("removing leftover checkpoints failed", "error", cp.SweepError)
+			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+cp.SweepError)
+		} else if len(cp.Removed) > 0 {
+			logger.Info("removed leftover checkpoints", "checkpoints", cp.Removed)
+		}
+	case everyCheckpoint:
 		// Leftovers of earlier runs, and of attempts of this one that made a
 		// checkpoint before failing, are of no use now.
 		sweep(cp.ID)
@@ -238,7 +253,12 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		}
 	}
 	for _, d := range res.Disks {
-		signalProgress(cleanupCtx, in, d)
+		if fewerTrips {
+			// Sent with the next command; the run also has the VM's result.
+			sendProgress(cleanupCtx, in, d)
+		} else {
+			signalProgress(cleanupCtx, in, d)
+		}
 		// What a transfer could not do as configured is the VM's warning.
 		if d.Warning != "" && !strings.Contains(res.Warning, d.Warning) {
 			res.Warning = joinText(res.Warning, d.Warning)
@@ -309,6 +329,16 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		res.Warning = joinText(res.Warning, "recording the reference point failed; the next run compares digests: "+errorText(err))
 	}
 	return res, nil
+}
+
+// sendProgress signals a disk's progress to the run without waiting for
+// the signal to be delivered: best effort, as signalProgress.
+func sendProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {
+	if in.ParentWorkflowID == "" {
+		return
+	}
+	workflow.SignalExternalWorkflow(ctx, in.ParentWorkflowID, "", contract.ProgressSignal,
+		contract.ProgressUpdate{VMID: in.VM.ID, Disk: d})
 }
 
 func signalProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {

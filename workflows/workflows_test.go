@@ -97,6 +97,11 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 	}, contract.ActPrepareReplica)
 	reg(func(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
 		f.record("Checkpoint " + in.VMName + " reuse=" + in.ReuseID)
+		if in.Sweep {
+			f.mu.Lock()
+			f.sweeps = append(f.sweeps, in.VMID+" with the checkpoint")
+			f.mu.Unlock()
+		}
 		if f.checkpoint != nil {
 			return f.checkpoint(in)
 		}
@@ -581,5 +586,39 @@ func TestRunEndIsNotifiedAndAFailedNotificationChangesNothing(t *testing.T) {
 	}
 	if len(f.notified) != 1 || !strings.Contains(f.notified[0].Error, "targets[dr01].address") || f.notified[0].Result.Status != contract.StatusFailed {
 		t.Fatalf("notifications %+v", f.notified)
+	}
+}
+
+// TestCheckpointSweepsInOneRoundTrip checks that a new run asks the
+// checkpoint activity to sweep the job's leftovers, instead of a separate
+// activity after it, and that what the sweep could not remove is the VM's
+// warning; a checkpoint that fails is still followed by a sweep of its own
+// that keeps the interrupted point's checkpoint.
+func TestCheckpointSweepsInOneRoundTrip(t *testing.T) {
+	f := newFake()
+	f.checkpoint = func(in contract.CheckpointInput) (contract.CheckpointResult, error) {
+		if in.VMID == "id-db" {
+			return contract.CheckpointResult{}, temporal.NewNonRetryableApplicationError("host refused", contract.ErrTypeBadInput, nil)
+		}
+		return contract.CheckpointResult{ID: "cp-" + in.VMID, SweepError: "removing checkpoint x: access denied"}, nil
+	}
+	f.replicaOpen["id-db"] = "cp-open"
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"id-web with the checkpoint": true, "id-db with the checkpoint": true, "id-db keep=cp-open": true}
+	if len(f.sweeps) != len(want) {
+		t.Fatalf("sweeps %v, want %v", f.sweeps, want)
+	}
+	for _, s := range f.sweeps {
+		if !want[s] {
+			t.Fatalf("sweeps %v, want %v", f.sweeps, want)
+		}
+	}
+	for _, vm := range res.VMs {
+		if vm.Name == "web01" && (vm.Status != contract.StatusSuccess || !strings.Contains(vm.Warning, "could not be removed: removing checkpoint x: access denied")) {
+			t.Errorf("web01: %+v; want success with the sweep's failure as its warning", vm)
+		}
 	}
 }

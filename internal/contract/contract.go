@@ -272,6 +272,10 @@ type CheckpointInput struct {
 	VMID    string `json:"vmId"`
 	VMName  string `json:"vmName"`
 	ReuseID string `json:"reuseId"`
+	// Sweep asks the same activity to remove, once the checkpoint exists,
+	// the job's other checkpoints of the VM (as SweepCheckpoints with Keep
+	// set to the checkpoint): one round trip instead of two.
+	Sweep bool `json:"sweep,omitempty"`
 }
 
 // CheckpointResult is the checkpoint a VM run reads.
@@ -281,6 +285,10 @@ type CheckpointResult struct {
 	Warning string `json:"warning"`
 	// Consistency is "application" or "crash".
 	Consistency string `json:"consistency"`
+	// Removed is what the sweep asked by CheckpointInput.Sweep removed;
+	// SweepError says why it could not finish (the checkpoint itself exists).
+	Removed    []string `json:"removed,omitempty"`
+	SweepError string   `json:"sweepError,omitempty"`
 }
 
 // ReplicaState is what the target knows of a VM's replica before a run.
