@@ -183,6 +183,13 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 			return nil, fmt.Errorf("starting worker: %w", err)
 		}
 	}
+	if roles.jobs {
+		// A job with rpo needs nothing started by hand: its schedule follows
+		// the configuration each time the jobs role starts.
+		if err := reconcileSchedules(ctx, c, cfg, logger.With("role", "jobs")); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return s, nil
 }

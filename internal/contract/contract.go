@@ -176,6 +176,10 @@ const (
 // with a given id run at a time, so two runs never replicate a VM at once.
 func VMWorkflowID(host, vmID string) string { return "vm/" + host + "/" + vmID }
 
+// ScheduleID names the Temporal Schedule of a job (starter schedule, and
+// the one the jobs role keeps for a job's rpo).
+func ScheduleID(job string) string { return "replication-" + job }
+
 // Custom search attributes of runs: the job (Keyword) and the VM names a
 // run or a VM's workflow replicates (KeywordList), so that
 // `ReplicatorVM = 'web01'` finds a VM's runs in the Web UI and the CLI.
