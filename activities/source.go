@@ -192,7 +192,7 @@ func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInp
 	if in.ReuseID != "" {
 		cp, err := p.Checkpoint(ctx, in.VMID, in.ReuseID)
 		if err == nil {
-			return contract.CheckpointResult{ID: cp.ID, Reused: true}, nil
+			return contract.CheckpointResult{ID: cp.ID, Reused: true, Taken: cp.Created}, nil
 		}
 		if !errors.Is(err, provider.ErrCheckpointNotFound) {
 			return contract.CheckpointResult{}, classify(err)
@@ -209,7 +209,7 @@ func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInp
 		if err := take(ctx, provider.CrashConsistent); err != nil {
 			return contract.CheckpointResult{}, classify(err)
 		}
-		return contract.CheckpointResult{ID: cp.ID, Consistency: "crash"}, nil
+		return contract.CheckpointResult{ID: cp.ID, Consistency: "crash", Taken: cp.Created}, nil
 	}
 	runner, err := guest.NewSSHRunner(job.GuestProcessing, s.log())
 	if err != nil {
@@ -219,7 +219,7 @@ func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInp
 	if err != nil {
 		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadInput, err)
 	}
-	res := contract.CheckpointResult{ID: cp.ID, Warning: warning, Consistency: "crash"}
+	res := contract.CheckpointResult{ID: cp.ID, Warning: warning, Consistency: "crash", Taken: cp.Created}
 	if consistency == provider.ApplicationConsistent {
 		res.Consistency = "application"
 	}

@@ -33,6 +33,7 @@ type fakeHost struct {
 	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
+	newestPoint map[string]time.Time
 }
 
 func (f *fakeHost) record(s string) {
@@ -93,7 +94,7 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID]}, nil
+		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID], NewestPointTime: f.newestPoint[vm.ID]}, nil
 	}, contract.ActPrepareReplica)
 	reg(func(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
 		f.record("Checkpoint " + in.VMName + " reuse=" + in.ReuseID)
@@ -619,6 +620,49 @@ func TestCheckpointSweepsInOneRoundTrip(t *testing.T) {
 	for _, vm := range res.VMs {
 		if vm.Name == "web01" && (vm.Status != contract.StatusSuccess || !strings.Contains(vm.Warning, "could not be removed: removing checkpoint x: access denied")) {
 			t.Errorf("web01: %+v; want success with the sweep's failure as its warning", vm)
+		}
+	}
+}
+
+// TestRPOLagIsMeasuredAndFlagged checks the recovery point objective as
+// a run reports it: a VM whose new point's data is seconds old is within
+// its rpo, with the checkpoint's time as its point's time; a VM whose run
+// failed keeps its older point, whose age past the rpo flags it, says so
+// in its warning and is counted in the run's result.
+func TestRPOLagIsMeasuredAndFlagged(t *testing.T) {
+	start := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	taken := start.Add(-2 * time.Second)
+	old := start.Add(-time.Hour)
+	f := newFake()
+	f.spec.RPO = 30 * time.Second
+	f.newestPoint = map[string]time.Time{"id-web": old, "id-db": old}
+	f.checkpoint = func(in contract.CheckpointInput) (contract.CheckpointResult, error) {
+		return contract.CheckpointResult{ID: "cp-" + in.VMID, Taken: taken}, nil
+	}
+	f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		if in.VMID == "id-db" {
+			return contract.DiskResult{}, temporal.NewNonRetryableApplicationError("disk unreadable", contract.ErrTypeBadInput, nil)
+		}
+		return contract.DiskResult{ID: in.DiskID, ChangeTracking: contract.TrackingFull}, nil
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) { env.SetStartTime(start) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RPOExceeded != 1 {
+		t.Errorf("rpoExceeded %d, want 1 (db01)", res.RPOExceeded)
+	}
+	for _, vm := range res.VMs {
+		switch vm.Name {
+		case "web01":
+			if vm.Status != contract.StatusSuccess || vm.RPOExceeded || !vm.PointTime.Equal(taken) || vm.LagSeconds < 2 || vm.LagSeconds > 30 {
+				t.Errorf("web01: %+v; want its new point, of %s, within the rpo", vm, taken)
+			}
+		case "db01":
+			if vm.Status != contract.StatusFailed || !vm.RPOExceeded || !vm.PointTime.Equal(old) || vm.LagSeconds < 3600 ||
+				!strings.Contains(vm.Warning, "rpo 30s missed: the newest restore point is 1h0m") {
+				t.Errorf("db01: %+v; want its hour-old point flagged past the rpo", vm)
+			}
 		}
 	}
 }

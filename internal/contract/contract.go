@@ -65,6 +65,9 @@ type ReplicationResult struct {
 	VMs    []VMResult `json:"vms"`
 	// Checks are what the run checked of the infrastructure before any checkpoint.
 	Checks []Check `json:"checks,omitempty"`
+	// RPOExceeded counts the VMs whose newest restore point was older than
+	// the job's rpo when their run ended.
+	RPOExceeded int `json:"rpoExceeded,omitempty"`
 }
 
 // Check is one infrastructure check of a run.
@@ -87,6 +90,13 @@ type VMResult struct {
 	Attempts int `json:"attempts,omitempty"`
 	// Retryable says a failure may pass: the run tries the VM again.
 	Retryable bool `json:"retryable,omitempty"`
+	// PointTime is when the source froze the data of the VM's newest
+	// committed restore point (zero: it has none); LagSeconds is that
+	// point's age when the VM's run ended, and RPOExceeded says the age
+	// passed the job's rpo.
+	PointTime   time.Time `json:"pointTime,omitzero"`
+	LagSeconds  float64   `json:"lagSeconds,omitempty"`
+	RPOExceeded bool      `json:"rpoExceeded,omitempty"`
 }
 
 // DiskResult is the outcome of one disk.
@@ -150,6 +160,8 @@ type JobSpec struct {
 	// tried again inside the run.
 	Retries   int           `json:"retries,omitempty"`
 	RetryWait time.Duration `json:"retryWait,omitempty"`
+	// RPO is the job's recovery point objective (0: none).
+	RPO time.Duration `json:"rpo,omitempty"`
 	// SearchAttributes says the namespace has ReplicatorJob and ReplicatorVM:
 	// only then does a run set them (an unknown one fails the workflow task).
 	SearchAttributes bool `json:"searchAttributes,omitempty"`
@@ -289,6 +301,8 @@ type CheckpointResult struct {
 	Warning string `json:"warning"`
 	// Consistency is "application" or "crash".
 	Consistency string `json:"consistency"`
+	// Taken is when the host made the checkpoint: the time of the data.
+	Taken time.Time `json:"taken,omitzero"`
 	// Removed is what the sweep asked by CheckpointInput.Sweep removed;
 	// SweepError says why it could not finish (the checkpoint itself exists).
 	Removed    []string `json:"removed,omitempty"`
@@ -307,6 +321,8 @@ type ReplicaState struct {
 	// Exclusions is the set NewestPoint was made with (nil: not recorded,
 	// by a version that did not record it).
 	Exclusions *Exclusions `json:"exclusions,omitempty"`
+	// NewestPointTime is when the source froze NewestPoint's data.
+	NewestPointTime time.Time `json:"newestPointTime,omitzero"`
 }
 
 // BeginInput opens (or continues) a restore point.
@@ -323,6 +339,9 @@ type BeginInput struct {
 	VM *VM `json:"vm,omitempty"`
 	// Exclusions is the set the point is made with (nil: not recorded).
 	Exclusions *Exclusions `json:"exclusions,omitempty"`
+	// CheckpointTime is when the host made the checkpoint: the point's time
+	// (zero: the time the point was opened).
+	CheckpointTime time.Time `json:"checkpointTime,omitzero"`
 }
 
 // Exclusions is what a restore point was made without: swap (and page,
