@@ -174,6 +174,21 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 				logger.Error("agent data channel stopped", "error", err)
 			}
 		}()
+		// The RPO lag of every VM this agent holds, from its replicas.
+		rpo := metrics.NewRPO(reg, func() ([]metrics.Replica, error) { return replicaAges(a.Store(), reload) }, logger.With("role", "agent"))
+		go func() {
+			// Breaches are counted even when nothing scrapes.
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-rctx.Done():
+					return
+				case <-t.C:
+					rpo.Check()
+				}
+			}
+		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
 		w.RegisterActivity(&activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name, Listen: cfg.Agent.Listen})
 		s.workers = append(s.workers, w)

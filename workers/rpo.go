@@ -15,6 +15,8 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/metrics"
+	"github.com/replicator/replicator/internal/replica"
 )
 
 // rpoNote marks, in a schedule's note, a schedule the jobs role keeps for a
@@ -124,4 +126,35 @@ func keepSchedule(ctx context.Context, sc client.ScheduleClient, queue, id strin
 			return &client.ScheduleUpdate{Schedule: &s}, nil
 		},
 	})
+}
+
+// replicaAges lists the replicas of the store with their newest restore
+// point's time and their job's rpo (from the configuration as it is now).
+func replicaAges(store *replica.Store, load func() (*config.Config, error)) ([]metrics.Replica, error) {
+	refs, err := store.Replicas()
+	if err != nil {
+		return nil, err
+	}
+	rpo := map[string]time.Duration{}
+	if cfg, err := load(); err == nil {
+		for _, j := range cfg.Jobs {
+			rpo[j.Name] = j.RPO
+		}
+	}
+	out := make([]metrics.Replica, 0, len(refs))
+	for _, ref := range refs {
+		rep := metrics.Replica{Job: ref.Job, VM: ref.VMName, RPO: rpo[ref.Job]}
+		if rep.VM == "" {
+			rep.VM = ref.VMID
+		}
+		r, err := store.Replica(ref.Job, ref.VMID)
+		if err != nil {
+			return nil, err
+		}
+		if pts, err := r.Points(); err == nil && len(pts) > 0 {
+			rep.Newest = pts[len(pts)-1].Time
+		}
+		out = append(out, rep)
+	}
+	return out, nil
 }

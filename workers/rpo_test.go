@@ -5,6 +5,10 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +30,7 @@ func TestRPOKeepsTheJobRunning(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, func(c *config.Config) {
 		c.Jobs[0].VMs = []string{"web01"}
 		c.Jobs[0].RPO = 20 * time.Second
+		c.Metrics.Listen = freeAddr(t)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -70,13 +75,31 @@ func TestRPOKeepsTheJobRunning(t *testing.T) {
 		t.Fatalf("run %s started by the schedule: %v", run.WorkflowID, err)
 	}
 	requireSuccess(t, res)
-	if len(res.VMs) != 1 || res.VMs[0].RestorePoint == "" {
-		t.Fatalf("run started by the schedule: %+v", res)
+	if vm := res.VMs; len(vm) != 1 || vm[0].RestorePoint == "" || vm[0].PointTime.IsZero() || vm[0].RPOExceeded || vm[0].LagSeconds > 20 {
+		t.Fatalf("run started by the schedule: %+v; want web01's new point within the rpo", res)
+	}
+
+	// The agent exports the VM's lag and its rpo.
+	resp, err := http.Get("http://" + h.cfg.Metrics.Listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var age float64 = -1
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, `replicator_restore_point_age_seconds{job="demo",vm="web01"} `); ok {
+			age, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if age < 0 || age > 60 || !strings.Contains(string(body), `replicator_rpo_seconds{job="demo",vm="web01"} 20`) {
+		t.Fatalf("metrics: age %v; want web01's point age (under a minute) and its rpo 20 s in:\n%s", age, body)
 	}
 
 	restart := func(edit func(*config.Job)) {
 		t.Helper()
 		h.stack.stop()
+		h.cfg.Metrics.Listen = ""
 		edit(&h.cfg.Jobs[0])
 		h.writeConfig()
 		h.start(roleSet{jobs: true})
@@ -85,7 +108,7 @@ func TestRPOKeepsTheJobRunning(t *testing.T) {
 	check(describe(), 30*time.Second)
 
 	restart(func(j *config.Job) { j.RPO = 0 })
-	_, err := h.c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
+	_, err = h.c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
 	var nf *serviceerror.NotFound
 	if !errors.As(err, &nf) {
 		t.Fatalf("schedule of a job without rpo: describe gave %v, want not found", err)
