@@ -177,7 +177,7 @@ func replicateVM(ctx workflow.Context, in contract.VMInput, newest *time.Time) (
 	step("checkpoint " + cp.ID + " taken; opening the restore point")
 	switch {
 	case fewerTrips:
-		// The checkpoint activity removed the leftovers (see below).
+		// The checkpoint activity removed the leftovers itself (Sweep).
 		if cp.SweepError != "" {
 			logger.Error("removing leftover checkpoints failed", "error", cp.SweepError)
 			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+cp.SweepError)
