@@ -84,7 +84,7 @@ func Spec(cfg *config.Config, job *config.Job) contract.JobSpec {
 		ExcludeZero: job.Exclude.ZeroBlocks, ExcludeSwap: job.Exclude.Swap, ExcludePaths: job.Exclude.Paths,
 		Retention: job.Retention, Parallelism: job.Parallelism, GuestProcessing: job.GuestProcessing.Enabled,
 		Overlap: job.Overlap, WindowHours: job.WindowHours, Timezone: job.Timezone,
-		Retries: job.Retries, RetryWait: job.RetryWait,
+		Retries: job.Retries, RetryWait: job.RetryWait, RPO: job.RPO,
 	}
 	if t, ok := cfg.Target(job.Target); ok {
 		s.TargetAddress, s.TargetStallTimeout = t.Address, t.StallTimeout

@@ -67,7 +67,7 @@ func specFields(s contract.JobSpec) map[string]json.RawMessage {
 	var m map[string]json.RawMessage
 	_ = json.Unmarshal(b, &m)
 	for _, k := range []string{"window", "windowHours", "timezone", "windowEnd", "windowOpens", "overlap",
-		"retries", "retryWait", "parallelism", "searchAttributes", "notify", "guestProcessing"} {
+		"retries", "retryWait", "rpo", "parallelism", "searchAttributes", "notify", "guestProcessing"} {
 		delete(m, k)
 	}
 	return m

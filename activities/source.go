@@ -160,8 +160,24 @@ func selected(vm provider.VM, patterns []string) bool {
 
 // CreateCheckpoint freezes the VM's disks, with guest processing around the
 // checkpoint when the job asks for it. A checkpoint named by ReuseID that still
-// exists is reused: an interrupted restore point continues from it.
+// exists is reused: an interrupted restore point continues from it. With
+// in.Sweep, the job's other checkpoints of the VM are then removed (see
+// SweepCheckpoints); a sweep that fails is reported in the result and never
+// fails the activity, whose checkpoint exists: retrying would take another.
 func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
+	cp, err := s.createCheckpoint(ctx, in)
+	if err != nil || !in.Sweep {
+		return cp, err
+	}
+	removed, serr := s.SweepCheckpoints(ctx, contract.SweepInput{Host: in.Host, Job: in.Job, VMID: in.VMID, Keep: cp.ID})
+	cp.Removed = removed
+	if serr != nil {
+		cp.SweepError = serr.Error()
+	}
+	return cp, nil
+}
+
+func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
 	_, job, _, err := configuredJob(s.Config, in.Job)
 	if err != nil {
 		return contract.CheckpointResult{}, err
@@ -180,7 +196,7 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 		cp, err := p.Checkpoint(ctx, in.VMID, in.ReuseID)
 		switch {
 		case err == nil && provider.MadeByJob(cp.Name, in.Job):
-			return contract.CheckpointResult{ID: cp.ID, Reused: true}, nil
+			return contract.CheckpointResult{ID: cp.ID, Reused: true, Taken: cp.Created}, nil
 		case err == nil:
 			// The id the replica's open point carries names a checkpoint
 			// this job did not make (an administrator's, another job's):
@@ -219,7 +235,7 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 		if err := take(ctx, provider.CrashConsistent); err != nil {
 			return contract.CheckpointResult{}, classify(err)
 		}
-		return contract.CheckpointResult{ID: cp.ID, Consistency: consistencyName(cp.Consistency), Warning: cp.Warning}, nil
+		return contract.CheckpointResult{ID: cp.ID, Consistency: consistencyName(cp.Consistency), Warning: cp.Warning, Taken: cp.Created}, nil
 	}
 	runner, err := guestRunner(job.GuestProcessing, in.VMName, s.log())
 	if err != nil {
@@ -242,7 +258,7 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 	if consistency != provider.ApplicationConsistent {
 		consistency = cp.Consistency
 	}
-	return contract.CheckpointResult{ID: cp.ID, Warning: joinWarnings(warning, cp.Warning), Consistency: consistencyName(consistency)}, nil
+	return contract.CheckpointResult{ID: cp.ID, Warning: joinWarnings(warning, cp.Warning), Consistency: consistencyName(consistency), Taken: cp.Created}, nil
 }
 
 // guestRunner is the runner of the VM's guest processing method.

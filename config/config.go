@@ -243,6 +243,11 @@ type Job struct {
 	// pass is tried inside the run, RetryWait apart, while the window allows.
 	Retries   int           `mapstructure:"retries" yaml:"retries"`
 	RetryWait time.Duration `mapstructure:"retryWait" yaml:"retryWait"`
+	// RPO is the recovery point objective: the oldest the newest restore
+	// point of each VM may be. With it, the jobs role keeps a schedule that
+	// runs the job often enough (every RPO/2); zero: the job runs when
+	// started.
+	RPO time.Duration `mapstructure:"rpo" yaml:"rpo,omitempty"`
 }
 
 // Hours is the job's windowHours in its timezone.

@@ -643,6 +643,8 @@ func TestBadConfigurations(t *testing.T) {
 			[]string{`targets[0].throttle[0].hours: rule 1 "Mon-Fri 8-18": time "8"`}},
 		{"negative retries", withJob("retries: -1"), []string{"jobs[0].retries: -1: want 0 (no retry) to 100"}},
 		{"negative retry wait", withJob("retryWait: -5m"), []string{"jobs[0].retryWait: negative (-5m0s)"}},
+		{"rpo too short", withJob("rpo: 5s"), []string{"jobs[0].rpo: 5s: want a duration from 10s to 24h0m0s, such as 30s or 5m (or none)"}},
+		{"rpo without unit", withJob("rpo: 30"), []string{`jobs[0].rpo: invalid duration "30": a duration needs a unit`}},
 		{"unknown time zone", withJob("timezone: Mars/Olympus"),
 			[]string{`jobs[0].timezone: unknown time zone "Mars/Olympus": want an IANA name`}},
 		{"bad window hours", withJob(`windowHours: "Mon-Fri 20:00-30:00"`),

@@ -73,7 +73,12 @@ const (
 	MaxBlockSize   = 64 * MiB
 	MaxParallelism = 64
 	// MaxRetries bounds jobs[].retries: each retry adds to the run's history.
-	MaxRetries    = 100
+	MaxRetries = 100
+	// MinRPO and MaxRPO bound jobs[].rpo: a run every MinRPO/2 is as often as
+	// a schedule starts runs usefully; a day is as seldom as an objective
+	// means anything (longer: schedule the job with starter schedule).
+	MinRPO        = 10 * time.Second
+	MaxRPO        = 24 * time.Hour
 	MaxNameLength = 64
 )
 
@@ -270,6 +275,9 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 	}
 	if j.Retries < 0 || j.Retries > MaxRetries {
 		ck.add(p+".retries", "%d: want 0 (no retry) to %d", j.Retries, MaxRetries)
+	}
+	if j.RPO != 0 && (j.RPO < MinRPO || j.RPO > MaxRPO) {
+		ck.add(p+".rpo", "%s: want a duration from %s to %s, such as 30s or 5m (or none)", j.RPO, MinRPO, MaxRPO)
 	}
 	if j.RetryWait < 0 {
 		ck.add(p+".retryWait", "negative (%s): want a duration such as 10m", j.RetryWait)

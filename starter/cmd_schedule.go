@@ -14,7 +14,7 @@ import (
 func init() { commands = append(commands, newScheduleCommand) }
 
 // scheduleID names the schedule of a job.
-func scheduleID(job string) string { return "replication-" + job }
+func scheduleID(job string) string { return contract.ScheduleID(job) }
 
 func newScheduleCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "schedule", Short: "Temporal Schedules of jobs (overlap policy skip)"}

@@ -188,6 +188,21 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 				logger.Error("agent data channel stopped", "error", err)
 			}
 		}()
+		// The RPO lag of every VM this agent holds, from its replicas.
+		rpo := metrics.NewRPO(reg, func() ([]metrics.Replica, error) { return replicaAges(a.Store(), reload) }, logger.With("role", "agent"))
+		go func() {
+			// Breaches are counted even when nothing scrapes.
+			t := time.NewTicker(10 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-rctx.Done():
+					return
+				case <-t.C:
+					rpo.Check()
+				}
+			}
+		}()
 		w := worker.New(c, contract.TargetQueue(cfg.Agent.Name), worker.Options{DisableWorkflowWorker: true, Interceptors: o.interceptors})
 		tgt := &activities.Target{Agent: a, Channel: recv, Datastore: cfg.Agent.Datastore, Config: reload, Name: cfg.Agent.Name,
 			ServerTLS: serverTLS, Listen: cfg.Agent.Listen, Logger: logger.With("role", "agent")}
@@ -208,6 +223,13 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 	for _, w := range s.workers {
 		if err := w.Start(); err != nil {
 			return nil, fmt.Errorf("starting worker: %w", err)
+		}
+	}
+	if roles.jobs {
+		// A job with rpo needs nothing started by hand: its schedule follows
+		// the configuration each time the jobs role starts.
+		if err := reconcileSchedules(ctx, c, cfg, logger.With("role", "jobs")); err != nil {
+			return nil, err
 		}
 	}
 	ok = true

@@ -338,6 +338,12 @@ func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState)
 		setDetails(ctx, st)
 	}
 	st.result.Status = overall(st.result.VMs)
+	st.result.RPOExceeded = 0
+	for _, vm := range st.result.VMs {
+		if vm.RPOExceeded {
+			st.result.RPOExceeded++
+		}
+	}
 	setDetails(ctx, st)
 	if ctx.Err() != nil {
 		return st.result, ctx.Err()

@@ -64,6 +64,38 @@ func longActivity(queue string) workflow.ActivityOptions {
 // closes first, it stops the transfers and keeps the checkpoint so that the
 // next run continues those disks from where they stopped.
 func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.VMResult, error) {
+	var newest time.Time
+	res, err := replicateVM(ctx, in, &newest)
+	if err == nil {
+		measureLag(ctx, &res, in.Job.RPO, newest)
+	}
+	return res, err
+}
+
+// measureLag sets the age of the VM's newest restore point (the time its
+// data was frozen) and flags a VM whose point is older than the rpo.
+func measureLag(ctx workflow.Context, res *contract.VMResult, rpo time.Duration, newest time.Time) {
+	res.PointTime = newest
+	if !newest.IsZero() {
+		res.LagSeconds = workflow.Now(ctx).Sub(newest).Seconds()
+	}
+	if rpo <= 0 {
+		return
+	}
+	switch {
+	case newest.IsZero():
+		res.RPOExceeded = true
+		res.Warning = joinText(res.Warning, fmt.Sprintf("rpo %s missed: the VM has no restore point yet", rpo))
+	case workflow.Now(ctx).Sub(newest) > rpo:
+		res.RPOExceeded = true
+		res.Warning = joinText(res.Warning, fmt.Sprintf("rpo %s missed: the newest restore point is %s old (its data is of %s)",
+			rpo, workflow.Now(ctx).Sub(newest).Round(time.Second), newest.UTC().Format(time.RFC3339)))
+	}
+}
+
+// replicateVM is the VM's run; it keeps *newest at the time of the VM's
+// newest committed restore point.
+func replicateVM(ctx workflow.Context, in contract.VMInput, newest *time.Time) (contract.VMResult, error) {
 	logger := workflow.GetLogger(ctx)
 	res := contract.VMResult{Name: in.VM.Name, ID: in.VM.ID, Status: contract.StatusRunning, Disks: []contract.DiskResult{}}
 	for _, d := range in.VM.Disks {
@@ -119,12 +151,20 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		contract.ActPrepareReplica, in.Job.Name, in.VM).Get(workCtx, &state); err != nil {
 		return stopped(res, windowClosed, fmt.Errorf("preparing the replica: %w", err))
 	}
+	*newest = state.NewestPointTime
+
+	// Fewer round trips through the server: the checkpoint activity sweeps
+	// too, and the disks' progress goes to the run beside the commit
+	// instead of before it. Nothing runs in another order on a host.
+	fewerTrips := everyCheckpoint && workflow.GetVersion(ctx, "fewer-round-trips", workflow.DefaultVersion, 1) == 1
 
 	// Checkpoint (guest processing inside), reusing the interrupted one if it still exists.
+	asked := workflow.Now(ctx)
 	var cp contract.CheckpointResult
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(source)),
 		contract.ActCreateCheckpoint, contract.CheckpointInput{
 			Host: job.Source, Job: job.Name, VMID: in.VM.ID, VMName: in.VM.Name, ReuseID: state.OpenCheckpointID,
+			Sweep: fewerTrips,
 		}).Get(workCtx, &cp); err != nil {
 		if everyCheckpoint {
 			// The activity may have failed, or been cancelled, after the host
@@ -135,7 +175,16 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	res.Warning = joinText(res.Warning, cp.Warning)
 	step("checkpoint " + cp.ID + " taken; opening the restore point")
-	if everyCheckpoint {
+	switch {
+	case fewerTrips:
+		// The checkpoint activity removed the leftovers itself (Sweep).
+		if cp.SweepError != "" {
+			logger.Error("removing leftover checkpoints failed", "error", cp.SweepError)
+			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+cp.SweepError)
+		} else if len(cp.Removed) > 0 {
+			logger.Info("removed leftover checkpoints", "checkpoints", cp.Removed)
+		}
+	case everyCheckpoint:
 		// Leftovers of earlier runs, and of attempts of this one that made a
 		// checkpoint before failing, are of no use now.
 		sweep(cp.ID)
@@ -155,7 +204,8 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		contract.ActBeginRestorePoint, contract.BeginInput{
 			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
 			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize, VM: &in.VM,
-			Exclusions: &contract.Exclusions{Swap: job.ExcludeSwap, Paths: job.ExcludePaths},
+			Exclusions:     &contract.Exclusions{Swap: job.ExcludeSwap, Paths: job.ExcludePaths},
+			CheckpointTime: cp.Taken,
 		}).Get(workCtx, &begin); err != nil {
 		switch {
 		case everyCheckpoint && windowClosed && cp.Reused:
@@ -238,7 +288,12 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		}
 	}
 	for _, d := range res.Disks {
-		signalProgress(cleanupCtx, in, d)
+		if fewerTrips {
+			// Sent with the next command; the run also has the VM's result.
+			sendProgress(cleanupCtx, in, d)
+		} else {
+			signalProgress(cleanupCtx, in, d)
+		}
 		// What a transfer could not do as configured is the VM's warning.
 		if d.Warning != "" && !strings.Contains(res.Warning, d.Warning) {
 			res.Warning = joinText(res.Warning, d.Warning)
@@ -288,6 +343,12 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 	}
 	res.RestorePoint = point
 	res.Status = contract.StatusSuccess
+	*newest = cp.Taken
+	if cp.Taken.IsZero() {
+		// A proxy that does not say when it took the checkpoint: the data
+		// of a new checkpoint is no older than the request for it.
+		*newest = asked
+	}
 
 	// The checkpoint becomes the next reference point (its changes are what the
 	// next run sends); the replica records which one, so that CBT is only used
@@ -309,6 +370,16 @@ func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.
 		res.Warning = joinText(res.Warning, "recording the reference point failed; the next run compares digests: "+errorText(err))
 	}
 	return res, nil
+}
+
+// sendProgress signals a disk's progress to the run without waiting for
+// the signal to be delivered: best effort, as signalProgress.
+func sendProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {
+	if in.ParentWorkflowID == "" {
+		return
+	}
+	workflow.SignalExternalWorkflow(ctx, in.ParentWorkflowID, "", contract.ProgressSignal,
+		contract.ProgressUpdate{VMID: in.VM.ID, Disk: d})
 }
 
 func signalProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {

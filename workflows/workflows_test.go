@@ -34,6 +34,7 @@ type fakeHost struct {
 	transfer    func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error)
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
+	newestPoint map[string]time.Time
 }
 
 func (f *fakeHost) record(s string) {
@@ -94,10 +95,15 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID]}, nil
+		return contract.ReplicaState{OpenCheckpointID: f.replicaOpen[vm.ID], NewestPointTime: f.newestPoint[vm.ID]}, nil
 	}, contract.ActPrepareReplica)
 	reg(func(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
 		f.record("Checkpoint " + in.VMName + " reuse=" + in.ReuseID)
+		if in.Sweep {
+			f.mu.Lock()
+			f.sweeps = append(f.sweeps, in.VMID+" with the checkpoint")
+			f.mu.Unlock()
+		}
 		if f.checkpoint != nil {
 			return f.checkpoint(in)
 		}
@@ -639,5 +645,82 @@ func TestUnsupportedVMFailsAtTheChecksBeforeAnyCheckpoint(t *testing.T) {
 	}
 	if len(f.committed) != 1 || f.committed[0] != "id-db" || len(f.sweeps) != 1 {
 		t.Errorf("committed %v sweeps %v", f.committed, f.sweeps)
+	}
+}
+
+// TestCheckpointSweepsInOneRoundTrip checks that a new run asks the
+// checkpoint activity to sweep the job's leftovers, instead of a separate
+// activity after it, and that what the sweep could not remove is the VM's
+// warning; a checkpoint that fails is still followed by a sweep of its own
+// that keeps the interrupted point's checkpoint.
+func TestCheckpointSweepsInOneRoundTrip(t *testing.T) {
+	f := newFake()
+	f.checkpoint = func(in contract.CheckpointInput) (contract.CheckpointResult, error) {
+		if in.VMID == "id-db" {
+			return contract.CheckpointResult{}, temporal.NewNonRetryableApplicationError("host refused", contract.ErrTypeBadInput, nil)
+		}
+		return contract.CheckpointResult{ID: "cp-" + in.VMID, SweepError: "removing checkpoint x: access denied"}, nil
+	}
+	f.replicaOpen["id-db"] = "cp-open"
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"id-web with the checkpoint": true, "id-db with the checkpoint": true, "id-db keep=cp-open": true}
+	if len(f.sweeps) != len(want) {
+		t.Fatalf("sweeps %v, want %v", f.sweeps, want)
+	}
+	for _, s := range f.sweeps {
+		if !want[s] {
+			t.Fatalf("sweeps %v, want %v", f.sweeps, want)
+		}
+	}
+	for _, vm := range res.VMs {
+		if vm.Name == "web01" && (vm.Status != contract.StatusSuccess || !strings.Contains(vm.Warning, "could not be removed: removing checkpoint x: access denied")) {
+			t.Errorf("web01: %+v; want success with the sweep's failure as its warning", vm)
+		}
+	}
+}
+
+// TestRPOLagIsMeasuredAndFlagged checks the recovery point objective as
+// a run reports it: a VM whose new point's data is seconds old is within
+// its rpo, with the checkpoint's time as its point's time; a VM whose run
+// failed keeps its older point, whose age past the rpo flags it, says so
+// in its warning and is counted in the run's result.
+func TestRPOLagIsMeasuredAndFlagged(t *testing.T) {
+	start := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	taken := start.Add(-2 * time.Second)
+	old := start.Add(-time.Hour)
+	f := newFake()
+	f.spec.RPO = 30 * time.Second
+	f.newestPoint = map[string]time.Time{"id-web": old, "id-db": old}
+	f.checkpoint = func(in contract.CheckpointInput) (contract.CheckpointResult, error) {
+		return contract.CheckpointResult{ID: "cp-" + in.VMID, Taken: taken}, nil
+	}
+	f.transfer = func(ctx context.Context, in contract.TransferInput) (contract.DiskResult, error) {
+		if in.VMID == "id-db" {
+			return contract.DiskResult{}, temporal.NewNonRetryableApplicationError("disk unreadable", contract.ErrTypeBadInput, nil)
+		}
+		return contract.DiskResult{ID: in.DiskID, ChangeTracking: contract.TrackingFull}, nil
+	}
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, func(env *testsuite.TestWorkflowEnvironment) { env.SetStartTime(start) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RPOExceeded != 1 {
+		t.Errorf("rpoExceeded %d, want 1 (db01)", res.RPOExceeded)
+	}
+	for _, vm := range res.VMs {
+		switch vm.Name {
+		case "web01":
+			if vm.Status != contract.StatusSuccess || vm.RPOExceeded || !vm.PointTime.Equal(taken) || vm.LagSeconds < 2 || vm.LagSeconds > 30 {
+				t.Errorf("web01: %+v; want its new point, of %s, within the rpo", vm, taken)
+			}
+		case "db01":
+			if vm.Status != contract.StatusFailed || !vm.RPOExceeded || !vm.PointTime.Equal(old) || vm.LagSeconds < 3600 ||
+				!strings.Contains(vm.Warning, "rpo 30s missed: the newest restore point is 1h0m") {
+				t.Errorf("db01: %+v; want its hour-old point flagged past the rpo", vm)
+			}
+		}
 	}
 }

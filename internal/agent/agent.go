@@ -239,6 +239,7 @@ func (a *Agent) Prepare(ctx context.Context, job string, vm contract.VM) (contra
 	if n := len(points); n > 0 {
 		st.NewestPoint = points[n-1].ID
 		st.Exclusions = points[n-1].Exclusions
+		st.NewestPointTime = points[n-1].Time
 		if st.ReferencePoint, err = r.ReferencePoint(st.NewestPoint); err != nil {
 			return st, err
 		}
@@ -253,7 +254,7 @@ func (a *Agent) Begin(ctx context.Context, in contract.BeginInput) (contract.Beg
 	if err != nil {
 		return contract.BeginResult{}, err
 	}
-	ses, err := w.Begin(replica.SessionSpec{RunID: in.RunID, CheckpointID: in.CheckpointID, ChangeTracking: in.ChangeTracking, BlockSize: in.BlockSize, Exclusions: in.Exclusions})
+	ses, err := w.Begin(replica.SessionSpec{RunID: in.RunID, CheckpointID: in.CheckpointID, ChangeTracking: in.ChangeTracking, BlockSize: in.BlockSize, Exclusions: in.Exclusions, CheckpointTime: in.CheckpointTime})
 	if err != nil {
 		return contract.BeginResult{}, err
 	}

@@ -68,6 +68,9 @@ type ReplicationResult struct {
 	VMs    []VMResult `json:"vms"`
 	// Checks are what the run checked of the infrastructure before any checkpoint.
 	Checks []Check `json:"checks,omitempty"`
+	// RPOExceeded counts the VMs whose newest restore point was older than
+	// the job's rpo when their run ended.
+	RPOExceeded int `json:"rpoExceeded,omitempty"`
 }
 
 // Check is one infrastructure check of a run.
@@ -90,6 +93,13 @@ type VMResult struct {
 	Attempts int `json:"attempts,omitempty"`
 	// Retryable says a failure may pass: the run tries the VM again.
 	Retryable bool `json:"retryable,omitempty"`
+	// PointTime is when the source froze the data of the VM's newest
+	// committed restore point (zero: it has none); LagSeconds is that
+	// point's age when the VM's run ended, and RPOExceeded says the age
+	// passed the job's rpo.
+	PointTime   time.Time `json:"pointTime,omitzero"`
+	LagSeconds  float64   `json:"lagSeconds,omitempty"`
+	RPOExceeded bool      `json:"rpoExceeded,omitempty"`
 }
 
 // DiskResult is the outcome of one disk.
@@ -153,6 +163,8 @@ type JobSpec struct {
 	// tried again inside the run.
 	Retries   int           `json:"retries,omitempty"`
 	RetryWait time.Duration `json:"retryWait,omitempty"`
+	// RPO is the job's recovery point objective (0: none).
+	RPO time.Duration `json:"rpo,omitempty"`
 	// SearchAttributes says the namespace has ReplicatorJob and ReplicatorVM:
 	// only then does a run set them (an unknown one fails the workflow task).
 	SearchAttributes bool `json:"searchAttributes,omitempty"`
@@ -178,6 +190,10 @@ const (
 // a source host, whichever job and run start it: Temporal lets one workflow
 // with a given id run at a time, so two runs never replicate a VM at once.
 func VMWorkflowID(host, vmID string) string { return "vm/" + host + "/" + vmID }
+
+// ScheduleID names the Temporal Schedule of a job (starter schedule, and
+// the one the jobs role keeps for a job's rpo).
+func ScheduleID(job string) string { return "replication-" + job }
 
 // Custom search attributes of runs: the job (Keyword) and the VM names a
 // run or a VM's workflow replicates (KeywordList), so that
@@ -297,6 +313,10 @@ type CheckpointInput struct {
 	VMID    string `json:"vmId"`
 	VMName  string `json:"vmName"`
 	ReuseID string `json:"reuseId"`
+	// Sweep asks the same activity to remove, once the checkpoint exists,
+	// the job's other checkpoints of the VM (as SweepCheckpoints with Keep
+	// set to the checkpoint): one round trip instead of two.
+	Sweep bool `json:"sweep,omitempty"`
 }
 
 // CheckpointResult is the checkpoint a VM run reads.
@@ -306,6 +326,12 @@ type CheckpointResult struct {
 	Warning string `json:"warning"`
 	// Consistency is "application" or "crash".
 	Consistency string `json:"consistency"`
+	// Taken is when the host made the checkpoint: the time of the data.
+	Taken time.Time `json:"taken,omitzero"`
+	// Removed is what the sweep asked by CheckpointInput.Sweep removed;
+	// SweepError says why it could not finish (the checkpoint itself exists).
+	Removed    []string `json:"removed,omitempty"`
+	SweepError string   `json:"sweepError,omitempty"`
 }
 
 // ReplicaState is what the target knows of a VM's replica before a run.
@@ -320,6 +346,8 @@ type ReplicaState struct {
 	// Exclusions is the set NewestPoint was made with (nil: not recorded,
 	// by a version that did not record it).
 	Exclusions *Exclusions `json:"exclusions,omitempty"`
+	// NewestPointTime is when the source froze NewestPoint's data.
+	NewestPointTime time.Time `json:"newestPointTime,omitzero"`
 }
 
 // BeginInput opens (or continues) a restore point.
@@ -336,6 +364,9 @@ type BeginInput struct {
 	VM *VM `json:"vm,omitempty"`
 	// Exclusions is the set the point is made with (nil: not recorded).
 	Exclusions *Exclusions `json:"exclusions,omitempty"`
+	// CheckpointTime is when the host made the checkpoint: the point's time
+	// (zero: the time the point was opened).
+	CheckpointTime time.Time `json:"checkpointTime,omitzero"`
 }
 
 // Exclusions is what a restore point was made without: swap (and page,
