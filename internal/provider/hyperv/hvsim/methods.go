@@ -77,7 +77,12 @@ const maxChangesPerCall = 1 << 30
 func (s *Sim) Invoke(ctx context.Context, path, method string, in map[string]any, out []string) (hyperv.Result, error) {
 	sig, ok := signatures[method]
 	if !ok {
-		return hyperv.Result{}, &wmiError{op: method + " on " + path, hr: 0x80041055, text: "method not implemented"} // WBEM_E_METHOD_NOT_IMPLEMENTED
+		// The simulated host offers only the methods in signatures (those
+		// the source provider calls); any other is answered as WMI answers
+		// a method a provider does not offer: WBEM_E_METHOD_NOT_IMPLEMENTED
+		// (learn.microsoft.com, "WMI Error Constants"). The replica host's
+		// DefineSystem and AddResourceSettings are among those not offered.
+		return hyperv.Result{}, &wmiError{op: method + " on " + path, hr: 0x80041055, text: "the simulated Hyper-V host does not offer this method"}
 	}
 	var res hyperv.Result
 	err := s.locked(ctx, func() error {
