@@ -90,26 +90,6 @@ func (d *decoder) at(path string, n *yaml.Node) {
 // few thousand values.
 const maxDecodedNodes = 1_000_000
 
-// follow resolves an alias node and marks its anchor as being expanded
-// until release is called; it reports a problem when the alias refers to
-// nothing or to a node that contains it.
-func (d *decoder) follow(path string, n *yaml.Node) (target *yaml.Node, release func(), ok bool) {
-	target = n.Alias
-	if target == nil {
-		d.fail(path, n, "alias *%s refers to nothing", n.Value)
-		return nil, nil, false
-	}
-	if d.expanding[target] {
-		d.fail(path, n, "alias *%s refers to a value that contains it", n.Value)
-		return nil, nil, false
-	}
-	if d.expanding == nil {
-		d.expanding = map[*yaml.Node]bool{}
-	}
-	d.expanding[target] = true
-	return target, func() { delete(d.expanding, target) }, true
-}
-
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 	if path == "" {
 		path = "(top level)"
@@ -150,10 +130,18 @@ func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 		return
 	}
 	if n.Kind == yaml.AliasNode {
-		target, release, ok := d.follow(path, n)
-		if ok {
-			d.decode(path, target, v)
-			release()
+		switch {
+		case n.Alias == nil:
+			d.fail(path, n, "alias *%s refers to nothing", n.Value)
+		case d.expanding[n.Alias]:
+			d.fail(path, n, "alias *%s refers to a value that contains it", n.Value)
+		default:
+			if d.expanding == nil {
+				d.expanding = map[*yaml.Node]bool{}
+			}
+			d.expanding[n.Alias] = true
+			d.decode(path, n.Alias, v)
+			delete(d.expanding, n.Alias)
 		}
 		return
 	}
@@ -297,8 +285,12 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 		if k.Tag != "!!merge" {
 			continue
 		}
-		// The value is a mapping, an alias to one, or a list of those, where
-		// the earlier mappings win (yaml.org/type/merge.html): decoded last.
+		// The value is a mapping, an alias to one, or a list of those (or an
+		// alias to such a list), where the earlier mappings win
+		// (yaml.org/type/merge.html): they are decoded last.
+		if val.Kind == yaml.AliasNode && val.Alias != nil && val.Alias.Kind == yaml.SequenceNode {
+			val = val.Alias
+		}
 		merged := []*yaml.Node{val}
 		if val.Kind == yaml.SequenceNode {
 			merged = val.Content
