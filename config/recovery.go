@@ -10,25 +10,25 @@ import (
 // network takes, for every guest address in Source, the same host part in
 // Target, with Gateway and DNS.
 type ReIP struct {
-	Source  string   `mapstructure:"source" yaml:"source"`
-	Target  string   `mapstructure:"target" yaml:"target"`
-	Gateway string   `mapstructure:"gateway" yaml:"gateway,omitempty"`
-	DNS     []string `mapstructure:"dns" yaml:"dns,omitempty"`
+	Source  string   `yaml:"source"`
+	Target  string   `yaml:"target"`
+	Gateway string   `yaml:"gateway,omitempty"`
+	DNS     []string `yaml:"dns,omitempty"`
 }
 
 // FailoverPlan fails several replica VMs over in order, waiting Delay after
 // each, and undoes them as a group.
 type FailoverPlan struct {
-	Name string   `mapstructure:"name" yaml:"name"`
-	VMs  []PlanVM `mapstructure:"vms" yaml:"vms"`
+	Name string   `yaml:"name"`
+	VMs  []PlanVM `yaml:"vms"`
 }
 
 // PlanVM is one VM of a failover plan: its name (or id) in Job, and how long
 // to wait after starting it before the next one.
 type PlanVM struct {
-	VM    string        `mapstructure:"vm" yaml:"vm"`
-	Job   string        `mapstructure:"job" yaml:"job"`
-	Delay time.Duration `mapstructure:"delay" yaml:"delay,omitempty"`
+	VM    string        `yaml:"vm"`
+	Job   string        `yaml:"job"`
+	Delay time.Duration `yaml:"delay,omitempty"`
 }
 
 // MaxPlanDelay bounds the delay after one VM of a failover plan.

@@ -1,7 +1,8 @@
 // Package contract holds the names and shapes that Temporal, operators and the
 // acceptance checks see: workflow and query names, task queues, and the JSON of
-// workflow inputs and results (CONTRACT.md). Workflows and activities both
-// import it; it has no behavior and no I/O.
+// workflow inputs and results. docs/contract.md describes them for users, and
+// its tests keep it true to the workflows registered. Workflows and
+// activities both import it; it has no behavior and no I/O.
 package contract
 
 import (
