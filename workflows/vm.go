@@ -128,6 +128,7 @@ type vmRun struct {
 	begin contract.BeginResult      // the open restore point: token and the disks' positions
 }
 
+// newVMRun is the run of in.VM before its first step: every disk pending.
 func newVMRun(ctx workflow.Context, in contract.VMInput) *vmRun {
 	r := &vmRun{
 		ctx:    ctx,
