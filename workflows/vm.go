@@ -466,6 +466,8 @@ func sendProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResu
 		contract.ProgressUpdate{VMID: in.VM.ID, Disk: d})
 }
 
+// signalProgress signals a disk's progress to the run and waits for its
+// delivery; runs recorded before fewer-round-trips issue it so.
 func signalProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {
 	if in.ParentWorkflowID == "" {
 		return
@@ -494,6 +496,8 @@ func mayPass(err error) bool {
 	return true
 }
 
+// partialAll is res stopped by the backup window (or the job's hours)
+// before it finished: the VM and every disk partial, reason saying why.
 func partialAll(res contract.VMResult, reason string) contract.VMResult {
 	res.Status = contract.StatusPartial
 	res.Error = reason
@@ -503,16 +507,20 @@ func partialAll(res contract.VMResult, reason string) contract.VMResult {
 	return res
 }
 
+// isCancel says whether err is, or wraps, a cancellation.
 func isCancel(err error) bool {
 	var c *temporal.CanceledError
 	return errors.As(err, &c)
 }
 
+// isNonRetryable says whether err is, or wraps, an application error that
+// no retry fixes.
 func isNonRetryable(err error) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.NonRetryable()
 }
 
+// joinText joins two warnings (either may be empty).
 func joinText(a, b string) string {
 	if a == "" {
 		return b
