@@ -33,95 +33,119 @@ func sendActivity(queue string) workflow.ActivityOptions {
 // and As, everything the replica VM holds to a new VM on that host. The
 // replica goes to failback.
 func FailbackWorkflow(ctx workflow.Context, in contract.FailbackInput) (contract.FailbackResult, error) {
-	var out contract.FailbackResult
-	if in.Job == "" || in.VM == "" {
-		return out, temporal.NewNonRetryableApplicationError(
-			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
+	if err := needJobAndVM(in.Job, in.VM); err != nil {
+		return contract.FailbackResult{}, err
 	}
 	if (in.ToHost == "") != (in.As == "") {
-		return out, temporal.NewNonRetryableApplicationError(
+		return contract.FailbackResult{}, temporal.NewNonRetryableApplicationError(
 			"a failback to a new VM needs both toHost and as (the host and the new VM's name)", contract.ErrTypeBadInput, nil)
 	}
-	var spec contract.JobSpec
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
-		return out, fmt.Errorf("loading job %q: %w", in.Job, err)
+	r, err := startReplicaOp(ctx, contract.ReplicaOpInput{Job: in.Job, VM: in.VM})
+	if err != nil {
+		return contract.FailbackResult{}, err
 	}
-	info := workflow.GetInfo(ctx)
-	op := contract.ReplicaOpActivityInput{ReplicaOpInput: contract.ReplicaOpInput{Job: in.Job, VM: in.VM},
-		Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
-	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
-	sctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(spec.Source)))
+	f := &failback{ctx: ctx, in: in, replicaOpRun: r, whole: in.ToHost != ""}
+	if err := f.prepare(); err != nil {
+		return f.out, err
+	}
+	if err := f.send(); err != nil {
+		return f.out, fmt.Errorf("sending the failover changes back: %w", err)
+	}
+	err = f.start()
+	return f.out, err
+}
 
+// failback is a failback under way.
+type failback struct {
+	replicaOpRun
+	ctx workflow.Context
+	in  contract.FailbackInput
+	// whole: every block goes to a new VM on in.ToHost, not the changes to
+	// the original VM.
+	whole bool
+	plan  contract.FailbackPlan
+	// vm is the VM that receives the data, and ch the failback channel of
+	// the last attempt to send it.
+	vm  contract.ShutdownInput
+	ch  contract.FailbackChannelInput
+	out contract.FailbackResult
+}
+
+// prepare stops the replica VM (its disks are what goes back) and readies
+// the VM that receives them: the original VM powered off, or a new VM.
+func (f *failback) prepare() error {
 	// 1. The replica VM stops; its disks are what goes back.
-	var plan contract.FailbackPlan
-	if err := workflow.ExecuteActivity(tctx, contract.ActPrepareFailback, op).Get(ctx, &plan); err != nil {
-		return out, err
+	if err := workflow.ExecuteActivity(f.target, contract.ActPrepareFailback, f.op).Get(f.ctx, &f.plan); err != nil {
+		return err
 	}
-	out.ToHost, out.ToVM = spec.Source, plan.VM
-	vm := contract.ShutdownInput{Host: spec.Source, VMID: plan.VMID}
-	whole := in.ToHost != ""
-	if whole {
-		// 2. A new VM on the other host, powered off, with empty disks:
-		// it receives every block the replica VM holds.
-		sctx = workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(in.ToHost)))
-		var id string
-		if err := workflow.ExecuteActivity(sctx, contract.ActCreateFailbackVM, contract.CreateVMInput{
-			Host: in.ToHost, Name: in.As, Disks: plan.Disks, Config: plan.Config}).Get(ctx, &id); err != nil {
-			return out, fmt.Errorf("creating VM %s on host %s: %w", in.As, in.ToHost, err)
-		}
-		vm = contract.ShutdownInput{Host: in.ToHost, VMID: id}
-		out.ToHost, out.ToVM = in.ToHost, in.As
-	} else {
+	f.out.ToHost, f.out.ToVM = f.spec.Source, f.plan.VM
+	f.vm = contract.ShutdownInput{Host: f.spec.Source, VMID: f.plan.VMID}
+	if !f.whole {
 		// 2. The original VM is powered off before it is written.
-		if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, vm).Get(ctx, nil); err != nil {
-			return out, fmt.Errorf("shutting the original VM %s down: %w", plan.VM, err)
+		if err := workflow.ExecuteActivity(f.source, contract.ActShutdownVM, f.vm).Get(f.ctx, nil); err != nil {
+			return fmt.Errorf("shutting the original VM %s down: %w", f.plan.VM, err)
 		}
+		return nil
 	}
-	// 3. The change set: the agent opens a failback channel, the proxy
-	// connects to it (as for replication: the proxy dials, the agent
-	// accepts) and writes what the agent sends into the VM; closing the
-	// channel gives the agent's result.
-	ch := contract.FailbackChannelInput{Operation: op.Operation, Host: vm.Host, VMID: vm.VMID}
+	// 2. A new VM on the other host, powered off, with empty disks: it
+	// receives every block the replica VM holds.
+	f.source = workflow.WithActivityOptions(f.ctx, replicaOpActivity(contract.SourceQueue(f.in.ToHost)))
+	var id string
+	if err := workflow.ExecuteActivity(f.source, contract.ActCreateFailbackVM, contract.CreateVMInput{
+		Host: f.in.ToHost, Name: f.in.As, Disks: f.plan.Disks, Config: f.plan.Config}).Get(f.ctx, &id); err != nil {
+		return fmt.Errorf("creating VM %s on host %s: %w", f.in.As, f.in.ToHost, err)
+	}
+	f.vm = contract.ShutdownInput{Host: f.in.ToHost, VMID: id}
+	f.out.ToHost, f.out.ToVM = f.in.ToHost, f.in.As
+	return nil
+}
+
+// send sends the data through a failback channel: the agent opens it, the
+// proxy connects to it (as for replication: the proxy dials, the agent
+// accepts) and writes what the agent sends into the VM; closing the channel
+// gives the agent's result. A channel whose proxy or agent died is given up
+// for a new one, up to failbackAttempts.
+func (f *failback) send() error {
+	f.ch = contract.FailbackChannelInput{Operation: f.op.Operation, Host: f.vm.Host, VMID: f.vm.VMID}
 	var sendErr error
 	for attempt := 1; attempt <= failbackAttempts; attempt++ {
-		ch.Operation = fmt.Sprintf("%s/%d", op.Operation, attempt)
-		attemptOp := op
-		attemptOp.Operation = ch.Operation
+		f.ch.Operation = fmt.Sprintf("%s/%d", f.op.Operation, attempt)
+		attemptOp := f.op
+		attemptOp.Operation = f.ch.Operation
 		var fc contract.FailbackChannel
-		if err := workflow.ExecuteActivity(tctx, contract.ActOpenFailbackChannel, contract.OpenFailbackInput{
-			ReplicaOpActivityInput: attemptOp, VMID: vm.VMID, Whole: whole}).Get(ctx, &fc); err != nil {
-			return out, fmt.Errorf("opening the failback channel on the agent: %w", err)
+		if err := workflow.ExecuteActivity(f.target, contract.ActOpenFailbackChannel, contract.OpenFailbackInput{
+			ReplicaOpActivityInput: attemptOp, VMID: f.vm.VMID, Whole: f.whole}).Get(f.ctx, &fc); err != nil {
+			return fmt.Errorf("opening the failback channel on the agent: %w", err)
 		}
-		recvErr := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, sendActivity(contract.SourceQueue(vm.Host))),
-			contract.ActReceiveFailback, contract.ReceiveFailbackInput{Job: in.Job, Host: vm.Host, VMID: vm.VMID,
-				Address: fc.Address, Token: fc.Token}).Get(ctx, nil)
+		recvErr := workflow.ExecuteActivity(workflow.WithActivityOptions(f.ctx, sendActivity(contract.SourceQueue(f.vm.Host))),
+			contract.ActReceiveFailback, contract.ReceiveFailbackInput{Job: f.in.Job, Host: f.vm.Host, VMID: f.vm.VMID,
+				Address: fc.Address, Token: fc.Token}).Get(f.ctx, nil)
 		// The channel is closed whatever happened; its result is the agent's.
-		sendErr = workflow.ExecuteActivity(tctx, contract.ActCloseFailbackChannel, ch).Get(ctx, &out)
+		sendErr = workflow.ExecuteActivity(f.target, contract.ActCloseFailbackChannel, f.ch).Get(f.ctx, &f.out)
 		// A proxy that refused for good (its host cannot be written, a
 		// forged address) says why; otherwise the agent's outcome counts.
-		if recvErr != nil && (sendErr == nil || nonRetryable(recvErr)) {
+		if recvErr != nil && (sendErr == nil || isNonRetryable(recvErr)) {
 			sendErr = recvErr
 		}
-		if sendErr == nil || (nonRetryable(sendErr) && !isErrType(sendErr, contract.ErrTypeFailbackInterrupted)) {
+		if sendErr == nil || (isNonRetryable(sendErr) && !isErrType(sendErr, contract.ErrTypeFailbackInterrupted)) {
 			break
 		}
-		workflow.GetLogger(ctx).Warn("failback transfer failed; sending again through a new channel", "attempt", attempt, "error", sendErr)
+		workflow.GetLogger(f.ctx).Warn("failback transfer failed; sending again through a new channel", "attempt", attempt, "error", sendErr)
 	}
-	if sendErr != nil {
-		return out, fmt.Errorf("sending the failover changes back: %w", sendErr)
+	return sendErr
+}
+
+// start starts the VM on what the replica VM left and moves the replica to
+// failback.
+func (f *failback) start() error {
+	f.out.ToHost, f.out.ToVM = f.vm.Host, f.plan.VM
+	if f.whole {
+		f.out.ToVM = f.in.As
 	}
-	out.ToHost, out.ToVM = vm.Host, plan.VM
-	if whole {
-		out.ToVM = in.As
+	if err := workflow.ExecuteActivity(f.source, contract.ActStartVM, f.vm).Get(f.ctx, nil); err != nil {
+		return fmt.Errorf("starting VM %s on host %s: %w", f.out.ToVM, f.vm.Host, err)
 	}
-	// 4. The VM starts on what the replica VM left.
-	if err := workflow.ExecuteActivity(sctx, contract.ActStartVM, vm).Get(ctx, nil); err != nil {
-		return out, fmt.Errorf("starting VM %s on host %s: %w", out.ToVM, vm.Host, err)
-	}
-	if err := workflow.ExecuteActivity(tctx, contract.ActFinishFailback, ch, op).Get(ctx, &out.Replica); err != nil {
-		return out, err
-	}
-	return out, nil
+	return workflow.ExecuteActivity(f.target, contract.ActFinishFailback, f.ch, f.op).Get(f.ctx, &f.out.Replica)
 }
 
 // CommitFailbackWorkflow makes a failed-back replica ready again; the next
@@ -133,39 +157,20 @@ func CommitFailbackWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (c
 // UndoFailbackWorkflow returns a failed-back replica to failover: the
 // source VM is shut down and the replica VM started again.
 func UndoFailbackWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.ReplicaOpResult, error) {
-	if in.Job == "" || in.VM == "" {
-		return contract.ReplicaOpResult{}, temporal.NewNonRetryableApplicationError(
-			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
+	r, err := startReplicaOp(ctx, in)
+	if err != nil {
+		return contract.ReplicaOpResult{}, err
 	}
-	var spec contract.JobSpec
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
-		return contract.ReplicaOpResult{}, fmt.Errorf("loading job %q: %w", in.Job, err)
-	}
-	info := workflow.GetInfo(ctx)
-	op := contract.ReplicaOpActivityInput{ReplicaOpInput: in, Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
-	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
-	var status contract.ReplicaOpResult
-	if err := workflow.ExecuteActivity(tctx, contract.ActReplicaStatus, op).Get(ctx, &status); err != nil {
+	status, err := r.replicaInState(ctx, "failback undo", "failback", "")
+	if err != nil {
 		return status, err
 	}
-	if status.State != "failback" {
-		return status, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-			"failback undo of %s in job %s refused: the replica is in state %s (failback undo needs failback)", status.VM, in.Job, status.State),
-			contract.ErrTypeReplicaState, nil)
-	}
-	sctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(spec.Source)))
-	if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, contract.ShutdownInput{Host: spec.Source, VMID: status.VMID}).Get(ctx, nil); err != nil {
-		return status, fmt.Errorf("shutting the source VM %s down: %w", status.VM, err)
+	if err := r.shutDownSource(ctx, status); err != nil {
+		return status, err
 	}
 	var res contract.ReplicaOpResult
-	err := workflow.ExecuteActivity(tctx, contract.ActUndoFailback, op).Get(ctx, &res)
+	err = workflow.ExecuteActivity(r.target, contract.ActUndoFailback, r.op).Get(ctx, &res)
 	return res, err
-}
-
-// nonRetryable says whether an activity's error is final.
-func nonRetryable(err error) bool {
-	var app *temporal.ApplicationError
-	return errors.As(err, &app) && app.NonRetryable()
 }
 
 // isErrType says whether an activity's error has the given type.

@@ -39,22 +39,74 @@ func replicaOpActivity(queue string) workflow.ActivityOptions {
 	}
 }
 
-// replicaOp runs one lifecycle activity on the target of the job.
-func replicaOp(ctx workflow.Context, in contract.ReplicaOpInput, activity string) (contract.ReplicaOpResult, error) {
-	if in.Job == "" || in.VM == "" {
-		return contract.ReplicaOpResult{}, temporal.NewNonRetryableApplicationError(
+// replicaOpRun is a lifecycle operation under way: the job's settings, the
+// activity input that names this operation (retried activities recognise
+// it), and activity contexts on the queues of the job's target and source.
+type replicaOpRun struct {
+	spec           contract.JobSpec
+	op             contract.ReplicaOpActivityInput
+	target, source workflow.Context
+}
+
+// needJobAndVM refuses an operation's input without a job or a VM.
+func needJobAndVM(job, vm string) error {
+	if job == "" || vm == "" {
+		return temporal.NewNonRetryableApplicationError(
 			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
 	}
-	var spec contract.JobSpec
+	return nil
+}
+
+// startReplicaOp checks the input and loads the job's settings through an
+// activity (so that an edited job applies to the next operation).
+func startReplicaOp(ctx workflow.Context, in contract.ReplicaOpInput) (replicaOpRun, error) {
+	var r replicaOpRun
+	if err := needJobAndVM(in.Job, in.VM); err != nil {
+		return r, err
+	}
 	load := workflow.WithActivityOptions(ctx, replicaOpActivity(""))
-	if err := workflow.ExecuteActivity(load, contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
-		return contract.ReplicaOpResult{}, fmt.Errorf("loading job %q: %w", in.Job, err)
+	if err := workflow.ExecuteActivity(load, contract.ActLoadJob, in.Job).Get(ctx, &r.spec); err != nil {
+		return r, fmt.Errorf("loading job %q: %w", in.Job, err)
 	}
 	info := workflow.GetInfo(ctx)
-	act := contract.ReplicaOpActivityInput{ReplicaOpInput: in, Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
+	r.op = contract.ReplicaOpActivityInput{ReplicaOpInput: in, Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
+	r.target = workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(r.spec.Target)))
+	r.source = workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(r.spec.Source)))
+	return r, nil
+}
+
+// replicaInState reads the replica's status and refuses the operation
+// (named what) unless the replica is in state want; after says what was
+// left untouched.
+func (r replicaOpRun) replicaInState(ctx workflow.Context, what, want, after string) (contract.ReplicaOpResult, error) {
+	var status contract.ReplicaOpResult
+	if err := workflow.ExecuteActivity(r.target, contract.ActReplicaStatus, r.op).Get(ctx, &status); err != nil {
+		return status, err
+	}
+	if status.State != want {
+		return status, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"%s of %s in job %s refused: the replica is in state %s (%s needs %s)%s",
+			what, status.VM, r.op.Job, status.State, what, want, after), contract.ErrTypeReplicaState, nil)
+	}
+	return status, nil
+}
+
+// shutDownSource shuts the replica's source VM down.
+func (r replicaOpRun) shutDownSource(ctx workflow.Context, status contract.ReplicaOpResult) error {
+	if err := workflow.ExecuteActivity(r.source, contract.ActShutdownVM, contract.ShutdownInput{Host: r.spec.Source, VMID: status.VMID}).Get(ctx, nil); err != nil {
+		return fmt.Errorf("shutting the source VM %s down: %w", status.VM, err)
+	}
+	return nil
+}
+
+// replicaOp runs one lifecycle activity on the target of the job.
+func replicaOp(ctx workflow.Context, in contract.ReplicaOpInput, activity string) (contract.ReplicaOpResult, error) {
+	r, err := startReplicaOp(ctx, in)
+	if err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
 	var res contract.ReplicaOpResult
-	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
-	if err := workflow.ExecuteActivity(tctx, activity, act).Get(ctx, &res); err != nil {
+	if err := workflow.ExecuteActivity(r.target, activity, r.op).Get(ctx, &res); err != nil {
 		return res, err
 	}
 	workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s** of job %s: %s, replica VM %s (%s)", res.VM, res.Job, res.State, res.ReplicaVM, res.VMState))
@@ -78,35 +130,21 @@ func UndoFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (con
 // replicates it, and the replica VM starts on that run's point.
 func PlannedFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (contract.PlannedFailoverResult, error) {
 	var out contract.PlannedFailoverResult
-	if in.Job == "" || in.VM == "" {
-		return out, temporal.NewNonRetryableApplicationError(
-			`input needs a job and a VM: {"job": "NAME", "vm": "NAME or id"}`, contract.ErrTypeBadInput, nil)
-	}
-	var spec contract.JobSpec
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, replicaOpActivity("")), contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
-		return out, fmt.Errorf("loading job %q: %w", in.Job, err)
-	}
-	info := workflow.GetInfo(ctx)
-	act := contract.ReplicaOpActivityInput{ReplicaOpInput: in, Operation: info.WorkflowExecution.ID + "/" + info.WorkflowExecution.RunID}
-	tctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.TargetQueue(spec.Target)))
-	sctx := workflow.WithActivityOptions(ctx, replicaOpActivity(contract.SourceQueue(spec.Source)))
-
-	// 1. The replica must be ready: the source is not touched otherwise.
-	var status contract.ReplicaOpResult
-	if err := workflow.ExecuteActivity(tctx, contract.ActReplicaStatus, act).Get(ctx, &status); err != nil {
+	r, err := startReplicaOp(ctx, in)
+	if err != nil {
 		return out, err
 	}
-	if status.State != "ready" {
-		return out, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-			"planned failover of %s in job %s refused: the replica is in state %s (planned failover needs ready); the source VM was not shut down",
-			status.VM, in.Job, status.State), contract.ErrTypeReplicaState, nil)
+	// 1. The replica must be ready: the source is not touched otherwise.
+	status, err := r.replicaInState(ctx, "planned failover", "ready", "; the source VM was not shut down")
+	if err != nil {
+		return out, err
 	}
 	// 2. Shut the source VM down.
-	if err := workflow.ExecuteActivity(sctx, contract.ActShutdownVM, contract.ShutdownInput{Host: spec.Source, VMID: status.VMID}).Get(ctx, nil); err != nil {
-		return out, fmt.Errorf("shutting the source VM %s down: %w", status.VM, err)
+	if err := r.shutDownSource(ctx, status); err != nil {
+		return out, err
 	}
 	// 3. The final incremental run of that VM.
-	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: info.WorkflowExecution.ID + "/final-run"})
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID + "/final-run"})
 	if err := workflow.ExecuteChildWorkflow(cctx, contract.ReplicationWorkflow,
 		contract.ReplicationInput{Job: in.Job, VMs: []string{status.VMID}}).Get(ctx, &out.FinalRun); err != nil {
 		return out, fmt.Errorf("the final incremental run of %s failed; the source VM is shut down and no failover was made: %w", status.VM, err)
@@ -123,8 +161,9 @@ func PlannedFailoverWorkflow(ctx workflow.Context, in contract.ReplicaOpInput) (
 			status.VM, out.FinalRun.Status), contract.ErrTypeReplicaState, nil)
 	}
 	// 4. Fail over to exactly that point.
+	act := r.op
 	act.Point = point
-	if err := workflow.ExecuteActivity(tctx, contract.ActFailoverReplica, act).Get(ctx, &out.Failover); err != nil {
+	if err := workflow.ExecuteActivity(r.target, contract.ActFailoverReplica, act).Get(ctx, &out.Failover); err != nil {
 		return out, err
 	}
 	return out, nil

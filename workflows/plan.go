@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"errors"
 	"fmt"
 
 	"go.temporal.io/api/enums/v1"
@@ -95,11 +94,10 @@ func UndoFailoverPlanWorkflow(ctx workflow.Context, in contract.FailoverPlanInpu
 		r := contract.PlanVMResult{Job: vm.Job, VM: vm.VM, Started: workflow.Now(ctx)}
 		rep, err := replicaOpChild(ctx, contract.UndoFailoverWorkflow, vm)
 		r.Replica = rep
-		var app *temporal.ApplicationError
 		switch {
 		case err == nil:
 			r.Status = contract.StatusSuccess
-		case errors.As(err, &app) && app.Type() == contract.ErrTypeReplicaState:
+		case isErrType(err, contract.ErrTypeReplicaState):
 			r.Status, r.Error = "skipped", errorText(err)
 		default:
 			r.Status, r.Error = contract.StatusFailed, errorText(err)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -64,12 +65,13 @@ func longActivity(queue string) workflow.ActivityOptions {
 // closes first, it stops the transfers and keeps the checkpoint so that the
 // next run continues those disks from where they stopped.
 func VMReplicationWorkflow(ctx workflow.Context, in contract.VMInput) (contract.VMResult, error) {
-	var newest time.Time
-	res, err := replicateVM(ctx, in, &newest)
-	if err == nil {
-		measureLag(ctx, &res, in.Job.RPO, newest)
+	r := newVMRun(ctx, in)
+	if err := workflow.SetQueryHandler(ctx, contract.ProgressQuery, func() (contract.VMResult, error) { return r.res, nil }); err != nil {
+		return r.res, err
 	}
-	return res, err
+	r.run()
+	measureLag(ctx, &r.res, in.Job.RPO, r.newest)
+	return r.res, nil
 }
 
 // measureLag sets the age of the VM's newest restore point (the time its
@@ -93,283 +95,365 @@ func measureLag(ctx workflow.Context, res *contract.VMResult, rpo time.Duration,
 	}
 }
 
-// replicateVM is the VM's run; it keeps *newest at the time of the VM's
-// newest committed restore point.
-func replicateVM(ctx workflow.Context, in contract.VMInput, newest *time.Time) (contract.VMResult, error) {
-	logger := workflow.GetLogger(ctx)
-	res := contract.VMResult{Name: in.VM.Name, ID: in.VM.ID, Status: contract.StatusRunning, Disks: []contract.DiskResult{}}
+// vmRun is one run of a VM: what its steps learned and its result so far.
+// run calls the steps in order; after each, settle asks decideOutcome
+// whether the VM's run is over and how it ended.
+type vmRun struct {
+	ctx workflow.Context
+	// work is cancelled when the backup window closes; cleanup is
+	// disconnected from every cancellation, so that a checkpoint is still
+	// released and a point still committed or read after one.
+	work, cleanup  workflow.Context
+	stopWork       workflow.CancelFunc
+	logger         log.Logger
+	in             contract.VMInput
+	source, target string // the task queues of the job's source host and target
+	res            contract.VMResult
+	// newest is when the data of the VM's newest committed restore point
+	// was frozen (zero: it has none).
+	newest time.Time
+	// windowClosed says the backup window closed; only closeWindow sets it.
+	windowClosed bool
+	// everyCheckpoint: every checkpoint the run makes is released or left
+	// for the next run to reuse, on every path, and the run removes what
+	// earlier ones left. fewerTrips: the checkpoint activity removes those
+	// leftovers itself, and the disks' progress goes to the job run beside
+	// the commit instead of before it. Both are recorded versions, so that
+	// runs recorded before them replay.
+	everyCheckpoint, fewerTrips bool
+
+	state contract.ReplicaState     // the replica: interrupted point, newest point, reference point
+	asked time.Time                 // when the checkpoint was asked for
+	cp    contract.CheckpointResult // the run's checkpoint
+	begin contract.BeginResult      // the open restore point: token and the disks' positions
+}
+
+// newVMRun is the run of in.VM before its first step: every disk pending.
+func newVMRun(ctx workflow.Context, in contract.VMInput) *vmRun {
+	r := &vmRun{
+		ctx:    ctx,
+		logger: workflow.GetLogger(ctx),
+		in:     in,
+		source: contract.SourceQueue(in.Job.Source),
+		target: contract.TargetQueue(in.Job.Target),
+		res:    contract.VMResult{Name: in.VM.Name, ID: in.VM.ID, Status: contract.StatusRunning, Disks: []contract.DiskResult{}},
+	}
 	for _, d := range in.VM.Disks {
-		res.Disks = append(res.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
+		r.res.Disks = append(r.res.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
 	}
-	if err := workflow.SetQueryHandler(ctx, contract.ProgressQuery, func() (contract.VMResult, error) { return res, nil }); err != nil {
-		return res, err
-	}
-	job := in.Job
-	source := contract.SourceQueue(job.Source)
-	// The Web UI's current details say which VM this is and how far it got.
-	step := func(what string) { setVMDetails(ctx, res, what) }
-	step("preparing the replica")
-	target := contract.TargetQueue(job.Target)
+	r.work, r.stopWork = workflow.WithCancel(ctx)
+	r.cleanup, _ = workflow.NewDisconnectedContext(ctx)
+	return r
+}
 
-	// The window: when it closes, work is cancelled through workCtx; cleanup
-	// then runs on a disconnected context.
-	workCtx, stopWork := workflow.WithCancel(ctx)
-	windowClosed := false
-	if !in.Deadline.IsZero() {
-		remaining := in.Deadline.Sub(workflow.Now(ctx))
-		if remaining <= 0 {
-			return partialAll(res, "backup window closed before this VM started"), nil
+// run is the VM's steps in order. Each step's error (or the window) goes to
+// settle, which ends the run where decideOutcome says it is over.
+func (r *vmRun) run() {
+	r.step("preparing the replica")
+	r.startWindow()
+	if r.settle(stageStart, nil) {
+		return
+	}
+	r.everyCheckpoint = workflow.GetVersion(r.ctx, "release-every-checkpoint", workflow.DefaultVersion, 1) == 1
+	if r.settle(stagePrepare, r.prepare()) {
+		return
+	}
+	r.fewerTrips = r.everyCheckpoint && workflow.GetVersion(r.ctx, "fewer-round-trips", workflow.DefaultVersion, 1) == 1
+	if r.settle(stageCheckpoint, r.checkpoint()) {
+		return
+	}
+	if r.settle(stageBegin, r.openPoint()) {
+		return
+	}
+	if r.settle(stageTransfer, r.transfer()) {
+		return
+	}
+	if r.settle(stageCommit, r.commit()) {
+		return
+	}
+	r.keepReferencePoint()
+}
+
+// settle ends the run where decideOutcome says it is over: the
+// checkpoint is released, swept or kept as checkpointFate says, then the
+// VM's status is set. It says whether the run stops here; a committed point
+// goes on to its reference point, which can only add warnings.
+func (r *vmRun) settle(s stage, err error) bool {
+	f := vmFacts{
+		stage: s, err: err, windowClosed: r.windowClosed, cancelled: r.ctx.Err() != nil,
+		everyCheckpoint: r.everyCheckpoint, reusedCheckpoint: r.cp.Reused,
+	}
+	o := decideOutcome(f)
+	if o.status == "" {
+		return false
+	}
+	release, sweep := checkpointFate(f)
+	if sweep {
+		r.sweep(r.state.OpenCheckpointID)
+	}
+	if release != "" {
+		r.release(release)
+	}
+	r.res.Status, r.res.Error, r.res.Retryable = o.status, o.reason, o.retryable
+	if o.disks != "" {
+		for i := range r.res.Disks {
+			r.res.Disks[i].Status = o.disks
 		}
-		workflow.Go(ctx, func(gctx workflow.Context) {
-			if err := workflow.NewTimer(gctx, remaining).Get(gctx, nil); err == nil {
-				windowClosed = true
-				stopWork()
-			}
-		})
 	}
-	cleanupCtx, _ := workflow.NewDisconnectedContext(ctx)
-	// Every checkpoint this run makes is released or left for the next run
-	// to reuse, on every path, and the run removes what earlier ones left.
-	everyCheckpoint := workflow.GetVersion(ctx, "release-every-checkpoint", workflow.DefaultVersion, 1) == 1
-	// sweep removes the job's checkpoints of this VM but keep (the one a
-	// restore point continues from).
-	sweep := func(keep string) {
-		var removed []string
-		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, shortActivity(source)),
-			contract.ActSweepCheckpoints, contract.SweepInput{Host: job.Source, Job: job.Name, VMID: in.VM.ID, Keep: keep}).Get(cleanupCtx, &removed)
-		if err != nil {
-			logger.Error("removing leftover checkpoints failed", "error", err)
-			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+errorText(err))
-		} else if len(removed) > 0 {
-			logger.Info("removed leftover checkpoints", "checkpoints", removed)
+	return o.status != contract.StatusSuccess
+}
+
+// step shows in the Web UI which VM this is and how far it got.
+func (r *vmRun) step(what string) { setVMDetails(r.ctx, r.res, what) }
+
+// closeWindow records that the backup window closed: its timer fired, or a
+// transfer stopped at the deadline it carries before that timer did.
+func (r *vmRun) closeWindow() { r.windowClosed = true }
+
+// startWindow starts the backup window's timer: when it fires, the work
+// still going (through r.work) is cancelled. A window already closed is
+// recorded at once.
+func (r *vmRun) startWindow() {
+	if r.in.Deadline.IsZero() {
+		return
+	}
+	remaining := r.in.Deadline.Sub(workflow.Now(r.ctx))
+	if remaining <= 0 {
+		r.closeWindow()
+		return
+	}
+	workflow.Go(r.ctx, func(gctx workflow.Context) {
+		if err := workflow.NewTimer(gctx, remaining).Get(gctx, nil); err == nil {
+			r.closeWindow()
+			r.stopWork()
 		}
+	})
+}
+
+// prepare reads the replica's state: an interrupted restore point, the
+// newest point, the reference point.
+func (r *vmRun) prepare() error {
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.work, longActivity(r.target)),
+		contract.ActPrepareReplica, r.in.Job.Name, r.in.VM).Get(r.work, &r.state); err != nil {
+		return fmt.Errorf("preparing the replica: %w", err)
 	}
+	r.newest = r.state.NewestPointTime
+	return nil
+}
 
-	// Replica state: an interrupted restore point, the newest point, the reference point.
-	var state contract.ReplicaState
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(target)),
-		contract.ActPrepareReplica, in.Job.Name, in.VM).Get(workCtx, &state); err != nil {
-		return stopped(res, windowClosed, fmt.Errorf("preparing the replica: %w", err))
-	}
-	*newest = state.NewestPointTime
-
-	// Fewer round trips through the server: the checkpoint activity sweeps
-	// too, and the disks' progress goes to the run beside the commit
-	// instead of before it. Nothing runs in another order on a host.
-	fewerTrips := everyCheckpoint && workflow.GetVersion(ctx, "fewer-round-trips", workflow.DefaultVersion, 1) == 1
-
-	// Checkpoint (guest processing inside), reusing the interrupted one if it still exists.
-	asked := workflow.Now(ctx)
-	var cp contract.CheckpointResult
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(source)),
+// checkpoint takes the checkpoint (guest processing inside), reusing the
+// interrupted one if it still exists, and removes the job's leftovers.
+func (r *vmRun) checkpoint() error {
+	job := r.in.Job
+	r.asked = workflow.Now(r.ctx)
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.work, longActivity(r.source)),
 		contract.ActCreateCheckpoint, contract.CheckpointInput{
-			Host: job.Source, Job: job.Name, VMID: in.VM.ID, VMName: in.VM.Name, ReuseID: state.OpenCheckpointID,
-			Sweep: fewerTrips,
-		}).Get(workCtx, &cp); err != nil {
-		if everyCheckpoint {
-			// The activity may have failed, or been cancelled, after the host
-			// made the checkpoint: nothing but the interrupted point's stays.
-			sweep(state.OpenCheckpointID)
-		}
-		return stopped(res, windowClosed, fmt.Errorf("creating the checkpoint: %w", err))
+			Host: job.Source, Job: job.Name, VMID: r.in.VM.ID, VMName: r.in.VM.Name, ReuseID: r.state.OpenCheckpointID,
+			Sweep: r.fewerTrips,
+		}).Get(r.work, &r.cp); err != nil {
+		return fmt.Errorf("creating the checkpoint: %w", err)
 	}
-	res.Warning = joinText(res.Warning, cp.Warning)
-	step("checkpoint " + cp.ID + " taken; opening the restore point")
+	r.res.Warning = joinText(r.res.Warning, r.cp.Warning)
+	r.step("checkpoint " + r.cp.ID + " taken; opening the restore point")
 	switch {
-	case fewerTrips:
+	case r.fewerTrips:
 		// The checkpoint activity removed the leftovers itself (Sweep).
-		if cp.SweepError != "" {
-			logger.Error("removing leftover checkpoints failed", "error", cp.SweepError)
-			res.Warning = joinText(res.Warning, "checkpoints of this job left on the host could not be removed: "+cp.SweepError)
-		} else if len(cp.Removed) > 0 {
-			logger.Info("removed leftover checkpoints", "checkpoints", cp.Removed)
+		var failure error
+		if r.cp.SweepError != "" {
+			failure = errors.New(r.cp.SweepError)
 		}
-	case everyCheckpoint:
+		r.sweptLeftovers(r.cp.Removed, failure)
+	case r.everyCheckpoint:
 		// Leftovers of earlier runs, and of attempts of this one that made a
 		// checkpoint before failing, are of no use now.
-		sweep(cp.ID)
+		r.sweep(r.cp.ID)
 	}
-	release := func(reason string) {
-		logger.Info("releasing checkpoint", "checkpoint", cp.ID, "reason", reason)
-		err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(source)),
-			contract.ActReleaseCheckpoint, contract.ReleaseInput{Host: job.Source, VMID: in.VM.ID, CheckpointID: cp.ID}).Get(cleanupCtx, nil)
-		if err != nil {
-			logger.Error("releasing the checkpoint failed; it stays on the host", "checkpoint", cp.ID, "error", err)
-			res.Warning = joinText(res.Warning, "checkpoint "+cp.ID+" could not be released: "+errorText(err))
-		}
-	}
+	return nil
+}
 
-	var begin contract.BeginResult
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(workCtx, longActivity(target)),
+// sweep removes the job's checkpoints of this VM but keep (the one a
+// restore point continues from).
+func (r *vmRun) sweep(keep string) {
+	var removed []string
+	err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.cleanup, shortActivity(r.source)),
+		contract.ActSweepCheckpoints, contract.SweepInput{Host: r.in.Job.Source, Job: r.in.Job.Name, VMID: r.in.VM.ID, Keep: keep}).Get(r.cleanup, &removed)
+	r.sweptLeftovers(removed, err)
+}
+
+// sweptLeftovers logs the leftover checkpoints removed, or makes the
+// failure to remove them the VM's warning.
+func (r *vmRun) sweptLeftovers(removed []string, err error) {
+	if err != nil {
+		r.logger.Error("removing leftover checkpoints failed", "error", err)
+		r.res.Warning = joinText(r.res.Warning, "checkpoints of this job left on the host could not be removed: "+errorText(err))
+	} else if len(removed) > 0 {
+		r.logger.Info("removed leftover checkpoints", "checkpoints", removed)
+	}
+}
+
+// release releases the run's checkpoint; one that cannot be released stays
+// on the host and is the VM's warning.
+func (r *vmRun) release(reason string) {
+	r.logger.Info("releasing checkpoint", "checkpoint", r.cp.ID, "reason", reason)
+	err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.cleanup, longActivity(r.source)),
+		contract.ActReleaseCheckpoint, contract.ReleaseInput{Host: r.in.Job.Source, VMID: r.in.VM.ID, CheckpointID: r.cp.ID}).Get(r.cleanup, nil)
+	if err != nil {
+		r.logger.Error("releasing the checkpoint failed; it stays on the host", "checkpoint", r.cp.ID, "error", err)
+		r.res.Warning = joinText(r.res.Warning, "checkpoint "+r.cp.ID+" could not be released: "+errorText(err))
+	}
+}
+
+// openPoint opens the restore point on the target, keyed by the checkpoint.
+func (r *vmRun) openPoint() error {
+	job := r.in.Job
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.work, longActivity(r.target)),
 		contract.ActBeginRestorePoint, contract.BeginInput{
-			Job: job.Name, VMID: in.VM.ID, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID,
-			CheckpointID: cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize, VM: &in.VM,
+			Job: job.Name, VMID: r.in.VM.ID, RunID: workflow.GetInfo(r.ctx).WorkflowExecution.RunID,
+			CheckpointID: r.cp.ID, ChangeTracking: job.ChangeTracking, BlockSize: job.BlockSize, VM: &r.in.VM,
 			Exclusions:     &contract.Exclusions{Swap: job.ExcludeSwap, Paths: job.ExcludePaths},
-			CheckpointTime: cp.Taken,
-		}).Get(workCtx, &begin); err != nil {
-		switch {
-		case everyCheckpoint && windowClosed && cp.Reused:
-			// The interrupted point is still keyed by this checkpoint: the
-			// next run continues it.
-		case everyCheckpoint:
-			// No restore point continues from this checkpoint (or one whose
-			// transfers were cancelled is discarded by the next run).
-			release("opening the restore point did not finish")
-		case isCancel(err) && !windowClosed:
-			release("run cancelled")
-		}
-		return stopped(res, windowClosed, fmt.Errorf("opening the restore point: %w", err))
+			CheckpointTime: r.cp.Taken,
+		}).Get(r.work, &r.begin); err != nil {
+		return fmt.Errorf("opening the restore point: %w", err)
 	}
+	return nil
+}
 
-	step("transferring")
-	// One transfer per disk, all disks of the VM at once.
-	tctx := workflow.WithActivityOptions(workCtx, transferActivity(source, in.Deadline, workflow.Now(ctx)))
-	futures := make([]workflow.Future, len(in.VM.Disks))
-	for i, d := range in.VM.Disks {
-		res.Disks[i].Status = contract.StatusRunning
-		res.Disks[i].Position = begin.Positions[d.ID]
+// transfer runs one transfer per disk, all disks of the VM at once, and
+// reports each disk's result to the job run. It returns the first failure
+// of a disk that the window does not explain.
+func (r *vmRun) transfer() error {
+	r.step("transferring")
+	tctx := workflow.WithActivityOptions(r.work, transferActivity(r.source, r.in.Deadline, workflow.Now(r.ctx)))
+	futures := make([]workflow.Future, len(r.in.VM.Disks))
+	for i, d := range r.in.VM.Disks {
+		r.res.Disks[i].Status = contract.StatusRunning
+		r.res.Disks[i].Position = r.begin.Positions[d.ID]
 		futures[i] = workflow.ExecuteActivity(tctx, contract.ActTransferDisk, contract.TransferInput{
-			Job: job, VMID: in.VM.ID, DiskID: d.ID, CheckpointID: cp.ID,
-			ReferencePoint: state.ReferencePoint, HasPreviousPoint: state.NewestPoint != "",
-			ParentWorkflowID: in.ParentWorkflowID, Deadline: in.Deadline, Token: begin.Token,
-			PreviousExclusions: state.Exclusions,
+			Job: r.in.Job, VMID: r.in.VM.ID, DiskID: d.ID, CheckpointID: r.cp.ID,
+			ReferencePoint: r.state.ReferencePoint, HasPreviousPoint: r.state.NewestPoint != "",
+			ParentWorkflowID: r.in.ParentWorkflowID, Deadline: r.in.Deadline, Token: r.begin.Token,
+			PreviousExclusions: r.state.Exclusions,
 		})
 	}
 	var firstErr error
 	for i, f := range futures {
-		var dr contract.DiskResult
-		err := f.Get(ctx, &dr)
-		if err == nil {
-			res.Disks[i] = dr
-			res.Disks[i].Status = contract.StatusSuccess
-			continue
-		}
-		// A cancelled transfer, or one stopped by the window, reports its
-		// figures so far in the error's details.
-		var canceled *temporal.CanceledError
-		if errors.As(err, &canceled) && canceled.HasDetails() {
-			if derr := canceled.Details(&dr); derr == nil {
-				res.Disks[i] = dr
-			}
-		}
-		if isWindowClosed(err) {
-			var app *temporal.ApplicationError
-			if errors.As(err, &app) && app.HasDetails() {
-				if derr := app.Details(&dr); derr == nil {
-					res.Disks[i] = dr
-				}
-			}
-			// The transfer saw the window close before the timer here did.
-			windowClosed = true
-		}
-		res.Disks[i].ID = in.VM.Disks[i].ID
-		res.Disks[i].Size = in.VM.Disks[i].VirtualSize
-		if windowClosed && (isCancel(err) || temporal.IsTimeoutError(err) || isWindowClosed(err)) {
-			res.Disks[i].Status = contract.StatusPartial
-			res.Disks[i].Error = "backup window closed; the next run continues from the acknowledged position"
-		} else {
-			res.Disks[i].Status = contract.StatusFailed
-			res.Disks[i].Error = errorText(err)
-			if firstErr == nil {
-				firstErr = err
-			}
+		if err := r.diskDone(i, f); err != nil && firstErr == nil {
+			firstErr = err
 		}
 	}
-	if windowClosed {
-		// The agent's durable positions are what the next run continues from.
-		var positions map[string]int64
-		if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, shortActivity(target)),
-			contract.ActSessionPositions, contract.PositionsInput{Job: job.Name, VMID: in.VM.ID}).Get(cleanupCtx, &positions); err == nil {
-			for i := range res.Disks {
-				if p, ok := positions[res.Disks[i].ID]; ok && res.Disks[i].Status != contract.StatusSuccess {
-					res.Disks[i].Position = p
-				}
-			}
+	if r.windowClosed {
+		r.readPositions()
+	}
+	r.reportDisks()
+	return firstErr
+}
+
+// diskDone waits for the transfer of disk i and records its result. It
+// returns the transfer's error unless the window explains it.
+func (r *vmRun) diskDone(i int, f workflow.Future) error {
+	var dr contract.DiskResult
+	err := f.Get(r.ctx, &dr)
+	if err == nil {
+		r.res.Disks[i] = dr
+		r.res.Disks[i].Status = contract.StatusSuccess
+		return nil
+	}
+	// A cancelled transfer, or one stopped by the window, reports its
+	// figures so far in the error's details.
+	var canceled *temporal.CanceledError
+	if errors.As(err, &canceled) && canceled.HasDetails() && canceled.Details(&dr) == nil {
+		r.res.Disks[i] = dr
+	}
+	if isErrType(err, contract.ErrTypeWindowClosed) {
+		var app *temporal.ApplicationError
+		if errors.As(err, &app) && app.HasDetails() && app.Details(&dr) == nil {
+			r.res.Disks[i] = dr
+		}
+		// The transfer saw the window close before the timer here did.
+		r.closeWindow()
+	}
+	d := &r.res.Disks[i]
+	d.ID, d.Size = r.in.VM.Disks[i].ID, r.in.VM.Disks[i].VirtualSize
+	var failed bool
+	d.Status, d.Error, failed = diskOutcome(err, r.windowClosed)
+	if failed {
+		return err
+	}
+	return nil
+}
+
+// readPositions takes the agent's durable positions, which the next run
+// continues from, as the positions of the disks not finished.
+func (r *vmRun) readPositions() {
+	var positions map[string]int64
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.cleanup, shortActivity(r.target)),
+		contract.ActSessionPositions, contract.PositionsInput{Job: r.in.Job.Name, VMID: r.in.VM.ID}).Get(r.cleanup, &positions); err != nil {
+		return
+	}
+	for i := range r.res.Disks {
+		if p, ok := positions[r.res.Disks[i].ID]; ok && r.res.Disks[i].Status != contract.StatusSuccess {
+			r.res.Disks[i].Position = p
 		}
 	}
-	for _, d := range res.Disks {
-		if fewerTrips {
+}
+
+// reportDisks sends each disk's result to the job run and makes what a
+// transfer could not do as configured the VM's warning.
+func (r *vmRun) reportDisks() {
+	for _, d := range r.res.Disks {
+		if r.fewerTrips {
 			// Sent with the next command; the run also has the VM's result.
-			sendProgress(cleanupCtx, in, d)
+			sendProgress(r.cleanup, r.in, d)
 		} else {
-			signalProgress(cleanupCtx, in, d)
+			signalProgress(r.cleanup, r.in, d)
 		}
-		// What a transfer could not do as configured is the VM's warning.
-		if d.Warning != "" && !strings.Contains(res.Warning, d.Warning) {
-			res.Warning = joinText(res.Warning, d.Warning)
+		if d.Warning != "" && !strings.Contains(r.res.Warning, d.Warning) {
+			r.res.Warning = joinText(r.res.Warning, d.Warning)
 		}
 	}
+}
 
-	if windowClosed || firstErr != nil || ctx.Err() != nil {
-		switch {
-		case ctx.Err() != nil && !windowClosed:
-			// Cancelled by an operator: release the checkpoint; the open restore
-			// point is discarded by the next run, which brings a new checkpoint.
-			release("run cancelled")
-			res.Status = contract.StatusFailed
-			res.Error = "run cancelled"
-		case windowClosed:
-			res.Status = contract.StatusPartial
-			res.Error = "backup window closed; the checkpoint is kept and the next run continues"
-		case temporal.IsApplicationError(firstErr) && isNonRetryable(firstErr):
-			release("transfer failed for good")
-			res.Status = contract.StatusFailed
-			res.Error = errorText(firstErr)
-		default:
-			// Transient failures outlasted their retries: keep the checkpoint so
-			// the next run continues from the acknowledged positions.
-			res.Status = contract.StatusFailed
-			res.Error = errorText(firstErr)
-			res.Retryable = mayPass(firstErr)
-		}
-		return res, nil
-	}
-
-	step("committing the restore point")
-	// Commit the restore point and apply retention.
+// commit commits the restore point and applies retention.
+func (r *vmRun) commit() error {
+	r.step("committing the restore point")
+	job := r.in.Job
 	var point string
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
-		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: in.VM.ID, Retention: job.Retention, CheckpointID: cp.ID}).Get(cleanupCtx, &point); err != nil {
-		if everyCheckpoint && isNonRetryable(err) {
-			// The next run cannot commit this point: it starts over from a
-			// new checkpoint. A transient failure keeps the checkpoint, and
-			// the next run commits what was sent.
-			release("commit failed for good")
-		}
-		res.Status = contract.StatusFailed
-		res.Error = "committing the restore point: " + errorText(err)
-		res.Retryable = mayPass(err)
-		return res, nil
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.cleanup, longActivity(r.target)),
+		contract.ActCommitRestorePoint, contract.CommitInput{Job: job.Name, VMID: r.in.VM.ID, Retention: job.Retention, CheckpointID: r.cp.ID}).Get(r.cleanup, &point); err != nil {
+		return err
 	}
-	res.RestorePoint = point
-	res.Status = contract.StatusSuccess
-	*newest = cp.Taken
-	if cp.Taken.IsZero() {
+	r.res.RestorePoint = point
+	r.newest = r.cp.Taken
+	if r.cp.Taken.IsZero() {
 		// A proxy that does not say when it took the checkpoint: the data
 		// of a new checkpoint is no older than the request for it.
-		*newest = asked
+		r.newest = r.asked
 	}
+	return nil
+}
 
-	// The checkpoint becomes the next reference point (its changes are what the
-	// next run sends); the replica records which one, so that CBT is only used
-	// against the point it describes.
+// keepReferencePoint turns the checkpoint into the next reference point
+// (its changes are what the next run sends); the replica records which
+// one, so that CBT is only used against the point it describes. A failure
+// is a warning: the next run compares digests instead.
+func (r *vmRun) keepReferencePoint() {
+	job := r.in.Job
 	var ref string
-	err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(source)),
+	err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.cleanup, longActivity(r.source)),
 		contract.ActConvertToReferencePoint, contract.ReferencePointInput{
-			Host: job.Source, VMID: in.VM.ID, CheckpointID: cp.ID, Previous: state.ReferencePoint,
-		}).Get(cleanupCtx, &ref)
+			Host: job.Source, VMID: r.in.VM.ID, CheckpointID: r.cp.ID, Previous: r.state.ReferencePoint,
+		}).Get(r.cleanup, &ref)
 	if err != nil {
-		res.Warning = joinText(res.Warning, "turning the checkpoint into a reference point failed; the next run compares digests: "+errorText(err))
-		release("reference point failed")
-		return res, nil
+		r.res.Warning = joinText(r.res.Warning, "turning the checkpoint into a reference point failed; the next run compares digests: "+errorText(err))
+		r.release("reference point failed")
+		return
 	}
-	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(cleanupCtx, longActivity(target)),
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(r.cleanup, longActivity(r.target)),
 		contract.ActRecordReferencePoint, contract.RecordReferenceInput{
-			Job: job.Name, VMID: in.VM.ID, Point: point, ReferencePoint: ref,
-		}).Get(cleanupCtx, nil); err != nil {
-		res.Warning = joinText(res.Warning, "recording the reference point failed; the next run compares digests: "+errorText(err))
+			Job: job.Name, VMID: r.in.VM.ID, Point: r.res.RestorePoint, ReferencePoint: ref,
+		}).Get(r.cleanup, nil); err != nil {
+		r.res.Warning = joinText(r.res.Warning, "recording the reference point failed; the next run compares digests: "+errorText(err))
 	}
-	return res, nil
 }
 
 // sendProgress signals a disk's progress to the run without waiting for
@@ -382,6 +466,8 @@ func sendProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResu
 		contract.ProgressUpdate{VMID: in.VM.ID, Disk: d})
 }
 
+// signalProgress signals a disk's progress to the run and waits for its
+// delivery; runs recorded before fewer-round-trips issue it so.
 func signalProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskResult) {
 	if in.ParentWorkflowID == "" {
 		return
@@ -389,20 +475,6 @@ func signalProgress(ctx workflow.Context, in contract.VMInput, d contract.DiskRe
 	// Best effort: the parent also gets the final result from the child.
 	_ = workflow.SignalExternalWorkflow(ctx, in.ParentWorkflowID, "", contract.ProgressSignal,
 		contract.ProgressUpdate{VMID: in.VM.ID, Disk: d}).Get(ctx, nil)
-}
-
-// stopped is the result of a VM whose run stopped before its transfers.
-func stopped(res contract.VMResult, windowClosed bool, err error) (contract.VMResult, error) {
-	if windowClosed && isCancel(err) {
-		return partialAll(res, "backup window closed before the transfers started"), nil
-	}
-	res.Status = contract.StatusFailed
-	res.Error = errorText(err)
-	res.Retryable = mayPass(err)
-	for i := range res.Disks {
-		res.Disks[i].Status = contract.StatusFailed
-	}
-	return res, nil
 }
 
 // mayPass says whether trying the VM again later may succeed where err
@@ -424,6 +496,8 @@ func mayPass(err error) bool {
 	return true
 }
 
+// partialAll is res stopped by the backup window (or the job's hours)
+// before it finished: the VM and every disk partial, reason saying why.
 func partialAll(res contract.VMResult, reason string) contract.VMResult {
 	res.Status = contract.StatusPartial
 	res.Error = reason
@@ -433,26 +507,25 @@ func partialAll(res contract.VMResult, reason string) contract.VMResult {
 	return res
 }
 
+// isCancel says whether err is, or wraps, a cancellation.
 func isCancel(err error) bool {
 	var c *temporal.CanceledError
 	return errors.As(err, &c)
 }
 
+// isNonRetryable says whether err is, or wraps, an application error that
+// no retry fixes.
 func isNonRetryable(err error) bool {
 	var app *temporal.ApplicationError
 	return errors.As(err, &app) && app.NonRetryable()
 }
 
+// joinText joins two warnings (either may be empty).
 func joinText(a, b string) string {
 	if a == "" {
 		return b
 	}
 	return a + "; " + b
-}
-
-func isWindowClosed(err error) bool {
-	var app *temporal.ApplicationError
-	return errors.As(err, &app) && app.Type() == contract.ErrTypeWindowClosed
 }
 
 // setVMDetails shows the VM, its disks and its state in the Web UI.
