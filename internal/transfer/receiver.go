@@ -260,8 +260,14 @@ func (r *Receiver) donePendingLocked(p *pendingConn) {
 
 // bufferBytes is what one connection of block size bs holds: the payload
 // and decoded block of each of its receiveSlots frames, a block read back for
-// partial frames, zeros, and the buffered reader and writer.
-func bufferBytes(bs int64) int64 { return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 }
+// partial frames, zeros, the buffered reader and writer, and the socket's
+// read buffer under TLS.
+func bufferBytes(bs int64) int64 {
+	return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 + socketReadBytes
+}
+
+// socketReadBytes is the most one socket read takes under TLS (readBatcher).
+const socketReadBytes = 256 << 10
 
 // admit takes a connection slot and the connection's buffers from the
 // agent's budget, or says why it cannot.
@@ -296,13 +302,14 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, p *pendingConn) {
 	log := r.opts.Logger.With("remote", raw.RemoteAddr().String())
 
 	raw.SetDeadline(time.Now().Add(r.opts.HandshakeTimeout))
-	conn := tls.Server(raw, r.tls)
+	rb := &readBatcher{Conn: raw}
+	conn := tls.Server(rb, r.tls)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		r.donePending(p)
 		log.Warn("data channel: TLS handshake refused", "err", err)
 		return
 	}
-	r.session(ctx, raw, conn, p, log)
+	r.session(ctx, rb, conn, p, log)
 }
 
 // ServeConn receives one disk on conn, a TLS connection this side dialled
@@ -350,6 +357,9 @@ func (r *Receiver) session(ctx context.Context, raw net.Conn, conn *tls.Conn, p 
 		return
 	}
 	defer release()
+	if rb, ok := raw.(*readBatcher); ok {
+		rb.buffer(socketReadBytes)
+	}
 	// The Hello was read through the small buffer; what followed it stays
 	// in front of the connection.
 	rest, _ := c.br.Peek(c.br.Buffered())
@@ -803,7 +813,7 @@ func (c *receiverConn) writeOps(ctx context.Context, ops <-chan writeOp, free ch
 				if err = c.writeParts(op.f, op.data, whole, partSize); err == nil {
 					err = c.received(op.f, op.f.Parts.Bytes(int64(op.f.RawLength), partSize))
 				}
-			} else if _, err = c.sink.WriteAt(op.data, op.f.Offset); err != nil {
+			} else if err = c.writeBlock(op.f, op.data); err != nil {
 				err = fmt.Errorf("write %s at offset %d: %w", h, op.f.Offset, err)
 			} else {
 				err = c.received(op.f, int64(op.f.RawLength))
@@ -825,6 +835,24 @@ func (c *receiverConn) writeOps(ctx context.Context, ops <-chan writeOp, free ch
 		}
 	}
 	return nil
+}
+
+// BlockWriter is a Sink that takes a whole block with its digest. The
+// receiver has checked the digest over exactly these bytes (or, for a zero
+// frame, that it is the digest of zeros), so the sink records it instead of
+// digesting the block again.
+type BlockWriter interface {
+	WriteBlock(index int64, p []byte, sum digest.Sum) error
+}
+
+// writeBlock writes a whole block whose digest f.Sum the reading goroutine
+// checked over data.
+func (c *receiverConn) writeBlock(f frame, data []byte) error {
+	if bw, ok := c.sink.(BlockWriter); ok {
+		return bw.WriteBlock(f.Offset/c.hello.BlockSize, data, f.Sum)
+	}
+	_, err := c.sink.WriteAt(data, f.Offset)
+	return err
 }
 
 // done closes a transfer whose sender counted frames: everything is
