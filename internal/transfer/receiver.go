@@ -260,14 +260,8 @@ func (r *Receiver) donePendingLocked(p *pendingConn) {
 
 // bufferBytes is what one connection of block size bs holds: the payload
 // and decoded block of each of its receiveSlots frames, a block read back for
-// partial frames, zeros, the buffered reader and writer, and the socket's
-// read buffer under TLS.
-func bufferBytes(bs int64) int64 {
-	return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 + socketReadBytes
-}
-
-// socketReadBytes is the most one socket read takes under TLS (readBatcher).
-const socketReadBytes = 256 << 10
+// partial frames, zeros, and the buffered reader and writer.
+func bufferBytes(bs int64) int64 { return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 }
 
 // admit takes a connection slot and the connection's buffers from the
 // agent's budget, or says why it cannot.
@@ -302,14 +296,13 @@ func (r *Receiver) handle(ctx context.Context, raw net.Conn, p *pendingConn) {
 	log := r.opts.Logger.With("remote", raw.RemoteAddr().String())
 
 	raw.SetDeadline(time.Now().Add(r.opts.HandshakeTimeout))
-	rb := &readBatcher{Conn: raw}
-	conn := tls.Server(rb, r.tls)
+	conn := tls.Server(raw, r.tls)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		r.donePending(p)
 		log.Warn("data channel: TLS handshake refused", "err", err)
 		return
 	}
-	r.session(ctx, rb, conn, p, log)
+	r.session(ctx, raw, conn, p, log)
 }
 
 // ServeConn receives one disk on conn, a TLS connection this side dialled
@@ -357,9 +350,6 @@ func (r *Receiver) session(ctx context.Context, raw net.Conn, conn *tls.Conn, p 
 		return
 	}
 	defer release()
-	if rb, ok := raw.(*readBatcher); ok {
-		rb.buffer(socketReadBytes)
-	}
 	// The Hello was read through the small buffer; what followed it stays
 	// in front of the connection.
 	rest, _ := c.br.Peek(c.br.Buffered())

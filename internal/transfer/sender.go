@@ -273,7 +273,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	if _, err := bw.Write(encodeHello(&enc, h)); err != nil {
 		return s.failure(ctx, "send hello", err)
 	}
-	if err := flush(bw, conn); err != nil {
+	if err := bw.Flush(); err != nil {
 		return s.failure(ctx, "send hello", err)
 	}
 	reply, table, err := readHelloReply(br, conn, h, idle, opts.TempDir)
@@ -356,7 +356,7 @@ func (s *Sender) send(ctx context.Context, src disk.Image, plan blockplan.Plan, 
 	if _, err := bw.Write(encodePosition(&enc, msgDone, frames)); err != nil {
 		return s.failure(ctx, "send done", err)
 	}
-	if err := flush(bw, conn); err != nil {
+	if err := bw.Flush(); err != nil {
 		return s.failure(ctx, "send done", err)
 	}
 	st.outstanding()
@@ -435,7 +435,7 @@ func (s *Sender) failure(ctx context.Context, op string, err error) error {
 	return connError(op, err)
 }
 
-func (s *Sender) dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
+func (s *Sender) dial(ctx context.Context, timeout time.Duration) (*tls.Conn, error) {
 	if s.TLS == nil {
 		return nil, errors.New("sender: no TLS configuration")
 	}
@@ -451,10 +451,10 @@ func (s *Sender) dial(ctx context.Context, timeout time.Duration) (net.Conn, err
 			cfg.ServerName = host
 		}
 	}
+	conn := tls.Client(raw, cfg)
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := dialBatchedTLS(hctx, raw, cfg)
-	if err != nil {
+	if err := conn.HandshakeContext(hctx); err != nil {
 		raw.Close()
 		return nil, s.failure(ctx, "TLS handshake with agent "+s.Address, err)
 	}
@@ -827,9 +827,11 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 		case <-t.done:
 		default:
 			// The next block is not ready: let the link carry what is buffered.
-			conn.SetWriteDeadline(time.Now().Add(idle))
-			if err := flush(bw, conn); err != nil {
-				return frames, connError("send", err)
+			if bw.Buffered() > 0 {
+				conn.SetWriteDeadline(time.Now().Add(idle))
+				if err := bw.Flush(); err != nil {
+					return frames, connError("send", err)
+				}
 			}
 			<-t.done
 		}
@@ -862,7 +864,7 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 			hdr = appendFrameHeader(hdr[:0], f)
 			wire += int64(len(hdr)) + int64(f.PayloadLen)
 			if d := pace(wire, rate, time.Since(start)); d > 0 {
-				if err := flush(bw, conn); err != nil {
+				if err := bw.Flush(); err != nil {
 					return frames, connError("send", err)
 				}
 				select {
@@ -873,9 +875,11 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 			}
 			if p.limit != nil {
 				// Let what is buffered go while this frame waits for its turn.
-				conn.SetWriteDeadline(time.Now().Add(idle))
-				if err := flush(bw, conn); err != nil {
-					return frames, connError("send", err)
+				if bw.Buffered() > 0 {
+					conn.SetWriteDeadline(time.Now().Add(idle))
+					if err := bw.Flush(); err != nil {
+						return frames, connError("send", err)
+					}
 				}
 				if err := p.limit.Wait(ctx, int64(len(hdr))+int64(f.PayloadLen)); err != nil {
 					if ctx.Err() != nil {
@@ -889,17 +893,7 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 				return frames, connError(fmt.Sprintf("send frame at offset %d", b.Offset), err)
 			}
 			if !t.zero {
-				// A payload larger than the buffer's room goes to the
-				// connection itself rather than through the buffer: one
-				// copy of its bytes fewer.
-				var w io.Writer = bw
-				if len(t.payload) > bw.Available() {
-					if err := bw.Flush(); err != nil {
-						return frames, connError(fmt.Sprintf("send frame at offset %d", b.Offset), err)
-					}
-					w = conn
-				}
-				if _, err := w.Write(t.payload); err != nil {
+				if _, err := bw.Write(t.payload); err != nil {
 					return frames, connError(fmt.Sprintf("send frame at offset %d", b.Offset), err)
 				}
 			}
@@ -930,14 +924,6 @@ func (p *pipeline) write(ctx context.Context, conn net.Conn, bw *bufio.Writer, e
 		return frames, context.Cause(ctx)
 	}
 	return frames, nil
-}
-
-// flush sends what bw holds and what the connection gathered.
-func flush(bw *bufio.Writer, conn net.Conn) error {
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	return flushConn(conn)
 }
 
 // pace returns how long to wait before sending so that sent bytes since the
