@@ -682,3 +682,73 @@ func TestParallelDisks(t *testing.T) {
 	}
 	checkAgainstModel(t, r, []modelPoint{want}, "")
 }
+
+// WriteBlock records the digest its caller checked over the block, as
+// WriteAt would have computed it, and refuses what is not one whole block.
+func TestWriteBlockRecordsTheGivenDigest(t *testing.T) {
+	_, r, w := newTestReplica(t)
+	ctx := context.Background()
+	const bs = 64 << 10
+	ses, err := w.Begin(SessionSpec{CheckpointID: "c1", BlockSize: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dw, err := ses.Disk("disk1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := make([]byte, bs)
+	for i := range blk {
+		blk[i] = byte(i * 7)
+	}
+	for _, bad := range []struct {
+		i int64
+		p []byte
+	}{{1, blk[:bs-512]}, {-1, blk}, {dw.Size() / bs, blk}} {
+		if err := dw.WriteBlock(bad.i, bad.p, digest.Of(bad.p)); err == nil {
+			t.Fatalf("block %d of %d bytes accepted", bad.i, len(bad.p))
+		}
+	}
+	if err := dw.WriteBlock(1, blk, digest.Of(blk)); err != nil {
+		t.Fatal(err)
+	}
+	// The source's digest agrees; another one is refused as for WriteAt.
+	if err := dw.SetDigest(1, digest.Of(blk)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dw.SetDigest(1, digest.Of(make([]byte, bs))); err == nil {
+		t.Fatal("a digest other than the written block's accepted")
+	}
+	dw.Close()
+	if dw, err = ses.Disk("disk1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := dw.WriteBlock(1, blk, digest.Of(blk)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dw.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	dw.Close()
+	dw0, err := ses.Disk("disk0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dw0.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	dw0.Close()
+	if _, err := ses.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	table, err := r.Digests("", "disk1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table.Sums[1] != digest.Of(blk) {
+		t.Fatalf("digest of block 1 recorded as %s, want %s", table.Sums[1], digest.Of(blk))
+	}
+	if rep, err := r.Verify(ctx, ""); err != nil || !rep.OK {
+		t.Fatalf("the point does not verify against its digests: %v", err)
+	}
+}

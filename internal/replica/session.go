@@ -167,7 +167,7 @@ type DiskWriter struct {
 	mu       sync.Mutex
 	table    *DigestTable
 	dirty    map[int64]bool // digest changed since the last Persist
-	computed map[int64]bool // digest computed from a whole block written
+	computed map[int64]bool // digest of a whole block written, computed here or checked by the caller (WriteBlock)
 	unknown  map[int64]bool // partly written: digest to be read back at Persist
 	position int64
 	complete bool
@@ -210,6 +210,24 @@ func (dw *DiskWriter) IsComplete() bool {
 
 // WriteAt writes p at byte off of the disk; the range must lie inside it.
 func (dw *DiskWriter) WriteAt(p []byte, off int64) (int, error) {
+	return dw.write(p, off, nil)
+}
+
+// WriteBlock writes block i whole: p must be exactly its bytes, and sum the
+// digest of p, which the caller computed over these very bytes (the agent
+// checks every frame's digest before it writes the frame). The digest is
+// recorded as WriteAt would record it, without digesting p a second time.
+func (dw *DiskWriter) WriteBlock(i int64, p []byte, sum digest.Sum) error {
+	if i < 0 || i*dw.blockSize >= dw.size || int64(len(p)) != blockLen(dw.size, dw.blockSize, i) {
+		return fmt.Errorf("write disk %s block %d: %d bytes, the block is not that (block size %d, disk %d bytes)", dw.id, i, len(p), dw.blockSize, dw.size)
+	}
+	_, err := dw.write(p, i*dw.blockSize, &sum)
+	return err
+}
+
+// write is WriteAt; sum, when not nil, is the digest of p, which is then
+// exactly one block.
+func (dw *DiskWriter) write(p []byte, off int64, sum *digest.Sum) (int, error) {
 	dw.mu.Lock()
 	defer dw.mu.Unlock()
 	if err := dw.writable(); err != nil {
@@ -237,7 +255,11 @@ func (dw *DiskWriter) WriteAt(p []byte, off int64) (int, error) {
 	for b := off / bs; b*bs < end; b++ {
 		start, stop := b*bs, b*bs+blockLen(dw.size, bs, b)
 		if start >= off && stop <= end {
-			dw.table.Sums[b] = digest.Of(p[start-off : stop-off])
+			if sum != nil {
+				dw.table.Sums[b] = *sum
+			} else {
+				dw.table.Sums[b] = digest.Of(p[start-off : stop-off])
+			}
 			dw.computed[b] = true
 			delete(dw.unknown, b)
 		} else {

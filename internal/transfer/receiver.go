@@ -803,7 +803,7 @@ func (c *receiverConn) writeOps(ctx context.Context, ops <-chan writeOp, free ch
 				if err = c.writeParts(op.f, op.data, whole, partSize); err == nil {
 					err = c.received(op.f, op.f.Parts.Bytes(int64(op.f.RawLength), partSize))
 				}
-			} else if _, err = c.sink.WriteAt(op.data, op.f.Offset); err != nil {
+			} else if err = c.writeBlock(op.f, op.data); err != nil {
 				err = fmt.Errorf("write %s at offset %d: %w", h, op.f.Offset, err)
 			} else {
 				err = c.received(op.f, int64(op.f.RawLength))
@@ -825,6 +825,24 @@ func (c *receiverConn) writeOps(ctx context.Context, ops <-chan writeOp, free ch
 		}
 	}
 	return nil
+}
+
+// BlockWriter is a Sink that takes a whole block with its digest. The
+// receiver has checked the digest over exactly these bytes (or, for a zero
+// frame, that it is the digest of zeros), so the sink records it instead of
+// digesting the block again.
+type BlockWriter interface {
+	WriteBlock(index int64, p []byte, sum digest.Sum) error
+}
+
+// writeBlock writes a whole block whose digest f.Sum the reading goroutine
+// checked over data.
+func (c *receiverConn) writeBlock(f frame, data []byte) error {
+	if bw, ok := c.sink.(BlockWriter); ok {
+		return bw.WriteBlock(f.Offset/c.hello.BlockSize, data, f.Sum)
+	}
+	_, err := c.sink.WriteAt(data, f.Offset)
+	return err
 }
 
 // done closes a transfer whose sender counted frames: everything is
