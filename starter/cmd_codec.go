@@ -16,7 +16,6 @@ import (
 	"github.com/replicator/replicator/internal/temporalclient"
 )
 
-
 // newCodecCommand serves the payload codec to the Temporal Web UI: with
 // temporal.codecKeyFile set, the cluster holds only encrypted payloads, and
 // the UI shows them to an operator only through this endpoint, which holds

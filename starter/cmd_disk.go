@@ -10,7 +10,6 @@ import (
 	"github.com/replicator/replicator/internal/diskimage"
 )
 
-
 func newDiskCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "disk",

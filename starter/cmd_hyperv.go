@@ -15,7 +15,6 @@ import (
 	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 )
 
-
 func newHypervCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "hyperv", Short: "Work with Hyper-V hosts"}
 	cmd.AddCommand(newHypervCaptureCommand())

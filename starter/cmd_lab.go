@@ -17,7 +17,6 @@ import (
 	"github.com/replicator/replicator/internal/provider/lab"
 )
 
-
 func newLabCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",

@@ -19,7 +19,6 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 )
 
-
 // newPKICommand manages the private CA of the data channel outside --dev:
 // `pki init DIR` creates the CA, `pki issue DIR NAME --role R --host H…` gives
 // one worker or agent a folder laid out like the --dev certificates

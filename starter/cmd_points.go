@@ -8,7 +8,6 @@ import (
 	"github.com/replicator/replicator/internal/replica"
 )
 
-
 func newPointsCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "points JOB VM",

@@ -12,7 +12,6 @@ import (
 	"github.com/replicator/replicator/internal/replica"
 )
 
-
 func newReplicaCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replica",

@@ -16,7 +16,6 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 )
 
-
 func newRunCommand() *cobra.Command {
 	var vms, attach string
 	var watch, wait bool

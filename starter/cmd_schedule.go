@@ -13,7 +13,6 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 )
 
-
 // scheduleID names the schedule of a job.
 func scheduleID(job string) string { return contract.ScheduleID(job) }
 

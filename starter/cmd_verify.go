@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func newVerifyCommand() *cobra.Command {
 	var point string
 	cmd := &cobra.Command{
