@@ -35,8 +35,9 @@ type LoadOptions struct {
 	Flags *pflag.FlagSet
 }
 
-// Load builds the configuration from its layers, lowest first: the defaults
-// and the file (or Dev(DataDir) when there is no file), then environment
+// Load builds the configuration from its layers, lowest first: the defaults,
+// the Temporal CLI's variables (TEMPORAL_ADDRESS, …: temporalenv.go) and the
+// file (or Dev(DataDir) alone when there is no file), then environment
 // variables REPLICATOR_<SECTION>_<KEY>, then changed flags. It validates the
 // result as a whole: on any problem it returns a *ValidationError naming
 // every key path at fault, and no configuration.
@@ -44,6 +45,7 @@ func Load(o LoadOptions) (*Config, error) {
 	var cfg *Config
 	var problems []Problem
 	var lines map[string]int
+	var envSources map[string]string
 	if o.File == "" {
 		dataDir := o.DataDir
 		if dataDir == "" {
@@ -55,14 +57,35 @@ func Load(o LoadOptions) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: read %w", err)
 		}
-		cfg, problems, lines, err = decodeYAML(data)
+		base := Defaults()
+		envSources, problems = temporalEnv(&base.Temporal, os.LookupEnv)
+		var fileProblems []Problem
+		cfg, fileProblems, lines, err = decodeYAML(base, data)
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", o.File, err)
 		}
+		problems = append(problems, fileProblems...)
 	}
 
 	overrideProblems, sources := applyOverrides(cfg, o.Flags)
 	problems = append(problems, overrideProblems...)
+	if sources == nil {
+		sources = map[string]string{}
+	}
+	if o.File != "" {
+		set := func(path string) bool { _, inFile := lines[path]; _, over := sources[path]; return inFile || over }
+		problems = append(problems, temporalEnvDataProblems(os.LookupEnv, set)...)
+		// What the file and the overrides leave to a Temporal CLI variable
+		// is reported with the variable's name.
+		for path, name := range envSources {
+			if !set(path) {
+				sources[path] = name
+			}
+		}
+		if cfg.Temporal.APIKeyFile != "" {
+			cfg.Temporal.APIKey = "" // the configured file wins
+		}
+	}
 
 	if verr := cfg.validate(); verr != nil {
 		// A key that failed to decode keeps its default, which may draw a
@@ -101,7 +124,7 @@ func coveredBy(path string, problems []Problem) bool {
 	return false
 }
 
-// decodeYAML reads a YAML document over the defaults. It returns an error
+// decodeYAML reads a YAML document over base (the defaults). It returns an error
 // only when the text is not YAML; keys and values at fault are problems.
 // lines maps each key path found in the file to its line.
 //
@@ -109,8 +132,8 @@ func coveredBy(path string, problems []Problem) bool {
 // viper: viper lowercases every key, map keys included, and VM names in
 // guestProcessing.guests must keep their case; it also loses the lines
 // that problems are reported with.
-func decodeYAML(data []byte) (cfg *Config, problems []Problem, lines map[string]int, err error) {
-	cfg = Defaults()
+func decodeYAML(base *Config, data []byte) (cfg *Config, problems []Problem, lines map[string]int, err error) {
+	cfg = base
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, nil, nil, err
@@ -187,6 +210,9 @@ func OverrideKeys() []string {
 	walk = func(prefix string, t reflect.Type) {
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
+			if notAKey(f) {
+				continue
+			}
 			key := prefix + yamlKey(f)
 			switch {
 			case f.Type.Kind() == reflect.Struct && f.Type != durationType:
@@ -349,6 +375,10 @@ func fieldByPath(v reflect.Value, path string) (reflect.Value, bool) {
 }
 
 // yamlKey is a field's key in the file: its yaml tag.
+// notAKey says a field is not a key of the file (yaml:"-"): it is set
+// from elsewhere (the Temporal CLI's variables) and never overridden.
+func notAKey(f reflect.StructField) bool { return f.Tag.Get("yaml") == "-" }
+
 func yamlKey(f reflect.StructField) string {
 	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 	if name == "" {
@@ -662,12 +692,12 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 // fieldIndex finds the field of a key: exact match first, then ignoring case.
 func fieldIndex(t reflect.Type, key string) int {
 	for i := 0; i < t.NumField(); i++ {
-		if yamlKey(t.Field(i)) == key {
+		if yamlKey(t.Field(i)) == key && !notAKey(t.Field(i)) {
 			return i
 		}
 	}
 	for i := 0; i < t.NumField(); i++ {
-		if strings.EqualFold(yamlKey(t.Field(i)), key) {
+		if strings.EqualFold(yamlKey(t.Field(i)), key) && !notAKey(t.Field(i)) {
 			return i
 		}
 	}
