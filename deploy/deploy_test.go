@@ -614,6 +614,23 @@ func TestImageLeavesOutEmbeddedServer(t *testing.T) {
 	if found := serverPackages(""); len(found) == 0 {
 		t.Errorf("the default build of workers links no Temporal server package: `workers --dev` has lost its embedded server")
 	}
+
+	// The image's workers refuse --dev with a message, and start nothing.
+	bin := filepath.Join(t.TempDir(), "workers")
+	build := exec.Command("go", "build", "-tags", tags, "-o", bin, "./workers")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %s ./workers: %v\n%s", tags, err, out)
+	}
+	dataDir := filepath.Join(t.TempDir(), "dev")
+	out, err := exec.Command(bin, "--dev", "--data-dir", dataDir).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "--dev is not part of this build") || !strings.Contains(string(out), "-tags nodev") {
+		t.Errorf("workers --dev built with -tags %s: %v, output %q; want exit 2 saying --dev is not part of this build", tags, err, out)
+	}
+	if _, err := os.Stat(dataDir); err == nil {
+		t.Errorf("workers --dev built with -tags %s created %s", tags, dataDir)
+	}
 }
 
 // packageName is the package clause of the Go files in dir.
