@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -215,10 +216,11 @@ func TestInterruptedExportLeavesNoFile(t *testing.T) {
 	}
 }
 
-// Ctrl-C while `run --watch` or `run --wait` follows a run, or while a
-// failover waits for its workflow, stops the waiting only: the workflow
-// keeps running in Temporal, and stderr says how to follow it again.
-func TestInterruptedWaitLeavesWorkflowRunning(t *testing.T) {
+// Against an embedded Temporal server: Ctrl-C while `run --watch` or `run
+// --wait` follows a run, or while a failover waits for its workflow, stops
+// the waiting only (the workflow keeps running in Temporal, and stderr says
+// how to follow it again); run and schedule print text or JSON.
+func TestCommandsAgainstTemporal(t *testing.T) {
 	testkit.Long(t, "embedded Temporal server")
 	dir := t.TempDir()
 	addr := freeAddr(t)
@@ -275,6 +277,59 @@ func TestInterruptedWaitLeavesWorkflowRunning(t *testing.T) {
 			}
 		})
 	}
+
+	// The commands that talk to Temporal print text by default and JSON
+	// when asked, with the same figures.
+	t.Run("output", func(t *testing.T) {
+		t.Setenv("REPLICATOR_TEMPORAL_ADDRESS", addr)
+		starter := func(args ...string) string {
+			t.Helper()
+			root := newRootCommand()
+			var stdout, stderr bytes.Buffer
+			root.SetOut(&stdout)
+			root.SetErr(&stderr)
+			root.SetArgs(append(args, "--data-dir", dir))
+			if err := root.Execute(); err != nil {
+				t.Fatalf("starter %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+			}
+			return stdout.String()
+		}
+		text := starter("run", "demo")
+		if !regexp.MustCompile(`^demo-\S+\n$`).MatchString(text) {
+			t.Errorf("run, text: %q, want the workflow id alone", text)
+		}
+		var started struct{ WorkflowID, RunID string }
+		if out := starter("run", "demo", "--output", "json"); json.Unmarshal([]byte(out), &started) != nil || !strings.HasPrefix(started.WorkflowID, "demo-") || started.RunID == "" {
+			t.Errorf("run --output json: %q", out)
+		}
+		if out := starter("schedule", "create", "demo", "--interval", "1h"); out != contract.ScheduleID("demo")+"\n" {
+			t.Errorf("schedule create, text: %q", out)
+		}
+		// The schedule list is eventually consistent (visibility): wait for it.
+		var list []struct {
+			ID     string   `json:"id"`
+			Paused bool     `json:"paused"`
+			Next   []string `json:"nextRuns"`
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(list) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("schedule list --output json: the new schedule is not listed within 30 s")
+			}
+			time.Sleep(200 * time.Millisecond)
+			if err := json.Unmarshal([]byte(starter("schedule", "list", "--output", "json")), &list); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if list[0].ID != contract.ScheduleID("demo") || list[0].Paused || len(list[0].Next) == 0 {
+			t.Errorf("schedule list --output json: %+v", list)
+		}
+		row := regexp.MustCompile(`(?m)^SCHEDULE\s+PAUSED\s+NEXT RUNS\n` + regexp.QuoteMeta(list[0].ID) + `\s+false\s+` + regexp.QuoteMeta(list[0].Next[0]))
+		if out := starter("schedule", "list"); !row.MatchString(out) {
+			t.Errorf("schedule list, text:\n%s\nwant a row matching %s", out, row)
+		}
+		starter("schedule", "delete", "demo")
+	})
 }
 
 // freeAddr is a loopback address no one listens on.
