@@ -20,7 +20,7 @@ func newRunCommand() *cobra.Command {
 	var vms, attach string
 	var watch, wait bool
 	cmd := &cobra.Command{
-		Use:   "run JOB [--vms a,b] [--watch] [--wait] | run --attach WORKFLOW_ID [--watch] [--wait]",
+		Use:   "run JOB [--vms a,b] [--watch] [--wait]",
 		Short: "Start a replication run of JOB (exit 0 success, 3 partial, 1 failed with --wait)",
 		Long: "Start ReplicationWorkflow for JOB and print its workflow id. --watch draws\n" +
 			"progress bars until the run ends; --wait prints its result (JSON unless\n" +
@@ -29,7 +29,10 @@ func newRunCommand() *cobra.Command {
 			"`starter run --attach WORKFLOW_ID --watch` (or --wait) follows it again.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if attach != "" {
-				return cobra.NoArgs(cmd, args)
+				if len(args) > 0 {
+					return fmt.Errorf("run --attach %s follows a run already started: give no JOB", attach)
+				}
+				return nil
 			}
 			return cobra.ExactArgs(1)(cmd, args)
 		},
