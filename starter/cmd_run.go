@@ -107,9 +107,19 @@ func newRunCommand() *cobra.Command {
 func followRun(cmd *cobra.Command, c client.Client, run client.WorkflowRun, id string, watch, wait bool, format string) error {
 	ctx := cmd.Context()
 	if watch {
-		stop := make(chan struct{})
-		go watchProgress(ctx, c, id, stop, cmd)
-		defer close(stop)
+		stop, watched := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(watched)
+			watchProgress(ctx, c, id, stop, cmd)
+		}()
+		// The bars' last frame is drawn before the result or a message.
+		defer func() {
+			close(stop)
+			select { // never let drawing hold the exit up
+			case <-watched:
+			case <-time.After(2 * time.Second):
+			}
+		}()
 	}
 	var res contract.ReplicationResult
 	if err := run.Get(ctx, &res); err != nil {
@@ -188,6 +198,7 @@ func watchProgress(ctx context.Context, c client.Client, id string, stop <-chan 
 			p.Wait()
 			return
 		case <-ctx.Done():
+			p.Shutdown() // draws the last frame and ends the bars' line
 			return
 		case <-t.C:
 		}
