@@ -33,6 +33,15 @@ var (
 	starterBinOut  []byte
 )
 
+// TestMain removes the starter binary the signal tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if starterBin != "" {
+		os.RemoveAll(filepath.Dir(starterBin))
+	}
+	os.Exit(code)
+}
+
 // buildStarter builds the starter command once for the tests that signal it.
 func buildStarter(t *testing.T) string {
 	t.Helper()
