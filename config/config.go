@@ -68,6 +68,10 @@ type Temporal struct {
 	// encrypted before it leaves the process, so the cluster's database and
 	// Web UI hold only ciphertext. Empty: payloads in plain JSON.
 	CodecKeyFile string `yaml:"codecKeyFile"`
+	// APIKey is the API key itself, from TEMPORAL_API_KEY (temporalenv.go)
+	// when no apiKeyFile is configured; never read from a file or
+	// REPLICATOR_* variable, never written out.
+	APIKey string `yaml:"-"`
 }
 
 // TemporalTLS is TLS to the Temporal frontend: with CA alone (or Enabled
@@ -81,6 +85,9 @@ type TemporalTLS struct {
 	// ServerName is the name the frontend's certificate must carry (default:
 	// the host of temporal.address).
 	ServerName string `yaml:"serverName"`
+	// DisableHostVerification accepts any certificate name, from
+	// TEMPORAL_TLS_DISABLE_HOST_VERIFICATION (temporalenv.go) only.
+	DisableHostVerification bool `yaml:"-"`
 }
 
 // On reports whether TLS to the frontend is configured.

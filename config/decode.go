@@ -25,7 +25,7 @@ import (
 // an unquoted 0 for a duration, and starts every element of a list from
 // zero, so that a job would lose its defaults.
 
-// decodeYAML reads a YAML document over the defaults. It returns an error
+// decodeYAML reads a YAML document over base (the defaults). It returns an error
 // only when the text is not YAML; keys and values at fault are problems.
 // lines maps each key path found in the file to its line.
 //
@@ -33,8 +33,8 @@ import (
 // viper: viper lowercases every key, map keys included, and VM names in
 // guestProcessing.guests must keep their case; it also loses the lines
 // that problems are reported with.
-func decodeYAML(data []byte) (cfg *Config, problems []Problem, lines map[string]int, err error) {
-	cfg = Defaults()
+func decodeYAML(base *Config, data []byte) (cfg *Config, problems []Problem, lines map[string]int, err error) {
+	cfg = base
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, nil, nil, err
@@ -46,6 +46,10 @@ func decodeYAML(data []byte) (cfg *Config, problems []Problem, lines map[string]
 	d.decode("", doc.Content[0], reflect.ValueOf(cfg).Elem())
 	return cfg, d.problems, d.lines, nil
 }
+
+// notAKey says a field is not a key of the file (yaml:"-"): it is set
+// from elsewhere (the Temporal CLI's variables) and never overridden.
+func notAKey(f reflect.StructField) bool { return f.Tag.Get("yaml") == "-" }
 
 // yamlKey is a field's key in the file: its yaml tag.
 func yamlKey(f reflect.StructField) string {
@@ -328,12 +332,12 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 // fieldIndex finds the field of a key: exact match first, then ignoring case.
 func fieldIndex(t reflect.Type, key string) int {
 	for i := 0; i < t.NumField(); i++ {
-		if yamlKey(t.Field(i)) == key {
+		if yamlKey(t.Field(i)) == key && !notAKey(t.Field(i)) {
 			return i
 		}
 	}
 	for i := 0; i < t.NumField(); i++ {
-		if strings.EqualFold(yamlKey(t.Field(i)), key) {
+		if strings.EqualFold(yamlKey(t.Field(i)), key) && !notAKey(t.Field(i)) {
 			return i
 		}
 	}

@@ -34,8 +34,9 @@ type LoadOptions struct {
 	Flags *pflag.FlagSet
 }
 
-// Load builds the configuration from its layers, lowest first: the defaults
-// and the file (or Dev(DataDir) when there is no file), then environment
+// Load builds the configuration from its layers, lowest first: the defaults,
+// the Temporal CLI's variables (TEMPORAL_ADDRESS, …: temporalenv.go) and the
+// file (or Dev(DataDir) alone when there is no file), then environment
 // variables REPLICATOR_<SECTION>_<KEY>, then changed flags. It validates the
 // result as a whole: on any problem it returns a *ValidationError naming
 // every key path at fault, and no configuration.
@@ -43,6 +44,7 @@ func Load(o LoadOptions) (*Config, error) {
 	var cfg *Config
 	var problems []Problem
 	var lines map[string]int
+	var envSources map[string]string
 	if o.File == "" {
 		dataDir := o.DataDir
 		if dataDir == "" {
@@ -54,10 +56,14 @@ func Load(o LoadOptions) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: read %w", err)
 		}
-		cfg, problems, lines, err = decodeYAML(data)
+		base := Defaults()
+		envSources, problems = temporalEnv(&base.Temporal, os.LookupEnv)
+		var fileProblems []Problem
+		cfg, fileProblems, lines, err = decodeYAML(base, data)
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", o.File, err)
 		}
+		problems = append(problems, fileProblems...)
 	}
 
 	doc, sources, overrideProblems := overrides(o.Flags)
@@ -68,6 +74,23 @@ func Load(o LoadOptions) (*Config, error) {
 		for _, p := range d.problems {
 			p.Reason += " (from " + sources[p.Path] + ")"
 			problems = append(problems, p)
+		}
+	}
+	if sources == nil {
+		sources = map[string]string{}
+	}
+	if o.File != "" {
+		set := func(path string) bool { _, inFile := lines[path]; _, over := sources[path]; return inFile || over }
+		problems = append(problems, temporalEnvDataProblems(os.LookupEnv, set)...)
+		// What the file and the overrides leave to a Temporal CLI variable
+		// is reported with the variable's name.
+		for path, name := range envSources {
+			if !set(path) {
+				sources[path] = name
+			}
+		}
+		if cfg.Temporal.APIKeyFile != "" {
+			cfg.Temporal.APIKey = "" // the configured file wins
 		}
 	}
 
@@ -172,6 +195,9 @@ func OverrideKeys() []string {
 	walk = func(prefix string, t reflect.Type) {
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
+			if notAKey(f) {
+				continue
+			}
 			key := prefix + yamlKey(f)
 			switch {
 			case f.Type.Kind() == reflect.Struct && f.Type != durationType:

@@ -110,6 +110,9 @@ func (c *Config) validate() []Problem {
 	if c.Temporal.APIKeyFile != "" && !c.Temporal.TLS.On() {
 		ck.add("temporal.apiKeyFile", "an API key is sent only over TLS: set temporal.tls.ca or temporal.tls.enabled")
 	}
+	if c.Temporal.APIKey != "" && !c.Temporal.TLS.On() {
+		ck.add("temporal.apiKey", "an API key is sent only over TLS: unset TEMPORAL_TLS=false or set temporal.tls")
+	}
 	ck.noNUL("temporal.apiKeyFile", c.Temporal.APIKeyFile)
 	ck.noNUL("temporal.codecKeyFile", c.Temporal.CodecKeyFile)
 	ck.noNUL("tls.crl", c.TLS.CRL)

@@ -566,6 +566,73 @@ func TestDockerfileBuildIsCI(t *testing.T) {
 	}
 }
 
+// TestImageLeavesOutEmbeddedServer checks that the image's binaries, built
+// with the Dockerfile's build tags, link no package of the Temporal server
+// (the embedded server is for `workers --dev` only), while the default build
+// of workers still does, so that `go run ./workers --dev` keeps working.
+func TestImageLeavesOutEmbeddedServer(t *testing.T) {
+	var image []string
+	for _, ins := range dockerfileInstructions(t) {
+		if strings.HasPrefix(ins, "RUN ") && strings.Contains(ins, "go build") {
+			image = buildCommand(ins)
+		}
+	}
+	tags := ""
+	for i, f := range image {
+		if f == "-tags" && i+1 < len(image) {
+			tags = image[i+1]
+		} else if v, ok := strings.CutPrefix(f, "-tags="); ok {
+			tags = v
+		}
+	}
+	if !slices.Contains(strings.Split(tags, ","), "nodev") {
+		t.Fatalf("Dockerfile builds with %q: want -tags nodev, which leaves the embedded Temporal server out", image)
+	}
+	serverPackages := func(tags string) []string {
+		t.Helper()
+		args := []string{"list", "-deps"}
+		if tags != "" {
+			args = append(args, "-tags", tags)
+		}
+		cmd := exec.Command("go", append(args, "./workers", "./starter")...)
+		cmd.Dir = repoRoot
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go %s: %v", strings.Join(args, " "), err)
+		}
+		var found []string
+		for _, p := range strings.Fields(string(out)) {
+			if p == "go.temporal.io/server" || strings.HasPrefix(p, "go.temporal.io/server/") {
+				found = append(found, p)
+			}
+		}
+		return found
+	}
+	if found := serverPackages(tags); len(found) > 0 {
+		t.Errorf("with -tags %s, workers and starter link %d packages of the Temporal server, e.g. %s", tags, len(found), found[0])
+	}
+	if found := serverPackages(""); len(found) == 0 {
+		t.Errorf("the default build of workers links no Temporal server package: `workers --dev` has lost its embedded server")
+	}
+
+	// The image's workers refuse --dev with a message, and start nothing.
+	bin := filepath.Join(t.TempDir(), "workers")
+	build := exec.Command("go", "build", "-tags", tags, "-o", bin, "./workers")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %s ./workers: %v\n%s", tags, err, out)
+	}
+	dataDir := filepath.Join(t.TempDir(), "dev")
+	out, err := exec.Command(bin, "--dev", "--data-dir", dataDir).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "--dev is not part of this build") || !strings.Contains(string(out), "-tags nodev") {
+		t.Errorf("workers --dev built with -tags %s: %v, output %q; want exit 2 saying --dev is not part of this build", tags, err, out)
+	}
+	if _, err := os.Stat(dataDir); err == nil {
+		t.Errorf("workers --dev built with -tags %s created %s", tags, dataDir)
+	}
+}
+
 // packageName is the package clause of the Go files in dir.
 func packageName(dir string) (string, error) {
 	entries, err := os.ReadDir(dir)

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
 	"time"
 
@@ -15,8 +15,6 @@ import (
 
 	"github.com/replicator/replicator/internal/temporalclient"
 )
-
-func init() { commands = append(commands, newCodecCommand) }
 
 // newCodecCommand serves the payload codec to the Temporal Web UI: with
 // temporal.codecKeyFile set, the cluster holds only encrypted payloads, and
@@ -61,8 +59,8 @@ func newCodecCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("codec serve: --listen %s: %w", listen, err)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
-			defer stop()
+			// the command's context ends on SIGINT or SIGTERM
+			ctx := cmd.Context()
 			srv := &http.Server{Handler: codec.Handler(origin, token), ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-ctx.Done()
@@ -70,7 +68,18 @@ func newCodecCommand() *cobra.Command {
 				defer cancel()
 				srv.Shutdown(sctx)
 			}()
-			fmt.Fprintf(cmd.OutOrStdout(), "codec server http://%s for the Web UI at %s\n", ln.Addr(), origin)
+			type serving struct {
+				URL    string `json:"url"`
+				Origin string `json:"origin"`
+			}
+			res := serving{"http://" + ln.Addr().String(), origin}
+			if err := emit(cmd, outputText, res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "codec server %s for the Web UI at %s\n", res.URL, res.Origin)
+				return err
+			}); err != nil {
+				ln.Close()
+				return err
+			}
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("codec serve: %w", err)
 			}

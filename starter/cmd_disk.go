@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -10,8 +9,6 @@ import (
 
 	"github.com/replicator/replicator/internal/diskimage"
 )
-
-func init() { commands = append(commands, newDiskCommand) }
 
 func newDiskCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -23,21 +20,22 @@ func newDiskCommand() *cobra.Command {
 }
 
 func newDiskInfoCommand() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "info FILE",
+		Use:   "info FILE [--output text|json]",
 		Short: "Describe a disk image: format, sizes, parent, allocated ranges, partitions, exclusions",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(cmd, outputText)
+			if err != nil {
+				return err
+			}
 			info, err := diskimage.Describe(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(info)
+			if format == outputJSON {
+				return printJSON(cmd, info)
 			}
 			var allocated int64
 			for _, e := range info.Allocated {
@@ -66,7 +64,6 @@ func newDiskInfoCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/spf13/cobra"
@@ -13,8 +14,6 @@ import (
 	"github.com/replicator/replicator/internal/provider/hyperv"
 	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 )
-
-func init() { commands = append(commands, newHypervCommand) }
 
 func newHypervCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "hyperv", Short: "Work with Hyper-V hosts"}
@@ -76,13 +75,26 @@ func newHypervCaptureCommand() *cobra.Command {
 			if err := atomicfile.WriteFile(out, append(b, '\n'), 0o644); err != nil {
 				return fmt.Errorf("hyperv capture: %w", err)
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "recorded %d queries, %d objects and %d method calls of host %s (VM %s) into %s\n",
-				len(rec.Queries), len(rec.Objects), len(rec.Invocations), rec.Host, vm, out)
-			for _, e := range rec.Errors {
-				fmt.Fprintf(w, "  %s\n", e)
+			type recorded struct {
+				File        string   `json:"file"`
+				Host        string   `json:"host"`
+				VM          string   `json:"vm"`
+				Queries     int      `json:"queries"`
+				Objects     int      `json:"objects"`
+				Invocations int      `json:"invocations"`
+				Errors      []string `json:"errors"`
 			}
-			return nil
+			res := recorded{File: out, Host: rec.Host, VM: vm, Queries: len(rec.Queries), Objects: len(rec.Objects),
+				Invocations: len(rec.Invocations), Errors: []string{}}
+			res.Errors = append(res.Errors, rec.Errors...)
+			return emit(cmd, outputText, res, func(w io.Writer) error {
+				fmt.Fprintf(w, "recorded %d queries, %d objects and %d method calls of host %s (VM %s) into %s\n",
+					res.Queries, res.Objects, res.Invocations, res.Host, vm, out)
+				for _, e := range res.Errors {
+					fmt.Fprintf(w, "  %s\n", e)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&hostName, "host", "", "host of the configuration (provider hyperv or hyperv-sim)")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,8 +16,6 @@ import (
 	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
 )
-
-func init() { commands = append(commands, newLabCommand) }
 
 func newLabCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -88,7 +85,6 @@ func newLabCreateCommand() *cobra.Command {
 	var sizes, nics []string
 	var memory string
 	var cpus int
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "create VM --disk SIZE [--disk SIZE...] [--cpus N] [--memory SIZE] [--nic SWITCH...]",
 		Short: "Create a lab VM with empty dynamic VHDX disks (sizes like 256MiB, 1GiB)",
@@ -96,6 +92,10 @@ func newLabCreateCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(sizes) == 0 {
 				return errors.New("lab create: give at least one --disk SIZE")
+			}
+			format, err := outputFormat(cmd, outputText)
+			if err != nil {
+				return err
 			}
 			var bytes []int64
 			for i, s := range sizes {
@@ -125,8 +125,8 @@ func newLabCreateCommand() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
-				return labWriteJSON(out, labVMOf(vm))
+			if format == outputJSON {
+				return printJSON(cmd, labVMOf(vm))
 			}
 			fmt.Fprintf(out, "created VM %s (id %s)\n", vm.Name, vm.ID)
 			for _, d := range vm.Disks {
@@ -139,7 +139,6 @@ func newLabCreateCommand() *cobra.Command {
 	cmd.Flags().IntVar(&cpus, "cpus", 0, "virtual processors (default 1)")
 	cmd.Flags().StringVar(&memory, "memory", "", "startup memory, a multiple of 2MiB (default 1GiB)")
 	cmd.Flags().StringArrayVar(&nics, "nic", nil, "connect a network adapter to this virtual switch (repeat for more adapters)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the VM as JSON")
 	return cmd
 }
 
@@ -165,8 +164,16 @@ func newLabWriteCommand() *cobra.Command {
 			if err := h.Write(cmd.Context(), args[0], diskIndex, percent, seed); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %g%% of disk %d of VM %s (seed %d)\n", percent, diskIndex, args[0], seed)
-			return nil
+			type written struct {
+				VM      string  `json:"vm"`
+				Disk    int     `json:"disk"`
+				Percent float64 `json:"percent"`
+				Seed    int64   `json:"seed"`
+			}
+			return emit(cmd, outputText, written{args[0], diskIndex, percent, seed}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "wrote %g%% of disk %d of VM %s (seed %d)\n", percent, diskIndex, args[0], seed)
+				return err
+			})
 		},
 	}
 	cmd.Flags().IntVar(&diskIndex, "disk", 0, "index of the disk to write to")
@@ -227,13 +234,19 @@ func withPoints(ctx context.Context, h *lab.Host, vm labVM) (labVM, error) {
 }
 
 func newLabListCommand() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "ls [--json]",
+		Use:     "ls [--output text|json]",
 		Aliases: []string{"list"},
 		Short:   "List the lab VMs and the disk files they write to now",
-		Args:    cobra.NoArgs,
+		Long: "List the lab VMs and the disk files they write to now. --output json (or --json)\n" +
+			"prints [{name, id, state, disks: [{path, virtualSize}], checkpoints: [{id, name,\n" +
+			"created}], referencePoints: [...]}].",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(cmd, outputText)
+			if err != nil {
+				return err
+			}
 			h, err := labHost(cmd)
 			if err != nil {
 				return err
@@ -253,8 +266,8 @@ func newLabListCommand() *cobra.Command {
 				}
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
-				return labWriteJSON(out, list)
+			if format == outputJSON {
+				return printJSON(cmd, list)
 			}
 			if len(list) == 0 {
 				fmt.Fprintf(out, "no VMs in %s\n", h.Path())
@@ -274,12 +287,5 @@ func newLabListCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: [{name, id, state, disks: [{path, virtualSize}], checkpoints: [{id, name, created}], referencePoints: [...]}]")
 	return cmd
-}
-
-func labWriteJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

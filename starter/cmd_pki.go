@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"net"
@@ -17,8 +18,6 @@ import (
 	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/pki"
 )
-
-func init() { commands = append(commands, newPKICommand) }
 
 // newPKICommand manages the private CA of the data channel outside --dev:
 // `pki init DIR` creates the CA, `pki issue DIR NAME --role R --host H…` gives
@@ -62,8 +61,15 @@ func newPKIInitCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("pki init %s: %w", dir, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "CA certificate %s\nCA key         %s (keep it off the workers)\n", ca.File, filepath.Join(dir, pki.CAKeyFile))
-			return nil
+			type created struct {
+				CA    string `json:"ca"`
+				CAKey string `json:"caKey"`
+			}
+			res := created{ca.File, filepath.Join(dir, pki.CAKeyFile)}
+			return emit(cmd, outputText, res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "CA certificate %s\nCA key         %s (keep it off the workers)\n", res.CA, res.CAKey)
+				return err
+			})
 		},
 	}
 }
@@ -98,8 +104,10 @@ func newPKIIssueCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "tls:\n  ca: %s\n  cert: %s\n  key: %s\n", files.CA, files.Cert, files.Key)
-			return nil
+			return emit(cmd, outputText, pkiFiles{files.CA, files.Cert, files.Key}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "tls:\n  ca: %s\n  cert: %s\n  key: %s\n", files.CA, files.Cert, files.Key)
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringArrayVar(&hosts, "host", nil, "DNS name or IP address the certificate is valid for (repeatable)")
@@ -177,15 +185,27 @@ func newPKIRenewCommand() *cobra.Command {
 			if _, err := old.Leaf(); err != nil {
 				return fmt.Errorf("pki renew %s: %w", name, err)
 			}
+			type renewed struct {
+				Cert     string `json:"cert"`
+				NotAfter string `json:"notAfter"`
+				Revoked  string `json:"revokedSerial,omitempty"`
+				CRL      string `json:"crl,omitempty"`
+			}
+			res := renewed{Cert: old.Cert, NotAfter: time.Now().Add(req.Validity).UTC().Format(time.RFC3339)}
 			if revokeOld {
 				path, err := ca.Revoke(caDir, leaf.SerialNumber)
 				if err != nil {
 					return fmt.Errorf("pki renew %s: revoke the old certificate: %w", name, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %x in %s\n", leaf.SerialNumber, path)
+				res.Revoked, res.CRL = fmt.Sprintf("%x", leaf.SerialNumber), path
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "renewed %s until %s\n", old.Cert, time.Now().Add(req.Validity).UTC().Format(time.RFC3339))
-			return nil
+			return emit(cmd, outputText, res, func(w io.Writer) error {
+				if res.Revoked != "" {
+					fmt.Fprintf(w, "revoked %s in %s\n", res.Revoked, res.CRL)
+				}
+				_, err := fmt.Fprintf(w, "renewed %s until %s\n", res.Cert, res.NotAfter)
+				return err
+			})
 		},
 	}
 	cmd.Flags().IntVar(&days, "days", 90, "validity in days (at most 397)")
@@ -229,12 +249,27 @@ func newPKIRevokeCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("pki revoke: %w", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked %x in %s; copy it to every worker (tls.crl)\n", serial, path)
-			return nil
+			type revoked struct {
+				Serial string `json:"serial"`
+				CRL    string `json:"crl"`
+			}
+			res := revoked{fmt.Sprintf("%x", serial), path}
+			return emit(cmd, outputText, res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "revoked %s in %s; copy it to every worker (tls.crl)\n", res.Serial, res.CRL)
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVar(&serialHex, "serial", "", "serial number of the certificate (hex)")
 	return cmd
+}
+
+// pkiFiles is a certificate folder as --output json prints it: the keys of
+// the tls section that use it.
+type pkiFiles struct {
+	CA   string `json:"ca"`
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
 }
 
 // issueNodeFolder issues a certificate with the CA in caDir and lays it out

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -129,7 +130,7 @@ func TestPointsFailoverVerify(t *testing.T) {
 		t.Fatalf("failover of an unknown point should list the points: %v", err)
 	}
 
-	if out, err := runStarter(t, "verify", "demo", "web01", "--data-dir", dataDir); err != nil || !strings.Contains(out, `"ok": true`) {
+	if out, err := runStarter(t, "verify", "demo", "web01", "--output", "json", "--data-dir", dataDir); err != nil || !strings.Contains(out, `"ok": true`) {
 		t.Fatalf("verify: %v\n%s", err, out)
 	}
 	// Damage the digest of block 3 of the newest point's data disk.
@@ -137,10 +138,15 @@ func TestPointsFailoverVerify(t *testing.T) {
 	b, _ := os.ReadFile(sums)
 	b[32+3*16] ^= 1
 	os.WriteFile(sums, b, 0o644)
-	out, err = runStarter(t, "verify", "demo", "web01", "--data-dir", dataDir)
+	out, err = runStarter(t, "verify", "demo", "web01", "--json", "--data-dir", dataDir)
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(err.Error(), "disk data: block 3 at offset 196608") || !strings.Contains(out, `"ok": false`) {
 		t.Fatalf("verify of a damaged point: %v\n%s", err, out)
+	}
+	// For people: the verdict and the first bad block of the disk at fault.
+	out, err = runStarter(t, "verify", "demo", "web01", "--data-dir", dataDir)
+	if !errors.As(err, &ee) || ee.code != 1 || !strings.Contains(out, "MISMATCH") || !regexp.MustCompile(`(?m)^data\s+16\s+.*\s1\s+3 at byte 196608`).MatchString(out) {
+		t.Fatalf("verify of a damaged point, text: %v\n%s", err, out)
 	}
 	if out, err := runStarter(t, "verify", "demo", "web01", "--point", pts[0].ID, "--data-dir", dataDir); err != nil {
 		t.Fatalf("verify of the intact older point: %v\n%s", err, out)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -15,21 +16,49 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 )
 
-func init() { commands = append(commands, newRunCommand, newStatusCommand) }
-
 func newRunCommand() *cobra.Command {
-	var vms string
+	var vms, attach string
 	var watch, wait bool
 	cmd := &cobra.Command{
-		Use:   "run JOB",
+		Use:   "run JOB [--vms a,b] [--watch] [--wait]",
 		Short: "Start a replication run of JOB (exit 0 success, 3 partial, 1 failed with --wait)",
-		Args:  cobra.ExactArgs(1),
+		Long: "Start ReplicationWorkflow for JOB and print its workflow id. --watch draws\n" +
+			"progress bars until the run ends; --wait prints its result (JSON unless\n" +
+			"--output text). Both exit 0 on success, 3 partial, 1 failed. Ctrl-C stops\n" +
+			"watching or waiting, not the run: it goes on in Temporal, and\n" +
+			"`starter run --attach WORKFLOW_ID --watch` (or --wait) follows it again.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if attach != "" {
+				if len(args) > 0 {
+					return fmt.Errorf("run --attach %s follows a run already started: give no JOB", attach)
+				}
+				return nil
+			}
+			return cobra.ExactArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(cmd, outputText)
+			if err != nil {
+				return err
+			}
+			if wait {
+				// the result is JSON unless text is asked for
+				if format, err = outputFormat(cmd, outputJSON); err != nil {
+					return err
+				}
+			}
 			c, cfg, err := dialTemporal(cmd)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			ctx := cmd.Context()
+			if attach != "" {
+				if !watch && !wait {
+					return errors.New("run --attach: give --watch, --wait or both")
+				}
+				return followRun(cmd, c, c.GetWorkflow(ctx, attach, ""), attach, watch, wait, format)
+			}
 			in := contract.ReplicationInput{Job: args[0]}
 			if vms != "" {
 				for _, v := range strings.Split(vms, ",") {
@@ -41,7 +70,6 @@ func newRunCommand() *cobra.Command {
 			if _, ok := cfg.Job(in.Job); !ok {
 				return fmt.Errorf("job %q is not in the configuration", in.Job)
 			}
-			ctx := cmd.Context()
 			id := fmt.Sprintf("%s-%s", in.Job, time.Now().UTC().Format("20060102T150405.000"))
 			summary := "job " + in.Job + " · started by starter run"
 			if len(in.VMs) > 0 {
@@ -54,30 +82,64 @@ func newRunCommand() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "started workflow %s (run %s)\n", id, run.GetRunID())
 			if !watch && !wait {
-				fmt.Fprintln(cmd.OutOrStdout(), id)
-				return nil
-			}
-			if watch {
-				stop := make(chan struct{})
-				go watchProgress(ctx, c, id, stop, cmd)
-				defer close(stop)
-			}
-			var res contract.ReplicationResult
-			if err := run.Get(ctx, &res); err != nil {
-				return withExitCode(1, fmt.Errorf("run %s failed: %w", id, err))
-			}
-			if wait {
-				if err := printJSON(cmd, res); err != nil {
-					return err
+				type started struct {
+					WorkflowID string `json:"workflowId"`
+					RunID      string `json:"runId"`
 				}
+				return emit(cmd, outputText, started{id, run.GetRunID()}, func(w io.Writer) error {
+					_, err := fmt.Fprintln(w, id)
+					return err
+				})
 			}
-			return statusExit(res.Status)
+			return followRun(cmd, c, run, id, watch, wait, format)
 		},
 	}
 	cmd.Flags().StringVar(&vms, "vms", "", "narrow the run to these VMs (names or ids, comma-separated)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "draw progress bars until the run ends")
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the run and print its result JSON")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the run and print its result (JSON unless --output text)")
+	cmd.Flags().StringVar(&attach, "attach", "", "follow a run already started (its workflow id) instead of starting one")
 	return cmd
+}
+
+// followRun draws the progress of run (watch), waits for its result and
+// prints it (wait, in format), and exits by its status. Ctrl-C leaves the
+// run going and says how to follow it again.
+func followRun(cmd *cobra.Command, c client.Client, run client.WorkflowRun, id string, watch, wait bool, format string) error {
+	ctx := cmd.Context()
+	if watch {
+		stop, watched := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(watched)
+			watchProgress(ctx, c, id, stop, cmd)
+		}()
+		// The bars' last frame is drawn before the result or a message.
+		defer func() {
+			close(stop)
+			select { // never let drawing hold the exit up
+			case <-watched:
+			case <-time.After(2 * time.Second):
+			}
+		}()
+	}
+	var res contract.ReplicationResult
+	if err := run.Get(ctx, &res); err != nil {
+		if ctx.Err() != nil {
+			return interrupted(fmt.Sprintf("the run goes on as workflow %s: follow it with `starter run --attach %s --watch`, see its progress with `starter status %s`", id, id, id))
+		}
+		return withExitCode(1, fmt.Errorf("run %s failed: %w", id, err))
+	}
+	if wait {
+		var err error
+		if format == outputJSON {
+			err = printJSON(cmd, res)
+		} else {
+			err = writeRunResult(cmd.OutOrStdout(), res)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return statusExit(res.Status)
 }
 
 // statusExit turns a run status into the exit code: 0 success, 3 partial, 1 failed.
@@ -95,7 +157,7 @@ func statusExit(status string) error {
 func newStatusCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status WORKFLOW_ID",
-		Short: "Print the progress of a run (the progress query) as JSON",
+		Short: "Print the progress of a run (the progress query), as JSON unless --output text",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := dialTemporal(cmd)
@@ -107,7 +169,7 @@ func newStatusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd, p)
+			return emit(cmd, outputJSON, p, func(w io.Writer) error { return writeRunResult(w, p) })
 		},
 	}
 }
@@ -136,6 +198,7 @@ func watchProgress(ctx context.Context, c client.Client, id string, stop <-chan 
 			p.Wait()
 			return
 		case <-ctx.Done():
+			p.Shutdown() // draws the last frame and ends the bars' line
 			return
 		case <-t.C:
 		}

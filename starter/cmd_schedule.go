@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,8 +12,6 @@ import (
 
 	"github.com/replicator/replicator/internal/contract"
 )
-
-func init() { commands = append(commands, newScheduleCommand) }
 
 // scheduleID names the schedule of a job.
 func scheduleID(job string) string { return contract.ScheduleID(job) }
@@ -60,8 +60,13 @@ func newScheduleCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("creating schedule %s: %w", scheduleID(job), err)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), scheduleID(job))
-			return nil
+			type created struct {
+				ScheduleID string `json:"scheduleId"`
+			}
+			return emit(cmd, outputText, created{scheduleID(job)}, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, scheduleID(job))
+				return err
+			})
 		},
 	}
 	create.Flags().StringVar(&cron, "cron", "", "cron expression, e.g. \"*/15 * * * *\"")
@@ -69,7 +74,7 @@ func newScheduleCommand() *cobra.Command {
 	create.Flags().DurationVar(&catchup, "catchup-window", 10*time.Minute, "how late a missed run may still start (after an outage)")
 
 	list := &cobra.Command{
-		Use: "list", Short: "List the schedules of jobs as JSON", Args: cobra.NoArgs,
+		Use: "list", Short: "List the schedules of jobs: id, paused, next runs (--output json for scripts)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := dialTemporal(cmd)
 			if err != nil {
@@ -91,17 +96,23 @@ func newScheduleCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				e := entry{ID: s.ID, Next: []string{}}
-				if s.Spec != nil {
-					_ = s
-				}
-				e.Paused = s.Paused
+				e := entry{ID: s.ID, Paused: s.Paused, Next: []string{}}
 				for _, t := range s.NextActionTimes {
 					e.Next = append(e.Next, t.UTC().Format(time.RFC3339))
 				}
 				out = append(out, e)
 			}
-			return printJSON(cmd, out)
+			return emit(cmd, outputText, out, func(w io.Writer) error {
+				if len(out) == 0 {
+					_, err := fmt.Fprintln(w, "no schedules")
+					return err
+				}
+				t := newTable(w, "SCHEDULE", "PAUSED", "NEXT RUNS")
+				for _, e := range out {
+					t.row(e.ID, fmt.Sprint(e.Paused), strings.Join(e.Next, ", "))
+				}
+				return t.flush()
+			})
 		},
 	}
 	handle := func(use, short string, do func(cmd *cobra.Command, h client.ScheduleHandle) error) *cobra.Command {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -31,14 +30,13 @@ func dialTemporal(cmd *cobra.Command) (client.Client, *config.Config, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	opts, err := temporalclient.Options(cfg.Temporal)
+	logger := sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+	c, err := temporalclient.Dial(cfg.Temporal, logger, nil)
 	if err != nil {
+		if cmd.Flag("config").Value.String() == "" {
+			err = fmt.Errorf("%w (is `go run ./workers --dev` running?)", err)
+		}
 		return nil, nil, err
-	}
-	opts.Logger = sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	c, err := client.Dial(opts)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to Temporal at %s: %w (is `go run ./workers --dev` running?)", cfg.Temporal.Address, err)
 	}
 	return c, cfg, nil
 }

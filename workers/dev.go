@@ -1,3 +1,10 @@
+//go:build !nodev
+
+// The --dev stack: an embedded Temporal server (go.temporal.io/server, about
+// 1,500 of the packages this command links), the Web UI and a lab host. A
+// build with -tags nodev (the container image) leaves it out; dev_nodev.go
+// then answers --dev with an error.
+
 package main
 
 import (

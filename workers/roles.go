@@ -82,17 +82,7 @@ func (s *stack) stop() {
 }
 
 func dial(cfg *config.Config, logger *slog.Logger, handler client.MetricsHandler) (client.Client, error) {
-	opts, err := temporalclient.Options(cfg.Temporal)
-	if err != nil {
-		return nil, err
-	}
-	opts.Logger = sdklog.NewStructuredLogger(logger.With("component", "temporal"))
-	opts.MetricsHandler = handler
-	c, err := client.Dial(opts)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to Temporal at %s (namespace %s): %w", cfg.Temporal.Address, cfg.Temporal.Namespace, err)
-	}
-	return c, nil
+	return temporalclient.Dial(cfg.Temporal, sdklog.NewStructuredLogger(logger.With("component", "temporal")), handler)
 }
 
 // startRoles connects to Temporal and starts the roles' workers (and the
