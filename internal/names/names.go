@@ -84,7 +84,7 @@ func problem(name string) string {
 	case name == "":
 		return "is empty"
 	case strings.ContainsRune(name, 0):
-		return "contains a control character (NUL)"
+		return "contains a NUL byte, a control character"
 	case strings.ContainsAny(name, `/\`):
 		return "contains a path separator"
 	case name == "." || name == "..":
