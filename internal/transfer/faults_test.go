@@ -21,6 +21,8 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
+
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // TestReceiverKilled kills the agent process with SIGKILL mid-transfer,
@@ -222,7 +224,7 @@ func TestCorruptFramesRejected(t *testing.T) {
 			if string(img[:bs]) != string(good) {
 				t.Fatal("the good frame before the bad one is not on the replica")
 			}
-			if !isZeroBytes(img[bs:]) {
+			if !zeros.All(img[bs:]) {
 				t.Fatal("bytes of the rejected frame reached the replica")
 			}
 		})
