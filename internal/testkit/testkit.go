@@ -1,11 +1,13 @@
 // Package testkit holds what tests across the repository share: finding the
-// outside tools they use as oracles (qemu-img, mkntfs, …) and temporary disks.
+// outside tools they use as oracles (qemu-img, mkntfs, …), waiting for a
+// condition with a deadline, and temporary disks.
 package testkit
 
 import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // RequireTool returns the path of an outside tool. Where it is missing the test
@@ -41,4 +43,27 @@ func Precondition(t testing.TB, format string, args ...any) {
 		t.Fatalf(format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// Eventually calls check until it returns nil, and fails the test with
+// check's last error if that has not happened within limit. The pause between
+// calls grows from a millisecond to a quarter of a second: a condition that
+// holds soon is seen soon, and one that takes minutes is not asked thousands
+// of times. check may fail the test itself (t.Fatal) on an error that waiting
+// cannot mend.
+func Eventually(t testing.TB, limit time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	pause := time.Millisecond
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", limit, err)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 250*time.Millisecond)
+	}
 }
