@@ -12,11 +12,10 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/replica"
-
-	"github.com/replicator/replicator/internal/bytesize"
 )
 
 // Target holds what the target agent's activities need.

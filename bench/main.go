@@ -46,7 +46,6 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

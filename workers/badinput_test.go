@@ -911,21 +911,20 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 // the receiver writes one when it is done with a connection.
 func (l *lockedBuffer) lineWith(t *testing.T, addr string) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var found string
+	testkit.Eventually(t, 15*time.Second, func() error {
 		l.mu.Lock()
 		text := l.b.String()
 		l.mu.Unlock()
 		for _, line := range strings.Split(text, "\n") {
 			if strings.Contains(line, "remote="+addr+" ") || strings.Contains(line, `remote="`+addr+`"`) {
-				return line
+				found = line
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent logged nothing about the connection from %s:\n%s", addr, text)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("the agent logged nothing about the connection from %s:\n%s", addr, text)
+	})
+	return found
 }
 
 // Wire format of the data channel (internal/transfer/doc.go), written by

@@ -381,13 +381,7 @@ func endToEndProxyKilled(t *testing.T, source func(*config.Config)) {
 		t.Fatal(err)
 	}
 	// Wait until some data is acknowledged, then kill the proxy.
-	deadline := time.Now().Add(2 * time.Minute)
-	for h.proxy.forwarded() < 9<<20 {
-		if time.Now().After(deadline) {
-			t.Fatal("the transfer did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, "the transfer's first 9 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 9<<20 })
 	kill(t, first)
 	h.proxy.setRate(0)
 	second := startChild(t, h, "proxy")

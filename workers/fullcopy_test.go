@@ -24,7 +24,6 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/testkit"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

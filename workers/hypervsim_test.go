@@ -16,6 +16,7 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // The end-to-end suite through the Hyper-V provider over the WMI-level
@@ -154,12 +155,7 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for h.proxy.forwarded() < 2<<20 {
-		if ctx.Err() != nil {
-			t.Fatal("the transfer did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, "the transfer's first 2 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 2<<20 })
 	vms, err := lab.New("hv01", h.cfg.Hosts[0].Path).VMs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -178,17 +174,12 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	}
 	_ = run.Get(ctx, nil)
 	h.proxy.setRate(0)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		cps, _ := simState(t, h, vmID)
-		if len(cps) == 0 {
-			break
+	testkit.Eventually(t, time.Minute, func() error {
+		if cps, _ := simState(t, h, vmID); len(cps) > 0 {
+			return fmt.Errorf("the cancelled run left checkpoints: %+v", cps)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cancelled run left checkpoints: %+v", cps)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	res := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	requireSuccess(t, res)
 	h.checkReplicaMatchesSource(res)

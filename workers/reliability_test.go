@@ -25,6 +25,7 @@ import (
 	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // The reliability suite: whole-stack runs under the faults a DR link and its
@@ -45,16 +46,15 @@ func (h *harness) startRun(ctx context.Context, in contract.ReplicationInput) cl
 	return run
 }
 
-// waitFor polls cond until it holds, failing the test after limit.
+// waitFor is testkit.Eventually for a condition that only holds or not.
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s did not happen", limit, what)
+	testkit.Eventually(t, limit, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("%s did not happen", what)
+	})
 }
 
 // verifyAllPoints checks every restore point of every VM of the result

@@ -18,7 +18,6 @@ import (
 	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/vhdx"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

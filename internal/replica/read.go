@@ -13,7 +13,6 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

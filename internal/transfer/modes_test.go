@@ -14,7 +14,6 @@ import (
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

@@ -19,7 +19,6 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

@@ -11,7 +11,6 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

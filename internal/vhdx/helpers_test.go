@@ -13,7 +13,6 @@ import (
 
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/testkit"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/replicator/replicator/internal/guid"
-
 	"github.com/replicator/replicator/internal/zeros"
 )
 
