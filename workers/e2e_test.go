@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,11 +21,10 @@ import (
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/devserver"
-	"github.com/replicator/replicator/internal/diskimage"
-	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/testkit"
 )
 
@@ -160,35 +158,7 @@ func (h *harness) checkReplicaMatchesSource(res contract.ReplicationResult) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	store := h.store()
-	for _, vmRes := range res.VMs {
-		r, err := store.Replica(res.Job, vmRes.ID)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		for _, vm := range vms {
-			if vm.ID != vmRes.ID {
-				continue
-			}
-			for _, d := range vm.Disks {
-				src, err := diskimage.Open(d.Path)
-				if err != nil {
-					h.t.Fatal(err)
-				}
-				dst, err := r.OpenPoint(vmRes.RestorePoint, d.ID)
-				if err != nil {
-					h.t.Fatal(err)
-				}
-				_, excluded, err := exclude.Analyze(ctx, src, src.Size(), src.SectorSize(), exclude.Options{Swap: true})
-				if err != nil {
-					h.t.Fatal(err)
-				}
-				compareImages(h.t, vm.Name+" disk "+d.ID, src, dst, src.Size(), excluded)
-				src.Close()
-				dst.Close()
-			}
-		}
-	}
+	replicatest.RequireReplicasMatchSource(h.t, h.store(), vms, res)
 }
 
 // store opens the harness's datastore with its key, if it has one.
@@ -203,33 +173,6 @@ func (h *harness) store() *replica.Store {
 		h.t.Fatal(err)
 	}
 	return store
-}
-
-func compareImages(t *testing.T, what string, a, b io.ReaderAt, size int64, excluded []exclude.Range) {
-	t.Helper()
-	const chunk = 1 << 20
-	ba, bb := make([]byte, chunk), make([]byte, chunk)
-	for off := int64(0); off < size; off += chunk {
-		n := min(int64(chunk), size-off)
-		if _, err := a.ReadAt(ba[:n], off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if _, err := b.ReadAt(bb[:n], off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		for _, e := range excluded {
-			for i := max(e.Offset, off); i < min(e.Offset+e.Length, off+n); i++ {
-				ba[i-off], bb[i-off] = 0, 0
-			}
-		}
-		if !bytes.Equal(ba[:n], bb[:n]) {
-			for i := int64(0); i < n; i++ {
-				if ba[i] != bb[i] {
-					t.Fatalf("%s: replica differs from the source at byte %d", what, off+i)
-				}
-			}
-		}
-	}
 }
 
 func requireSuccess(t *testing.T, res contract.ReplicationResult) {
