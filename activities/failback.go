@@ -28,9 +28,6 @@ func (t *Target) PrepareFailback(ctx context.Context, in contract.ReplicaOpActiv
 	if err != nil {
 		return contract.FailbackPlan{}, err
 	}
-	if err := t.needHost(); err != nil {
-		return contract.FailbackPlan{}, err
-	}
 	replicaVM := op.lifecycle.ReplicaVM
 	if err := t.Host.StopVM(ctx, replicaVM); err != nil {
 		return contract.FailbackPlan{}, classify(err)
@@ -93,9 +90,6 @@ func (t *Target) CommitFailback(ctx context.Context, in contract.ReplicaOpActivi
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
-	if err := t.needHost(); err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
 	if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
 		return replica.Lifecycle{State: replica.StateReady, Operation: in.Operation, ReplicaVM: cur.ReplicaVM, Host: cur.Host, VMPoint: cur.VMPoint}
 	}); err != nil {
@@ -113,9 +107,6 @@ func (t *Target) CommitFailback(ctx context.Context, in contract.ReplicaOpActivi
 func (t *Target) UndoFailback(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
 	op, err := t.beginOp(in, opFailbackUndo)
 	if err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	if err := t.needHost(); err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
 	if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {

@@ -94,9 +94,6 @@ func (t *Target) OpenFailbackChannel(ctx context.Context, in contract.OpenFailba
 	if l.State != replica.StateFailover { // in failback, even by this operation
 		return contract.FailbackChannel{}, op.refused(l)
 	}
-	if err := t.needHost(); err != nil {
-		return contract.FailbackChannel{}, err
-	}
 	if t.ServerTLS == nil {
 		return contract.FailbackChannel{}, nonRetryable(contract.ErrTypeBadConfig, errors.New("the agent has no data channel certificate for the failback channel (tls)"))
 	}

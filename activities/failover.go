@@ -119,7 +119,9 @@ type opReplicaState struct {
 
 // beginOp finds the replica of a lifecycle operation and refuses, with a
 // non-retryable error naming the state, unless it is in the operation's
-// starting state or an earlier attempt of the same operation moved it on.
+// starting state or an earlier attempt of the same operation moved it on;
+// and, since every operation acts on the replica VM, unless this target can
+// have one.
 func (t *Target) beginOp(in contract.ReplicaOpActivityInput, op lifecycleOp) (*opReplicaState, error) {
 	r, info, err := t.opReplica(in)
 	if err != nil {
@@ -133,6 +135,9 @@ func (t *Target) beginOp(in contract.ReplicaOpActivityInput, op lifecycleOp) (*o
 	s.resumed = l.State == op.to && l.Operation == in.Operation
 	if !s.resumed && l.State != op.from {
 		return nil, s.refused(l)
+	}
+	if err := t.needHost(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -183,9 +188,6 @@ func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActiv
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
-	if err := t.needHost(); err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
 	spec, err := t.replicaVMSpec(in.Job, op.r, p)
 	if err != nil {
 		return contract.ReplicaOpResult{}, classify(err)
@@ -228,9 +230,6 @@ func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActiv
 func (t *Target) UndoFailover(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
 	op, err := t.beginOp(in, opFailoverUndo)
 	if err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	if err := t.needHost(); err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
 	// A resumed attempt found the replica ready: the earlier one may have
@@ -295,9 +294,6 @@ func (t *Target) ReplicaStatus(ctx context.Context, in contract.ReplicaOpActivit
 func (t *Target) MakePermanent(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
 	op, err := t.beginOp(in, opPermanent)
 	if err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	if err := t.needHost(); err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
 	if !op.resumed {
