@@ -930,20 +930,11 @@ func startAgent(t *testing.T, dir string) *agentFixture {
 		t.Fatal(err)
 	}
 	fx.addr = ln.Addr().String()
-	recv := transfer.NewReceiver(fx.agent, serverTLS, transfer.ReceiverOptions{
+	t.Cleanup(func() { fx.agent.Close() }) // after the data channel stopped: cleanups run last first
+	transfertest.Serve(t, transfer.NewReceiver(fx.agent, serverTLS, transfer.ReceiverOptions{
 		PersistBytes: 1, // every frame is made durable and acknowledged
 		Logger:       slog.New(slog.NewTextHandler(fx.log, nil)),
-	})
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- recv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent data channel: %v", err)
-		}
-		fx.agent.Close()
-	})
+	}), ln)
 
 	fx.content = make([]byte, agentSize)
 	for i := range fx.content {

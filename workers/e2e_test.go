@@ -317,12 +317,7 @@ func endToEndProxyKilled(t *testing.T, source func(*config.Config)) {
 	first := startChild(t, h, "proxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	id := fmt.Sprintf("kill-%d", time.Now().UnixNano())
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
-		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	// Wait until some data is acknowledged, then kill the proxy.
 	waitFor(t, "the transfer's first 9 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 9<<20 })
 	kill(t, first)
@@ -349,12 +344,7 @@ func endToEndConnectionCuts(t *testing.T, source func(*config.Config)) {
 	h.proxy.setRate(3 << 19) // 1.5 MiB/s: about 10 s for web01, time for 10 cuts
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	id := fmt.Sprintf("cuts-%d", time.Now().UnixNano())
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
-		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	cuts := 0
 	for cuts < 10 {

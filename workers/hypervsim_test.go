@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/client"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
@@ -149,12 +148,8 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	h.proxy.setRate(1 << 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	id := fmt.Sprintf("cancel-%d", time.Now().UnixNano())
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
-		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	id := run.GetID()
 	waitFor(t, "the transfer's first 2 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 2<<20 })
 	vms, err := lab.New("hv01", h.cfg.Hosts[0].Path).VMs(ctx)
 	if err != nil {

@@ -202,28 +202,22 @@ func (d *decoder) need(n int) bool {
 	return true
 }
 func (d *decoder) u8() uint8 {
-	if !d.need(1) {
-		return 0
+	if b := d.bytes(1); b != nil {
+		return b[0]
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
+	return 0
 }
 func (d *decoder) u16() uint16 {
-	if !d.need(2) {
-		return 0
+	if b := d.bytes(2); b != nil {
+		return binary.BigEndian.Uint16(b)
 	}
-	v := binary.BigEndian.Uint16(d.b)
-	d.b = d.b[2:]
-	return v
+	return 0
 }
 func (d *decoder) i64() int64 {
-	if !d.need(8) {
-		return 0
+	if b := d.bytes(8); b != nil {
+		return int64(binary.BigEndian.Uint64(b))
 	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return int64(v)
+	return 0
 }
 func (d *decoder) bytes(n int) []byte {
 	if !d.need(n) {

@@ -477,7 +477,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 		appErr := err
 		made = provider.CrashConsistent
 		snap, warning, err = p.createSnapshot(ctx, op, svc, sys.Path, provider.CrashConsistent, opts.FullBackup)
-		warning = joinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
+		warning = provider.JoinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
 	}
 	if err != nil {
 		return provider.Checkpoint{}, err
@@ -566,17 +566,6 @@ func (p *Provider) realizedSettings(ctx context.Context, vmID string) (object, e
 		}
 	}
 	return object{}, &Error{Op: "read settings of VM " + vmID, err: provider.ErrVMNotFound}
-}
-
-func joinWarnings(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	default:
-		return a + "; " + b
-	}
 }
 
 // Values of CreateSnapshot and Msvm_VirtualSystemSnapshotSettingData

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/filelock"
 	"github.com/replicator/replicator/internal/names"
 	"github.com/replicator/replicator/internal/provider"
 	"os"
@@ -210,7 +211,7 @@ func lockVM(dir string) (*vmLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
-	if err := lockExclusive(f); err != nil {
+	if err := filelock.Lock(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}

@@ -2,6 +2,7 @@ package transfertest
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/internal/digest"
+	"github.com/replicator/replicator/internal/transfer"
 )
 
 // The data channel's wire format written by hand from the protocol's
@@ -172,4 +174,19 @@ func ErrorText(t testing.TB, body []byte) string {
 		t.Fatalf("malformed error message %x", body)
 	}
 	return string(body[3:])
+}
+
+// Serve runs recv on ln until the test ends, and fails the test if serving
+// ended with an error.
+func Serve(t testing.TB, recv *transfer.Receiver, ln net.Listener) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- recv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve the data channel: %v", err)
+		}
+	})
 }
