@@ -68,17 +68,9 @@ func TestOtherCARejected(t *testing.T) {
 }
 
 func TestRolesAreChecked(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, issueFiles := testCA(t)
 	issue := func(name string, roles ...Role) Files {
-		t.Helper()
-		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := issueFiles(name, roles...)
 		f.CRL = filepath.Join(dir, CRLFile)
 		return f
 	}
@@ -153,19 +145,7 @@ func TestRolesAreChecked(t *testing.T) {
 // only with a certificate that has client authentication (an agent's needs
 // the client role beside its own).
 func TestTemporalServerCertificate(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(name string, roles ...Role) Files {
-		t.Helper()
-		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	_, _, issue := testCA(t)
 	temporal := issue("temporal", RoleTemporal)
 	agent, proxy := issue("agent", RoleAgent), issue("proxy", RoleProxy)
 	agentClient := issue("agent-client", RoleAgent, RoleClient)
@@ -313,4 +293,23 @@ func handshakeWith(t *testing.T, sc, cc *tls.Config, host string, wantOK bool) s
 		t.Fatal("handshake succeeded, want rejection")
 	}
 	return r.cn
+}
+
+// testCA is a new CA in a temporary folder, and a function that issues
+// certificates with roles for 127.0.0.1 in that folder.
+func testCA(t *testing.T) (dir string, ca *CA, issue func(name string, roles ...Role) Files) {
+	t.Helper()
+	dir = t.TempDir()
+	ca, err := NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, ca, func(name string, roles ...Role) Files {
+		t.Helper()
+		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
 }

@@ -200,11 +200,7 @@ func formatName(format string) string {
 // passThroughDisksOf lists the physical disks attached to a setting data
 // (Msvm_ResourceAllocationSettingData of subtype Physical Disk Drive).
 func (p *Provider) passThroughDisksOf(ctx context.Context, settingsPath string) ([]diskRef, error) {
-	q, err := associatorsOf(settingsPath, classResourceAllocation)
-	if err != nil {
-		return nil, err
-	}
-	rasds, err := p.c.Query(ctx, q)
+	rasds, err := associators(ctx, p.c, settingsPath, classResourceAllocation)
 	if err != nil {
 		return nil, err
 	}
@@ -271,11 +267,7 @@ type diskRef struct {
 
 // diskRefsOf lists the virtual hard disks attached to a setting data.
 func (p *Provider) diskRefsOf(ctx context.Context, settingsPath string) ([]diskRef, error) {
-	q, err := associatorsOf(settingsPath, classStorageAllocation)
-	if err != nil {
-		return nil, err
-	}
-	sasds, err := p.c.Query(ctx, q)
+	sasds, err := associators(ctx, p.c, settingsPath, classStorageAllocation)
 	if err != nil {
 		return nil, err
 	}
