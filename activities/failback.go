@@ -90,15 +90,7 @@ func (t *Target) CommitFailback(ctx context.Context, in contract.ReplicaOpActivi
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
-	if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
-		return replica.Lifecycle{State: replica.StateReady, Operation: in.Operation, ReplicaVM: cur.ReplicaVM, Host: cur.Host, VMPoint: cur.VMPoint}
-	}); err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	if err := t.registerOnNewest(ctx, in.Job, op.info.ID, in.Operation, replica.StateReady); err != nil {
-		return contract.ReplicaOpResult{}, classify(err)
-	}
-	return t.result(ctx, op)
+	return t.backToReady(ctx, op)
 }
 
 // UndoFailback returns a failed-back replica to failover: the replica VM,

@@ -241,15 +241,20 @@ func (t *Target) UndoFailover(ctx context.Context, in contract.ReplicaOpActivity
 				return contract.ReplicaOpResult{}, classify(err)
 			}
 		}
-		// Ready first, then the VM back on the newest point: the failover
-		// children are discarded by the registration.
-		if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
-			return replica.Lifecycle{State: replica.StateReady, Operation: in.Operation, ReplicaVM: cur.ReplicaVM, Host: cur.Host, VMPoint: cur.VMPoint}
-		}); err != nil {
-			return contract.ReplicaOpResult{}, err
-		}
 	}
-	if err := t.registerOnNewest(ctx, in.Job, op.info.ID, in.Operation, replica.StateReady); err != nil {
+	return t.backToReady(ctx, op)
+}
+
+// backToReady ends an operation that leaves the replica ready: ready first,
+// then the replica VM back on the newest point, its failover children
+// discarded by the registration.
+func (t *Target) backToReady(ctx context.Context, op *opReplicaState) (contract.ReplicaOpResult, error) {
+	if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
+		return replica.Lifecycle{State: replica.StateReady, Operation: op.in.Operation, ReplicaVM: cur.ReplicaVM, Host: cur.Host, VMPoint: cur.VMPoint}
+	}); err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
+	if err := t.registerOnNewest(ctx, op.in.Job, op.info.ID, op.in.Operation, replica.StateReady); err != nil {
 		return contract.ReplicaOpResult{}, classify(err)
 	}
 	return t.result(ctx, op)
