@@ -820,7 +820,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 func (l *lockedBuffer) lineWith(t *testing.T, addr string) string {
 	t.Helper()
 	var found string
-	testkit.Eventually(t, 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, 20*time.Millisecond, func() error {
 		l.mu.Lock()
 		text := l.b.String()
 		l.mu.Unlock()

@@ -319,7 +319,7 @@ func endToEndProxyKilled(t *testing.T, source func(*config.Config)) {
 	defer cancel()
 	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	// Wait until some data is acknowledged, then kill the proxy.
-	waitFor(t, "the transfer's first 9 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 9<<20 })
+	waitFor(t, "the transfer's first 9 MiB", 2*time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= 9<<20 })
 	kill(t, first)
 	h.proxy.setRate(0)
 	second := startChild(t, h, "proxy")

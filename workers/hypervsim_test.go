@@ -150,7 +150,7 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	defer cancel()
 	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	id := run.GetID()
-	waitFor(t, "the transfer's first 2 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 2<<20 })
+	waitFor(t, "the transfer's first 2 MiB", 2*time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= 2<<20 })
 	vms, err := lab.New("hv01", h.cfg.Hosts[0].Path).VMs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	}
 	_ = run.Get(ctx, nil)
 	h.proxy.setRate(0)
-	testkit.Eventually(t, time.Minute, func() error {
+	testkit.Eventually(t, time.Minute, 200*time.Millisecond, func() error {
 		if cps, _ := simState(t, h, vmID); len(cps) > 0 {
 			return fmt.Errorf("the cancelled run left checkpoints: %+v", cps)
 		}

@@ -36,7 +36,7 @@ func vmIDs(t *testing.T, h *harness) map[string]string {
 func waitVMRunning(t *testing.T, h *harness, vmID string) {
 	t.Helper()
 	id := contract.VMWorkflowID("hv01", vmID)
-	waitFor(t, "workflow "+id+" running", time.Minute, func() bool {
+	waitFor(t, "workflow "+id+" running", time.Minute, 100*time.Millisecond, func() bool {
 		d, err := h.c.DescribeWorkflowExecution(context.Background(), id, "")
 		return err == nil && d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
 	})
@@ -144,7 +144,7 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 	sh := h.c.ScheduleClient().GetHandle(ctx, "replication-demo")
 	defer func() { _ = sh.Delete(context.Background()) }()
 	var scheduled string
-	waitFor(t, "a run started by the schedule", time.Minute, func() bool {
+	waitFor(t, "a run started by the schedule", time.Minute, 200*time.Millisecond, func() bool {
 		d, err := sh.Describe(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -194,7 +194,7 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// While it waits, its progress says for whom.
-	waitFor(t, "the waiting run's progress naming the run it waits for", 30*time.Second, func() bool {
+	waitFor(t, "the waiting run's progress naming the run it waits for", 30*time.Second, 200*time.Millisecond, func() bool {
 		v, err := h.c.QueryWorkflow(ctx, "demo-second-wait", "", contract.ProgressQuery)
 		if err != nil {
 			return false

@@ -47,9 +47,9 @@ func (h *harness) startRun(ctx context.Context, in contract.ReplicationInput) cl
 }
 
 // waitFor is testkit.Eventually for a condition that only holds or not.
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+func waitFor(t *testing.T, what string, limit, pause time.Duration, cond func() bool) {
 	t.Helper()
-	testkit.Eventually(t, limit, func() error {
+	testkit.Eventually(t, limit, pause, func() error {
 		if cond() {
 			return nil
 		}
@@ -85,7 +85,7 @@ func TestReliabilityWorkerKilledFiveTimes(t *testing.T) {
 	for kills := 0; kills < 5; kills++ {
 		// Each worker gets some of its sends durable, then dies.
 		from := replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo"))
-		waitFor(t, fmt.Sprintf("durable progress before kill %d", kills+1), 3*time.Minute, func() bool {
+		waitFor(t, fmt.Sprintf("durable progress before kill %d", kills+1), 3*time.Minute, 5*time.Millisecond, func() bool {
 			return replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo")) > from
 		})
 		kill(t, worker)
@@ -136,7 +136,7 @@ func TestReliabilityAgentKilledThreeTimes(t *testing.T) {
 	for kills := 0; kills < 2; kills++ {
 		// Each agent makes some of the disk durable, then dies while writing.
 		from := replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo"))
-		waitFor(t, fmt.Sprintf("durable writes before kill %d", kills+1), 3*time.Minute, func() bool {
+		waitFor(t, fmt.Sprintf("durable writes before kill %d", kills+1), 3*time.Minute, 5*time.Millisecond, func() bool {
 			return replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo")) > from
 		})
 		kill(t, agentProc)
@@ -144,7 +144,7 @@ func TestReliabilityAgentKilledThreeTimes(t *testing.T) {
 	}
 	h.proxy.setRate(0)
 	meta := filepath.Join(h.cfg.Agent.Datastore, "demo", first.VMs[0].ID, "replica.json")
-	waitFor(t, "the retention merge of the commit", 3*time.Minute, func() bool {
+	waitFor(t, "the retention merge of the commit", 3*time.Minute, 5*time.Millisecond, func() bool {
 		b, err := os.ReadFile(meta)
 		return err == nil && bytes.Contains(b, []byte(`"merge"`))
 	})

@@ -60,7 +60,7 @@ func TestRPOKeepsTheJobRunning(t *testing.T) {
 
 	// The first run the schedule starts replicates the VM.
 	var run *client.ScheduleWorkflowExecution
-	waitFor(t, "a run started by the schedule", 3*time.Minute, func() bool {
+	waitFor(t, "a run started by the schedule", 3*time.Minute, time.Second, func() bool {
 		if acts := describe().Info.RecentActions; len(acts) > 0 {
 			run = acts[0].StartWorkflowResult
 		}

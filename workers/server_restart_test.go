@@ -69,21 +69,21 @@ func TestEndToEndTemporalServerKilledMidRun(t *testing.T) {
 		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the transfer's first 5 MiB", 2*time.Minute, func() bool { return h.proxy.forwarded() >= 5<<20 })
+	waitFor(t, "the transfer's first 5 MiB", 2*time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= 5<<20 })
 	if err := server.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	server.Wait()
 	// The proxy keeps sending while the server is down.
 	down := h.proxy.forwarded()
-	waitFor(t, "2 MiB more sent with the Temporal server down", time.Minute, func() bool { return h.proxy.forwarded() >= down+2<<20 })
+	waitFor(t, "2 MiB more sent with the Temporal server down", time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= down+2<<20 })
 	h.proxy.setRate(0)
 	server = startServer()
 
 	// The result comes from the durable history of the restarted server.
 	var res contract.ReplicationResult
 	end, _ := ctx.Deadline()
-	testkit.Eventually(t, time.Until(end), func() error {
+	testkit.Eventually(t, time.Until(end), time.Second, func() error {
 		if err := h.c.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
 			return fmt.Errorf("the run did not finish after the server restarted: %w", err)
 		}
@@ -109,7 +109,7 @@ func runTemporalServer(dir string) {
 
 func waitForPort(t *testing.T, addr string, limit time.Duration) {
 	t.Helper()
-	testkit.Eventually(t, limit, func() error {
+	testkit.Eventually(t, limit, 100*time.Millisecond, func() error {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err != nil {
 			return fmt.Errorf("nothing listens on %s: %w", addr, err)

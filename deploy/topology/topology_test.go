@@ -377,7 +377,7 @@ func (tp *topology) durable() int64 {
 // open restore points durable: the run is mid-transfer.
 func (tp *topology) waitTransferring(min int64) {
 	tp.t.Helper()
-	testkit.Eventually(tp.t, 3*time.Minute, func() error {
+	testkit.Eventually(tp.t, 3*time.Minute, 20*time.Millisecond, func() error {
 		if n := tp.durable(); n < min {
 			return fmt.Errorf("the transfers have %d durable bytes, want %d", n, min)
 		}

@@ -45,16 +45,15 @@ func Precondition(t testing.TB, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// Eventually calls check until it returns nil, and fails the test with
-// check's last error if that has not happened within limit. The pause between
-// calls grows from a millisecond to a quarter of a second: a condition that
-// holds soon is seen soon, and one that takes minutes is not asked thousands
-// of times. check may fail the test itself (t.Fatal) on an error that waiting
-// cannot mend.
-func Eventually(t testing.TB, limit time.Duration, check func() error) {
+// Eventually calls check every pause until it returns nil, and fails the
+// test with check's last error if that has not happened within limit. The
+// pause is the caller's: short for a state that lasts only moments (a merge
+// in progress), longer for a question that costs a round trip to a server.
+// check may fail the test itself (t.Fatal) on an error that waiting cannot
+// mend.
+func Eventually(t testing.TB, limit, pause time.Duration, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
-	pause := time.Millisecond
 	for {
 		err := check()
 		if err == nil {
@@ -64,6 +63,5 @@ func Eventually(t testing.TB, limit time.Duration, check func() error) {
 			t.Fatalf("not within %s: %v", limit, err)
 		}
 		time.Sleep(pause)
-		pause = min(2*pause, 250*time.Millisecond)
 	}
 }

@@ -11,7 +11,7 @@ import (
 func TestEventuallyReturnsOnceTheConditionHolds(t *testing.T) {
 	calls := 0
 	start := time.Now()
-	Eventually(t, time.Minute, func() error {
+	Eventually(t, time.Minute, time.Millisecond, func() error {
 		calls++
 		if calls < 4 {
 			return errors.New("not yet")
@@ -49,7 +49,7 @@ func TestEventuallyFailsWithTheLastErrorAfterTheLimit(t *testing.T) {
 				t.Fatalf("Eventually did not fail the test (recovered %v)", r)
 			}
 		}()
-		Eventually(rec, 100*time.Millisecond, func() error {
+		Eventually(rec, 100*time.Millisecond, 10*time.Millisecond, func() error {
 			calls++
 			return errors.New("replica has 2 points, want 3")
 		})

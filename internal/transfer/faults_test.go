@@ -424,7 +424,7 @@ func TestEndTransfers(t *testing.T) {
 	if typ, _, err := transfer.ReadMessage(s.br); err != nil || typ != transfer.MsgHelloRep {
 		t.Fatalf("hello reply: %q, %v", typ, err)
 	}
-	testkit.Eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, time.Millisecond, func() error {
 		if target.Opened() == 0 {
 			return errors.New("the receiver opened no restore point for the transfer")
 		}

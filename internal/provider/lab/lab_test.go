@@ -107,7 +107,7 @@ func startWriter(t *testing.T, h *Host, vm string, size int64, seed uint64) *wri
 func (w *writer) waitWrites(t *testing.T, n int64) {
 	t.Helper()
 	target := w.done.Load() + n
-	testkit.Eventually(t, time.Minute, func() error {
+	testkit.Eventually(t, time.Minute, time.Millisecond, func() error {
 		w.mu.Lock()
 		err := w.err
 		w.mu.Unlock()
@@ -652,7 +652,7 @@ func TestCheckpointWhileAnotherProcessWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait for the writer to start writing, then freeze the disk.
-	testkit.Eventually(t, time.Minute, func() error {
+	testkit.Eventually(t, time.Minute, time.Millisecond, func() error {
 		fi, err := os.Stat(base)
 		if err != nil {
 			t.Fatal(err)
