@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -803,27 +802,16 @@ const (
 	agentSize = 1 << 20
 )
 
-// lockedBuffer collects the agent's log lines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+// agentLog collects the agent's log lines.
+type agentLog struct{ testkit.SyncBuffer }
 
 // lineWith waits for the agent's log line about the connection from addr:
 // the receiver writes one when it is done with a connection.
-func (l *lockedBuffer) lineWith(t *testing.T, addr string) string {
+func (l *agentLog) lineWith(t *testing.T, addr string) string {
 	t.Helper()
 	var found string
 	testkit.Eventually(t, 15*time.Second, 20*time.Millisecond, func() error {
-		l.mu.Lock()
-		text := l.b.String()
-		l.mu.Unlock()
+		text := l.String()
 		for _, line := range strings.Split(text, "\n") {
 			if strings.Contains(line, "remote="+addr+" ") || strings.Contains(line, `remote="`+addr+`"`) {
 				found = line
@@ -849,7 +837,7 @@ type agentFixture struct {
 	datastore  string
 	agent      *agent.Agent
 	proxyTLS   *tls.Config
-	log        *lockedBuffer
+	log        *agentLog
 	content    []byte // what the source disk holds
 	replicaDir string
 }
@@ -910,7 +898,7 @@ func startAgent(t *testing.T, dir string) *agentFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &agentFixture{datastore: filepath.Join(dir, "datastore"), proxyTLS: proxyTLS, log: &lockedBuffer{}}
+	fx := &agentFixture{datastore: filepath.Join(dir, "datastore"), proxyTLS: proxyTLS, log: &agentLog{}}
 	if fx.agent, err = agent.New(fx.datastore, "badinput agent"); err != nil {
 		t.Fatal(err)
 	}

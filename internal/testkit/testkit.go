@@ -1,11 +1,14 @@
 // Package testkit holds what tests across the repository share: finding the
 // outside tools they use as oracles (qemu-img, mkntfs, …), waiting for a
-// condition with a deadline, and temporary disks.
+// condition with a deadline, a log sink goroutines may share, and temporary
+// disks.
 package testkit
 
 import (
 	"os"
 	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -64,4 +67,24 @@ func Eventually(t testing.TB, limit, pause time.Duration, check func() error) {
 		}
 		time.Sleep(pause)
 	}
+}
+
+// SyncBuffer is a log sink safe for concurrent writes (a server's logger
+// writing while the test reads).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
