@@ -578,8 +578,7 @@ func TestTopology(t *testing.T) {
 			"--input", string(input), "--interval", "1m", "--overlap-policy", "Skip")
 		// The first action is a minute away at most; take the run it starts.
 		var id string
-		deadline := time.Now().Add(3 * time.Minute)
-		for id == "" {
+		testkit.Eventually(t, 3*time.Minute, time.Second, func() error {
 			resp, err := tp.c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
 				Query: "TemporalScheduledById = 'nightly-lab'"})
 			if err != nil {
@@ -588,11 +587,11 @@ func TestTopology(t *testing.T) {
 			for _, e := range resp.Executions {
 				id = e.Execution.WorkflowId
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("the schedule started no run in 3 minutes")
+			if id == "" {
+				return errors.New("the schedule started no run")
 			}
-			time.Sleep(time.Second)
-		}
+			return nil
+		})
 		run(t, tp.dir, cli, nil, tp.tools.cli, "schedule", "delete", "--schedule-id", "nightly-lab")
 		res := tp.result(ctx, id)
 		requireSuccess(t, res, len(vms))
