@@ -142,8 +142,11 @@ func (t *Target) beginOp(in contract.ReplicaOpActivityInput, op lifecycleOp) (*o
 	return s, nil
 }
 
-func (s *opReplicaState) refused(l replica.Lifecycle) error {
-	return classify(&replica.StateError{Job: s.in.Job, VM: s.info.Name, State: l.State, Since: l.Since, Operation: s.op.name, Want: []replica.State{s.op.from}})
+// refused is the non-retryable refusal of the operation in lifecycle l.
+func (s *opReplicaState) refused(l replica.Lifecycle) error { return classify(s.stateError(l)) }
+
+func (s *opReplicaState) stateError(l replica.Lifecycle) *replica.StateError {
+	return &replica.StateError{Job: s.in.Job, VM: s.info.Name, State: l.State, Since: l.Since, Operation: s.op.name, Want: []replica.State{s.op.from}}
 }
 
 // record makes the operation's change of state durable: next turns the
@@ -159,7 +162,7 @@ func (t *Target) record(ctx context.Context, s *opReplicaState, next func(replic
 			return cur, nil
 		}
 		if cur.State != s.op.from {
-			return cur, &replica.StateError{Job: s.in.Job, VM: s.info.Name, State: cur.State, Since: cur.Since, Operation: s.op.name, Want: []replica.State{s.op.from}}
+			return cur, s.stateError(cur)
 		}
 		return next(cur), nil
 	})
