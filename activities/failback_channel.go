@@ -86,19 +86,13 @@ func (t *Target) OpenFailbackChannel(ctx context.Context, in contract.OpenFailba
 	if err := transfer.ValidName("vm", in.VMID); err != nil {
 		return contract.FailbackChannel{}, nonRetryable(contract.ErrTypeBadInput, err)
 	}
-	r, info, err := t.opReplica(in.ReplicaOpActivityInput)
+	op, err := t.beginOp(in.ReplicaOpActivityInput, opFailback)
 	if err != nil {
 		return contract.FailbackChannel{}, err
 	}
-	l, err := r.Lifecycle()
-	if err != nil {
-		return contract.FailbackChannel{}, classify(err)
-	}
-	if l.State != replica.StateFailover {
-		return contract.FailbackChannel{}, stateRefused(in.ReplicaOpActivityInput, info.Name, "failback", l, replica.StateFailover)
-	}
-	if err := t.needHost(); err != nil {
-		return contract.FailbackChannel{}, err
+	info, l := op.info, op.lifecycle
+	if l.State != replica.StateFailover { // in failback, even by this operation
+		return contract.FailbackChannel{}, op.refused(l)
 	}
 	if t.ServerTLS == nil {
 		return contract.FailbackChannel{}, nonRetryable(contract.ErrTypeBadConfig, errors.New("the agent has no data channel certificate for the failback channel (tls)"))

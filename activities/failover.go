@@ -88,8 +88,90 @@ func pickReplicaPoint(r *replica.Replica, id string) (replica.Point, error) {
 	return replica.Point{}, nonRetryable(contract.ErrTypeNoPoint, fmt.Errorf("no restore point %q (points: %s): %w", id, strings.Join(ids, ", "), replica.ErrNoPoint))
 }
 
-func stateRefused(in contract.ReplicaOpActivityInput, name, op string, l replica.Lifecycle, want ...replica.State) error {
-	return classify(&replica.StateError{Job: in.Job, VM: name, State: l.State, Since: l.Since, Operation: op, Want: want})
+// lifecycleOp is one operation of a replica's lifecycle: the state it
+// starts from and the state it leaves the replica in.
+type lifecycleOp struct {
+	name     string // as operators and errors say it
+	from, to replica.State
+}
+
+var (
+	opFailover       = lifecycleOp{"failover", replica.StateReady, replica.StateFailover}
+	opFailoverUndo   = lifecycleOp{"failover undo", replica.StateFailover, replica.StateReady}
+	opPermanent      = lifecycleOp{"permanent failover", replica.StateFailover, replica.StatePermanent}
+	opFailback       = lifecycleOp{"failback", replica.StateFailover, replica.StateFailback}
+	opFailbackCommit = lifecycleOp{"failback commit", replica.StateFailback, replica.StateReady}
+	opFailbackUndo   = lifecycleOp{"failback undo", replica.StateFailback, replica.StateFailover}
+)
+
+// opReplicaState is a replica found for a lifecycle operation, with the
+// lifecycle it had when the operation began.
+type opReplicaState struct {
+	op        lifecycleOp
+	in        contract.ReplicaOpActivityInput
+	r         *replica.Replica
+	info      replica.VMInfo
+	lifecycle replica.Lifecycle
+	// resumed: an earlier attempt of this same operation (a retry after its
+	// worker died) already recorded the operation's state.
+	resumed bool
+}
+
+// beginOp finds the replica of a lifecycle operation and refuses, with a
+// non-retryable error naming the state, unless it is in the operation's
+// starting state or an earlier attempt of the same operation moved it on;
+// and, since every operation acts on the replica VM, unless this target can
+// have one.
+func (t *Target) beginOp(in contract.ReplicaOpActivityInput, op lifecycleOp) (*opReplicaState, error) {
+	r, info, err := t.opReplica(in)
+	if err != nil {
+		return nil, err
+	}
+	l, err := r.Lifecycle()
+	if err != nil {
+		return nil, classify(err)
+	}
+	s := &opReplicaState{op: op, in: in, r: r, info: info, lifecycle: l}
+	s.resumed = l.State == op.to && l.Operation == in.Operation
+	if !s.resumed && l.State != op.from {
+		return nil, s.refused(l)
+	}
+	if err := t.needHost(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// refused is the non-retryable refusal of the operation in lifecycle l.
+func (s *opReplicaState) refused(l replica.Lifecycle) error { return classify(s.stateError(l)) }
+
+func (s *opReplicaState) stateError(l replica.Lifecycle) *replica.StateError {
+	return &replica.StateError{Job: s.in.Job, VM: s.info.Name, State: l.State, Since: l.Since, Operation: s.op.name, Want: []replica.State{s.op.from}}
+}
+
+// record makes the operation's change of state durable: next turns the
+// lifecycle (still in the starting state, checked under the replica's lock,
+// since another operation may have moved it) into the one to record. A
+// lifecycle this same operation already moved on is left as it is.
+func (t *Target) record(ctx context.Context, s *opReplicaState, next func(replica.Lifecycle) replica.Lifecycle) error {
+	if s.resumed {
+		return nil
+	}
+	_, err := t.Agent.UpdateLifecycle(ctx, s.in.Job, s.info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
+		if cur.State == s.op.to && cur.Operation == s.in.Operation {
+			return cur, nil
+		}
+		if cur.State != s.op.from {
+			return cur, s.stateError(cur)
+		}
+		return next(cur), nil
+	})
+	return classify(err)
+}
+
+// result is the operation's answer: the replica's state as it is now.
+func (t *Target) result(ctx context.Context, s *opReplicaState) (contract.ReplicaOpResult, error) {
+	return t.opResult(ctx, s.in.Job, s.r, s.info)
 }
 
 // FailoverReplica starts the replica VM on a restore point: its disks become
@@ -97,47 +179,30 @@ func stateRefused(in contract.ReplicaOpActivityInput, name, op string, l replica
 // with the job's network mapping and re-IP rules; the replica goes to
 // failover and replication skips it.
 func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.opReplica(in)
+	op, err := t.beginOp(in, opFailover)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
-	}
-	l, err := r.Lifecycle()
-	if err != nil {
-		return contract.ReplicaOpResult{}, classify(err)
-	}
-	resumed := l.State == replica.StateFailover && l.Operation == in.Operation
-	if !resumed && l.State != replica.StateReady {
-		return contract.ReplicaOpResult{}, stateRefused(in, info.Name, "failover", l, replica.StateReady)
 	}
 	pointID := in.Point
-	if resumed {
-		pointID = l.Point
+	if op.resumed {
+		pointID = op.lifecycle.Point
 	}
-	p, err := pickReplicaPoint(r, pointID)
+	p, err := pickReplicaPoint(op.r, pointID)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
-	if err := t.needHost(); err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	spec, err := t.replicaVMSpec(in.Job, r, p)
+	spec, err := t.replicaVMSpec(in.Job, op.r, p)
 	if err != nil {
 		return contract.ReplicaOpResult{}, classify(err)
 	}
-	if !resumed {
-		_, err = t.Agent.UpdateLifecycle(ctx, in.Job, info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
-			if cur.State != replica.StateReady {
-				return cur, &replica.StateError{Job: in.Job, VM: info.Name, State: cur.State, Since: cur.Since, Operation: "failover", Want: []replica.State{replica.StateReady}}
-			}
-			return replica.Lifecycle{State: replica.StateFailover, Point: p.ID, Operation: in.Operation,
-				ReplicaVM: spec.Name, Host: t.HostName, VMPoint: cur.VMPoint}, nil
-		})
-		if err != nil {
-			return contract.ReplicaOpResult{}, classify(err)
-		}
+	if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
+		return replica.Lifecycle{State: replica.StateFailover, Point: p.ID, Operation: in.Operation,
+			ReplicaVM: spec.Name, Host: t.HostName, VMPoint: cur.VMPoint}
+	}); err != nil {
+		return contract.ReplicaOpResult{}, err
 	}
 	vm, err := t.Host.ReplicaVM(ctx, spec.Name)
-	running := err == nil && vm.State == "running" && resumed
+	running := err == nil && vm.State == "running" && op.resumed
 	if !running {
 		// Never started by this operation: whatever its disks hold is not
 		// failover data yet, so fresh children are made.
@@ -149,7 +214,7 @@ func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActiv
 		if _, err := t.Host.RegisterReplicaVM(ctx, spec); err != nil {
 			return contract.ReplicaOpResult{}, classify(err)
 		}
-		if _, err := t.Agent.UpdateLifecycle(ctx, in.Job, info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
+		if _, err := t.Agent.UpdateLifecycle(ctx, in.Job, op.info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
 			cur.VMPoint = p.ID
 			return cur, nil
 		}); err != nil {
@@ -159,57 +224,43 @@ func (t *Target) FailoverReplica(ctx context.Context, in contract.ReplicaOpActiv
 			return contract.ReplicaOpResult{}, classify(err)
 		}
 	}
-	return t.opResult(ctx, in.Job, r, info)
+	return t.result(ctx, op)
 }
 
 // UndoFailover powers the replica VM off and discards what it wrote in
 // failover: its disks become children of the newest point again, the
 // replica is ready and replication resumes.
 func (t *Target) UndoFailover(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.opReplica(in)
+	op, err := t.beginOp(in, opFailoverUndo)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
-	l, err := r.Lifecycle()
-	if err != nil {
-		return contract.ReplicaOpResult{}, classify(err)
-	}
-	if l.State == replica.StateReady && l.Operation == in.Operation {
-		// An earlier attempt made the replica ready; it may have died before
-		// the VM was back on the newest point, and registering again is harmless.
-		if err := t.needHost(); err != nil {
-			return contract.ReplicaOpResult{}, err
-		}
-		if err := t.registerOnNewest(ctx, in.Job, info.ID, in.Operation, replica.StateReady); err != nil {
-			return contract.ReplicaOpResult{}, classify(err)
-		}
-		return t.opResult(ctx, in.Job, r, info)
-	}
-	if l.State != replica.StateFailover {
-		return contract.ReplicaOpResult{}, stateRefused(in, info.Name, "failover undo", l, replica.StateFailover)
-	}
-	if err := t.needHost(); err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	if l.ReplicaVM != "" {
-		if err := t.Host.StopVM(ctx, l.ReplicaVM); err != nil && !errors.Is(err, provider.ErrVMNotFound) {
-			return contract.ReplicaOpResult{}, classify(err)
+	// A resumed attempt found the replica ready: the earlier one may have
+	// died before the VM was back on the newest point, and registering
+	// again is harmless.
+	if !op.resumed {
+		if vm := op.lifecycle.ReplicaVM; vm != "" {
+			if err := t.Host.StopVM(ctx, vm); err != nil && !errors.Is(err, provider.ErrVMNotFound) {
+				return contract.ReplicaOpResult{}, classify(err)
+			}
 		}
 	}
-	// Ready first, then the VM back on the newest point: the failover
-	// children are discarded by the registration.
-	if _, err := t.Agent.UpdateLifecycle(ctx, in.Job, info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
-		if cur.State != replica.StateFailover {
-			return cur, &replica.StateError{Job: in.Job, VM: info.Name, State: cur.State, Since: cur.Since, Operation: "failover undo", Want: []replica.State{replica.StateFailover}}
-		}
-		return replica.Lifecycle{State: replica.StateReady, Operation: in.Operation, ReplicaVM: cur.ReplicaVM, Host: cur.Host, VMPoint: cur.VMPoint}, nil
+	return t.backToReady(ctx, op)
+}
+
+// backToReady ends an operation that leaves the replica ready: ready first,
+// then the replica VM back on the newest point, its failover children
+// discarded by the registration.
+func (t *Target) backToReady(ctx context.Context, op *opReplicaState) (contract.ReplicaOpResult, error) {
+	if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
+		return replica.Lifecycle{State: replica.StateReady, Operation: op.in.Operation, ReplicaVM: cur.ReplicaVM, Host: cur.Host, VMPoint: cur.VMPoint}
 	}); err != nil {
+		return contract.ReplicaOpResult{}, err
+	}
+	if err := t.registerOnNewest(ctx, op.in.Job, op.info.ID, op.in.Operation, replica.StateReady); err != nil {
 		return contract.ReplicaOpResult{}, classify(err)
 	}
-	if err := t.registerOnNewest(ctx, in.Job, info.ID, in.Operation, replica.StateReady); err != nil {
-		return contract.ReplicaOpResult{}, classify(err)
-	}
-	return t.opResult(ctx, in.Job, r, info)
+	return t.result(ctx, op)
 }
 
 func (t *Target) opResult(ctx context.Context, job string, r *replica.Replica, info replica.VMInfo) (contract.ReplicaOpResult, error) {
@@ -249,38 +300,24 @@ func (t *Target) ReplicaStatus(ctx context.Context, in contract.ReplicaOpActivit
 // replica goes to permanent, and its restore points are deleted; the job
 // no longer replicates the source VM.
 func (t *Target) MakePermanent(ctx context.Context, in contract.ReplicaOpActivityInput) (contract.ReplicaOpResult, error) {
-	r, info, err := t.opReplica(in)
+	op, err := t.beginOp(in, opPermanent)
 	if err != nil {
 		return contract.ReplicaOpResult{}, err
 	}
-	l, err := r.Lifecycle()
-	if err != nil {
-		return contract.ReplicaOpResult{}, classify(err)
-	}
-	resumed := l.State == replica.StatePermanent && l.Operation == in.Operation
-	if !resumed && l.State != replica.StateFailover {
-		return contract.ReplicaOpResult{}, stateRefused(in, info.Name, "permanent failover", l, replica.StateFailover)
-	}
-	if err := t.needHost(); err != nil {
-		return contract.ReplicaOpResult{}, err
-	}
-	if !resumed {
+	if !op.resumed {
 		// The VM's own disks first: until they exist, it runs on the points.
-		if _, err := t.Host.MakeStandalone(ctx, l.ReplicaVM); err != nil {
+		if _, err := t.Host.MakeStandalone(ctx, op.lifecycle.ReplicaVM); err != nil {
 			return contract.ReplicaOpResult{}, classify(err)
 		}
-		if _, err := t.Agent.UpdateLifecycle(ctx, in.Job, info.ID, func(cur replica.Lifecycle) (replica.Lifecycle, error) {
-			if cur.State != replica.StateFailover {
-				return cur, &replica.StateError{Job: in.Job, VM: info.Name, State: cur.State, Since: cur.Since, Operation: "permanent failover", Want: []replica.State{replica.StateFailover}}
-			}
+		if err := t.record(ctx, op, func(cur replica.Lifecycle) replica.Lifecycle {
 			cur.State, cur.Operation, cur.Point, cur.VMPoint = replica.StatePermanent, in.Operation, "", ""
-			return cur, nil
+			return cur
 		}); err != nil {
-			return contract.ReplicaOpResult{}, classify(err)
+			return contract.ReplicaOpResult{}, err
 		}
 	}
-	if err := t.Agent.RemovePoints(ctx, in.Job, info.ID); err != nil {
+	if err := t.Agent.RemovePoints(ctx, in.Job, op.info.ID); err != nil {
 		return contract.ReplicaOpResult{}, classify(err)
 	}
-	return t.opResult(ctx, in.Job, r, info)
+	return t.result(ctx, op)
 }

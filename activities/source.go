@@ -258,7 +258,7 @@ func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInp
 	if consistency != provider.ApplicationConsistent {
 		consistency = cp.Consistency
 	}
-	return contract.CheckpointResult{ID: cp.ID, Warning: joinWarnings(warning, cp.Warning), Consistency: consistencyName(consistency), Taken: cp.Created}, nil
+	return contract.CheckpointResult{ID: cp.ID, Warning: provider.JoinWarnings(warning, cp.Warning), Consistency: consistencyName(consistency), Taken: cp.Created}, nil
 }
 
 // guestRunner is the runner of the VM's guest processing method.
@@ -282,17 +282,6 @@ func consistencyName(c provider.Consistency) string {
 		return "application"
 	}
 	return "crash"
-}
-
-func joinWarnings(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	default:
-		return a + "; " + b
-	}
 }
 
 // TransferDisk sends one disk of a checkpoint to the target agent: only the

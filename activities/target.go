@@ -12,6 +12,7 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/agent"
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/replica"
@@ -114,28 +115,14 @@ func (t *Target) CheckSpace(ctx context.Context, in contract.SpaceInput) (contra
 	}
 	total := need + need/10 + min
 	detail := fmt.Sprintf("%d VMs: %d first points at their virtual size, %d like their latest points; %s with margin, %s free",
-		len(in.VMs), len(first), len(incr), byteText(total), byteText(free))
+		len(in.VMs), len(first), len(incr), bytesize.Text(total), bytesize.Text(free))
 	st := contract.SpaceStatus{FreeBytes: free, NeededBytes: total, Detail: detail}
 	if free < total {
 		return st, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 			"agent.datastore %s has %s free, but this run may write %s (first points, at their virtual size: %s; other VMs like their latest points: %d) and keeps %s spare: free space there or move the datastore",
-			t.Datastore, byteText(free), byteText(need), strings.Join(first, ", "), len(incr), byteText(total-need)), contract.ErrTypeNoSpace, nil)
+			t.Datastore, bytesize.Text(free), bytesize.Text(need), strings.Join(first, ", "), len(incr), bytesize.Text(total-need)), contract.ErrTypeNoSpace, nil)
 	}
 	return st, nil
-}
-
-// byteText is a size for people: 1.5 GiB.
-func byteText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit && exp < 5; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // OpenSessions lists the VMs of the job with an interrupted restore point.

@@ -46,6 +46,7 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 func main() {
@@ -445,7 +446,7 @@ func exportRaw(ctx context.Context, h *lab.Host, vm provider.VM, checkpoint, pat
 			f.Close()
 			return fmt.Errorf("export %s at %d: %w", checkpoint, off, err)
 		}
-		if allZero(p) {
+		if zeros.All(p) {
 			continue
 		}
 		if _, err := f.WriteAt(p, off); err != nil {
@@ -458,15 +459,6 @@ func exportRaw(ctx context.Context, h *lab.Host, vm provider.VM, checkpoint, pat
 		return err
 	}
 	return f.Close()
-}
-
-func allZero(p []byte) bool {
-	for _, c := range p {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // verifyReplica compares the restore point a child committed with the raw

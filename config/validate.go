@@ -5,13 +5,13 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/replicator/replicator/internal/hours"
+	"github.com/replicator/replicator/internal/names"
 )
 
 // Problem is one fault of a configuration: the key path, such as
@@ -79,7 +79,7 @@ const (
 	// means anything (longer: schedule the job with starter schedule).
 	MinRPO        = 10 * time.Second
 	MaxRPO        = 24 * time.Hour
-	MaxNameLength = 64
+	MaxNameLength = names.MaxLen
 )
 
 // Validate checks the whole configuration and returns a *ValidationError
@@ -407,26 +407,14 @@ func (ck *checker) name(path, name string) bool {
 }
 
 // NameProblem says why a name of a host, target, agent or job cannot be
-// used as a single path element, or returns "" when it can.
+// used, or returns "" when it can: the names package's rule for names an
+// operator chooses.
 func NameProblem(name string) string {
-	switch {
-	case name == "":
+	if name == "" {
 		return "required"
-	case len(name) > MaxNameLength:
-		return fmt.Sprintf("name %q is %d characters long: at most %d", name, len(name), MaxNameLength)
-	case strings.ContainsRune(name, 0):
-		return fmt.Sprintf("name %q contains a NUL byte", name)
-	case strings.ContainsAny(name, `/\`):
-		return fmt.Sprintf("name %q contains a path separator", name)
-	case name == "." || name == "..":
-		return fmt.Sprintf("name %q is not a file name", name)
-	case filepath.IsAbs(name):
-		return fmt.Sprintf("name %q is an absolute path", name)
 	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Sprintf("name %q contains %q: use only letters, digits, '.', '_' and '-'", name, r)
-		}
+	if err := names.Plain("", name); err != nil {
+		return err.Error()
 	}
 	return ""
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -16,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -27,7 +25,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,11 +35,14 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/diskimage"
+	"github.com/replicator/replicator/internal/guid"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/replica"
 	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/transfer"
+	"github.com/replicator/replicator/internal/transfer/transfertest"
 	"github.com/replicator/replicator/internal/vhdx"
+	"github.com/replicator/replicator/internal/vhdx/vhdxtest"
 )
 
 // TestBadInput collects the product's bad-input cases: hostile disk images,
@@ -288,73 +288,6 @@ func runStarterBin(t *testing.T, bin, dir string, args ...string) cmdResult {
 
 // ---- hostile VHDX files: starter disk info / disk convert ----
 
-// guidBytes is a GUID in its MS-VHDX on-disk form (first three fields
-// little-endian).
-func guidBytes(s string) []byte {
-	raw, err := hex.DecodeString(strings.ReplaceAll(s, "-", ""))
-	if err != nil || len(raw) != 16 {
-		panic("bad GUID " + s)
-	}
-	return []byte{raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6],
-		raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15]}
-}
-
-// Offsets and identifiers of MS-VHDX (sections 2.2–2.6).
-const (
-	vxHeader1 = 64 << 10
-	vxHeader2 = 128 << 10
-	vxRegion1 = 192 << 10
-	vxRegion2 = 256 << 10
-)
-
-var (
-	vxRegionBAT      = guidBytes("2DC27766-F623-4200-9D64-115E9BFD4A08")
-	vxRegionMetadata = guidBytes("8B7CA206-4790-4B9A-B8FE-575F050F886E")
-	vxFileParameters = guidBytes("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
-	vxVirtualSize    = guidBytes("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
-	castagnoli       = crc32.MakeTable(crc32.Castagnoli)
-)
-
-// vxRegion returns the file offset of the region id in region table 1, and
-// the offset of that entry's FileOffset field in the table.
-func vxRegion(t *testing.T, b []byte, id []byte) (offset int64, field int) {
-	t.Helper()
-	n := int(binary.LittleEndian.Uint32(b[vxRegion1+8:]))
-	for i := 0; i < n; i++ {
-		e := vxRegion1 + 16 + 32*i
-		if bytes.Equal(b[e:e+16], id) {
-			return int64(binary.LittleEndian.Uint64(b[e+16:])), e + 16
-		}
-	}
-	t.Fatalf("region %x not in the region table", id)
-	return 0, 0
-}
-
-// vxMetaItem returns the file offset of metadata item id.
-func vxMetaItem(t *testing.T, b []byte, id []byte) int64 {
-	t.Helper()
-	meta, _ := vxRegion(t, b, vxRegionMetadata)
-	n := int(binary.LittleEndian.Uint16(b[meta+10:]))
-	for i := 0; i < n; i++ {
-		e := meta + 32 + 32*int64(i)
-		if bytes.Equal(b[e:e+16], id) {
-			return meta + int64(binary.LittleEndian.Uint32(b[e+16:]))
-		}
-	}
-	t.Fatalf("metadata item %x missing", id)
-	return 0
-}
-
-// vxReseal recomputes the CRC-32C of both headers (4 KiB) and both region
-// tables (64 KiB), so that only the field a case changed is wrong.
-func vxReseal(b []byte) {
-	for _, r := range []struct{ off, n int }{{vxHeader1, 4 << 10}, {vxHeader2, 4 << 10}, {vxRegion1, 64 << 10}, {vxRegion2, 64 << 10}} {
-		s := b[r.off : r.off+r.n]
-		binary.LittleEndian.PutUint32(s[4:], 0)
-		binary.LittleEndian.PutUint32(s[4:], crc32.Checksum(s, castagnoli))
-	}
-}
-
 // writeVHDX makes an 8 MiB dynamic VHDX with 1 MiB blocks, blocks 0 and 2
 // written, with the product's writer.
 func writeVHDX(t *testing.T, path string) []byte {
@@ -402,32 +335,6 @@ func forge(t *testing.T, path string, b []byte, damage func(b []byte) []byte) st
 	return path
 }
 
-// setBoth sets the same bytes at off in both copies (headers or region
-// tables, whose copies are 64 KiB apart) and reseals them.
-func setBoth(b []byte, off int, v []byte) {
-	copy(b[off:], v)
-	copy(b[off+64<<10:], v)
-	vxReseal(b)
-}
-
-func le32(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
-func le64(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
-
-// logEntry is an MS-VHDX log entry (section 2.3.1) without descriptors,
-// checksummed: valid as far as its own fields go.
-func logEntry(logGUID []byte, flushed, last uint64) []byte {
-	e := make([]byte, 4<<10)
-	copy(e, "loge")
-	binary.LittleEndian.PutUint32(e[8:], 4<<10) // EntryLength
-	binary.LittleEndian.PutUint32(e[12:], 0)    // Tail: this entry
-	binary.LittleEndian.PutUint64(e[16:], 1)    // SequenceNumber
-	copy(e[32:48], logGUID)
-	binary.LittleEndian.PutUint64(e[48:], flushed) // FlushedFileOffset
-	binary.LittleEndian.PutUint64(e[56:], last)    // LastFileOffset
-	binary.LittleEndian.PutUint32(e[4:], crc32.Checksum(e, castagnoli))
-	return e
-}
-
 type diskCase struct {
 	name string
 	// convert runs `disk convert FILE DST` instead of `disk info FILE --json`.
@@ -454,10 +361,10 @@ func badDisks(t *testing.T, root, starter string) {
 		t.Fatalf("the undamaged image does not open: %v", err)
 	}
 	bad := func(dir string) string { return filepath.Join(dir, "bad.vhdx") }
-	bat, _ := vxRegion(t, good, vxRegionBAT)
-	meta, _ := vxRegion(t, good, vxRegionMetadata)
-	logOff := int64(binary.LittleEndian.Uint64(good[vxHeader1+72:]))
-	logGUID := guidBytes("11111111-2222-4333-8444-555555555555")
+	bat, _ := vhdxtest.Region(t, good, vhdxtest.RegionBAT)
+	meta, _ := vhdxtest.Region(t, good, vhdxtest.RegionMetadata)
+	logOff := int64(binary.LittleEndian.Uint64(good[vhdxtest.Header1+72:]))
+	logGUID := guid.MustParse("11111111-2222-4333-8444-555555555555")
 	const tib = 1 << 40
 	cases := []diskCase{
 		{name: "file identifier is not vhdxfile",
@@ -469,44 +376,44 @@ func badDisks(t *testing.T, root, starter string) {
 			build: func(t *testing.T, dir string, _ []byte) (string, int64, []string) {
 				b := qemuVHDX(t, filepath.Join(dir, "qemu.vhdx"))
 				return forge(t, bad(dir), b, func(b []byte) []byte {
-					b[vxHeader1+300] ^= 0xff
-					b[vxHeader2+300] ^= 0xff
+					b[vhdxtest.Header1+300] ^= 0xff
+					b[vhdxtest.Header2+300] ^= 0xff
 					return b
-				}), vxHeader1, []string{"no valid header", "header checksum mismatch", fmt.Sprintf("at offset %d", vxHeader2)}
+				}), vhdxtest.Header1, []string{"no valid header", "header checksum mismatch", fmt.Sprintf("at offset %d", vhdxtest.Header2)}
 			}},
 		{name: "region table points past the end of the file",
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					_, field := vxRegion(t, b, vxRegionBAT)
-					setBoth(b, field, le64(tib))
+					_, field := vhdxtest.Region(t, b, vhdxtest.RegionBAT)
+					vhdxtest.SetBoth(b, field, vhdxtest.LE64(tib))
 					return b
 				}), tib, []string{"region", "extends past end of file"}
 			}},
 		{name: "BAT entry points outside the file", convert: true,
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					copy(b[bat:], le64(6|uint64(tib>>20)<<20)) // block 0 fully present at 1 TiB
+					copy(b[bat:], vhdxtest.LE64(6|uint64(tib>>20)<<20)) // block 0 fully present at 1 TiB
 					return b
 				}), bat, []string{"BAT entry 0", fmt.Sprintf("block at %d extends past end of file", int64(tib))}
 			}},
 		{name: "block size not a power of two",
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					copy(b[vxMetaItem(t, b, vxFileParameters):], le32(3<<20))
+					copy(b[vhdxtest.MetaItem(t, b, vhdxtest.FileParameters):], vhdxtest.LE32(3<<20))
 					return b
 				}), meta, []string{"block size 3145728 invalid"}
 			}},
 		{name: "virtual size zero",
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					copy(b[vxMetaItem(t, b, vxVirtualSize):], le64(0))
+					copy(b[vhdxtest.MetaItem(t, b, vhdxtest.VirtualSize):], vhdxtest.LE64(0))
 					return b
 				}), meta, []string{"virtual disk size 0 invalid"}
 			}},
 		{name: "virtual size absurd", convert: true,
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					copy(b[vxMetaItem(t, b, vxVirtualSize):], le64(1<<62))
+					copy(b[vhdxtest.MetaItem(t, b, vhdxtest.VirtualSize):], vhdxtest.LE64(1<<62))
 					return b
 				}), meta, []string{"virtual disk size 4611686018427387904 invalid"}
 			}},
@@ -558,17 +465,17 @@ func badDisks(t *testing.T, root, starter string) {
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				size := uint64(len(good))
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					copy(b[logOff:], logEntry(logGUID, size+8<<20, size+8<<20))
-					setBoth(b, vxHeader1+48, logGUID) // LogGuid: the log is active
+					copy(b[logOff:], vhdxtest.LogEntry(logGUID[:], size+8<<20, size+8<<20))
+					vhdxtest.SetBoth(b, vhdxtest.Header1+48, logGUID[:]) // LogGuid: the log is active
 					return b
 				}), logOff, []string{fmt.Sprintf("log says the file was flushed to %d bytes but it has %d", size+8<<20, size)}
 			}},
 		{name: "log region outside the file", convert: true,
 			build: func(t *testing.T, dir string, good []byte) (string, int64, []string) {
 				return forge(t, bad(dir), good, func(b []byte) []byte {
-					copy(b[vxHeader1+72:], le64(tib)) // LogOffset
-					copy(b[vxHeader2+72:], le64(tib))
-					setBoth(b, vxHeader1+48, logGUID)
+					copy(b[vhdxtest.Header1+72:], vhdxtest.LE64(tib)) // LogOffset
+					copy(b[vhdxtest.Header2+72:], vhdxtest.LE64(tib))
+					vhdxtest.SetBoth(b, vhdxtest.Header1+48, logGUID[:])
 					return b
 				}), tib, []string{"log region (length 1048576) extends past end of file"}
 			}},
@@ -767,7 +674,7 @@ func badReplicas(t *testing.T, root, starter string) {
 		m := readMeta(t, rd)
 		pointDisk(m, 1, 0)["chain"].([]any)[0] = "../../../../../escape.vhdx"
 		writeMeta(t, rd, m)
-		return []string{metaPath(rd), `file name "../../../../../escape.vhdx"`, "contains '/'"}
+		return []string{metaPath(rd), `file name "../../../../../escape.vhdx"`, "contains a path separator"}
 	}
 	cases := []replicaCase{
 		{name: "truncated replica.json, points by VM name", args: []string{"points", replicaJob, "web01"},
@@ -895,115 +802,32 @@ const (
 	agentSize = 1 << 20
 )
 
-// lockedBuffer collects the agent's log lines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+// agentLog collects the agent's log lines.
+type agentLog struct{ testkit.SyncBuffer }
 
 // lineWith waits for the agent's log line about the connection from addr:
 // the receiver writes one when it is done with a connection.
-func (l *lockedBuffer) lineWith(t *testing.T, addr string) string {
+func (l *agentLog) lineWith(t *testing.T, addr string) string {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		l.mu.Lock()
-		text := l.b.String()
-		l.mu.Unlock()
+	var found string
+	testkit.Eventually(t, 15*time.Second, 20*time.Millisecond, func() error {
+		text := l.String()
 		for _, line := range strings.Split(text, "\n") {
 			if strings.Contains(line, "remote="+addr+" ") || strings.Contains(line, `remote="`+addr+`"`) {
-				return line
+				found = line
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent logged nothing about the connection from %s:\n%s", addr, text)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Wire format of the data channel (internal/transfer/doc.go), written by
-// hand: message = type u8, body length u32 big endian, body.
-func wireMsg(typ byte, body []byte) []byte {
-	b := append([]byte{typ}, binary.BigEndian.AppendUint32(nil, uint32(len(body)))...)
-	return append(b, body...)
-}
-
-func wireStr(b []byte, s string) []byte {
-	return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...)
-}
-
-// wireHello is the body of a Hello, protocol version 3: version 3 adds the
-// session token after the names.
-type wireHello struct {
-	magic                          string
-	diskSize, blockSize            int64
-	job, vm, disk, checkpoint      string
-	token                          string
-	version                        uint16
-	flags                          uint8
-	overrideMagic, overrideVersion bool
+		return fmt.Errorf("the agent logged nothing about the connection from %s:\n%s", addr, text)
+	})
+	return found
 }
 
 // agentToken is the session token BeginRestorePoint gave the fixture's point.
 var agentToken string
 
-func goodHello() wireHello {
-	return wireHello{diskSize: agentSize, blockSize: agentBS, job: agentJob, vm: agentVM, disk: agentDisk, checkpoint: agentCP, token: agentToken}
-}
-
-func (h wireHello) encode() []byte {
-	magic, version := "RPLC", uint16(3)
-	if h.overrideMagic {
-		magic = h.magic
-	}
-	if h.overrideVersion {
-		version = h.version
-	}
-	b := append([]byte(magic), binary.BigEndian.AppendUint16(nil, version)...)
-	b = append(b, h.flags)
-	b = binary.BigEndian.AppendUint64(b, uint64(h.diskSize))
-	b = binary.BigEndian.AppendUint64(b, uint64(h.blockSize))
-	for _, s := range []string{h.job, h.vm, h.disk, h.checkpoint} {
-		b = wireStr(b, s)
-	}
-	if version >= 3 {
-		b = wireStr(b, h.token)
-	}
-	return wireMsg('H', b)
-}
-
-// wireFrame is a data frame 'D': offset i64, raw length u32, codec u8,
-// flags u8, payload length u32, XXH3-128 of the raw block, payload.
-type wireFrame struct {
-	offset     int64
-	rawLen     uint32
-	codec      uint8
-	flags      uint8
-	payloadLen uint32
-	sum        digest.Sum
-	payload    []byte
-	bodyLen    uint32 // when not 0, the message length declared instead of the real one
-}
-
-func (f wireFrame) encode() []byte {
-	b := binary.BigEndian.AppendUint64(nil, uint64(f.offset))
-	b = binary.BigEndian.AppendUint32(b, f.rawLen)
-	b = append(b, f.codec, f.flags)
-	b = binary.BigEndian.AppendUint32(b, f.payloadLen)
-	b = append(b, f.sum[:]...)
-	b = append(b, f.payload...)
-	m := wireMsg('D', b)
-	if f.bodyLen != 0 {
-		binary.BigEndian.PutUint32(m[1:5], f.bodyLen)
-	}
-	return m
+func goodHello() transfertest.Hello {
+	return transfertest.Hello{DiskSize: agentSize, BlockSize: agentBS, Job: agentJob, VM: agentVM, Disk: agentDisk, Checkpoint: agentCP, Token: agentToken}
 }
 
 // agentFixture is an agent with one open restore point whose disk holds its
@@ -1013,94 +837,20 @@ type agentFixture struct {
 	datastore  string
 	agent      *agent.Agent
 	proxyTLS   *tls.Config
-	log        *lockedBuffer
+	log        *agentLog
 	content    []byte // what the source disk holds
 	replicaDir string
 }
 
 // goodFrame is block i of the content, uncompressed.
-func (fx *agentFixture) goodFrame(i int64) wireFrame {
+func (fx *agentFixture) goodFrame(i int64) transfertest.Frame {
 	raw := fx.content[i*agentBS : (i+1)*agentBS]
-	return wireFrame{offset: i * agentBS, rawLen: agentBS, payloadLen: agentBS, sum: digest.Of(raw), payload: raw}
+	return transfertest.Frame{Offset: i * agentBS, RawLen: agentBS, PayloadLen: agentBS, Sum: digest.Of(raw), Payload: raw}
 }
 
-// agentConn is one hand-written client connection.
-type agentConn struct {
-	conn net.Conn
-	br   *bufio.Reader
-}
-
-func (fx *agentFixture) dial(t *testing.T, conf *tls.Config) *agentConn {
+func (fx *agentFixture) dial(t *testing.T, conf *tls.Config) *transfertest.Conn {
 	t.Helper()
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", fx.addr, conf)
-	if err != nil {
-		t.Fatalf("dial the agent: %v", err)
-	}
-	return &agentConn{conn: conn, br: bufio.NewReader(conn)}
-}
-
-func (c *agentConn) local() string { return c.conn.LocalAddr().String() }
-
-// read reads one message.
-func (c *agentConn) read() (byte, []byte, error) {
-	c.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-	var h [5]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return 0, nil, err
-	}
-	n := binary.BigEndian.Uint32(h[1:])
-	if n > 1<<20 {
-		return 0, nil, fmt.Errorf("message %q of %d bytes", h[0], n)
-	}
-	body := make([]byte, n)
-	_, err := io.ReadFull(c.br, body)
-	return h[0], body, err
-}
-
-// helloReply reads the agent's 'R' and returns its resume position, or the
-// message of an 'E' the agent sent instead.
-func (c *agentConn) helloReply(t *testing.T) (resume int64, refusal string) {
-	t.Helper()
-	typ, body, err := c.read()
-	if err != nil {
-		t.Fatalf("no reply to hello: %v", err)
-	}
-	switch typ {
-	case 'R':
-		if len(body) < 8 {
-			t.Fatalf("hello reply of %d bytes", len(body))
-		}
-		return int64(binary.BigEndian.Uint64(body)), ""
-	case 'E':
-		return -1, errorText(t, body)
-	}
-	t.Fatalf("reply to hello is %q", typ)
-	return 0, ""
-}
-
-// agentError reads until the agent's 'E' and returns its message.
-func (c *agentConn) agentError(t *testing.T) string {
-	t.Helper()
-	for {
-		typ, body, err := c.read()
-		if err != nil {
-			t.Fatalf("the agent ended the stream without an error message: %v", err)
-		}
-		if typ == 'E' {
-			return errorText(t, body)
-		}
-		if typ != 'R' && typ != 'A' && typ != 'S' {
-			t.Fatalf("unexpected message %q before the error", typ)
-		}
-	}
-}
-
-func errorText(t *testing.T, body []byte) string {
-	t.Helper()
-	if len(body) < 3 || int(binary.BigEndian.Uint16(body[1:]))+3 != len(body) {
-		t.Fatalf("malformed error message %x", body)
-	}
-	return string(body[3:])
+	return transfertest.Dial(t, fx.addr, conf)
 }
 
 // foreignClientTLS presents a client certificate of a CA the agent does not
@@ -1148,7 +898,7 @@ func startAgent(t *testing.T, dir string) *agentFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &agentFixture{datastore: filepath.Join(dir, "datastore"), proxyTLS: proxyTLS, log: &lockedBuffer{}}
+	fx := &agentFixture{datastore: filepath.Join(dir, "datastore"), proxyTLS: proxyTLS, log: &agentLog{}}
 	if fx.agent, err = agent.New(fx.datastore, "badinput agent"); err != nil {
 		t.Fatal(err)
 	}
@@ -1168,36 +918,27 @@ func startAgent(t *testing.T, dir string) *agentFixture {
 		t.Fatal(err)
 	}
 	fx.addr = ln.Addr().String()
-	recv := transfer.NewReceiver(fx.agent, serverTLS, transfer.ReceiverOptions{
+	t.Cleanup(func() { fx.agent.Close() }) // after the data channel stopped: cleanups run last first
+	transfertest.Serve(t, transfer.NewReceiver(fx.agent, serverTLS, transfer.ReceiverOptions{
 		PersistBytes: 1, // every frame is made durable and acknowledged
 		Logger:       slog.New(slog.NewTextHandler(fx.log, nil)),
-	})
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- recv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent data channel: %v", err)
-		}
-		fx.agent.Close()
-	})
+	}), ln)
 
 	fx.content = make([]byte, agentSize)
 	for i := range fx.content {
 		fx.content[i] = byte(i*131 + i>>9 + 7)
 	}
 	c := fx.dial(t, proxyTLS)
-	c.conn.Write(goodHello().encode())
-	if resume, refusal := c.helloReply(t); resume != 0 {
+	c.Write(goodHello().Encode())
+	if resume, refusal := c.HelloReply(t); resume != 0 {
 		t.Fatalf("a new restore point resumes from %d (%s)", resume, refusal)
 	}
-	c.conn.Write(fx.goodFrame(0).encode())
-	if typ, body, err := c.read(); err != nil || typ != 'A' || int64(binary.BigEndian.Uint64(body)) != agentBS {
+	c.Write(fx.goodFrame(0).Encode())
+	if typ, body, err := c.Read(); err != nil || typ != 'A' || int64(binary.BigEndian.Uint64(body)) != agentBS {
 		t.Fatalf("the first block was not acknowledged: %q %x %v", typ, body, err)
 	}
-	c.conn.Close()
-	fx.log.lineWith(t, c.local())
+	c.Close()
+	fx.log.lineWith(t, c.LocalAddr().String())
 	fx.replicaDir = filepath.Join(fx.datastore, agentJob, agentVM)
 	return fx
 }
@@ -1225,28 +966,28 @@ func (fx *agentFixture) requireContinues(t *testing.T) {
 		t.Errorf("agent positions %v, %v; want %s at %d", pos, err, agentDisk, agentBS)
 	}
 	c := fx.dial(t, fx.proxyTLS)
-	c.conn.Write(goodHello().encode())
-	if resume, refusal := c.helloReply(t); resume != agentBS {
+	c.Write(goodHello().Encode())
+	if resume, refusal := c.HelloReply(t); resume != agentBS {
 		t.Errorf("a new connection resumes from %d (%s), want %d", resume, refusal, agentBS)
 	}
-	c.conn.Close()
-	fx.log.lineWith(t, c.local())
+	c.Close()
+	fx.log.lineWith(t, c.LocalAddr().String())
 }
 
 type agentCase struct {
 	name string
 	// Exactly one of these says what the client does:
-	garbage []byte                             // plain TCP bytes instead of TLS
-	tlsConf func(fx *agentFixture) *tls.Config // a handshake the agent must refuse
-	hello   *wireHello                         // a Hello the agent must refuse
-	first   func(fx *agentFixture) []byte      // a first message that is no Hello
-	frame   func(fx *agentFixture) wireFrame   // a frame after a good Hello
+	garbage []byte                                    // plain TCP bytes instead of TLS
+	tlsConf func(fx *agentFixture) *tls.Config        // a handshake the agent must refuse
+	hello   *transfertest.Hello                       // a Hello the agent must refuse
+	first   func(fx *agentFixture) []byte             // a first message that is no Hello
+	frame   func(fx *agentFixture) transfertest.Frame // a frame after a good Hello
 	// want is what the client is told (the agent's 'E' message, or the
 	// client's TLS error); log is what the agent's log line says.
 	want, log []string
 }
 
-func badHello(edit func(h *wireHello)) *wireHello {
+func badHello(edit func(h *transfertest.Hello)) *transfertest.Hello {
 	h := goodHello()
 	edit(&h)
 	return &h
@@ -1255,8 +996,8 @@ func badHello(edit func(h *wireHello)) *wireHello {
 func badAgentClients(t *testing.T, root string) {
 	fx := startAgent(t, filepath.Join(root, "agent"))
 	roots := fx.proxyTLS.RootCAs // the stranger trusts the agent; the agent does not trust it
-	tamper := func(f wireFrame, edit func(f *wireFrame)) wireFrame { edit(&f); return f }
-	longHello := badHello(func(h *wireHello) { h.vm = strings.Repeat("v", 60<<10) })
+	tamper := func(f transfertest.Frame, edit func(f *transfertest.Frame)) transfertest.Frame { edit(&f); return f }
+	longHello := badHello(func(h *transfertest.Hello) { h.VM = strings.Repeat("v", 60<<10) })
 	cases := []agentCase{
 		{name: "client without a certificate",
 			tlsConf: func(fx *agentFixture) *tls.Config { c := fx.proxyTLS.Clone(); c.Certificates = nil; return c },
@@ -1266,56 +1007,56 @@ func badAgentClients(t *testing.T, root string) {
 			want:    []string{"unknown certificate authority"}, log: []string{"TLS handshake refused", "certificate signed by unknown authority"}},
 		{name: "plain TCP garbage", garbage: []byte("GET / HTTP/1.1\r\nHost: agent\r\n\r\n"),
 			log: []string{"TLS handshake refused", "does not look like a TLS handshake"}},
-		{name: "hello with job ..", hello: badHello(func(h *wireHello) { h.job = ".." }), want: []string{`job name ".."`}},
-		{name: "hello with VM a/b", hello: badHello(func(h *wireHello) { h.vm = "a/b" }), want: []string{`vm name "a/b"`, `contains '/'`}},
-		{name: `hello with disk ..\x`, hello: badHello(func(h *wireHello) { h.disk = `..\x` }), want: []string{`disk name "..\\x"`}},
-		{name: "hello with an absolute job path", hello: badHello(func(h *wireHello) { h.job = "/etc/cron.d" }), want: []string{`job name "/etc/cron.d"`}},
-		{name: "hello with NUL in the disk name", hello: badHello(func(h *wireHello) { h.disk = "disk0\x00/../../x" }), want: []string{`disk name "disk0\x00/../../x"`}},
-		{name: "hello with NUL in the checkpoint", hello: badHello(func(h *wireHello) { h.checkpoint = "cp-1\x00../../x" }), want: []string{`checkpoint name "cp-1\x00../../x"`, "control character"}},
-		{name: "hello with an absurd block size", hello: badHello(func(h *wireHello) { h.blockSize = 1 << 40 }), want: []string{"block size 1099511627776"}},
-		{name: "hello with a negative disk size", hello: badHello(func(h *wireHello) { h.diskSize = -1 }), want: []string{"disk size -1"}},
+		{name: "hello with job ..", hello: badHello(func(h *transfertest.Hello) { h.Job = ".." }), want: []string{`job name ".."`}},
+		{name: "hello with VM a/b", hello: badHello(func(h *transfertest.Hello) { h.VM = "a/b" }), want: []string{`vm name "a/b"`, `contains a path separator`}},
+		{name: `hello with disk ..\x`, hello: badHello(func(h *transfertest.Hello) { h.Disk = `..\x` }), want: []string{`disk name "..\\x"`}},
+		{name: "hello with an absolute job path", hello: badHello(func(h *transfertest.Hello) { h.Job = "/etc/cron.d" }), want: []string{`job name "/etc/cron.d"`}},
+		{name: "hello with NUL in the disk name", hello: badHello(func(h *transfertest.Hello) { h.Disk = "disk0\x00/../../x" }), want: []string{`disk name "disk0\x00/../../x"`}},
+		{name: "hello with NUL in the checkpoint", hello: badHello(func(h *transfertest.Hello) { h.Checkpoint = "cp-1\x00../../x" }), want: []string{`checkpoint name "cp-1\x00../../x"`, "control character"}},
+		{name: "hello with an absurd block size", hello: badHello(func(h *transfertest.Hello) { h.BlockSize = 1 << 40 }), want: []string{"block size 1099511627776"}},
+		{name: "hello with a negative disk size", hello: badHello(func(h *transfertest.Hello) { h.DiskSize = -1 }), want: []string{"disk size -1"}},
 		{name: "hello with a 60 KiB name", hello: longHello,
-			want: []string{fmt.Sprintf("hello message of %d bytes exceeds 4096", len(longHello.encode())-5)}},
-		{name: "data frame before any hello", first: func(fx *agentFixture) []byte { return fx.goodFrame(1).encode() },
+			want: []string{fmt.Sprintf("hello message of %d bytes exceeds 4096", len(longHello.Encode())-5)}},
+		{name: "data frame before any hello", first: func(fx *agentFixture) []byte { return fx.goodFrame(1).Encode() },
 			want: []string{`first message is 'D', want hello`}},
-		{name: "hello that is not a replicator client", hello: badHello(func(h *wireHello) { h.magic, h.overrideMagic = "HTTP", true }), want: []string{`magic "HTTP"`}},
-		{name: "hello of an unknown protocol version", hello: badHello(func(h *wireHello) { h.version, h.overrideVersion = 77, true }), want: []string{"protocol version 77"}},
-		{name: "hello of a sender without session tokens", hello: badHello(func(h *wireHello) { h.version, h.overrideVersion = 2, true }),
+		{name: "hello that is not a replicator client", hello: badHello(func(h *transfertest.Hello) { h.Magic, h.OverrideMagic = "HTTP", true }), want: []string{`magic "HTTP"`}},
+		{name: "hello of an unknown protocol version", hello: badHello(func(h *transfertest.Hello) { h.Version, h.OverrideVersion = 77, true }), want: []string{"protocol version 77"}},
+		{name: "hello of a sender without session tokens", hello: badHello(func(h *transfertest.Hello) { h.Version, h.OverrideVersion = 2, true }),
 			want: []string{"protocol version 2 unsupported", "predates session tokens"}},
-		{name: "hello without a session token", hello: badHello(func(h *wireHello) { h.token = "" }),
+		{name: "hello without a session token", hello: badHello(func(h *transfertest.Hello) { h.Token = "" }),
 			want: []string{"session token: 0 characters"}},
-		{name: "hello with a wrong session token", hello: badHello(func(h *wireHello) { h.token = strings.Repeat("0", 64) }),
+		{name: "hello with a wrong session token", hello: badHello(func(h *transfertest.Hello) { h.Token = strings.Repeat("0", 64) }),
 			want: []string{"session token refused for the restore point of checkpoint cp-1"}},
-		{name: "hello with the wrong block size", hello: badHello(func(h *wireHello) { h.blockSize = 2 * agentBS }),
+		{name: "hello with the wrong block size", hello: badHello(func(h *transfertest.Hello) { h.BlockSize = 2 * agentBS }),
 			want: []string{fmt.Sprintf("has %d-byte blocks, the sender says %d", agentBS, 2*agentBS)}},
-		{name: "hello for a VM with no replica", hello: badHello(func(h *wireHello) { h.job, h.vm = "other", "vm-9" }),
+		{name: "hello for a VM with no replica", hello: badHello(func(h *transfertest.Hello) { h.Job, h.VM = "other", "vm-9" }),
 			want: []string{"no open restore point for checkpoint cp-1 of other/vm-9"}},
-		{name: "hello for a checkpoint with no open restore point", hello: badHello(func(h *wireHello) { h.checkpoint = "cp-9" }),
+		{name: "hello for a checkpoint with no open restore point", hello: badHello(func(h *transfertest.Hello) { h.Checkpoint = "cp-9" }),
 			want: []string{"no open restore point for checkpoint cp-9"}},
-		{name: "hello with the wrong disk size", hello: badHello(func(h *wireHello) { h.diskSize = 2 * agentSize }),
+		{name: "hello with the wrong disk size", hello: badHello(func(h *transfertest.Hello) { h.DiskSize = 2 * agentSize }),
 			want: []string{"disk disk0", "is 1048576 bytes on the replica, the sender says 2097152"}},
 		{name: "frame offset beyond the disk",
-			frame: func(fx *agentFixture) wireFrame {
-				return tamper(fx.goodFrame(1), func(f *wireFrame) { f.offset = agentSize + agentBS })
+			frame: func(fx *agentFixture) transfertest.Frame {
+				return tamper(fx.goodFrame(1), func(f *transfertest.Frame) { f.Offset = agentSize + agentBS })
 			}, want: []string{fmt.Sprintf("frame offset %d outside the disk of %d bytes", agentSize+agentBS, agentSize)}},
 		{name: "frame payload larger than the block",
-			frame: func(fx *agentFixture) wireFrame {
-				return tamper(fx.goodFrame(1), func(f *wireFrame) { f.payloadLen++; f.payload = append(f.payload, 0) })
+			frame: func(fx *agentFixture) transfertest.Frame {
+				return tamper(fx.goodFrame(1), func(f *transfertest.Frame) { f.PayloadLen++; f.Payload = append(f.Payload, 0) })
 			}, want: []string{fmt.Sprintf("frame at offset %d: payload of %d bytes for %d raw bytes", agentBS, agentBS+1, agentBS)}},
 		{name: "frame declaring a 4 GiB message",
-			frame: func(fx *agentFixture) wireFrame {
-				return tamper(fx.goodFrame(1), func(f *wireFrame) { f.bodyLen = 0xfffffff0; f.payload = nil })
+			frame: func(fx *agentFixture) transfertest.Frame {
+				return tamper(fx.goodFrame(1), func(f *transfertest.Frame) { f.BodyLen = 0xfffffff0; f.Payload = nil })
 			}, want: []string{fmt.Sprintf("data frame after offset %d: length %d outside", agentBS, uint32(0xfffffff0))}},
 		{name: "frame checksum does not match its payload",
-			frame: func(fx *agentFixture) wireFrame {
-				return tamper(fx.goodFrame(1), func(f *wireFrame) {
-					f.payload = append([]byte(nil), f.payload...)
-					f.payload[100] ^= 1
+			frame: func(fx *agentFixture) transfertest.Frame {
+				return tamper(fx.goodFrame(1), func(f *transfertest.Frame) {
+					f.Payload = append([]byte(nil), f.Payload...)
+					f.Payload[100] ^= 1
 				})
 			}, want: []string{fmt.Sprintf("frame at offset %d: checksum mismatch", agentBS)}},
 		{name: "frame with an unknown codec tag",
-			frame: func(fx *agentFixture) wireFrame {
-				return tamper(fx.goodFrame(1), func(f *wireFrame) { f.codec = 9 })
+			frame: func(fx *agentFixture) transfertest.Frame {
+				return tamper(fx.goodFrame(1), func(f *transfertest.Frame) { f.Codec = 9 })
 			}, want: []string{fmt.Sprintf("frame at offset %d: codec tag 9 unknown", agentBS)}},
 	}
 	for _, c := range cases {
@@ -1355,7 +1096,7 @@ func badAgentClients(t *testing.T, root string) {
 					// TLS 1.3: the client's handshake ends before the agent
 					// checks its certificate; the refusal comes with the
 					// first read.
-					conn.Write(goodHello().encode())
+					conn.Write(goodHello().Encode())
 					_, err = conn.Read(make([]byte, 1))
 				}
 				conn.Close()
@@ -1365,24 +1106,24 @@ func badAgentClients(t *testing.T, root string) {
 				said = err.Error()
 			case c.hello != nil || c.first != nil:
 				conn := fx.dial(t, fx.proxyTLS)
-				local = conn.local()
+				local = conn.LocalAddr().String()
 				if c.first != nil {
-					conn.conn.Write(c.first(fx))
+					conn.Write(c.first(fx))
 				} else {
-					conn.conn.Write(c.hello.encode())
+					conn.Write(c.hello.Encode())
 				}
-				said = conn.agentError(t)
-				conn.conn.Close()
+				said = conn.AgentError(t)
+				conn.Close()
 			default:
 				conn := fx.dial(t, fx.proxyTLS)
-				local = conn.local()
-				conn.conn.Write(goodHello().encode())
-				if resume, refusal := conn.helloReply(t); resume != agentBS {
+				local = conn.LocalAddr().String()
+				conn.Write(goodHello().Encode())
+				if resume, refusal := conn.HelloReply(t); resume != agentBS {
 					t.Fatalf("hello: resume %d (%s), want %d", resume, refusal, agentBS)
 				}
-				conn.conn.Write(c.frame(fx).encode())
-				said = conn.agentError(t)
-				conn.conn.Close()
+				conn.Write(c.frame(fx).Encode())
+				said = conn.AgentError(t)
+				conn.Close()
 			}
 			t.Logf("the client was told: %s", said)
 			requireAll(t, "what the client was told", said, c.want...)
@@ -1401,23 +1142,23 @@ func badAgentClients(t *testing.T, root string) {
 	// position: the rest of the disk is sent, committed and verified.
 	t.Run("open point continues after the refusals", func(t *testing.T) {
 		conn := fx.dial(t, fx.proxyTLS)
-		conn.conn.Write(goodHello().encode())
-		if resume, refusal := conn.helloReply(t); resume != agentBS {
+		conn.Write(goodHello().Encode())
+		if resume, refusal := conn.HelloReply(t); resume != agentBS {
 			t.Fatalf("resume %d (%s), want %d", resume, refusal, agentBS)
 		}
 		var msgs []byte
 		for i := int64(1); i < agentSize/agentBS; i++ {
-			msgs = append(msgs, fx.goodFrame(i).encode()...)
+			msgs = append(msgs, fx.goodFrame(i).Encode()...)
 		}
-		msgs = append(msgs, wireMsg('F', binary.BigEndian.AppendUint64(nil, uint64(agentSize/agentBS-1)))...)
-		conn.conn.Write(msgs)
+		msgs = append(msgs, transfertest.Msg('F', binary.BigEndian.AppendUint64(nil, uint64(agentSize/agentBS-1)))...)
+		conn.Write(msgs)
 		for {
-			typ, body, err := conn.read()
+			typ, body, err := conn.Read()
 			if err != nil {
 				t.Fatalf("no done reply: %v", err)
 			}
 			if typ == 'E' {
-				t.Fatalf("the agent refused the rest of the disk: %s", errorText(t, body))
+				t.Fatalf("the agent refused the rest of the disk: %s", transfertest.ErrorText(t, body))
 			}
 			if typ == 'G' {
 				if p := int64(binary.BigEndian.Uint64(body)); p != agentSize {
@@ -1426,8 +1167,8 @@ func badAgentClients(t *testing.T, root string) {
 				break
 			}
 		}
-		conn.conn.Close()
-		fx.log.lineWith(t, conn.local())
+		conn.Close()
+		fx.log.lineWith(t, conn.LocalAddr().String())
 		ctx := context.Background()
 		point, err := fx.agent.Commit(ctx, agentJob, agentVM, agentCP, 7)
 		if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,11 +21,10 @@ import (
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/devserver"
-	"github.com/replicator/replicator/internal/diskimage"
-	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/testkit"
 )
 
@@ -160,35 +158,7 @@ func (h *harness) checkReplicaMatchesSource(res contract.ReplicationResult) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	store := h.store()
-	for _, vmRes := range res.VMs {
-		r, err := store.Replica(res.Job, vmRes.ID)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		for _, vm := range vms {
-			if vm.ID != vmRes.ID {
-				continue
-			}
-			for _, d := range vm.Disks {
-				src, err := diskimage.Open(d.Path)
-				if err != nil {
-					h.t.Fatal(err)
-				}
-				dst, err := r.OpenPoint(vmRes.RestorePoint, d.ID)
-				if err != nil {
-					h.t.Fatal(err)
-				}
-				_, excluded, err := exclude.Analyze(ctx, src, src.Size(), src.SectorSize(), exclude.Options{Swap: true})
-				if err != nil {
-					h.t.Fatal(err)
-				}
-				compareImages(h.t, vm.Name+" disk "+d.ID, src, dst, src.Size(), excluded)
-				src.Close()
-				dst.Close()
-			}
-		}
-	}
+	replicatest.RequireReplicasMatchSource(h.t, h.store(), vms, res)
 }
 
 // store opens the harness's datastore with its key, if it has one.
@@ -203,33 +173,6 @@ func (h *harness) store() *replica.Store {
 		h.t.Fatal(err)
 	}
 	return store
-}
-
-func compareImages(t *testing.T, what string, a, b io.ReaderAt, size int64, excluded []exclude.Range) {
-	t.Helper()
-	const chunk = 1 << 20
-	ba, bb := make([]byte, chunk), make([]byte, chunk)
-	for off := int64(0); off < size; off += chunk {
-		n := min(int64(chunk), size-off)
-		if _, err := a.ReadAt(ba[:n], off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if _, err := b.ReadAt(bb[:n], off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		for _, e := range excluded {
-			for i := max(e.Offset, off); i < min(e.Offset+e.Length, off+n); i++ {
-				ba[i-off], bb[i-off] = 0, 0
-			}
-		}
-		if !bytes.Equal(ba[:n], bb[:n]) {
-			for i := int64(0); i < n; i++ {
-				if ba[i] != bb[i] {
-					t.Fatalf("%s: replica differs from the source at byte %d", what, off+i)
-				}
-			}
-		}
-	}
 }
 
 func requireSuccess(t *testing.T, res contract.ReplicationResult) {
@@ -374,20 +317,9 @@ func endToEndProxyKilled(t *testing.T, source func(*config.Config)) {
 	first := startChild(t, h, "proxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	id := fmt.Sprintf("kill-%d", time.Now().UnixNano())
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
-		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	// Wait until some data is acknowledged, then kill the proxy.
-	deadline := time.Now().Add(2 * time.Minute)
-	for h.proxy.forwarded() < 9<<20 {
-		if time.Now().After(deadline) {
-			t.Fatal("the transfer did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, "the transfer's first 9 MiB", 2*time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= 9<<20 })
 	kill(t, first)
 	h.proxy.setRate(0)
 	second := startChild(t, h, "proxy")
@@ -412,12 +344,7 @@ func endToEndConnectionCuts(t *testing.T, source func(*config.Config)) {
 	h.proxy.setRate(3 << 19) // 1.5 MiB/s: about 10 s for web01, time for 10 cuts
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	id := fmt.Sprintf("cuts-%d", time.Now().UnixNano())
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
-		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	cuts := 0
 	for cuts < 10 {

@@ -46,7 +46,7 @@ func TestFailbackSurvivesWorkerKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the failback transfer", time.Minute, func() bool {
+	waitFor(t, "the failback transfer", time.Minute, 5*time.Millisecond, func() bool {
 		d, err := h.c.DescribeWorkflowExecution(ctx, run.GetID(), run.GetRunID())
 		if err != nil {
 			return false

@@ -12,6 +12,7 @@ import (
 	"github.com/replicator/replicator/internal/diskimage"
 	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/vhdx"
 )
 
@@ -41,7 +42,7 @@ func compareVMs(t *testing.T, a, b *lab.Host, vmA, vmB string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		compareImages(t, vmA+" and "+vmB+" disk "+d.ID, ia, ib, ia.Size(), excluded)
+		replicatest.RequireSameImage(t, vmA+" and "+vmB+" disk "+d.ID, ia, ib, ia.Size(), excluded)
 		ia.Close()
 		ib.Close()
 	}
@@ -208,7 +209,7 @@ func TestFailbackToANewVMOnAnotherHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		compareImages(t, "new VM disk "+nvm.Disks[i].ID, a, b, a.Size(), nil)
+		replicatest.RequireSameImage(t, "new VM disk "+nvm.Disks[i].ID, a, b, a.Size(), nil)
 		a.Close()
 		b.Close()
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/replicator/replicator/internal/diskimage"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/vhdx"
 )
 
@@ -72,7 +73,7 @@ func (h *harness) checkReplicaVMOnPoint(t *testing.T, r *replica.Replica, vmName
 		if err != nil {
 			t.Fatal(err)
 		}
-		compareImages(t, "replica VM "+vmName+" disk "+d.ID, want, got, want.Size(), nil)
+		replicatest.RequireSameImage(t, "replica VM "+vmName+" disk "+d.ID, want, got, want.Size(), nil)
 		got.Close()
 		want.Close()
 	}

@@ -37,6 +37,23 @@ func TestForgedSettingsRefused(t *testing.T) {
 		t.Fatalf("the first run: %+v", first)
 	}
 	ctx := context.Background()
+	// runVM runs VMReplicationWorkflow with a forged input; it must end with
+	// a result, not hang or fail its task.
+	runVM := func(t *testing.T, id string, in contract.VMInput) contract.VMResult {
+		t.Helper()
+		run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: h.cfg.Temporal.TaskQueue},
+			contract.VMReplicationWorkflow, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		var res contract.VMResult
+		if err := run.Get(wctx, &res); err != nil {
+			t.Fatalf("run %s did not end with a result: %v", id, err)
+		}
+		return res
+	}
 	vms, err := lab.New("hv01", h.cfg.Hosts[0].Path).VMs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -98,18 +115,7 @@ func TestForgedSettingsRefused(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := spec
 			c.edit(&s)
-			id := fmt.Sprintf("forged-vm-%d-%d", i, time.Now().UnixNano())
-			run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: h.cfg.Temporal.TaskQueue},
-				contract.VMReplicationWorkflow, contract.VMInput{Job: s, VM: c.vm})
-			if err != nil {
-				t.Fatal(err)
-			}
-			wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-			defer cancel()
-			var res contract.VMResult
-			if err := run.Get(wctx, &res); err != nil {
-				t.Fatalf("the forged run did not end with a result: %v", err)
-			}
+			res := runVM(t, fmt.Sprintf("forged-vm-%d-%d", i, time.Now().UnixNano()), contract.VMInput{Job: s, VM: c.vm})
 			if res.Status != contract.StatusFailed {
 				t.Fatalf("forged run ended %s: %+v", res.Status, res)
 			}
@@ -155,17 +161,7 @@ func TestForgedSettingsRefused(t *testing.T) {
 	t.Run("another target address", func(t *testing.T) {
 		s := spec
 		s.TargetAddress = "127.0.0.1:1"
-		run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: fmt.Sprintf("forged-address-%d", time.Now().UnixNano()), TaskQueue: h.cfg.Temporal.TaskQueue},
-			contract.VMReplicationWorkflow, contract.VMInput{Job: s, VM: web})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		var res contract.VMResult
-		if err := run.Get(wctx, &res); err != nil {
-			t.Fatalf("the run did not end with a result: %v", err)
-		}
+		res := runVM(t, fmt.Sprintf("forged-address-%d", time.Now().UnixNano()), contract.VMInput{Job: s, VM: web})
 		if res.Status != contract.StatusSuccess {
 			t.Fatalf("a run carrying another target address ended %s (the proxy dialled it?): %+v", res.Status, res)
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/testkit"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // Settings of TestFullCopyAgainstRsync (`make bench` sets them; the defaults
@@ -81,7 +82,7 @@ func TestFullCopyAgainstRsync(t *testing.T) {
 		const chunk = 4 << 20
 		for off := int64(0); off < size; off += chunk {
 			p := content[off:min(off+chunk, size)]
-			if isZeroChunk(p) {
+			if zeros.All(p) {
 				continue // never written: the lab disk leaves it unallocated
 			}
 			if err := host.WriteAt(ctx, name, 0, p, off); err != nil {
@@ -265,15 +266,6 @@ func logActivityTimes(t *testing.T, c client.Client, id, runID string, wall time
 	}
 	t.Logf("  run of %.0f ms: activities ran %.0f ms, the rest (queues, workflow tasks, the server's writes) %.0f ms",
 		float64(wall.Microseconds())/1000, float64(ran.Microseconds())/1000, float64((wall-ran).Microseconds())/1000)
-}
-
-func isZeroChunk(p []byte) bool {
-	for _, c := range p {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func medianDuration(ds []time.Duration) time.Duration {

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/client"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // The end-to-end suite through the Hyper-V provider over the WMI-level
@@ -148,18 +148,9 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	h.proxy.setRate(1 << 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	id := fmt.Sprintf("cancel-%d", time.Now().UnixNano())
-	run, err := h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: "replication"},
-		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for h.proxy.forwarded() < 2<<20 {
-		if ctx.Err() != nil {
-			t.Fatal("the transfer did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
+	id := run.GetID()
+	waitFor(t, "the transfer's first 2 MiB", 2*time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= 2<<20 })
 	vms, err := lab.New("hv01", h.cfg.Hosts[0].Path).VMs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -178,17 +169,12 @@ func TestHypervSimCancelledRunLeavesNoCheckpoint(t *testing.T) {
 	}
 	_ = run.Get(ctx, nil)
 	h.proxy.setRate(0)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		cps, _ := simState(t, h, vmID)
-		if len(cps) == 0 {
-			break
+	testkit.Eventually(t, time.Minute, 200*time.Millisecond, func() error {
+		if cps, _ := simState(t, h, vmID); len(cps) > 0 {
+			return fmt.Errorf("the cancelled run left checkpoints: %+v", cps)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cancelled run left checkpoints: %+v", cps)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	res := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	requireSuccess(t, res)
 	h.checkReplicaMatchesSource(res)

@@ -36,13 +36,10 @@ func vmIDs(t *testing.T, h *harness) map[string]string {
 func waitVMRunning(t *testing.T, h *harness, vmID string) {
 	t.Helper()
 	id := contract.VMWorkflowID("hv01", vmID)
-	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	waitFor(t, "workflow "+id+" running", time.Minute, 100*time.Millisecond, func() bool {
 		d, err := h.c.DescribeWorkflowExecution(context.Background(), id, "")
-		if err == nil && d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-			return
-		}
-	}
-	t.Fatalf("workflow %s never ran", id)
+		return err == nil && d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
+	})
 }
 
 // summaryOf is a workflow's fixed summary.
@@ -147,7 +144,7 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 	sh := h.c.ScheduleClient().GetHandle(ctx, "replication-demo")
 	defer func() { _ = sh.Delete(context.Background()) }()
 	var scheduled string
-	for end := time.Now().Add(time.Minute); scheduled == "" && time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+	waitFor(t, "a run started by the schedule", time.Minute, 200*time.Millisecond, func() bool {
 		d, err := sh.Describe(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -155,10 +152,8 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 		if n := len(d.Info.RecentActions); n > 0 {
 			scheduled = d.Info.RecentActions[n-1].StartWorkflowResult.WorkflowID
 		}
-	}
-	if scheduled == "" {
-		t.Fatal("the schedule started no run")
-	}
+		return scheduled != ""
+	})
 	var schres contract.ReplicationResult
 	if err := h.c.GetWorkflow(ctx, scheduled, "").Get(ctx, &schres); err != nil {
 		t.Fatal(err)
@@ -199,20 +194,14 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// While it waits, its progress says for whom.
-	var waiting bool
-	for end := time.Now().Add(30 * time.Second); !waiting && time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+	waitFor(t, "the waiting run's progress naming the run it waits for", 30*time.Second, 200*time.Millisecond, func() bool {
 		v, err := h.c.QueryWorkflow(ctx, "demo-second-wait", "", contract.ProgressQuery)
 		if err != nil {
-			continue
+			return false
 		}
 		var p contract.ReplicationResult
-		if v.Get(&p) == nil && len(p.VMs) == 1 && strings.Contains(p.VMs[0].Error, "waiting for VM web01") && strings.Contains(p.VMs[0].Error, "run demo-first-wait") {
-			waiting = true
-		}
-	}
-	if !waiting {
-		t.Fatal("the waiting run's progress never named the run it waits for")
-	}
+		return v.Get(&p) == nil && len(p.VMs) == 1 && strings.Contains(p.VMs[0].Error, "waiting for VM web01") && strings.Contains(p.VMs[0].Error, "run demo-first-wait")
+	})
 	h.proxy.setRate(0)
 	if err := first.Get(ctx, &fres); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -25,6 +24,8 @@ import (
 	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // The reliability suite: whole-stack runs under the faults a DR link and its
@@ -45,16 +46,15 @@ func (h *harness) startRun(ctx context.Context, in contract.ReplicationInput) cl
 	return run
 }
 
-// waitFor polls cond until it holds, failing the test after limit.
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+// waitFor is testkit.Eventually for a condition that only holds or not.
+func waitFor(t *testing.T, what string, limit, pause time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s did not happen", limit, what)
+	testkit.Eventually(t, limit, pause, func() error {
+		if cond() {
+			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("%s did not happen", what)
+	})
 }
 
 // verifyAllPoints checks every restore point of every VM of the result
@@ -65,113 +65,7 @@ func (h *harness) verifyAllPoints(res contract.ReplicationResult) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	for _, vm := range res.VMs {
-		r, err := store.Replica(res.Job, vm.ID)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		points, err := r.Points()
-		if err != nil || len(points) == 0 {
-			h.t.Fatalf("VM %s: restore points %v, %v", vm.Name, points, err)
-		}
-		for _, p := range points {
-			if !p.Complete {
-				h.t.Fatalf("VM %s: point %s listed but not complete", vm.Name, p.ID)
-			}
-			if _, err := r.Verify(context.Background(), p.ID); err != nil {
-				h.t.Fatalf("VM %s: verify point %s: %v", vm.Name, p.ID, err)
-			}
-		}
-	}
-}
-
-// durable reads the positions the agent has made durable in the open
-// restore points of a job (replica.json of each replica), by point and disk.
-func durable(t *testing.T, datastore, job string) map[string]int64 {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(datastore, job, "*", "replica.json"))
-	out := map[string]int64{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // being replaced: read again next time
-		}
-		var m struct {
-			Session *struct {
-				PointID string `json:"pointId"`
-				Disks   []struct {
-					ID       string `json:"id"`
-					Position int64  `json:"position"`
-				} `json:"disks"`
-			} `json:"session"`
-		}
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if m.Session != nil {
-			for _, d := range m.Session.Disks {
-				out[f+" "+m.Session.PointID+" "+d.ID] = d.Position
-			}
-		}
-	}
-	return out
-}
-
-func total(m map[string]int64) (n int64) {
-	for _, v := range m {
-		n += v
-	}
-	return n
-}
-
-// positionWatch polls the durable positions of a job until stopped and
-// records any that went back: a resumed transfer continues from where the
-// agent got, never below.
-type positionWatch struct {
-	stop chan struct{}
-	done chan string // what went back, empty if nothing
-}
-
-func watchPositions(t *testing.T, datastore, job string) *positionWatch {
-	w := &positionWatch{stop: make(chan struct{}), done: make(chan string, 1)}
-	go func() {
-		seen := map[string]int64{}
-		for {
-			select {
-			case <-w.stop:
-				w.done <- ""
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			for k, v := range durable(t, datastore, job) {
-				if v < seen[k] {
-					w.done <- fmt.Sprintf("%s went back from %d to %d", k, seen[k], v)
-					return
-				}
-				seen[k] = v
-			}
-		}
-	}()
-	return w
-}
-
-func (w *positionWatch) check(t *testing.T) {
-	t.Helper()
-	close(w.stop)
-	if back := <-w.done; back != "" {
-		t.Fatalf("a durable position went back: %s", back)
-	}
-}
-
-func anyResumed(res contract.ReplicationResult) bool {
-	for _, vm := range res.VMs {
-		for _, d := range vm.Disks {
-			if d.ResumedFromByte > 0 {
-				return true
-			}
-		}
-	}
-	return false
+	replicatest.RequirePointsVerify(h.t, store, res)
 }
 
 // TestReliabilityWorkerKilledFiveTimes kills the worker that runs the
@@ -186,13 +80,13 @@ func TestReliabilityWorkerKilledFiveTimes(t *testing.T) {
 	defer func() { kill(t, worker) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	watch := watchPositions(t, h.cfg.Agent.Datastore, "demo")
+	watch := replicatest.WatchPositions(h.cfg.Agent.Datastore, "demo")
 	run := h.startRun(ctx, contract.ReplicationInput{Job: "demo"})
 	for kills := 0; kills < 5; kills++ {
 		// Each worker gets some of its sends durable, then dies.
-		from := total(durable(t, h.cfg.Agent.Datastore, "demo"))
-		waitFor(t, fmt.Sprintf("durable progress before kill %d", kills+1), 3*time.Minute, func() bool {
-			return total(durable(t, h.cfg.Agent.Datastore, "demo")) > from
+		from := replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo"))
+		waitFor(t, fmt.Sprintf("durable progress before kill %d", kills+1), 3*time.Minute, 5*time.Millisecond, func() bool {
+			return replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo")) > from
 		})
 		kill(t, worker)
 		worker = startChild(t, h, "jobs,proxy")
@@ -202,9 +96,9 @@ func TestReliabilityWorkerKilledFiveTimes(t *testing.T) {
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatal(err)
 	}
-	watch.check(t)
+	watch.Check(t)
 	requireSuccess(t, res)
-	if !anyResumed(res) {
+	if !replicatest.AnyResumed(res) {
 		t.Fatalf("no disk resumed from an acknowledged position: %+v", res)
 	}
 	h.checkReplicaMatchesSource(res)
@@ -237,20 +131,20 @@ func TestReliabilityAgentKilledThreeTimes(t *testing.T) {
 	h.proxy.setRate(20 << 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	watch := watchPositions(t, h.cfg.Agent.Datastore, "demo")
+	watch := replicatest.WatchPositions(h.cfg.Agent.Datastore, "demo")
 	run := h.startRun(ctx, web01)
 	for kills := 0; kills < 2; kills++ {
 		// Each agent makes some of the disk durable, then dies while writing.
-		from := total(durable(t, h.cfg.Agent.Datastore, "demo"))
-		waitFor(t, fmt.Sprintf("durable writes before kill %d", kills+1), 3*time.Minute, func() bool {
-			return total(durable(t, h.cfg.Agent.Datastore, "demo")) > from
+		from := replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo"))
+		waitFor(t, fmt.Sprintf("durable writes before kill %d", kills+1), 3*time.Minute, 5*time.Millisecond, func() bool {
+			return replicatest.Total(replicatest.Durable(h.cfg.Agent.Datastore, "demo")) > from
 		})
 		kill(t, agentProc)
 		agentProc = startAgent()
 	}
 	h.proxy.setRate(0)
 	meta := filepath.Join(h.cfg.Agent.Datastore, "demo", first.VMs[0].ID, "replica.json")
-	waitFor(t, "the retention merge of the commit", 3*time.Minute, func() bool {
+	waitFor(t, "the retention merge of the commit", 3*time.Minute, 5*time.Millisecond, func() bool {
 		b, err := os.ReadFile(meta)
 		return err == nil && bytes.Contains(b, []byte(`"merge"`))
 	})
@@ -261,7 +155,7 @@ func TestReliabilityAgentKilledThreeTimes(t *testing.T) {
 	if err := run.Get(ctx, &res); err != nil {
 		t.Fatal(err)
 	}
-	watch.check(t)
+	watch.Check(t)
 	requireSuccess(t, res)
 	h.checkReplicaMatchesSource(res)
 	h.verifyAllPoints(res)

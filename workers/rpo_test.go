@@ -60,16 +60,12 @@ func TestRPOKeepsTheJobRunning(t *testing.T) {
 
 	// The first run the schedule starts replicates the VM.
 	var run *client.ScheduleWorkflowExecution
-	for run == nil {
-		if ctx.Err() != nil {
-			t.Fatal("the schedule started no run in 3 minutes")
-		}
+	waitFor(t, "a run started by the schedule", 3*time.Minute, time.Second, func() bool {
 		if acts := describe().Info.RecentActions; len(acts) > 0 {
 			run = acts[0].StartWorkflowResult
-		} else {
-			time.Sleep(time.Second)
 		}
-	}
+		return run != nil
+	})
 	var res contract.ReplicationResult
 	if err := h.c.GetWorkflow(ctx, run.WorkflowID, run.FirstExecutionRunID).Get(ctx, &res); err != nil {
 		t.Fatalf("run %s started by the schedule: %v", run.WorkflowID, err)

@@ -69,33 +69,26 @@ func TestEndToEndTemporalServerKilledMidRun(t *testing.T) {
 		contract.ReplicationWorkflow, contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for h.proxy.forwarded() < 5<<20 {
-		if time.Now().After(deadline) {
-			t.Fatal("the transfer did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, "the transfer's first 5 MiB", 2*time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= 5<<20 })
 	if err := server.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	server.Wait()
-	time.Sleep(2 * time.Second) // the proxy keeps sending while the server is down
+	// The proxy keeps sending while the server is down.
+	down := h.proxy.forwarded()
+	waitFor(t, "2 MiB more sent with the Temporal server down", time.Minute, 50*time.Millisecond, func() bool { return h.proxy.forwarded() >= down+2<<20 })
 	h.proxy.setRate(0)
 	server = startServer()
 
 	// The result comes from the durable history of the restarted server.
 	var res contract.ReplicationResult
-	for {
-		err := h.c.GetWorkflow(ctx, id, "").Get(ctx, &res)
-		if err == nil {
-			break
+	end, _ := ctx.Deadline()
+	testkit.Eventually(t, time.Until(end), time.Second, func() error {
+		if err := h.c.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
+			return fmt.Errorf("the run did not finish after the server restarted: %w", err)
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("the run did not finish after the server restarted: %v", err)
-		}
-		time.Sleep(time.Second)
-	}
+		return nil
+	})
 	requireSuccess(t, res)
 	h.checkReplicaMatchesSource(res)
 }
@@ -116,13 +109,11 @@ func runTemporalServer(dir string) {
 
 func waitForPort(t *testing.T, addr string, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return
+	testkit.Eventually(t, limit, 100*time.Millisecond, func() error {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return fmt.Errorf("nothing listens on %s: %w", addr, err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on %s after %s", addr, limit)
+		return c.Close()
+	})
 }

@@ -4,6 +4,7 @@ package topology
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // TestTopologyBenchmark measures the job of TestTopology's TwentyVMs (20 lab
@@ -100,7 +102,7 @@ func TestTopologyBenchmark(t *testing.T) {
 	}
 	defer c.Close()
 	var id string
-	for deadline := time.Now().Add(time.Minute); id == ""; time.Sleep(100 * time.Millisecond) {
+	testkit.Eventually(t, time.Minute, 100*time.Millisecond, func() error {
 		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: "WorkflowType = 'ReplicationWorkflow'"})
 		if err != nil {
 			t.Fatal(err)
@@ -108,10 +110,11 @@ func TestTopologyBenchmark(t *testing.T) {
 		for _, e := range resp.Executions {
 			id = e.Execution.WorkflowId
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("--dev started no run")
+		if id == "" {
+			return errors.New("--dev started no run")
 		}
-	}
+		return nil
+	})
 	wall, ev, size, largest = measure(c, id)
 	row("embedded (`workers --dev`)", wall, ev, size, largest)
 }

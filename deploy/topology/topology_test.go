@@ -28,10 +28,9 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
-	"github.com/replicator/replicator/internal/diskimage"
-	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/testkit"
 )
 
@@ -356,9 +355,7 @@ func requireSuccess(t *testing.T, res contract.ReplicationResult, vms int) {
 func (tp *topology) checkReplicas(res contract.ReplicationResult) {
 	t := tp.t
 	t.Helper()
-	ctx := context.Background()
-	host := lab.New("lab", tp.lab)
-	vms, err := host.VMs(ctx)
+	vms, err := lab.New("lab", tp.lab).VMs(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,168 +363,26 @@ func (tp *topology) checkReplicas(res contract.ReplicationResult) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, vmRes := range res.VMs {
-		r, err := store.Replica(res.Job, vmRes.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		found := false
-		for _, vm := range vms {
-			if vm.ID != vmRes.ID {
-				continue
-			}
-			found = true
-			for _, d := range vm.Disks {
-				src, err := diskimage.Open(d.Path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				dst, err := r.OpenPoint(vmRes.RestorePoint, d.ID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, excluded, err := exclude.Analyze(ctx, src, src.Size(), src.SectorSize(), exclude.Options{Swap: true})
-				if err != nil {
-					t.Fatal(err)
-				}
-				compareImages(t, vm.Name+" disk "+d.ID, src, dst, src.Size(), excluded)
-				src.Close()
-				dst.Close()
-			}
-		}
-		if !found {
-			t.Fatalf("VM %s (%s) of the result is not on the lab host", vmRes.Name, vmRes.ID)
-		}
-		points, err := r.Points()
-		if err != nil || len(points) == 0 {
-			t.Fatalf("VM %s: restore points %v, %v", vmRes.Name, points, err)
-		}
-		for _, p := range points {
-			if !p.Complete {
-				t.Fatalf("VM %s: point %s listed but not complete", vmRes.Name, p.ID)
-			}
-			rep, err := r.Verify(ctx, p.ID)
-			if err != nil || !rep.OK {
-				t.Fatalf("VM %s: verify point %s: %+v, %v", vmRes.Name, p.ID, rep, err)
-			}
-		}
-	}
+	replicatest.RequireReplicasMatchSource(t, store, vms, res)
+	replicatest.RequirePointsVerify(t, store, res)
 }
 
-func compareImages(t *testing.T, what string, a, b io.ReaderAt, size int64, excluded []exclude.Range) {
-	t.Helper()
-	const chunk = 1 << 20
-	ba, bb := make([]byte, chunk), make([]byte, chunk)
-	for off := int64(0); off < size; off += chunk {
-		n := min(int64(chunk), size-off)
-		if _, err := a.ReadAt(ba[:n], off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if _, err := b.ReadAt(bb[:n], off); err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		for _, e := range excluded {
-			for i := max(e.Offset, off); i < min(e.Offset+e.Length, off+n); i++ {
-				ba[i-off], bb[i-off] = 0, 0
-			}
-		}
-		if !bytes.Equal(ba[:n], bb[:n]) {
-			for i := int64(0); i < n; i++ {
-				if ba[i] != bb[i] {
-					t.Fatalf("%s: replica differs from the source at byte %d", what, off+i)
-				}
-			}
-		}
-	}
-}
-
-// durable reads the positions the agent has made durable in the open
-// restore points of the job (replica.json of each replica).
-func (tp *topology) durable() map[string]int64 {
-	files, _ := filepath.Glob(filepath.Join(tp.agent.cfg.Agent.Datastore, tp.job, "*", "replica.json"))
-	out := map[string]int64{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // being replaced: read again next time
-		}
-		var m struct {
-			Session *struct {
-				PointID string `json:"pointId"`
-				Disks   []struct {
-					ID       string `json:"id"`
-					Position int64  `json:"position"`
-				} `json:"disks"`
-			} `json:"session"`
-		}
-		if json.Unmarshal(b, &m) != nil || m.Session == nil {
-			continue
-		}
-		for _, d := range m.Session.Disks {
-			out[f+" "+m.Session.PointID+" "+d.ID] = d.Position
-		}
-	}
-	return out
-}
-
-func sum(m map[string]int64) (n int64) {
-	for _, v := range m {
-		n += v
-	}
-	return n
+// durable is the sum of the positions the agent has made durable in the
+// open restore points of the job.
+func (tp *topology) durable() int64 {
+	return replicatest.Total(replicatest.Durable(tp.agent.cfg.Agent.Datastore, tp.job))
 }
 
 // waitTransferring waits until the agent has made at least min bytes of
 // open restore points durable: the run is mid-transfer.
 func (tp *topology) waitTransferring(min int64) {
 	tp.t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for sum(tp.durable()) < min {
-		if time.Now().After(deadline) {
-			tp.t.Fatalf("no transfer reached %d durable bytes in 3 minutes", min)
+	testkit.Eventually(tp.t, 3*time.Minute, 20*time.Millisecond, func() error {
+		if n := tp.durable(); n < min {
+			return fmt.Errorf("the transfers have %d durable bytes, want %d", n, min)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// watchPositions polls the durable positions until stop is called, which
-// reports any that went back: a transfer that resumes continues from where
-// the agent got, never below, whatever process died.
-func (tp *topology) watchPositions() (stop func() string) {
-	quit, done := make(chan struct{}), make(chan string, 1)
-	go func() {
-		seen := map[string]int64{}
-		for {
-			select {
-			case <-quit:
-				done <- ""
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			for k, v := range tp.durable() {
-				if v < seen[k] {
-					done <- fmt.Sprintf("%s went back from %d to %d", k, seen[k], v)
-					return
-				}
-				seen[k] = v
-			}
-		}
-	}()
-	return func() string {
-		close(quit)
-		return <-done
-	}
-}
-
-func anyResumed(res contract.ReplicationResult) bool {
-	for _, vm := range res.VMs {
-		for _, d := range vm.Disks {
-			if d.ResumedFromByte > 0 {
-				return true
-			}
-		}
-	}
-	return false
+		return nil
+	})
 }
 
 // bytesSent scrapes a proxy's replicator_bytes_sent_total for the job.
@@ -652,9 +507,9 @@ func TestTopology(t *testing.T) {
 			tp.write(vms, 100, seed)
 			tp.link.setRate(4 << 20)
 			defer tp.link.setRate(0)
-			from := sum(tp.durable())
+			from := tp.durable()
 			id := strings.ToLower(name)
-			stop := tp.watchPositions()
+			watch := replicatest.WatchPositions(tp.agent.cfg.Agent.Datastore, tp.job)
 			tp.startRun(ctx, id, vms)
 			tp.waitTransferring(from + 4<<20)
 			// The fault lands while the run is transferring, not after it.
@@ -665,12 +520,12 @@ func TestTopology(t *testing.T) {
 			if st := d.WorkflowExecutionInfo.Status; st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 				t.Fatalf("run %s is %v before the fault", id, st)
 			}
-			durableAtFault := sum(tp.durable()) - from
+			durableAtFault := tp.durable() - from
 			fault(t)
 			t.Logf("fault with %d of %d bytes durable", durableAtFault, int64(len(vms))*8<<20)
 			tp.link.setRate(0)
 			res := tp.result(ctx, id)
-			if back := stop(); back != "" {
+			if back := watch.Stop(); back != "" {
 				t.Errorf("a durable position went back: %s", back)
 			}
 			requireSuccess(t, res, len(vms))
@@ -691,7 +546,7 @@ func TestTopology(t *testing.T) {
 		}
 		victim.kill()
 	}, func(t *testing.T, res contract.ReplicationResult) {
-		if !anyResumed(res) {
+		if !replicatest.AnyResumed(res) {
 			t.Errorf("no disk resumed from an acknowledged position after the proxy died: %+v", res)
 		}
 		victim.begin() // the next scenarios have both again
@@ -723,8 +578,7 @@ func TestTopology(t *testing.T) {
 			"--input", string(input), "--interval", "1m", "--overlap-policy", "Skip")
 		// The first action is a minute away at most; take the run it starts.
 		var id string
-		deadline := time.Now().Add(3 * time.Minute)
-		for id == "" {
+		testkit.Eventually(t, 3*time.Minute, time.Second, func() error {
 			resp, err := tp.c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
 				Query: "TemporalScheduledById = 'nightly-lab'"})
 			if err != nil {
@@ -733,11 +587,11 @@ func TestTopology(t *testing.T) {
 			for _, e := range resp.Executions {
 				id = e.Execution.WorkflowId
 			}
-			if time.Now().After(deadline) {
-				t.Fatal("the schedule started no run in 3 minutes")
+			if id == "" {
+				return errors.New("the schedule started no run")
 			}
-			time.Sleep(time.Second)
-		}
+			return nil
+		})
 		run(t, tp.dir, cli, nil, tp.tools.cli, "schedule", "delete", "--schedule-id", "nightly-lab")
 		res := tp.result(ctx, id)
 		requireSuccess(t, res, len(vms))

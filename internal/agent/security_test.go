@@ -94,16 +94,7 @@ func newSecurityFixture(t *testing.T, opts transfer.ReceiverOptions) *securityFi
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
 	}
-	recv := transfer.NewReceiver(fx.a, serverTLS, opts)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- recv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	transfertest.Serve(t, transfer.NewReceiver(fx.a, serverTLS, opts), ln)
 	fx.src = filepath.Join(dir, "source.img")
 	data := make([]byte, secSize)
 	r := rand.New(rand.NewPCG(1, 2))

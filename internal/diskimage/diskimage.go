@@ -5,7 +5,6 @@
 package diskimage
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,6 +18,7 @@ import (
 	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/vhdx"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // Format names, as `starter disk` spells them.
@@ -244,7 +244,7 @@ func Copy(ctx context.Context, dst disk.WritableImage, src disk.Image) error {
 			if n, err := src.ReadAt(b, off); n < len(b) {
 				return fmt.Errorf("read at %d: %w", off, errors.Join(err, io.ErrUnexpectedEOF))
 			}
-			if allZero(b) {
+			if zeros.All(b) {
 				continue
 			}
 			if _, err := dst.WriteAt(b, off); err != nil {
@@ -253,19 +253,6 @@ func Copy(ctx context.Context, dst disk.WritableImage, src disk.Image) error {
 		}
 	}
 	return nil
-}
-
-var zeroChunk = make([]byte, copyChunk)
-
-func allZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroChunk))
-		if !bytes.Equal(b[:n], zeroChunk[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }
 
 func fileID(path string) os.FileInfo {

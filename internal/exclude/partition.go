@@ -9,6 +9,8 @@ import (
 	"hash/crc32"
 	"sort"
 	"strings"
+
+	"github.com/replicator/replicator/internal/guid"
 )
 
 // Bounds on what a partition table may make Analyze do.
@@ -253,10 +255,10 @@ func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64
 		if first > lastLBA || last > lastLBA {
 			return nil, nil, fmt.Errorf("GPT partition entry %d at offset %d: LBAs %d–%d past the disk end (last LBA %d)", i+1, poff, first, last, lastLBA)
 		}
-		guid := guidString(typ)
-		name, ok := gptTypeNames[guid]
+		typeGUID := strings.ToUpper(guid.FromBytes(typ).String())
+		name, ok := gptTypeNames[typeGUID]
 		if !ok {
-			name = guid
+			name = typeGUID
 		}
 		parts = append(parts, Partition{
 			Index:  i + 1,
@@ -266,13 +268,6 @@ func readGPTAt(ctx context.Context, d *diskReader, ss int64, lba, lastLBA uint64
 		})
 	}
 	return parts, tables, nil
-}
-
-// guidString formats a GUID stored mixed-endian: the first three fields
-// little-endian, the last eight bytes as they are.
-func guidString(b []byte) string {
-	le := binary.LittleEndian
-	return strings.ToUpper(fmt.Sprintf("%08x-%04x-%04x-%x-%x", le.Uint32(b[0:]), le.Uint16(b[4:]), le.Uint16(b[6:]), b[8:10], b[10:16]))
 }
 
 // mbrEntry is one of the four slots of an MBR or EBR.

@@ -6,39 +6,21 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 const vmName = "db01"
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type fixture struct {
 	ev     *events
 	srv    *guestServer
 	cfg    config.GuestProcessing
-	logs   *syncBuffer
+	logs   *testkit.SyncBuffer
 	runner *SSHRunner
 	pemKey string
 }
@@ -56,7 +38,7 @@ func newFixture(t *testing.T, commands map[string]fakeCommand, pre, post []strin
 		SSH:    config.SSH{User: guestUser, KeyFile: keyPath, KnownHosts: knownHostsFile(t, srv.addr, srv.hostSigner.PublicKey())},
 		Guests: map[string]string{vmName: srv.addr},
 	}
-	f := &fixture{ev: ev, srv: srv, cfg: cfg, logs: &syncBuffer{}, pemKey: pemKey}
+	f := &fixture{ev: ev, srv: srv, cfg: cfg, logs: &testkit.SyncBuffer{}, pemKey: pemKey}
 	f.runner = f.newRunner(t)
 	return f
 }
@@ -284,7 +266,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	keyPath, _, pemKey := clientKeyFile(t)
 	// The guest accepts neither the key nor this password: authentication fails.
 	srv := newGuestServer(t, ev, "another-password", nil, map[string]fakeCommand{})
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	cfg := config.GuestProcessing{
 		Timeout: 10 * time.Second, PreFreeze: []string{"mysql -p" + dbSecret + " -e 'FLUSH TABLES WITH READ LOCK'"},
 		SSH:    config.SSH{User: guestUser, KeyFile: keyPath, PasswordFile: writeSecret(t, secret), KnownHosts: knownHostsFile(t, srv.addr, srv.hostSigner.PublicKey())},

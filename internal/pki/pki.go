@@ -318,11 +318,7 @@ func (f Files) Leaf() (*x509.Certificate, error) { return readCert(f.Cert) }
 // carry the agent role, and a client certificate signed by the CA, carrying
 // the proxy role and not revoked, is required.
 func (f Files) ServerTLS() (*tls.Config, error) {
-	pool, cert, err := f.load(RoleAgent)
-	if err != nil {
-		return nil, err
-	}
-	crl, err := f.revocations()
+	pool, cert, crl, err := f.loadWithRevocations(RoleAgent)
 	if err != nil {
 		return nil, err
 	}
@@ -340,11 +336,7 @@ func (f Files) ServerTLS() (*tls.Config, error) {
 // CA (and, as usual, its name against the dialled host), must carry the
 // agent role and must not be revoked.
 func (f Files) ClientTLS() (*tls.Config, error) {
-	pool, cert, err := f.load(RoleProxy)
-	if err != nil {
-		return nil, err
-	}
-	crl, err := f.revocations()
+	pool, cert, crl, err := f.loadWithRevocations(RoleProxy)
 	if err != nil {
 		return nil, err
 	}
@@ -407,6 +399,20 @@ func TemporalTLS(ca, cert, key, serverName string) (*tls.Config, error) {
 }
 
 // load reads the CA pool and this party's certificate, which must carry role.
+// loadWithRevocations is load and the revocation list, for the data
+// channel's two ends.
+func (f Files) loadWithRevocations(role Role) (*x509.CertPool, tls.Certificate, *Revocations, error) {
+	pool, cert, err := f.load(role)
+	if err != nil {
+		return nil, tls.Certificate{}, nil, err
+	}
+	crl, err := f.revocations()
+	if err != nil {
+		return nil, tls.Certificate{}, nil, err
+	}
+	return pool, cert, crl, nil
+}
+
 func (f Files) load(role Role) (*x509.CertPool, tls.Certificate, error) {
 	caPEM, err := os.ReadFile(f.CA)
 	if err != nil {

@@ -68,17 +68,9 @@ func TestOtherCARejected(t *testing.T) {
 }
 
 func TestRolesAreChecked(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca, issueFiles := testCA(t)
 	issue := func(name string, roles ...Role) Files {
-		t.Helper()
-		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := issueFiles(name, roles...)
 		f.CRL = filepath.Join(dir, CRLFile)
 		return f
 	}
@@ -94,14 +86,7 @@ func TestRolesAreChecked(t *testing.T) {
 	if leaf.NotAfter.Sub(leaf.NotBefore) > DefaultValidity+2*time.Hour {
 		t.Fatalf("certificate valid %s, want about %s", leaf.NotAfter.Sub(leaf.NotBefore), DefaultValidity)
 	}
-	sc, err := agent.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := proxy.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cc := dataChannelTLS(t, agent, proxy)
 	if cn := handshakeWith(t, sc, cc, "127.0.0.1", true); cn != "proxy-hv01" {
 		t.Fatalf("peer CN %q", cn)
 	}
@@ -153,19 +138,7 @@ func TestRolesAreChecked(t *testing.T) {
 // only with a certificate that has client authentication (an agent's needs
 // the client role beside its own).
 func TestTemporalServerCertificate(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issue := func(name string, roles ...Role) Files {
-		t.Helper()
-		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
+	_, _, issue := testCA(t)
 	temporal := issue("temporal", RoleTemporal)
 	agent, proxy := issue("agent", RoleAgent), issue("proxy", RoleProxy)
 	agentClient := issue("agent-client", RoleAgent, RoleClient)
@@ -190,14 +163,7 @@ func TestTemporalServerCertificate(t *testing.T) {
 		t.Fatalf("the Temporal server's certificate sends to agents: %v", err)
 	}
 	// ...and presented by hand to a real agent and a real proxy.
-	sc, err := agent.ServerTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := proxy.ClientTLS()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc, cc := dataChannelTLS(t, agent, proxy)
 	handshakeWith(t, sc, cc, "127.0.0.1", true)
 	handshakeWith(t, sc, rawClient(t, temporal), "127.0.0.1", false)
 	handshakeWith(t, rawServer(t, temporal), cc, "127.0.0.1", false)
@@ -258,15 +224,23 @@ func rawServer(t *testing.T, f Files) *tls.Config {
 // the server saw it.
 func handshake(t *testing.T, server, client Files, host string, wantOK bool) string {
 	t.Helper()
+	sc, cc := dataChannelTLS(t, server, client)
+	return handshakeWith(t, sc, cc, host, wantOK)
+}
+
+// dataChannelTLS is the agent's (server's) and the proxy's (client's) TLS
+// configurations.
+func dataChannelTLS(t *testing.T, server, client Files) (sc, cc *tls.Config) {
+	t.Helper()
 	sc, err := server.ServerTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := client.ClientTLS()
+	cc, err = client.ClientTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return handshakeWith(t, sc, cc, host, wantOK)
+	return sc, cc
 }
 
 func handshakeWith(t *testing.T, sc, cc *tls.Config, host string, wantOK bool) string {
@@ -313,4 +287,23 @@ func handshakeWith(t *testing.T, sc, cc *tls.Config, host string, wantOK bool) s
 		t.Fatal("handshake succeeded, want rejection")
 	}
 	return r.cn
+}
+
+// testCA is a new CA in a temporary folder, and a function that issues
+// certificates with roles for 127.0.0.1 in that folder.
+func testCA(t *testing.T) (dir string, ca *CA, issue func(name string, roles ...Role) Files) {
+	t.Helper()
+	dir = t.TempDir()
+	ca, err := NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, ca, func(name string, roles ...Role) Files {
+		t.Helper()
+		f, err := ca.Issue(dir, Request{Name: name, Roles: roles, Hosts: []string{"127.0.0.1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
 }

@@ -164,3 +164,16 @@ type Provider interface {
 	// VMConfig returns the VM's virtual hardware (vmconfig.go), or ErrVMNotFound.
 	VMConfig(ctx context.Context, vmID string) (VMConfig, error)
 }
+
+// JoinWarnings joins two warnings of one operation with "; ", leaving out
+// an empty one.
+func JoinWarnings(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	default:
+		return a + "; " + b
+	}
+}

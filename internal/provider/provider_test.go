@@ -23,3 +23,11 @@ func TestMadeByJob(t *testing.T) {
 		}
 	}
 }
+
+func TestJoinWarnings(t *testing.T) {
+	for _, c := range [][3]string{{"", "", ""}, {"a", "", "a"}, {"", "b", "b"}, {"a", "b", "a; b"}} {
+		if got := JoinWarnings(c[0], c[1]); got != c[2] {
+			t.Errorf("JoinWarnings(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
+		}
+	}
+}

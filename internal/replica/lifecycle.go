@@ -164,11 +164,8 @@ func (w *Writer) Info() (VMInfo, error) {
 func (w *Writer) Lifecycle() (Lifecycle, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.usable(); err != nil {
+	if err := w.hasReplica(); err != nil {
 		return Lifecycle{}, err
-	}
-	if w.meta == nil {
-		return Lifecycle{}, fmt.Errorf("replica %s: %w", w.l, ErrNoReplica)
 	}
 	return w.meta.lifecycle(), nil
 }
@@ -179,11 +176,8 @@ func (w *Writer) Lifecycle() (Lifecycle, error) {
 func (w *Writer) SetLifecycle(l Lifecycle, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.usable(); err != nil {
+	if err := w.hasReplica(); err != nil {
 		return err
-	}
-	if w.meta == nil {
-		return fmt.Errorf("replica %s: %w", w.l, ErrNoReplica)
 	}
 	if !l.State.valid() {
 		return fmt.Errorf("replica %s: state %q is not one of ready, failover, failback, permanent", w.l, l.State)
@@ -224,11 +218,8 @@ func (r *Replica) PointConfig(pointID string) (json.RawMessage, error) {
 func (w *Writer) RemovePoints() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.usable(); err != nil {
+	if err := w.hasReplica(); err != nil {
 		return err
-	}
-	if w.meta == nil {
-		return fmt.Errorf("replica %s: %w", w.l, ErrNoReplica)
 	}
 	if l := w.meta.lifecycle(); l.State != StatePermanent {
 		return &StateError{Job: w.r.job, VM: w.meta.VM.Name, State: l.State, Since: l.Since, Operation: "removing restore points", Want: []State{StatePermanent}}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/names"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,48 +14,12 @@ import (
 // folder name inside the datastore.
 var ErrBadName = errors.New("not a safe name for a folder of the datastore")
 
-// windowsReserved are device names Windows resolves whatever the folder.
-var windowsReserved = map[string]bool{
-	"CON": true, "PRN": true, "AUX": true, "NUL": true,
-	"COM1": true, "COM2": true, "COM3": true, "COM4": true, "COM5": true, "COM6": true, "COM7": true, "COM8": true, "COM9": true,
-	"LPT1": true, "LPT2": true, "LPT3": true, "LPT4": true, "LPT5": true, "LPT6": true, "LPT7": true, "LPT8": true, "LPT9": true,
-}
-
 // CheckName reports whether name is usable as a single path element on Linux
-// and Windows alike: no separators, no parent or current directory, no NUL or
-// control characters, no characters or device names Windows refuses, and no
-// trailing dot or space (which Windows strips, making two names one folder).
+// and Windows alike, by the rule of package names; a refusal satisfies
+// errors.Is(err, ErrBadName).
 func CheckName(kind, name string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("%s name %q: %s: %w", kind, name, why, ErrBadName)
-	}
-	switch {
-	case name == "":
-		return bad("empty")
-	case name == "." || name == "..":
-		return bad("refers to a directory")
-	case len(name) > 200:
-		return bad("longer than 200 bytes")
-	case filepath.IsAbs(name):
-		return bad("absolute path")
-	}
-	for _, c := range name {
-		if c < 0x20 || c == 0x7f {
-			return bad("control character")
-		}
-		if strings.ContainsRune(`/\:*?"<>|`, c) {
-			return bad(fmt.Sprintf("contains %q", c))
-		}
-	}
-	if strings.HasSuffix(name, ".") || strings.HasSuffix(name, " ") {
-		return bad("ends with a dot or space")
-	}
-	base := strings.ToUpper(name)
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
-	}
-	if windowsReserved[base] {
-		return bad("reserved device name on Windows")
+	if err := names.Check(kind, name); err != nil {
+		return fmt.Errorf("%w: %w", err, ErrBadName)
 	}
 	return nil
 }

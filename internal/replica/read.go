@@ -13,6 +13,7 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // Point is a complete restore point.
@@ -417,7 +418,7 @@ func (r *Replica) writeStandalone(ctx context.Context, img disk.Image, path, for
 				dst.Close()
 				return fmt.Errorf("read at offset %d: %w", off, err)
 			}
-			if !isZero(buf[:n]) {
+			if !zeros.All(buf[:n]) {
 				if _, err := dst.WriteAt(buf[:n], off); err != nil {
 					dst.Close()
 					return fmt.Errorf("write at offset %d: %w", off, err)
@@ -439,18 +440,3 @@ type rawFile struct {
 }
 
 func (f rawFile) Size() int64 { return f.size }
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}

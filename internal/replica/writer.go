@@ -89,6 +89,18 @@ func (w *Writer) usable() error {
 	return nil
 }
 
+// hasReplica is usable for what needs a prepared replica. Called with w.mu
+// held.
+func (w *Writer) hasReplica() error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if w.meta == nil {
+		return fmt.Errorf("replica %s: %w", w.l, ErrNoReplica)
+	}
+	return nil
+}
+
 // update applies change to a copy of the metadata, writes it atomically and
 // only then makes it current. Called with w.mu held.
 func (w *Writer) update(change func(m *metadata) error) error {

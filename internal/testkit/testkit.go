@@ -1,11 +1,16 @@
 // Package testkit holds what tests across the repository share: finding the
-// outside tools they use as oracles (qemu-img, mkntfs, …) and temporary disks.
+// outside tools they use as oracles (qemu-img, mkntfs, …), waiting for a
+// condition with a deadline, a log sink goroutines may share, and temporary
+// disks.
 package testkit
 
 import (
 	"os"
 	"os/exec"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // RequireTool returns the path of an outside tool. Where it is missing the test
@@ -41,4 +46,45 @@ func Precondition(t testing.TB, format string, args ...any) {
 		t.Fatalf(format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// Eventually calls check every pause until it returns nil, and fails the
+// test with check's last error if that has not happened within limit. The
+// pause is the caller's: short for a state that lasts only moments (a merge
+// in progress), longer for a question that costs a round trip to a server.
+// check may fail the test itself (t.Fatal) on an error that waiting cannot
+// mend.
+func Eventually(t testing.TB, limit, pause time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", limit, err)
+		}
+		time.Sleep(pause)
+	}
+}
+
+// SyncBuffer is a log sink safe for concurrent writes (a server's logger
+// writing while the test reads).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String is everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -19,8 +19,10 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/pki"
+	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // TestReceiverKilled kills the agent process with SIGKILL mid-transfer,
@@ -222,7 +224,7 @@ func TestCorruptFramesRejected(t *testing.T) {
 			if string(img[:bs]) != string(good) {
 				t.Fatal("the good frame before the bad one is not on the replica")
 			}
-			if !isZeroBytes(img[bs:]) {
+			if !zeros.All(img[bs:]) {
 				t.Fatal("bytes of the rejected frame reached the replica")
 			}
 		})
@@ -422,10 +424,12 @@ func TestEndTransfers(t *testing.T) {
 	if typ, _, err := transfer.ReadMessage(s.br); err != nil || typ != transfer.MsgHelloRep {
 		t.Fatalf("hello reply: %q, %v", typ, err)
 	}
-	waitOpened := time.Now().Add(10 * time.Second)
-	for target.Opened() == 0 && time.Now().Before(waitOpened) {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+		if target.Opened() == 0 {
+			return errors.New("the receiver opened no restore point for the transfer")
+		}
+		return nil
+	})
 	recv.EndTransfers("other-job", testVM) // another job's VM: left alone
 	s.conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, _, err := transfer.ReadMessage(s.br); err == nil {

@@ -2,7 +2,6 @@ package transfer_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -67,15 +66,7 @@ func serveReceiver(t testing.TB, target transfer.Target, server *tls.Config, o t
 		o.Logger = quietLogger()
 	}
 	r := transfer.NewReceiver(target, server, o)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	transfertest.Serve(t, r, ln)
 	return ln.Addr().String(), r
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // changeSource copies src to a new file, applies writes (nil data punches
@@ -72,7 +73,7 @@ func pickBlocks(t *testing.T, src source, bs int64, allocated bool, n int) []int
 	}
 	var out []int64
 	for i := int64(0); i*bs < src.size-bs && len(out) < n; i++ {
-		if inPlan[i] == allocated && (!allocated || !isZeroBytes(data[i*bs:(i+1)*bs])) {
+		if inPlan[i] == allocated && (!allocated || !zeros.All(data[i*bs:(i+1)*bs])) {
 			out = append(out, i)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // writeRanges copies src to a new file and writes random bytes over each
@@ -186,13 +187,13 @@ func TestZeroBlocksAsData(t *testing.T) {
 	const bs = 64 << 10
 	src := makeSource(t, t.TempDir(), 4<<20, bs, 61)
 	data := src.bytes(t)
-	var zeros int64
+	var zeroBlocks int64
 	for b := range blockplan.Full(src.size, bs, src.allocated) {
-		if isZeroBytes(data[b.Offset:b.End()]) {
-			zeros++
+		if zeros.All(data[b.Offset:b.End()]) {
+			zeroBlocks++
 		}
 	}
-	if zeros == 0 {
+	if zeroBlocks == 0 {
 		t.Fatal("the source has no allocated zero block")
 	}
 	for _, asData := range []bool{false, true} {
@@ -205,7 +206,7 @@ func TestZeroBlocksAsData(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := zeros
+		want := zeroBlocks
 		if asData {
 			want = 0
 		}

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/replicator/replicator/internal/blockplan"
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
+	"github.com/replicator/replicator/internal/names"
 )
 
 // Protocol constants.
@@ -58,8 +58,6 @@ const (
 	// MinBlockSize and MaxBlockSize bound the block size a Hello may declare.
 	MinBlockSize = 4096
 	MaxBlockSize = 64 << 20
-	// maxNameLen bounds job, VM, disk and checkpoint names.
-	maxNameLen = 64
 	// TokenLen is the length of a session token: 32 random bytes in hex.
 	TokenLen = 64
 )
@@ -119,43 +117,9 @@ type doneReply struct {
 }
 
 // ValidName reports whether s can name a job, VM, disk or checkpoint on the
-// target: a single, plain path element on every platform the agent runs on.
-// It rejects the empty name, ".", "..", separators, NUL and control
-// characters, ':' (drive letters and NTFS streams), Windows device names, and
-// names longer than 64 bytes.
-func ValidName(kind, s string) error {
-	bad := func(why string) error { return fmt.Errorf("%s name %q: %s", kind, s, why) }
-	switch {
-	case s == "":
-		return fmt.Errorf("%s name is empty", kind)
-	case len(s) > maxNameLen:
-		return bad(fmt.Sprintf("longer than %d bytes", maxNameLen))
-	case s == "." || s == "..":
-		return bad("not a plain name")
-	case strings.TrimRight(s, ". ") != s:
-		return bad("ends with a dot or space")
-	}
-	for _, c := range []byte(s) {
-		switch {
-		case c < 0x20 || c == 0x7f:
-			return bad("contains a control character")
-		case strings.IndexByte(`/\:*?"<>|`, c) >= 0:
-			return bad(fmt.Sprintf("contains %q", c))
-		}
-	}
-	base := strings.ToUpper(s)
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
-	}
-	switch base {
-	case "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$":
-		return bad("a Windows device name")
-	}
-	if len(base) == 4 && (strings.HasPrefix(base, "COM") || strings.HasPrefix(base, "LPT")) && base[3] >= '0' && base[3] <= '9' {
-		return bad("a Windows device name")
-	}
-	return nil
-}
+// target: one path element on every platform the agent runs on, by the rule
+// of package names.
+func ValidName(kind, s string) error { return names.Check(kind, s) }
 
 // Validate checks a Hello as the agent must before touching anything.
 func (h Hello) Validate() error {
@@ -238,28 +202,22 @@ func (d *decoder) need(n int) bool {
 	return true
 }
 func (d *decoder) u8() uint8 {
-	if !d.need(1) {
-		return 0
+	if b := d.bytes(1); b != nil {
+		return b[0]
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
+	return 0
 }
 func (d *decoder) u16() uint16 {
-	if !d.need(2) {
-		return 0
+	if b := d.bytes(2); b != nil {
+		return binary.BigEndian.Uint16(b)
 	}
-	v := binary.BigEndian.Uint16(d.b)
-	d.b = d.b[2:]
-	return v
+	return 0
 }
 func (d *decoder) i64() int64 {
-	if !d.need(8) {
-		return 0
+	if b := d.bytes(8); b != nil {
+		return int64(binary.BigEndian.Uint64(b))
 	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return int64(v)
+	return 0
 }
 func (d *decoder) bytes(n int) []byte {
 	if !d.need(n) {

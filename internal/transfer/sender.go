@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/digest"
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // Sender is the proxy's side of the data channel: one agent address, the
@@ -748,7 +748,7 @@ func (p *pipeline) processOne(t *task) {
 		lo, hi := max(e.Offset, b.Offset)-b.Offset, min(e.End(), b.End())-b.Offset
 		clear(raw[lo:hi])
 	}
-	if isZero(raw) {
+	if zeros.All(raw) {
 		t.zero, t.sum = !p.zeroAsData, p.zeroSum(b.Length)
 	} else {
 		t.sum = digest.Of(raw)
@@ -794,19 +794,6 @@ func gatherParts(raw []byte, parts blockplan.Parts, partSize int64) []byte {
 		}
 	}
 	return raw[:n]
-}
-
-var zeroChunk [64 << 10]byte
-
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroChunk))
-		if !bytes.Equal(b[:n], zeroChunk[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }
 
 // passedInterval is how often the writer tells the agent how far it got

@@ -11,6 +11,7 @@ import (
 	"github.com/replicator/replicator/internal/codec"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 func TestSendFullEveryLevel(t *testing.T) {
@@ -40,7 +41,7 @@ func TestSendFullEveryLevel(t *testing.T) {
 			blocks, bytes := blockplan.Count(plan)
 			var zero int64
 			for b := range plan {
-				if isZeroBytes(want[b.Offset:b.End()]) {
+				if zeros.All(want[b.Offset:b.End()]) {
 					zero++
 				}
 			}
@@ -70,15 +71,6 @@ func TestSendFullEveryLevel(t *testing.T) {
 			}
 		})
 	}
-}
-
-func isZeroBytes(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // TestResumeAcrossCuts cuts the connection at random points, many times,

@@ -190,7 +190,7 @@ func TestChildBlockCompletes(t *testing.T) {
 	c = mustOpen(t, filepath.Join(dir, "c.vhdx"))
 	defer c.Close()
 	requireSame(t, "completed blocks", readAll(t, c, 1<<20), model)
-	if c.diskID != c.Parent().diskID || c.diskID.isZero() {
+	if c.diskID != c.Parent().diskID || c.diskID.IsZero() {
 		t.Fatalf("child disk ID %v, parent %v", c.diskID, c.Parent().diskID)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/replicator/replicator/internal/vhdx/vhdxtest"
 )
 
 // smallDisk makes a 4 MiB dynamic disk with 1 MiB blocks, blocks 0 and 2
@@ -39,18 +41,6 @@ func smallDisk(t testing.TB, dir string) (string, []byte) {
 	return p, b
 }
 
-func le64(v uint64) []byte { b := make([]byte, 8); binary.LittleEndian.PutUint64(b, v); return b }
-func le32(v uint32) []byte { b := make([]byte, 4); binary.LittleEndian.PutUint32(b, v); return b }
-
-// reseal recomputes the checksums of both headers and region tables.
-func reseal(b []byte) {
-	for _, r := range []struct{ off, n int }{{header1Offset, headerSize}, {header2Offset, headerSize}, {regionTable1Offset, regionTableSize}, {regionTable2Offset, regionTableSize}} {
-		s := b[r.off : r.off+r.n]
-		copy(s[4:8], make([]byte, 4))
-		binary.LittleEndian.PutUint32(s[4:], crc32c(s))
-	}
-}
-
 func TestDamagedInput(t *testing.T) {
 	dir := t.TempDir()
 	_, good := smallDisk(t, dir)
@@ -73,32 +63,32 @@ func TestDamagedInput(t *testing.T) {
 		{"header version", func(b []byte) []byte {
 			copy(b[header1Offset+66:], []byte{2, 0})
 			copy(b[header2Offset+66:], []byte{2, 0})
-			reseal(b)
+			vhdxtest.Reseal(b)
 			return b
 		}, -1, "version"},
 		{"region past end", func(b []byte) []byte {
-			copy(b[regionTable1Offset+16+16:], le64(1<<40))
-			copy(b[regionTable2Offset+16+16:], le64(1<<40))
-			reseal(b)
+			copy(b[regionTable1Offset+16+16:], vhdxtest.LE64(1<<40))
+			copy(b[regionTable2Offset+16+16:], vhdxtest.LE64(1<<40))
+			vhdxtest.Reseal(b)
 			return b
 		}, 1 << 40, "past end"},
 		{"metadata signature", func(b []byte) []byte { b[meta] = 'X'; return b }, meta, "metadata table signature"},
 		{"metadata entry count", func(b []byte) []byte { copy(b[meta+10:], []byte{0xff, 0xff}); return b }, meta, "entry count"},
-		{"metadata item length", func(b []byte) []byte { copy(b[meta+32+20:], le32(1<<30)); return b }, meta + 32, "length"},
-		{"block size", func(b []byte) []byte { copy(b[items:], le32(3<<20)); return b }, meta, "block size"},
-		{"absurd virtual size", func(b []byte) []byte { copy(b[items+8:], le64(1<<62)); return b }, meta, "virtual disk size"},
-		{"sector size", func(b []byte) []byte { copy(b[items+32:], le32(1000)); return b }, meta, "logical sector size"},
-		{"BAT entry past end", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, 1<<40))); return b }, bat + 8, "past end"},
-		{"BAT entry into metadata", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, meta))); return b }, -1, "overlaps"},
-		{"BAT entry into headers", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, 0))); return b }, bat + 8, "headers"},
-		{"two entries one block", func(b []byte) []byte { copy(b[bat+8:], le64(batEntry(payloadFullyPresent, block0))); return b }, -1, "overlaps"},
-		{"invalid state", func(b []byte) []byte { copy(b[bat+8:], le64(5)); return b }, bat + 8, "invalid state"},
+		{"metadata item length", func(b []byte) []byte { copy(b[meta+32+20:], vhdxtest.LE32(1<<30)); return b }, meta + 32, "length"},
+		{"block size", func(b []byte) []byte { copy(b[items:], vhdxtest.LE32(3<<20)); return b }, meta, "block size"},
+		{"absurd virtual size", func(b []byte) []byte { copy(b[items+8:], vhdxtest.LE64(1<<62)); return b }, meta, "virtual disk size"},
+		{"sector size", func(b []byte) []byte { copy(b[items+32:], vhdxtest.LE32(1000)); return b }, meta, "logical sector size"},
+		{"BAT entry past end", func(b []byte) []byte { copy(b[bat+8:], vhdxtest.LE64(batEntry(payloadFullyPresent, 1<<40))); return b }, bat + 8, "past end"},
+		{"BAT entry into metadata", func(b []byte) []byte { copy(b[bat+8:], vhdxtest.LE64(batEntry(payloadFullyPresent, meta))); return b }, -1, "overlaps"},
+		{"BAT entry into headers", func(b []byte) []byte { copy(b[bat+8:], vhdxtest.LE64(batEntry(payloadFullyPresent, 0))); return b }, bat + 8, "headers"},
+		{"two entries one block", func(b []byte) []byte { copy(b[bat+8:], vhdxtest.LE64(batEntry(payloadFullyPresent, block0))); return b }, -1, "overlaps"},
+		{"invalid state", func(b []byte) []byte { copy(b[bat+8:], vhdxtest.LE64(5)); return b }, bat + 8, "invalid state"},
 		{"partial without parent", func(b []byte) []byte {
-			copy(b[bat:], le64(batEntry(payloadPartiallyPresent, block0)))
+			copy(b[bat:], vhdxtest.LE64(batEntry(payloadPartiallyPresent, block0)))
 			return b
 		}, bat, "partially present"},
 		{"truncated block", func(b []byte) []byte { return b[:len(b)-4096] }, -1, "past end"},
-		{"has parent, no locator", func(b []byte) []byte { copy(b[items+4:], le32(2)); return b }, meta, "parent locator"},
+		{"has parent, no locator", func(b []byte) []byte { copy(b[items+4:], vhdxtest.LE32(2)); return b }, meta, "parent locator"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -181,7 +171,7 @@ func TestDamagedChild(t *testing.T) {
 	c.Close()
 	good, _ := os.ReadFile(cp)
 	b := append([]byte(nil), good...)
-	copy(b[createBATOffset+8*sbIdx:], le64(0))
+	copy(b[createBATOffset+8*sbIdx:], vhdxtest.LE64(0))
 	os.WriteFile(cp, b, 0o644)
 	_, err = Open(cp)
 	var fe *FormatError
@@ -190,7 +180,7 @@ func TestDamagedChild(t *testing.T) {
 	}
 	// A BAT too small for the disk size.
 	b = append([]byte(nil), good...)
-	copy(b[createMetaOffset+metadataTableSize+8:], le64(1<<40))
+	copy(b[createMetaOffset+metadataTableSize+8:], vhdxtest.LE64(1<<40))
 	os.WriteFile(cp, b, 0o644)
 	if _, err = Open(cp); !errors.As(err, &fe) || !strings.Contains(err.Error(), "BAT region") {
 		t.Fatalf("BAT too small: %v", err)
@@ -207,7 +197,7 @@ func TestPayloadStates(t *testing.T) {
 	for _, st := range []uint64{payloadNotPresent, payloadUndefined, payloadZero, payloadUnmapped} {
 		b := append([]byte(nil), baseBytes...)
 		e := binary.LittleEndian.Uint64(b[createBATOffset:])
-		copy(b[createBATOffset:], le64(e&^batStateMask|st))
+		copy(b[createBATOffset:], vhdxtest.LE64(e&^batStateMask|st))
 		p := filepath.Join(t.TempDir(), "s.vhdx")
 		os.WriteFile(p, b, 0o644)
 		want := append([]byte(nil), baseModel...)
@@ -231,7 +221,7 @@ func TestPayloadStates(t *testing.T) {
 	for _, st := range []uint64{payloadNotPresent, payloadUndefined, payloadZero, payloadUnmapped} {
 		b := append([]byte(nil), good...)
 		e := binary.LittleEndian.Uint64(b[createBATOffset:])
-		copy(b[createBATOffset:], le64(e&^batStateMask|st))
+		copy(b[createBATOffset:], vhdxtest.LE64(e&^batStateMask|st))
 		os.WriteFile(cp, b, 0o644)
 		want := append([]byte(nil), baseModel...)
 		copy(want[2<<20:], data)

@@ -1,13 +1,12 @@
 package vhdx
 
 import (
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"hash/crc32"
-	"strings"
 	"unicode/utf16"
+
+	"github.com/replicator/replicator/internal/guid"
 )
 
 // Layout constants of MS-VHDX (sections 2.1–2.6).
@@ -63,69 +62,19 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
-// guid is a GUID in its on-disk form (the first three fields little-endian).
-type guid [16]byte
-
-func mustGUID(s string) guid {
-	g, err := parseGUID(s)
-	if err != nil {
-		panic(err)
-	}
-	return g
-}
-
-// parseGUID reads "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", with or without braces.
-func parseGUID(s string) (guid, error) {
-	var g guid
-	s = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(s), "{"), "}")
-	parts := strings.Split(s, "-")
-	if len(parts) != 5 || len(parts[0]) != 8 || len(parts[1]) != 4 || len(parts[2]) != 4 || len(parts[3]) != 4 || len(parts[4]) != 12 {
-		return g, fmt.Errorf("malformed GUID %q", s)
-	}
-	raw, err := hex.DecodeString(strings.Join(parts, ""))
-	if err != nil {
-		return g, fmt.Errorf("malformed GUID %q: %w", s, err)
-	}
-	// Data1, Data2, Data3 are stored little-endian.
-	g[0], g[1], g[2], g[3] = raw[3], raw[2], raw[1], raw[0]
-	g[4], g[5] = raw[5], raw[4]
-	g[6], g[7] = raw[7], raw[6]
-	copy(g[8:], raw[8:])
-	return g, nil
-}
-
-func (g guid) String() string {
-	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
-		binary.LittleEndian.Uint32(g[0:4]), binary.LittleEndian.Uint16(g[4:6]),
-		binary.LittleEndian.Uint16(g[6:8]), g[8:10], g[10:16])
-}
-
-func (g guid) isZero() bool { return g == guid{} }
-
-func newGUID() guid {
-	var g guid
-	if _, err := rand.Read(g[:]); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	// RFC 4122 version 4 in the on-disk (mixed-endian) layout.
-	g[7] = (g[7] & 0x0f) | 0x40
-	g[8] = (g[8] & 0x3f) | 0x80
-	return g
-}
-
 // Well-known GUIDs of MS-VHDX sections 2.3.1.1 and 2.6.2.
 var (
-	regionBAT      = mustGUID("2DC27766-F623-4200-9D64-115E9BFD4A08")
-	regionMetadata = mustGUID("8B7CA206-4790-4B9A-B8FE-575F050F886E")
+	regionBAT      = guid.MustParse("2DC27766-F623-4200-9D64-115E9BFD4A08")
+	regionMetadata = guid.MustParse("8B7CA206-4790-4B9A-B8FE-575F050F886E")
 
-	metaFileParameters     = mustGUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
-	metaVirtualDiskSize    = mustGUID("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
-	metaVirtualDiskID      = mustGUID("BECA12AB-B2E6-4523-93EF-C309E000C746")
-	metaLogicalSectorSize  = mustGUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F")
-	metaPhysicalSectorSize = mustGUID("CDA348C7-445D-4471-9CC9-E9885251C556")
-	metaParentLocator      = mustGUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
+	metaFileParameters     = guid.MustParse("CAA16737-FA36-4D43-B3B6-33F0AA44E76B")
+	metaVirtualDiskSize    = guid.MustParse("2FA54224-CD1B-4876-B211-5DBED83BF4B8")
+	metaVirtualDiskID      = guid.MustParse("BECA12AB-B2E6-4523-93EF-C309E000C746")
+	metaLogicalSectorSize  = guid.MustParse("8141BF1D-A96F-4709-BA47-F233A8FAAB5F")
+	metaPhysicalSectorSize = guid.MustParse("CDA348C7-445D-4471-9CC9-E9885251C556")
+	metaParentLocator      = guid.MustParse("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 
-	parentLocatorTypeVHDX = mustGUID("B04AEFB7-D19E-4A81-B789-25B8E9445913")
+	parentLocatorTypeVHDX = guid.MustParse("B04AEFB7-D19E-4A81-B789-25B8E9445913")
 )
 
 // Signatures.
@@ -159,9 +108,9 @@ func formatErr(path string, off int64, format string, args ...any) error {
 // header is the VHDX header (section 2.2.2).
 type header struct {
 	SequenceNumber uint64
-	FileWriteGUID  guid
-	DataWriteGUID  guid
-	LogGUID        guid
+	FileWriteGUID  guid.GUID
+	DataWriteGUID  guid.GUID
+	LogGUID        guid.GUID
 	LogVersion     uint16
 	Version        uint16
 	LogLength      uint32
@@ -211,7 +160,7 @@ func parseHeader(b []byte) (header, string) {
 
 // region is one region table entry (section 2.3.1.2).
 type region struct {
-	ID       guid
+	ID       guid.GUID
 	Offset   int64
 	Length   int64
 	Required bool
@@ -269,7 +218,7 @@ func parseRegionTable(b []byte) ([]region, string) {
 
 // metadataEntry is one metadata table entry (section 2.6.1.2).
 type metadataEntry struct {
-	ID            guid
+	ID            guid.GUID
 	Offset        uint32 // relative to the metadata region
 	Length        uint32
 	IsUser        bool
@@ -394,7 +343,7 @@ func parseParentLocator(b []byte) (*parentLocator, string) {
 	if len(b) < 20 {
 		return nil, "parent locator too short"
 	}
-	var t guid
+	var t guid.GUID
 	copy(t[:], b[0:16])
 	if t != parentLocatorTypeVHDX {
 		return nil, fmt.Sprintf("unknown parent locator type %v", t)

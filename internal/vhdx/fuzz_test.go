@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/replicator/replicator/internal/vhdx/vhdxtest"
 )
 
 // Fuzzing patches valid files rather than generating whole ones: a VHDX is at
@@ -77,7 +79,7 @@ func FuzzOpen(f *testing.F) {
 			p = p[n:]
 		}
 		if resealAfter {
-			reseal(b)
+			vhdxtest.Reseal(b)
 		}
 		// Parsed in memory, without the parent: the child template's
 		// absent sectors read as zeros.

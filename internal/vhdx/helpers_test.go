@@ -13,6 +13,7 @@ import (
 
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/testkit"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 func run(t testing.TB, name string, args ...string) string {
@@ -78,12 +79,12 @@ func requireAllocatedCovers(t testing.TB, ext []disk.Extent, data []byte) {
 		if e.Offset < pos || e.Length <= 0 || e.End() > int64(len(data)) {
 			t.Fatalf("extent %d %+v unsorted, empty or out of range", i, e)
 		}
-		if !isZero(data[pos:e.Offset]) {
+		if !zeros.All(data[pos:e.Offset]) {
 			t.Fatalf("non-zero bytes in [%d,%d) outside the allocated extents", pos, e.Offset)
 		}
 		pos = e.End()
 	}
-	if !isZero(data[pos:]) {
+	if !zeros.All(data[pos:]) {
 		t.Fatalf("non-zero bytes after %d outside the allocated extents", pos)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"io"
 	"sort"
+
+	"github.com/replicator/replicator/internal/guid"
 )
 
 // The VHDX log (MS-VHDX section 2.3) is a circular buffer of entries. Each
@@ -90,7 +92,7 @@ type logEntry struct {
 // readLogEntry parses the entry at pos of the circular log buf; "" on success.
 // budget bounds the bytes checksummed over all candidates, so that a log
 // full of forged headers cannot cost time quadratic in its length.
-func readLogEntry(buf []byte, pos int64, logGUID guid, fileLimit int64, budget *int64) (*logEntry, string) {
+func readLogEntry(buf []byte, pos int64, logGUID guid.GUID, fileLimit int64, budget *int64) (*logEntry, string) {
 	le := binary.LittleEndian
 	L := int64(len(buf))
 	at := func(off int64, n int64) []byte { // n bytes at off, wrapping
@@ -111,7 +113,7 @@ func readLogEntry(buf []byte, pos int64, logGUID guid, fileLimit int64, budget *
 	e.tail = int64(le.Uint32(h[12:]))
 	e.seq = le.Uint64(h[16:])
 	nDesc := int64(le.Uint32(h[24:]))
-	var g guid
+	var g guid.GUID
 	copy(g[:], h[32:48])
 	e.flushed = int64(le.Uint64(h[48:]))
 	e.last = int64(le.Uint64(h[56:]))
@@ -263,7 +265,7 @@ func replayLog(path string, r io.ReaderAt, fileSize int64, h header) (ops []logO
 
 // buildLogEntry serializes one log entry holding the given 4 KiB page writes
 // and zero ranges; tail is the log position of the sequence's first entry.
-func buildLogEntry(logGUID guid, seq uint64, tail, fileSize int64, pages []logOp) []byte {
+func buildLogEntry(logGUID guid.GUID, seq uint64, tail, fileSize int64, pages []logOp) []byte {
 	le := binary.LittleEndian
 	nDesc := int64(len(pages))
 	nData := int64(0)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/replicator/replicator/internal/guid"
 	"github.com/replicator/replicator/internal/testkit"
 )
 
@@ -53,12 +54,12 @@ func logFixture(t *testing.T) (string, []byte, []byte) {
 	clear(after[12288 : 12288+logSector])
 	copy(after[1<<20+3*logSector:], pB)
 
-	lg := newGUID()
+	lg := guid.New()
 	st, _ := d.f.Stat()
 	e1 := buildLogEntry(lg, 41, 0, st.Size(), []logOp{{off: b1 + 8192, data: pA}})
 	e2 := buildLogEntry(lg, 42, 0, st.Size(), []logOp{{off: b0 + 12288, zeroLen: logSector}, {off: b1 + 3*logSector, data: pB}})
 	// A stale entry of another log must be ignored.
-	stale := buildLogEntry(newGUID(), 99, 0, st.Size(), []logOp{{off: b0, zeroLen: 1 << 20}})
+	stale := buildLogEntry(guid.New(), 99, 0, st.Size(), []logOp{{off: b0, zeroLen: 1 << 20}})
 	lo := int64(d.hdr.LogOffset)
 	for _, w := range []struct {
 		off int64
@@ -92,7 +93,7 @@ func TestLogReplayWritable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !d.hdr.LogGUID.isZero() {
+	if !d.hdr.LogGUID.IsZero() {
 		t.Fatal("log still active after a writable open")
 	}
 	requireSame(t, "replayed into the file", readAll(t, d, 1<<20), after)
@@ -129,7 +130,7 @@ func TestLogReplayWraps(t *testing.T) {
 	copy(want[2<<20:], pg1)
 	copy(want[2<<20+4096:], pg2)
 
-	lg := newGUID()
+	lg := guid.New()
 	L := int64(d.hdr.LogLength)
 	st, _ := d.f.Stat()
 	e1pos := L - logSector

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/guid"
 )
 
 // OpenOptions tune OpenWith.
@@ -50,7 +51,7 @@ type Disk struct {
 	leaveAlloc   bool
 	hasParent    bool
 	physSector   uint32
-	diskID       guid
+	diskID       guid.GUID
 	locator      *parentLocator
 	geo          geometry
 	parent       *Disk
@@ -184,7 +185,7 @@ func (d *Disk) checkParent(p *Disk, ignoreLinkage bool) error {
 	want := p.hdr.DataWriteGUID
 	for _, k := range []string{"parent_linkage", "parent_linkage2"} {
 		if v := d.locator.get(k); v != "" {
-			if g, err := parseGUID(v); err == nil && g == want {
+			if g, err := guid.Parse(v); err == nil && g == want {
 				return nil
 			}
 		}
@@ -262,7 +263,7 @@ func (d *Disk) parse() error {
 		return err
 	}
 	d.view = &fileView{f: d.f, size: size}
-	if !d.hdr.LogGUID.isZero() {
+	if !d.hdr.LogGUID.IsZero() {
 		ops, _, last, err := replayLog(d.path, d.f, size, d.hdr)
 		if err != nil {
 			return err
@@ -427,7 +428,7 @@ func (d *Disk) readMetadata() error {
 	if n > maxMetadataEntries {
 		return d.fail(mo, "metadata entry count %d exceeds %d", n, maxMetadataEntries)
 	}
-	items := map[guid][]byte{}
+	items := map[guid.GUID][]byte{}
 	total := int64(0)
 	for i := 0; i < n; i++ {
 		e := tbl[32+32*i:]
@@ -447,7 +448,7 @@ func (d *Disk) readMetadata() error {
 			return d.fail(eoff, "metadata item %v at %d (length %d) lies outside the metadata region", m.ID, m.Offset, m.Length)
 		}
 		known := false
-		for _, k := range []guid{metaFileParameters, metaVirtualDiskSize, metaVirtualDiskID, metaLogicalSectorSize, metaPhysicalSectorSize, metaParentLocator} {
+		for _, k := range []guid.GUID{metaFileParameters, metaVirtualDiskSize, metaVirtualDiskID, metaLogicalSectorSize, metaPhysicalSectorSize, metaParentLocator} {
 			known = known || k == m.ID
 		}
 		if !known && m.IsRequired {
@@ -463,7 +464,7 @@ func (d *Disk) readMetadata() error {
 		items[m.ID] = b
 		d.metaItems = append(d.metaItems, metadataItem{entry: m, data: b})
 	}
-	need := func(id guid, n int, what string) ([]byte, error) {
+	need := func(id guid.GUID, n int, what string) ([]byte, error) {
 		b, ok := items[id]
 		if !ok {
 			return nil, d.fail(mo, "metadata item %s missing", what)

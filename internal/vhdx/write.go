@@ -10,6 +10,9 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/replicator/replicator/internal/guid"
+	"github.com/replicator/replicator/internal/zeros"
 )
 
 // CreateOptions describe a new VHDX.
@@ -44,7 +47,7 @@ func Create(path string, o CreateOptions) (*Disk, error) {
 	if o.BlockSize == 0 {
 		o.BlockSize = defaultBaseBlockSize
 	}
-	if err := createFile(path, o, nil, newGUID()); err != nil {
+	if err := createFile(path, o, nil, guid.New()); err != nil {
 		return nil, err
 	}
 	return OpenWith(path, OpenOptions{Writable: true})
@@ -84,7 +87,7 @@ func CreateDifferencing(path, parentPath string, o CreateOptions) (*Disk, error)
 }
 
 // newLocator builds the parent locator of child pointing at parent.
-func newLocator(childPath, parentPath string, linkage guid) (*parentLocator, error) {
+func newLocator(childPath, parentPath string, linkage guid.GUID) (*parentLocator, error) {
 	absChild, err := filepath.Abs(childPath)
 	if err != nil {
 		return nil, err
@@ -136,7 +139,7 @@ func validateCreate(o CreateOptions) error {
 	return nil
 }
 
-func createFile(path string, o CreateOptions, loc *parentLocator, id guid) (err error) {
+func createFile(path string, o CreateOptions, loc *parentLocator, id guid.GUID) (err error) {
 	if err := validateCreate(o); err != nil {
 		return fmt.Errorf("vhdx: create %s: %w", path, err)
 	}
@@ -193,7 +196,7 @@ func createFile(path string, o CreateOptions, loc *parentLocator, id guid) (err 
 	ident := make([]byte, 8, 8+2*len(creator))
 	copy(ident, sigFile)
 	ident = append(ident, utf16le(creator)...)
-	h := header{FileWriteGUID: newGUID(), DataWriteGUID: newGUID(), Version: 1,
+	h := header{FileWriteGUID: guid.New(), DataWriteGUID: guid.New(), Version: 1,
 		LogLength: createLogLength, LogOffset: createLogOffset}
 	h1, h2 := h, h
 	h1.SequenceNumber, h2.SequenceNumber = 1, 2
@@ -276,7 +279,7 @@ func (d *Disk) replayIntoFile(ops []logOp, last int64) error {
 	if err := d.f.Sync(); err != nil {
 		return fmt.Errorf("vhdx %s: log replay: sync: %w", d.path, err)
 	}
-	return d.writeHeaders(func(h *header) { h.LogGUID = guid{} })
+	return d.writeHeaders(func(h *header) { h.LogGUID = guid.GUID{} })
 }
 
 // writeThroughLog makes page writes (4 KiB aligned) atomic with the VHDX log:
@@ -284,14 +287,14 @@ func (d *Disk) replayIntoFile(ops []logOp, last int64) error {
 // written and flushed, and the header clears the log. A crash at any point
 // leaves either the old bytes or a log that every reader replays.
 func (d *Disk) writeThroughLog(pages []logOp) error {
-	if !d.hdr.LogGUID.isZero() {
+	if !d.hdr.LogGUID.IsZero() {
 		return fmt.Errorf("vhdx %s: log still active", d.path)
 	}
 	st, err := d.f.Stat()
 	if err != nil {
 		return err
 	}
-	lg := newGUID()
+	lg := guid.New()
 	entry := buildLogEntry(lg, 1, 0, st.Size(), pages)
 	if int64(len(entry)) > int64(d.hdr.LogLength) {
 		return fmt.Errorf("vhdx %s: log entry of %d bytes exceeds the log (%d)", d.path, len(entry), d.hdr.LogLength)
@@ -302,7 +305,7 @@ func (d *Disk) writeThroughLog(pages []logOp) error {
 	if err := d.f.Sync(); err != nil {
 		return err
 	}
-	if err := d.writeHeaders(func(h *header) { h.LogGUID = lg; h.FileWriteGUID = newGUID() }); err != nil {
+	if err := d.writeHeaders(func(h *header) { h.LogGUID = lg; h.FileWriteGUID = guid.New() }); err != nil {
 		return err
 	}
 	ops, _, last, err := replayLog(d.path, d.f, st.Size(), d.hdr)
@@ -336,7 +339,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if !d.headersNew {
 		// Section 2.2.2: FileWriteGuid and DataWriteGuid change before the
 		// first write of an open, so that children stop linking to this file.
-		if err := d.writeHeaders(func(h *header) { h.FileWriteGUID, h.DataWriteGUID = newGUID(), newGUID() }); err != nil {
+		if err := d.writeHeaders(func(h *header) { h.FileWriteGUID, h.DataWriteGUID = guid.New(), guid.New() }); err != nil {
 			return 0, err
 		}
 		d.headersNew = true
@@ -363,21 +366,6 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (d *Disk) writeLocked(p []byte, off int64) error {
@@ -419,7 +407,7 @@ func (d *Disk) writeBlock(block, in int64, b []byte) error {
 	}
 	// The block is not in the file. Without a parent it reads as zeros, and
 	// a zero block reads as zeros: writing zeros there changes nothing.
-	if (st == payloadZero || !d.hasParent) && isZero(b) {
+	if (st == payloadZero || !d.hasParent) && zeros.All(b) {
 		return nil
 	}
 	fileOff, err := d.allocate(g.blockSize)

@@ -12,23 +12,13 @@ import (
 	"time"
 )
 
-// recording is a Hyper-V host as recorded WMI answers (testdata/hv01.json).
-type recording struct {
-	Host        string              `json:"host"`
-	OSVersion   string              `json:"osVersion"`
-	Queries     map[string][]object `json:"queries"`
-	Objects     map[string]object   `json:"objects"`
-	VHDSettings map[string]string   `json:"vhdSettingData"`
-	IDs         map[string]string   `json:"ids"`
-}
-
-func loadRecording(t *testing.T) recording {
+func loadRecording(t *testing.T) Recording {
 	t.Helper()
 	b, err := os.ReadFile("testdata/hv01.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r recording
+	var r Recording
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("testdata/hv01.json: %v", err)
 	}
@@ -48,7 +38,7 @@ type invocation struct {
 type fakeWMI struct {
 	t       *testing.T
 	mu      sync.Mutex
-	rec     recording
+	rec     Recording
 	fail    map[string]error // query or path → error
 	methods map[string]func(invocation) (result, error)
 	jobs    map[string][]object // job path → states returned by successive Gets

@@ -200,11 +200,7 @@ func formatName(format string) string {
 // passThroughDisksOf lists the physical disks attached to a setting data
 // (Msvm_ResourceAllocationSettingData of subtype Physical Disk Drive).
 func (p *Provider) passThroughDisksOf(ctx context.Context, settingsPath string) ([]diskRef, error) {
-	q, err := associatorsOf(settingsPath, classResourceAllocation)
-	if err != nil {
-		return nil, err
-	}
-	rasds, err := p.c.Query(ctx, q)
+	rasds, err := associators(ctx, p.c, settingsPath, classResourceAllocation)
 	if err != nil {
 		return nil, err
 	}
@@ -271,11 +267,7 @@ type diskRef struct {
 
 // diskRefsOf lists the virtual hard disks attached to a setting data.
 func (p *Provider) diskRefsOf(ctx context.Context, settingsPath string) ([]diskRef, error) {
-	q, err := associatorsOf(settingsPath, classStorageAllocation)
-	if err != nil {
-		return nil, err
-	}
-	sasds, err := p.c.Query(ctx, q)
+	sasds, err := associators(ctx, p.c, settingsPath, classStorageAllocation)
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +469,7 @@ func (p *Provider) CreateCheckpoint(ctx context.Context, vmID string, opts provi
 		appErr := err
 		made = provider.CrashConsistent
 		snap, warning, err = p.createSnapshot(ctx, op, svc, sys.Path, provider.CrashConsistent, opts.FullBackup)
-		warning = joinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
+		warning = provider.JoinWarnings(fmt.Sprintf("application-consistent checkpoint failed (%v); took a crash-consistent one", appErr), warning)
 	}
 	if err != nil {
 		return provider.Checkpoint{}, err
@@ -566,17 +558,6 @@ func (p *Provider) realizedSettings(ctx context.Context, vmID string) (object, e
 		}
 	}
 	return object{}, &Error{Op: "read settings of VM " + vmID, err: provider.ErrVMNotFound}
-}
-
-func joinWarnings(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	default:
-		return a + "; " + b
-	}
 }
 
 // Values of CreateSnapshot and Msvm_VirtualSystemSnapshotSettingData

@@ -1,6 +1,7 @@
 package hyperv
 
 import (
+	"context"
 	"fmt"
 	"strings"
 )
@@ -60,6 +61,16 @@ func associatorsOf(path, resultClass string) (string, error) {
 		return "", fmt.Errorf("wql: object path %q cannot be used in ASSOCIATORS OF", path)
 	}
 	return fmt.Sprintf("ASSOCIATORS OF {%s} WHERE ResultClass = %s", path, resultClass), nil
+}
+
+// associators returns the objects of resultClass associated with the object
+// at path.
+func associators(ctx context.Context, c wmiClient, path, resultClass string) ([]object, error) {
+	q, err := associatorsOf(path, resultClass)
+	if err != nil {
+		return nil, err
+	}
+	return c.Query(ctx, q)
 }
 
 // settingDataInstanceID turns a checkpoint id (the GUID, or the full

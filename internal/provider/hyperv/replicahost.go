@@ -236,11 +236,7 @@ func (h *ReplicaHost) RegisterReplicaVM(ctx context.Context, spec provider.Repli
 		}
 		if slot.Controller == "ide" {
 			// Generation 1 VMs come with their two IDE controllers.
-			q, err := associatorsOf(vssd.Path, classRASD)
-			if err != nil {
-				return "", err
-			}
-			objs, err := h.c.Query(ctx, q)
+			objs, err := associators(ctx, h.c, vssd.Path, classRASD)
 			if err != nil {
 				return "", err
 			}
@@ -341,11 +337,7 @@ func (h *ReplicaHost) MakeStandalone(ctx context.Context, name string) (provider
 	if err != nil {
 		return provider.VM{}, fmt.Errorf("%s: %w", op, err)
 	}
-	q, err := associatorsOf(vssd.Path, classStorageAllocation)
-	if err != nil {
-		return provider.VM{}, err
-	}
-	sasds, err := h.c.Query(ctx, q)
+	sasds, err := associators(ctx, h.c, vssd.Path, classStorageAllocation)
 	if err != nil {
 		return provider.VM{}, fmt.Errorf("%s: %w", op, err)
 	}

@@ -57,13 +57,7 @@ func (p *Provider) VMConfig(ctx context.Context, vmID string) (provider.VMConfig
 		NetworkAdapters: []provider.NetworkAdapter{},
 		Disks:           []provider.DiskSlot{},
 	}
-	assoc := func(class string) ([]object, error) {
-		q, err := associatorsOf(vssd.Path, class)
-		if err != nil {
-			return nil, err
-		}
-		return p.c.Query(ctx, q)
-	}
+	assoc := func(class string) ([]object, error) { return associators(ctx, p.c, vssd.Path, class) }
 	procs, err := assoc(classProcessorSettings)
 	if err != nil {
 		return c, fmt.Errorf("%s: processors: %w", op, err)
@@ -126,11 +120,7 @@ func (p *Provider) VMConfig(ctx context.Context, vmID string) (provider.VMConfig
 // the controller type; the controller's number is its place among the VM's
 // controllers of that type, as Hyper-V Manager numbers them.
 func (p *Provider) diskSlotsOf(ctx context.Context, settingsPath string) ([]provider.DiskSlot, error) {
-	q, err := associatorsOf(settingsPath, classStorageAllocation)
-	if err != nil {
-		return nil, err
-	}
-	sasds, err := p.c.Query(ctx, q)
+	sasds, err := associators(ctx, p.c, settingsPath, classStorageAllocation)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"unicode/utf16"
+
+	"github.com/replicator/replicator/internal/guid"
 )
 
 // GPT partition types (UEFI specification, section 5.3.3, and the Linux
@@ -27,39 +29,6 @@ type gptPartition struct {
 	FirstLBA uint64
 	LastLBA  uint64
 	Name     string
-}
-
-// gptGUID encodes a GUID as GPT stores it: the first three fields
-// little-endian, the rest as written.
-func gptGUID(s string) ([16]byte, error) {
-	var g [16]byte
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return g, fmt.Errorf("GUID %q: want the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx", s)
-	}
-	hex := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:36]
-	var raw [16]byte
-	for i := range raw {
-		var v byte
-		for _, c := range hex[2*i : 2*i+2] {
-			v <<= 4
-			switch {
-			case c >= '0' && c <= '9':
-				v |= byte(c - '0')
-			case c >= 'a' && c <= 'f':
-				v |= byte(c-'a') + 10
-			case c >= 'A' && c <= 'F':
-				v |= byte(c-'A') + 10
-			default:
-				return g, fmt.Errorf("GUID %q: %q is not a hex digit", s, c)
-			}
-		}
-		raw[i] = v
-	}
-	g[0], g[1], g[2], g[3] = raw[3], raw[2], raw[1], raw[0]
-	g[4], g[5] = raw[5], raw[4]
-	g[6], g[7] = raw[7], raw[6]
-	copy(g[8:], raw[8:])
-	return g, nil
 }
 
 // gptLayout is a GUID partition table ready to write: the protective MBR,
@@ -91,11 +60,11 @@ func buildGPT(size int64, diskID string, parts []gptPartition) (*gptLayout, erro
 			return nil, fmt.Errorf("GPT: partition %d: LBA %d-%d outside the usable %d-%d", i+1, p.FirstLBA, p.LastLBA, firstUsable, lastUsable)
 		}
 		e := entries[i*gptEntrySize : (i+1)*gptEntrySize]
-		t, err := gptGUID(p.Type)
+		t, err := guid.Parse(p.Type)
 		if err != nil {
 			return nil, fmt.Errorf("GPT: partition %d type: %w", i+1, err)
 		}
-		id, err := gptGUID(p.ID)
+		id, err := guid.Parse(p.ID)
 		if err != nil {
 			return nil, fmt.Errorf("GPT: partition %d: %w", i+1, err)
 		}
@@ -112,7 +81,7 @@ func buildGPT(size int64, diskID string, parts []gptPartition) (*gptLayout, erro
 		}
 	}
 	entriesCRC := crc32.ChecksumIEEE(entries)
-	dg, err := gptGUID(diskID)
+	dg, err := guid.Parse(diskID)
 	if err != nil {
 		return nil, fmt.Errorf("GPT: disk: %w", err)
 	}
@@ -168,15 +137,13 @@ func swapHeader(size int64, uuid, label string) ([]byte, error) {
 	binary.LittleEndian.PutUint32(h[1024:], 1)                   // version
 	binary.LittleEndian.PutUint32(h[1028:], uint32(size/page-1)) // last_page
 	binary.LittleEndian.PutUint32(h[1032:], 0)                   // nr_badpages
-	raw, err := gptGUID(uuid)
+	raw, err := guid.Parse(uuid)
 	if err != nil {
 		return nil, fmt.Errorf("swap UUID: %w", err)
 	}
 	// The swap UUID is stored as written (big-endian), unlike a GPT GUID.
-	raw[0], raw[1], raw[2], raw[3] = raw[3], raw[2], raw[1], raw[0]
-	raw[4], raw[5] = raw[5], raw[4]
-	raw[6], raw[7] = raw[7], raw[6]
-	copy(h[1036:1052], raw[:])
+	be := raw.RFC9562()
+	copy(h[1036:1052], be[:])
 	if len(label) > 16 {
 		return nil, fmt.Errorf("swap label %q: at most 16 bytes", label)
 	}

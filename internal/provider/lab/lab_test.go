@@ -17,6 +17,7 @@ import (
 
 	"github.com/replicator/replicator/internal/disk"
 	"github.com/replicator/replicator/internal/provider"
+	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/vhdx"
 )
 
@@ -106,15 +107,18 @@ func startWriter(t *testing.T, h *Host, vm string, size int64, seed uint64) *wri
 func (w *writer) waitWrites(t *testing.T, n int64) {
 	t.Helper()
 	target := w.done.Load() + n
-	for w.done.Load() < target {
+	testkit.Eventually(t, time.Minute, time.Millisecond, func() error {
 		w.mu.Lock()
 		err := w.err
 		w.mu.Unlock()
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		if done := w.done.Load(); done < target {
+			return fmt.Errorf("the guest writer completed %d writes, want %d", done, target)
+		}
+		return nil
+	})
 }
 
 func (w *writer) finish(t *testing.T) []guestWrite {
@@ -648,16 +652,16 @@ func TestCheckpointWhileAnotherProcessWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait for the writer to start writing, then freeze the disk.
-	for {
+	testkit.Eventually(t, time.Minute, time.Millisecond, func() error {
 		fi, err := os.Stat(base)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Size() > before.Size() {
-			break
+		if fi.Size() <= before.Size() {
+			return fmt.Errorf("the writer process has not grown %s past %d bytes", base, before.Size())
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	cp, err := h.CreateCheckpoint(ctx, vm.ID, provider.CheckpointOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/filelock"
+	"github.com/replicator/replicator/internal/names"
 	"github.com/replicator/replicator/internal/provider"
 	"os"
 	"path/filepath"
@@ -148,22 +150,15 @@ func localName(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, `/\`) && filepath.Base(name) == name
 }
 
-// validVMName reports whether a VM name is usable as a folder name.
+// validVMName reports whether a VM name is usable as the VM's folder: the
+// rule of package names (which, as Hyper-V, allows spaces and any letter),
+// and no leading '.', so that a VM's folder is never hidden from a listing.
 func validVMName(name string) error {
-	if name == "" {
-		return errors.New("VM name is empty")
+	if err := names.Check("VM", name); err != nil {
+		return err
 	}
-	if len(name) > 100 {
-		return fmt.Errorf("VM name %q: longer than 100 characters", name)
-	}
-	for _, c := range name {
-		ok := c == '-' || c == '_' || c == '.' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-		if !ok {
-			return fmt.Errorf("VM name %q: only letters, digits, '-', '_' and '.' are allowed", name)
-		}
-	}
-	if name == "." || name == ".." || strings.HasPrefix(name, ".") {
-		return fmt.Errorf("VM name %q: must not start with '.'", name)
+	if strings.HasPrefix(name, ".") {
+		return fmt.Errorf("VM name %q starts with '.'", name)
 	}
 	return nil
 }
@@ -216,7 +211,7 @@ func lockVM(dir string) (*vmLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
-	if err := lockExclusive(f); err != nil {
+	if err := filelock.Lock(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}

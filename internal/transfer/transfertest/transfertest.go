@@ -2,7 +2,8 @@
 // file-backed transfer.Target that keeps each disk as a raw file with its
 // digests and a durable position (data fsynced, then the position written to
 // a temporary file, fsynced, renamed, directory fsynced), and a file-backed
-// disk.Image with explicit allocated extents.
+// disk.Image with explicit allocated extents; and a hand-written client of
+// the wire format (wire.go) for tests that send what the product never would.
 package transfertest
 
 import (

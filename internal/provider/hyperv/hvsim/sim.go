@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/internal/atomicfile"
+	"github.com/replicator/replicator/internal/filelock"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/hyperv"
 	"github.com/replicator/replicator/internal/provider/lab"
@@ -98,7 +99,7 @@ func (s *Sim) locked(ctx context.Context, f func() error) error {
 		return s.unreachable(err)
 	}
 	defer lf.Close()
-	if err := lockExclusive(lf); err != nil {
+	if err := filelock.Lock(lf); err != nil {
 		return s.unreachable(err)
 	}
 	if err := s.advanceJobs(ctx); err != nil {

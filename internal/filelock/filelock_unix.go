@@ -1,14 +1,14 @@
 //go:build !windows
 
-package lab
+package filelock
 
 import (
 	"os"
 	"syscall"
 )
 
-// lockExclusive waits for an exclusive flock on f.
-func lockExclusive(f *os.File) error {
+// Lock waits for an exclusive flock on f.
+func Lock(f *os.File) error {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
 		if err != syscall.EINTR {
