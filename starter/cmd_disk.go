@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/diskimage"
 )
 
@@ -42,24 +43,24 @@ func newDiskInfoCommand() *cobra.Command {
 				allocated += e.Length
 			}
 			fmt.Fprintf(out, "format:              %s\n", info.Format)
-			fmt.Fprintf(out, "virtual size:        %s (%d bytes)\n", diskHumanBytes(info.VirtualSize), info.VirtualSize)
+			fmt.Fprintf(out, "virtual size:        %s (%d bytes)\n", bytesize.Text(info.VirtualSize), info.VirtualSize)
 			if info.BlockSize > 0 {
-				fmt.Fprintf(out, "block size:          %s\n", diskHumanBytes(info.BlockSize))
+				fmt.Fprintf(out, "block size:          %s\n", bytesize.Text(info.BlockSize))
 			}
 			fmt.Fprintf(out, "logical sector size: %d\n", info.LogicalSectorSize)
 			if info.Parent != "" {
 				fmt.Fprintf(out, "parent:              %s\n", info.Parent)
 			}
-			fmt.Fprintf(out, "allocated:           %s in %d ranges\n", diskHumanBytes(allocated), len(info.Allocated))
+			fmt.Fprintf(out, "allocated:           %s in %d ranges\n", bytesize.Text(allocated), len(info.Allocated))
 			for _, p := range info.Partitions {
-				fmt.Fprintf(out, "partition %d:         %s at %d, %s %s\n", p.Index, diskHumanBytes(p.Length), p.Offset, p.Type, p.Filesystem)
+				fmt.Fprintf(out, "partition %d:         %s at %d, %s %s\n", p.Index, bytesize.Text(p.Length), p.Offset, p.Type, p.Filesystem)
 			}
 			var excluded int64
 			for _, e := range info.Excluded {
 				excluded += e.Length
 			}
 			if len(info.Excluded) > 0 {
-				fmt.Fprintf(out, "excluded:            %s in %d ranges\n", diskHumanBytes(excluded), len(info.Excluded))
+				fmt.Fprintf(out, "excluded:            %s in %d ranges\n", bytesize.Text(excluded), len(info.Excluded))
 			}
 			return nil
 		},
@@ -85,18 +86,4 @@ func newDiskConvertCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&format, "format", "", "output format: raw or vhdx (default: from DST's extension)")
 	return cmd
-}
-
-// diskHumanBytes prints a size in binary units.
-func diskHumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/replica"
 )
 
@@ -74,7 +75,7 @@ func exportReplica(cmd *cobra.Command, job, vm, point, out, format string) error
 	return emit(cmd, outputText, written, func(w io.Writer) error {
 		t := newTable(w, "DISK", "FILE", "FORMAT", "VIRTUAL SIZE", "POINT")
 		for _, d := range written {
-			t.row(d.Disk, d.File, d.Format, diskHumanBytes(d.VirtualSize), d.Point)
+			t.row(d.Disk, d.File, d.Format, bytesize.Text(d.VirtualSize), d.Point)
 		}
 		return t.flush()
 	})

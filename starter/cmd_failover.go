@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/contract"
 )
 
@@ -110,7 +111,7 @@ func newFailbackCommand() *cobra.Command {
 					return err
 				}
 				_, err := fmt.Fprintf(w, "sent to %s on %s: %s changed, %s sent, %s written\n", orDash(res.ToVM), orDash(res.ToHost),
-					diskHumanBytes(res.BytesChanged), diskHumanBytes(res.BytesSent), diskHumanBytes(res.BytesWritten))
+					bytesize.Text(res.BytesChanged), bytesize.Text(res.BytesSent), bytesize.Text(res.BytesWritten))
 				return err
 			}
 			return runOperation(cmd, op)

@@ -5,6 +5,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/replicator/replicator/internal/bytesize"
 )
 
 func newVerifyCommand() *cobra.Command {
@@ -39,7 +41,7 @@ func newVerifyCommand() *cobra.Command {
 						if d.FirstBad != nil {
 							bad = fmt.Sprintf("%d at byte %d", d.FirstBad.Index, d.FirstBad.Offset)
 						}
-						t.row(d.ID, fmt.Sprint(d.Blocks), diskHumanBytes(d.BytesRead), fmt.Sprint(d.Mismatches), bad, d.Error)
+						t.row(d.ID, fmt.Sprint(d.Blocks), bytesize.Text(d.BytesRead), fmt.Sprint(d.Mismatches), bad, d.Error)
 					}
 					return t.flush()
 				})

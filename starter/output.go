@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/replica"
 )
@@ -127,7 +128,7 @@ func writeRunResult(w io.Writer, res contract.ReplicationResult) error {
 			read += d.BytesRead
 			sent += d.BytesSent
 		}
-		t.row(vm.Name, vm.Status, vm.RestorePoint, fmt.Sprint(len(vm.Disks)), diskHumanBytes(read), diskHumanBytes(sent), vm.Error)
+		t.row(vm.Name, vm.Status, vm.RestorePoint, fmt.Sprint(len(vm.Disks)), bytesize.Text(read), bytesize.Text(sent), vm.Error)
 	}
 	return t.flush()
 }
@@ -140,7 +141,7 @@ func writePoints(w io.Writer, pts []replica.Point) error {
 	}
 	t := newTable(w, "ID", "TIME", "SIZE", "DISKS", "CHANGE TRACKING")
 	for _, p := range pts {
-		t.row(p.ID, localTime(p.Time), diskHumanBytes(p.Size), fmt.Sprint(len(p.Disks)), p.ChangeTracking)
+		t.row(p.ID, localTime(p.Time), bytesize.Text(p.Size), fmt.Sprint(len(p.Disks)), p.ChangeTracking)
 	}
 	return t.flush()
 }
