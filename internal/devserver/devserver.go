@@ -111,6 +111,16 @@ func Start(o Options) (*Server, error) {
 		// activity measured here, and one host gains nothing from partitions.
 		dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
 		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
+		// The history shard's transfer queue, which hands every workflow
+		// and activity task to matching, loads new tasks at most
+		// history.transferProcessorMaxPollRPS times a second per shard
+		// (default 20, service/history/queues/reader_quotas.go). A cluster
+		// spreads its executions over hundreds of shards; this server has
+		// one, so every dispatch waited for the next of 20 slots a second:
+		// 25-40 ms per activity and per workflow task, most of a VM's
+		// orchestration time. The reader still loads only when told of new
+		// tasks (or once a minute), so a higher limit costs nothing idle.
+		dynamicconfig.TransferProcessorMaxPollRPS.Key(): 1000,
 	}
 	srv, err := temporal.NewServer(
 		temporal.WithConfig(conf),
