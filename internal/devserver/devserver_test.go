@@ -171,3 +171,66 @@ func chainTimes(t *testing.T, ctx context.Context, c client.Client, id, runID st
 	}
 	return last.Sub(first), waits
 }
+
+// grow runs batches of activities until the server suggests continuing as
+// new (or the history is far past where it should have), and returns the
+// history length at which it did.
+func grow(ctx workflow.Context) (int, error) {
+	c := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+	for {
+		info := workflow.GetInfo(ctx)
+		if info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() > 3*historyCountSuggestContinueAsNew {
+			return info.GetCurrentHistoryLength(), nil
+		}
+		var batch []workflow.Future
+		for range 20 {
+			batch = append(batch, workflow.ExecuteActivity(c, "next", 0))
+		}
+		for _, f := range batch {
+			if err := f.Get(ctx, nil); err != nil {
+				return 0, err
+			}
+		}
+	}
+}
+
+// TestLongHistoriesAreToldToContinueAsNew: the server suggests continuing as
+// new at historyCountSuggestContinueAsNew events, not at its default of
+// 4,096: a Temporal Schedule's own workflow continues as new only when told,
+// and a job with rpo 30s would otherwise take its schedule's history past
+// 2,000 events within the hour.
+func TestLongHistoriesAreToldToContinueAsNew(t *testing.T) {
+	addr := freeAddress(t)
+	s, err := Start(Options{DataDir: t.TempDir(), FrontendAddress: addr, Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	c, err := client.Dial(client.Options{HostPort: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := worker.New(c, "grow", worker.Options{})
+	w.RegisterWorkflowWithOptions(grow, workflow.RegisterOptions{Name: "grow"})
+	w.RegisterActivityWithOptions(func(_ context.Context, x int) (int, error) { return x + 1, nil }, activity.RegisterOptions{Name: "next"})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{TaskQueue: "grow"}, "grow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at int
+	if err := run.Get(ctx, &at); err != nil {
+		t.Fatal(err)
+	}
+	// One batch adds about 63 events past the point.
+	if at < historyCountSuggestContinueAsNew || at > historyCountSuggestContinueAsNew+100 {
+		t.Fatalf("continuing as new was suggested at %d events, want from %d", at, historyCountSuggestContinueAsNew)
+	}
+	t.Logf("continuing as new suggested at %d events", at)
+}
