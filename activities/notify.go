@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 )
 
@@ -45,22 +47,69 @@ func (j *Jobs) Notify(ctx context.Context, channel string, n contract.Notificati
 		if m.Address == "" {
 			return nil
 		}
-		var auth smtp.Auth
-		if m.Username != "" {
-			pw, err := os.ReadFile(m.PasswordFile)
-			if err != nil {
-				return nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("notify.smtp.passwordFile: %w", err))
-			}
-			host, _, _ := net.SplitHostPort(m.Address)
-			auth = smtp.PlainAuth("", m.Username, strings.TrimSpace(string(pw)), host)
-		}
-		msg := mailMessage(m.From, m.To, n, body)
-		if err := smtp.SendMail(m.Address, auth, m.From, m.To, msg); err != nil {
-			return fmt.Errorf("notify.smtp.address %s: %w", m.Address, err)
-		}
-		return nil
+		return sendMail(m, mailMessage(m.From, m.To, n, body))
 	}
 	return nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("unknown notification channel %q", channel))
+}
+
+// sendMail sends msg through notify.smtp (m.Address set).
+func sendMail(m config.SMTP, msg []byte) error {
+	var auth smtp.Auth
+	if m.Username != "" {
+		pw, err := os.ReadFile(m.PasswordFile)
+		if err != nil {
+			return nonRetryable(contract.ErrTypeBadConfig, fmt.Errorf("notify.smtp.passwordFile: %w", err))
+		}
+		host, _, _ := net.SplitHostPort(m.Address)
+		auth = smtp.PlainAuth("", m.Username, strings.TrimSpace(string(pw)), host)
+	}
+	if err := smtp.SendMail(m.Address, auth, m.From, m.To, msg); err != nil {
+		return fmt.Errorf("notify.smtp.address %s: %w", m.Address, err)
+	}
+	return nil
+}
+
+// NotifyRPO sends an RPO notification to every channel of the notify
+// section that is set (none set: nothing, no error). It is called by the
+// target agent itself, not as an activity: a breach must be told even when
+// no run, and so no workflow, is going.
+func NotifyRPO(ctx context.Context, cfg config.Notify, n contract.RPONotification) error {
+	body, err := json.MarshalIndent(n, "", "  ")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	if cfg.Webhook != "" {
+		errs = append(errs, postWebhook(ctx, cfg.Webhook, body))
+	}
+	if m := cfg.SMTP; m.Address != "" {
+		errs = append(errs, sendMail(m, rpoMailMessage(m.From, m.To, n, body)))
+	}
+	return errors.Join(errs...)
+}
+
+// rpoMailMessage is a plain-text list of the VMs, with the JSON below.
+func rpoMailMessage(from string, to []string, n contract.RPONotification, body []byte) []byte {
+	var b bytes.Buffer
+	what, verb := "past their rpo", "is older than its job's rpo"
+	if n.Event == contract.RPORecovered {
+		what, verb = "within their rpo again", "is younger than its job's rpo again"
+	}
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\n", from, strings.Join(to, ", "))
+	fmt.Fprintf(&b, "Subject: [replicator] %d VM(s) %s (agent %s)\r\n", len(n.VMs), what, n.Agent)
+	fmt.Fprintf(&b, "Date: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n", n.Time.Format(time.RFC1123Z))
+	fmt.Fprintf(&b, "The newest restore point of each VM below %s (%s, agent %s).\r\n\r\n", verb, n.Time.Format(time.RFC3339), n.Agent)
+	for _, vm := range n.VMs {
+		age := "no restore point"
+		if vm.PointTime != nil {
+			age = fmt.Sprintf("newest point %s, %s old", vm.PointTime.Format(time.RFC3339), (time.Duration(vm.LagSeconds) * time.Second).String())
+		}
+		fmt.Fprintf(&b, "%-16s %-24s rpo %-6s %s\r\n", vm.Job, vm.VM, vm.RPO, age)
+	}
+	b.WriteString("\r\n")
+	b.Write(bytes.ReplaceAll(body, []byte("\n"), []byte("\r\n")))
+	b.WriteString("\r\n")
+	return b.Bytes()
 }
 
 func postWebhook(ctx context.Context, url string, body []byte) error {

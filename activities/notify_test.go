@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
@@ -122,5 +123,48 @@ func TestMailSummary(t *testing.T) {
 		if !strings.Contains(msg, want) {
 			t.Fatalf("the mail lacks %q:\n%s", want, msg)
 		}
+	}
+}
+
+func TestRPONotificationGoesToEveryChannel(t *testing.T) {
+	addr, mail := fakeSMTP(t)
+	var got contract.RPONotification
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Error(err)
+		}
+	}))
+	defer srv.Close()
+	point := time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)
+	n := contract.RPONotification{Event: contract.RPOExceeded, Agent: "dr01", Time: point.Add(95 * time.Second),
+		VMs: []contract.RPOState{{Job: "demo", VM: "web01", RPO: "30s", PointTime: &point, LagSeconds: 95}, {Job: "demo", VM: "db01", RPO: "30s"}}}
+	cfg := config.Notify{Webhook: srv.URL, SMTP: config.SMTP{Address: addr, From: "replicator@example.com", To: []string{"ops@example.com"}}}
+	if err := NotifyRPO(context.Background(), cfg, n); err != nil {
+		t.Fatal(err)
+	}
+	if got.Event != contract.RPOExceeded || got.Agent != "dr01" || len(got.VMs) != 2 || got.VMs[0].PointTime == nil ||
+		!got.VMs[0].PointTime.Equal(point) || got.VMs[0].LagSeconds != 95 || got.VMs[1].PointTime != nil {
+		t.Fatalf("webhook got %+v", got)
+	}
+	msg := <-mail
+	for _, want := range []string{"Subject: [replicator] 2 VM(s) past their rpo (agent dr01)", "To: ops@example.com",
+		"web01", "newest point 2026-05-04T10:00:00Z, 1m35s old", "db01", "no restore point", `"event": "rpoExceeded"`} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("the mail lacks %q:\n%s", want, msg)
+		}
+	}
+
+	// A channel that fails is an error naming it; the other still gets it.
+	srv.Close()
+	got = contract.RPONotification{}
+	addr, mail = fakeSMTP(t)
+	cfg.SMTP.Address = addr
+	err := NotifyRPO(context.Background(), cfg, n)
+	if err == nil || !strings.Contains(err.Error(), "notify.webhook") {
+		t.Fatalf("want the webhook's failure, got %v", err)
+	}
+	if msg := <-mail; !strings.Contains(msg, "web01") {
+		t.Fatalf("the mail was not sent when the webhook failed:\n%s", msg)
 	}
 }

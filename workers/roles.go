@@ -180,16 +180,31 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		}()
 		// The RPO lag of every VM this agent holds, from its replicas.
 		rpo := metrics.NewRPO(reg, func() ([]metrics.Replica, error) { return replicaAges(a.Store(), reload) }, logger.With("role", "agent"))
+		notifier, err := newRPONotifier(cfg.Agent.Name, filepath.Join(a.Store().Root(), rpoNotifiedFile), func() (config.Notify, error) {
+			c, err := reload()
+			if err != nil {
+				return config.Notify{}, err
+			}
+			return c.Notify, nil
+		}, activities.NotifyRPO, logger.With("role", "agent"))
+		if err != nil {
+			return nil, err
+		}
 		go func() {
-			// Breaches are counted even when nothing scrapes.
-			t := time.NewTicker(10 * time.Second)
+			// Breaches are counted, and notified, even when nothing scrapes
+			// and no run is going (a stopped worker is a breach to tell).
+			t := time.NewTicker(rpoCheckEvery)
 			defer t.Stop()
 			for {
 				select {
 				case <-rctx.Done():
 					return
 				case <-t.C:
-					rpo.Check()
+					// nil: the replicas could not be read (logged); an empty
+					// list would forget every breach told.
+					if reps := rpo.Check(); reps != nil {
+						notifier.check(rctx, reps, time.Now())
+					}
 				}
 			}
 		}()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
@@ -211,6 +212,36 @@ func TestRPOSustained(t *testing.T) {
 		}
 		if token = resp.NextPageToken; len(token) == 0 {
 			break
+		}
+	}
+
+	// The schedule that starts the runs is a workflow of the server's own,
+	// which visibility does not list: its runs (it continues as new when
+	// the server suggests it) are found from the current one backwards.
+	schedWF := "temporal-sys-scheduler:" + contract.ScheduleID("demo")
+	schedRuns, schedMax := 0, int64(0)
+	for runID := ""; ; {
+		d, err := h.c.DescribeWorkflowExecution(ctx, schedWF, runID)
+		if err != nil {
+			t.Logf("the schedule's workflow %s: %v", schedWF, err)
+			break
+		}
+		info := d.GetWorkflowExecutionInfo()
+		schedRuns++
+		schedMax = max(schedMax, info.GetHistoryLength())
+		it := h.c.GetWorkflowHistory(ctx, schedWF, info.GetExecution().GetRunId(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		first, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if runID = first.GetWorkflowExecutionStartedEventAttributes().GetContinuedExecutionRunId(); runID == "" {
+			break
+		}
+	}
+	if schedRuns > 0 {
+		t.Logf("the schedule's own workflow %s: %d runs, the largest %d events", schedWF, schedRuns, schedMax)
+		if schedMax > maxEvents {
+			maxEvents, maxID = schedMax, schedWF
 		}
 	}
 

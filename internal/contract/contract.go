@@ -181,6 +181,40 @@ type Notification struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Events of an RPONotification.
+const (
+	// RPOExceeded: the VMs' newest restore points became older than their
+	// job's rpo (or they have none).
+	RPOExceeded = "rpoExceeded"
+	// RPORecovered: the VMs, past their rpo before, have a restore point
+	// younger than it again.
+	RPORecovered = "rpoRecovered"
+)
+
+// RPONotification is what a target agent sends to notify.webhook and
+// notify.smtp when VMs it holds pass their job's rpo, once per breach, and
+// when they are back within it. Unlike a run's Notification it has Event.
+type RPONotification struct {
+	Event string `json:"event"`
+	// Agent is the target agent (agent.name) holding the replicas.
+	Agent string     `json:"agent"`
+	Time  time.Time  `json:"time"`
+	VMs   []RPOState `json:"vms"`
+}
+
+// RPOState is one VM of an RPONotification.
+type RPOState struct {
+	Job string `json:"job"`
+	VM  string `json:"vm"`
+	// RPO is the job's rpo, as configured (e.g. "30s").
+	RPO string `json:"rpo"`
+	// PointTime is when the source froze the newest restore point's data
+	// (absent: the VM has no restore point).
+	PointTime *time.Time `json:"pointTime,omitempty"`
+	// LagSeconds is the newest point's age at Time (absent with PointTime).
+	LagSeconds float64 `json:"lagSeconds,omitempty"`
+}
+
 // Values of JobSpec.Overlap.
 const (
 	OverlapSkip = "skip"

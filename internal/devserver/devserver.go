@@ -58,6 +58,11 @@ type Server struct {
 
 const clusterName = "active"
 
+// historyCountSuggestContinueAsNew is the history length at which the
+// server tells a workflow it should continue as new
+// (limit.historyCount.suggestContinueAsNew).
+const historyCountSuggestContinueAsNew = 1000
+
 // Start starts the server and, when asked, the Web UI. It returns when the
 // frontend accepts connections.
 func Start(o Options) (*Server, error) {
@@ -111,6 +116,24 @@ func Start(o Options) (*Server, error) {
 		// activity measured here, and one host gains nothing from partitions.
 		dynamicconfig.MatchingNumTaskqueueReadPartitions.Key():  1,
 		dynamicconfig.MatchingNumTaskqueueWritePartitions.Key(): 1,
+		// The history shard's transfer queue, which hands every workflow
+		// and activity task to matching, loads new tasks at most
+		// history.transferProcessorMaxPollRPS times a second per shard
+		// (default 20, service/history/queues/reader_quotas.go). A cluster
+		// spreads its executions over hundreds of shards; this server has
+		// one, so every dispatch waited for the next of 20 slots a second:
+		// 25-40 ms per activity and per workflow task, most of a VM's
+		// orchestration time. The reader still loads only when told of new
+		// tasks (or once a minute), so a higher limit costs nothing idle.
+		dynamicconfig.TransferProcessorMaxPollRPS.Key(): 1000,
+		// A Temporal Schedule is a workflow of the server's own that
+		// continues as new only when the server suggests it, by default at
+		// 4,096 events: a job with rpo 30s runs every 15 s, about 16 events
+		// each, and its schedule's history passed 1,700 events in 40
+		// minutes. Suggested at 1,000 it stays bounded like every
+		// workflow of replicator (the job's run continues as new at 1,000
+		// events by itself).
+		dynamicconfig.HistoryCountSuggestContinueAsNew.Key(): historyCountSuggestContinueAsNew,
 	}
 	srv, err := temporal.NewServer(
 		temporal.WithConfig(conf),

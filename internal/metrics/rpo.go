@@ -109,6 +109,10 @@ func (r *RPO) Check() []Replica {
 	return reps
 }
 
-func past(rep Replica, now time.Time) bool {
+func past(rep Replica, now time.Time) bool { return rep.Exceeded(now) }
+
+// Exceeded says whether, at now, the VM's job has an rpo and the VM's
+// newest restore point is older than it (or it has none).
+func (rep Replica) Exceeded(now time.Time) bool {
 	return rep.RPO > 0 && (rep.Newest.IsZero() || now.Sub(rep.Newest) > rep.RPO)
 }
