@@ -381,10 +381,10 @@ func outsideHours(ctx workflow.Context, spec contract.JobSpec, st *runState) {
 // checkpoint, each failure naming the setting at fault; each check is
 // recorded in the result.
 type runChecks struct {
-	ctx                    workflow.Context
-	spec                   contract.JobSpec
-	st                     *runState
-	srcCtx, tgtCtx         workflow.Context
+	ctx                      workflow.Context
+	spec                     contract.JobSpec
+	st                       *runState
+	srcCtx, tgtCtx           workflow.Context
 	checkSrcCtx, checkTgtCtx workflow.Context
 	// real: the checks are recorded and the data channel, the VMs and the
 	// space are checked (runs recorded before they were keep their commands).
@@ -490,6 +490,7 @@ func (c *runChecks) inventory(in contract.ReplicationInput) ([]contract.VM, *inv
 	}
 	return c.pagedInventory(in, patterns, page)
 }
+
 // vmsExist fails, each by itself, the VMs the input or the job names that
 // the host does not have (found says whether the inventory has one), and
 // (recorded runs aside) checks that the others can be replicated and fit the
@@ -720,15 +721,25 @@ func setDetails(ctx workflow.Context, s *runState) {
 			size += d.Size
 		}
 	}
-	text := fmt.Sprintf("**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, humanBytes(written), humanBytes(size))
-	for _, vm := range s.result.VMs {
-		text += fmt.Sprintf("- %s: %s", vm.Name, vm.Status)
-		for _, d := range vm.Disks {
-			text += fmt.Sprintf(" · disk %s %s %s/%s", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
-		}
-		text += "\n"
+	if t := s.result.Omitted; t != nil {
+		done += t.Success + t.Partial + t.Failed
+		total += s.result.VMsOmitted
+		written += t.BytesWritten
+		size += t.Size
 	}
-	workflow.SetCurrentDetails(ctx, text)
+	var text strings.Builder
+	fmt.Fprintf(&text, "**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, humanBytes(written), humanBytes(size))
+	for _, vm := range s.result.VMs {
+		fmt.Fprintf(&text, "- %s: %s", vm.Name, vm.Status)
+		for _, d := range vm.Disks {
+			fmt.Fprintf(&text, " · disk %s %s %s/%s", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+		}
+		text.WriteString("\n")
+	}
+	if n := s.result.VMsOmitted; n > 0 {
+		fmt.Fprintf(&text, "- and %d more VMs (each in its own workflow)\n", n)
+	}
+	workflow.SetCurrentDetails(ctx, text.String())
 }
 
 func humanBytes(n int64) string {
