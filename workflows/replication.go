@@ -728,16 +728,16 @@ func setDetails(ctx workflow.Context, s *runState) {
 		size += t.Size
 	}
 	var text strings.Builder
-	fmt.Fprintf(&text, "**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, humanBytes(written), humanBytes(size))
+	text.WriteString(fmt.Sprintf("**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, humanBytes(written), humanBytes(size)))
 	for _, vm := range s.result.VMs {
-		fmt.Fprintf(&text, "- %s: %s", vm.Name, vm.Status)
+		text.WriteString(fmt.Sprintf("- %s: %s", vm.Name, vm.Status))
 		for _, d := range vm.Disks {
-			fmt.Fprintf(&text, " · disk %s %s %s/%s", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+			text.WriteString(fmt.Sprintf(" · disk %s %s %s/%s", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size)))
 		}
 		text.WriteString("\n")
 	}
 	if n := s.result.VMsOmitted; n > 0 {
-		fmt.Fprintf(&text, "- and %d more VMs (each in its own workflow)\n", n)
+		text.WriteString(fmt.Sprintf("- and %d more VMs (each in its own workflow)\n", n))
 	}
 	workflow.SetCurrentDetails(ctx, text.String())
 }
