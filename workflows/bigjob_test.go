@@ -174,3 +174,24 @@ func TestVMResultEstimateNotBelowItsJSON(t *testing.T) {
 		t.Fatalf("estimate %d bytes, JSON %d", est, len(b))
 	}
 }
+
+// When the host stops answering the inventory in the middle of a paged run,
+// the VMs already started finish and those not read are counted partial,
+// left for the next run: the run ends partial instead of failing with its
+// VMs running.
+func TestPagesNotReadLeftForTheNextRun(t *testing.T) {
+	defer func(v int) { inventoryPageVMs = v }(inventoryPageVMs)
+	inventoryPageVMs = 100
+	f := newFake()
+	f.vms = manyVMs(250)
+	f.spec.Parallelism = 8
+	f.pagesAnswered = 3 // the checks read the three pages; the run's reads fail
+	res, err := run(t, f, contract.ReplicationInput{Job: "demo"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != contract.StatusPartial || len(f.committed) != 100 || res.Omitted == nil ||
+		res.Omitted.Partial != 150 || res.Omitted.Unread != 150 || res.Omitted.Pending != 0 || res.VMsOmitted != 150 {
+		t.Fatalf("status %s, %d committed, omitted %d %+v", res.Status, len(f.committed), res.VMsOmitted, res.Omitted)
+	}
+}

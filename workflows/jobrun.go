@@ -80,9 +80,7 @@ func (j *jobRun) run() (contract.ReplicationResult, error) {
 	j.watchWindowAndCancel()
 	for {
 		j.drainWhenLong()
-		if err := j.startVMs(); err != nil {
-			return j.st.fail(err)
-		}
+		j.startVMs()
 		if j.windowClosed || j.cancelled {
 			j.leaveForNextRun()
 		}
@@ -130,26 +128,30 @@ func (j *jobRun) drainWhenLong() {
 }
 
 // startVMs starts VMs from the queue (reading the next inventory page when
-// it is empty) while the parallelism, the window and the history allow.
-func (j *jobRun) startVMs() error {
+// it is empty) while the parallelism, the window and the history allow. A
+// page the host does not give (after the activity's retries) leaves the VMs
+// not read partial, for the next run, while the running ones finish.
+func (j *jobRun) startVMs() {
 	parallelism := max(j.spec.Parallelism, 1)
 	for j.running < parallelism && !j.windowClosed && !j.cancelled && !j.draining {
 		if len(j.queue) == 0 && j.pages != nil && j.pages.more {
 			vms, err := j.pages.next(j.ctx, j.spec, j.st)
 			if err != nil {
-				return err
+				workflow.GetLogger(j.ctx).Error("reading the inventory failed: the VMs not read yet are left for the next run", "error", err)
+				j.pages.more = false
+				j.st.leaveUnread()
+				return
 			}
 			j.queue = vms
 			continue
 		}
 		if len(j.queue) == 0 {
-			return nil
+			return
 		}
 		vm := j.queue[0]
 		j.queue = j.queue[1:]
 		j.startVM(vm)
 	}
-	return nil
 }
 
 // vmChildOptions are the options of a VM's workflow.

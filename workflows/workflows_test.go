@@ -36,6 +36,9 @@ type fakeHost struct {
 	replicaOpen map[string]string // vm id → open checkpoint
 	newestPoint map[string]time.Time
 	pages       int // inventory pages read
+	// pagesAnswered, when set, is how many pages the host answers before it
+	// fails every read.
+	pagesAnswered int
 }
 
 func (f *fakeHost) record(s string) {
@@ -93,6 +96,9 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.pages++
+		if f.pagesAnswered > 0 && f.pages > f.pagesAnswered {
+			return contract.InventoryPage{}, temporal.NewNonRetryableApplicationError("host hv01 is gone", contract.ErrTypeBadConfig, nil)
+		}
 		var sel []contract.VM
 		for _, vm := range f.vms {
 			if slices.ContainsFunc(in.Patterns, func(p string) bool { return p == "*" || p == vm.Name || p == vm.ID }) {
