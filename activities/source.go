@@ -195,11 +195,16 @@ func (s *Source) inventoryPage(ctx context.Context, p provider.Provider, sel []p
 		}
 		c := s.inventoryVM(ctx, p, vm)
 		b, _ := json.Marshal(c)
-		if len(page.VMs) > 0 && size+len(b) > contract.InventoryPageBytes {
+		// Each disk past two also weighs what the run lists of it while the
+		// VM is pending (about 240 bytes of result per disk): a page of VMs
+		// with many disks is smaller, so that the page and its VMs' pending
+		// results together stay under the payload warning.
+		w := len(b) + 240*max(0, len(c.Disks)-2)
+		if len(page.VMs) > 0 && size+w > contract.InventoryPageBytes {
 			page.More = true
 			break
 		}
-		size += len(b)
+		size += w
 		page.VMs = append(page.VMs, c)
 	}
 	return page

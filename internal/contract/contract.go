@@ -352,8 +352,10 @@ type InventoryInput struct {
 	Limit int    `json:"limit,omitempty"`
 }
 
-// InventoryPageBytes bounds the JSON of one inventory page, well under
-// Temporal's 512 KiB payload warning whatever a VM's disks and configuration.
+// InventoryPageBytes bounds the JSON of one inventory page (each disk of a
+// VM past two weighing 240 bytes more, for the result the run lists of it),
+// so that a page and its VMs' pending results stay under Temporal's 512 KiB
+// payload warning whatever a VM's disks and configuration.
 const InventoryPageBytes = 192 << 10
 
 // InventoryPage is one page of a host's inventory, in VM id order.
