@@ -124,15 +124,104 @@ func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]c
 		if !selected(vm, in.Patterns) {
 			continue
 		}
-		c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{},
-			Unsupported: vm.Unsupported}
-		c.Config = s.vmConfig(ctx, p, vm)
-		for _, d := range vm.Disks {
-			c.Disks = append(c.Disks, contract.Disk{ID: d.ID, VirtualSize: d.VirtualSize, SectorSize: sectorSize(d.Path)})
-		}
-		out = append(out, c)
+		out = append(out, s.inventoryVM(ctx, p, vm))
 	}
 	return out, nil
+}
+
+func (s *Source) inventoryVM(ctx context.Context, p provider.Provider, vm provider.VM) contract.VM {
+	c := contract.VM{ID: vm.ID, Name: vm.Name, State: vm.State, Generation: vm.Generation, Disks: []contract.Disk{},
+		Unsupported: vm.Unsupported}
+	c.Config = s.vmConfig(ctx, p, vm)
+	for _, d := range vm.Disks {
+		c.Disks = append(c.Disks, contract.Disk{ID: d.ID, VirtualSize: d.VirtualSize, SectorSize: sectorSize(d.Path)})
+	}
+	return c
+}
+
+// InventoryPage is Inventory one page at a time, in VM id order: the VMs the
+// patterns select whose id sorts after in.After, at most in.Limit of them and
+// no more than contract.InventoryPageBytes of JSON (always at least one), so
+// that a host of thousands of VMs never answers in one payload past
+// Temporal's warning. The first page also counts the VMs selected and names
+// the patterns without a wildcard that select none.
+func (s *Source) InventoryPage(ctx context.Context, in contract.InventoryInput) (contract.InventoryPage, error) {
+	if in.Limit < 1 {
+		return contract.InventoryPage{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("inventory page of host %q: limit %d, want at least 1", in.Host, in.Limit))
+	}
+	p, err := s.provider(in.Host)
+	if err != nil {
+		return contract.InventoryPage{}, err
+	}
+	vms, err := p.VMs(ctx)
+	if err != nil {
+		return contract.InventoryPage{}, classify(err)
+	}
+	var sel []provider.VM
+	for _, vm := range vms {
+		if selected(vm, in.Patterns) {
+			sel = append(sel, vm)
+		}
+	}
+	// A selection that fits one page keeps the host's order, as Inventory
+	// answers; pages follow VM ids.
+	sorted := in.After != "" || len(sel) > in.Limit
+	if sorted {
+		slices.SortFunc(sel, func(a, b provider.VM) int { return strings.Compare(a.ID, b.ID) })
+	}
+	page := s.inventoryPage(ctx, p, sel, in.After, in.Limit)
+	if page.More && !sorted {
+		slices.SortFunc(sel, func(a, b provider.VM) int { return strings.Compare(a.ID, b.ID) })
+		page = s.inventoryPage(ctx, p, sel, in.After, in.Limit)
+	}
+	if in.After == "" {
+		page.Total = len(sel)
+		page.Missing = missingPatterns(sel, in.Patterns)
+	}
+	return page, nil
+}
+
+// inventoryPage is the page of the selected VMs after the id after.
+func (s *Source) inventoryPage(ctx context.Context, p provider.Provider, sel []provider.VM, after string, limit int) contract.InventoryPage {
+	page := contract.InventoryPage{VMs: []contract.VM{}}
+	size := 0
+	for _, vm := range sel {
+		if after != "" && vm.ID <= after {
+			continue
+		}
+		if len(page.VMs) == limit {
+			page.More = true
+			break
+		}
+		c := s.inventoryVM(ctx, p, vm)
+		b, _ := json.Marshal(c)
+		// Each disk past two also weighs what the run lists of it while the
+		// VM is pending (about 240 bytes of result per disk): a page of VMs
+		// with many disks is smaller, so that the page and its VMs' pending
+		// results together stay under the payload warning.
+		w := len(b) + 240*max(0, len(c.Disks)-2)
+		if len(page.VMs) > 0 && size+w > contract.InventoryPageBytes {
+			page.More = true
+			break
+		}
+		size += w
+		page.VMs = append(page.VMs, c)
+	}
+	return page
+}
+
+// missingPatterns are the patterns without a wildcard that select none of vms.
+func missingPatterns(vms []provider.VM, patterns []string) []string {
+	var missing []string
+	for _, want := range patterns {
+		if strings.ContainsAny(want, "*?[") {
+			continue
+		}
+		if !slices.ContainsFunc(vms, func(vm provider.VM) bool { return vm.ID == want || strings.EqualFold(vm.Name, want) }) {
+			missing = append(missing, want)
+		}
+	}
+	return missing
 }
 
 // sectorSize reads a disk's logical sector size so that the replica keeps it

@@ -71,7 +71,7 @@ func (t *Target) CheckTarget(ctx context.Context, job string) (contract.TargetSt
 }
 
 // CheckSpace says whether the datastore has room for what a run of these
-// VMs may write: a VM's virtual size when it has no complete restore point
+// VMs (and those in.Before counts, of a paged inventory) may write: a VM's virtual size when it has no complete restore point
 // yet, else the largest of its newest points (what a run of it wrote), plus
 // a tenth and MinFreeBytes for metadata, digests and retention merges.
 //
@@ -86,7 +86,7 @@ func (t *Target) CheckSpace(ctx context.Context, in contract.SpaceInput) (contra
 		return contract.SpaceStatus{}, fmt.Errorf("agent.datastore %s: %w", t.Datastore, err)
 	}
 	store := t.Agent.Store()
-	var need int64
+	need := in.Before.Bytes
 	var first, incr []string
 	for _, vm := range in.VMs {
 		var size int64
@@ -114,13 +114,18 @@ func (t *Target) CheckSpace(ctx context.Context, in contract.SpaceInput) (contra
 		min = 1 << 30
 	}
 	total := need + need/10 + min
+	tally := contract.SpaceTally{First: in.Before.First + len(first), Incremental: in.Before.Incremental + len(incr), Bytes: need}
 	detail := fmt.Sprintf("%d VMs: %d first points at their virtual size, %d like their latest points; %s with margin, %s free",
-		len(in.VMs), len(first), len(incr), bytesize.Text(total), bytesize.Text(free))
-	st := contract.SpaceStatus{FreeBytes: free, NeededBytes: total, Detail: detail}
+		tally.First+tally.Incremental, tally.First, tally.Incremental, bytesize.Text(total), bytesize.Text(free))
+	st := contract.SpaceStatus{FreeBytes: free, NeededBytes: total, Detail: detail, Tally: tally}
 	if free < total {
+		firstNames := strings.Join(first, ", ")
+		if n := in.Before.First; n > 0 {
+			firstNames = fmt.Sprintf("%s and %d more", firstNames, n)
+		}
 		return st, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 			"agent.datastore %s has %s free, but this run may write %s (first points, at their virtual size: %s; other VMs like their latest points: %d) and keeps %s spare: free space there or move the datastore",
-			t.Datastore, bytesize.Text(free), bytesize.Text(need), strings.Join(first, ", "), len(incr), bytesize.Text(total-need)), contract.ErrTypeNoSpace, nil)
+			t.Datastore, bytesize.Text(free), bytesize.Text(need), firstNames, tally.Incremental, bytesize.Text(total-need)), contract.ErrTypeNoSpace, nil)
 	}
 	return st, nil
 }

@@ -14,6 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/runresult"
 )
 
 func newRunCommand() *cobra.Command {
@@ -129,6 +130,9 @@ func followRun(cmd *cobra.Command, c client.Client, run client.WorkflowRun, id s
 		return withExitCode(1, fmt.Errorf("run %s failed: %w", id, err))
 	}
 	if wait {
+		if err := runresult.Complete(ctx, c, id, &res); err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "the result counts %d VMs it does not list: %v\n", res.VMsOmitted, err)
+		}
 		var err error
 		if format == outputJSON {
 			err = printJSON(cmd, res)
@@ -168,6 +172,11 @@ func newStatusCommand() *cobra.Command {
 			p, err := queryProgress(cmd.Context(), c, args[0])
 			if err != nil {
 				return err
+			}
+			// A job of thousands of VMs counts the finished VMs past its
+			// payload budget: their detail is read back from their workflows.
+			if err := runresult.Complete(cmd.Context(), c, args[0], &p); err != nil {
+				return fmt.Errorf("progress of %s: %w", args[0], err)
 			}
 			return emit(cmd, outputJSON, p, func(w io.Writer) error { return writeRunResult(w, p) })
 		},

@@ -26,6 +26,7 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/runresult"
 	"github.com/replicator/replicator/internal/temporalclient"
 )
 
@@ -162,8 +163,14 @@ func runJob(ctx context.Context, c client.Client, cfg *config.Config, job string
 	close(done)
 	if err != nil {
 		res.Job, res.Status, res.RunID = job, contract.StatusFailed, run.GetRunID()
+		return res, err
 	}
-	return res, err
+	// A job of thousands of VMs counts the finished VMs past its payload
+	// budget: their detail is read back from their workflows.
+	if err := runresult.Complete(ctx, c, id, &res); err != nil {
+		fmt.Fprintf(os.Stderr, "the result counts %d VMs it does not list: %v\n", res.VMsOmitted, err)
+	}
+	return res, nil
 }
 
 func progressLine(p contract.ReplicationResult) string {

@@ -112,10 +112,21 @@ func (h *harness) options() options {
 	return options{config: h.cfgFile, dataDir: h.dir, interceptors: h.interceptors}
 }
 
+// harnessLogWriter, when set, also receives the warnings the stack logs
+// (the load test counts Temporal's payload size warnings in them).
+var harnessLogWriter io.Writer
+
 func (h *harness) start(roles roleSet) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if harnessLogWriter != nil {
+		out := io.Writer(harnessLogWriter)
+		if testing.Verbose() {
+			out = io.MultiWriter(os.Stderr, harnessLogWriter)
+		}
+		logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	st, err := startRoles(context.Background(), h.cfg, h.options(), roles, logger)
 	if err != nil {

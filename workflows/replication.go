@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/contract"
 )
 
@@ -25,6 +26,9 @@ type runState struct {
 	result contract.ReplicationResult
 	// notify lists the notification channels the run's end goes to.
 	notify []string
+	// bounded: the run reads a large inventory in pages and keeps its
+	// result within resultBudget (runs recorded before keep their commands).
+	bounded bool
 }
 
 func (s *runState) vm(id string) *contract.VMResult {
@@ -126,229 +130,59 @@ func replicate(ctx workflow.Context, in contract.ReplicationInput, st *runState)
 	if in.Job == "" {
 		return st.fail(temporal.NewNonRetryableApplicationError(`input needs a job name: {"job": "NAME"}`, contract.ErrTypeBadInput, nil))
 	}
+	j, err := prepareRun(ctx, in, st)
+	if err != nil {
+		return st.fail(err)
+	}
+	return j.run()
+}
 
-	var spec contract.JobSpec
-	var deadline time.Time
-	var vms []contract.VM
-	if c := in.Continued; c != nil {
-		// The rest of a run that continued as new: the job's settings, the
-		// inventory and the window are those of the run's start.
-		spec, deadline, vms = c.Spec, c.Deadline, c.Pending
-		st.result = c.Result
-		st.notify = spec.Notify
-		// Any client can send a continuation: one whose result does not list
-		// a pending VM would leave that VM's outcome nowhere to go.
-		for _, vm := range vms {
-			if st.vm(vm.ID) == nil {
-				return st.fail(temporal.NewNonRetryableApplicationError(
-					fmt.Sprintf("input continued.pending: VM %q (id %q) is not in continued.result", vm.Name, vm.ID), contract.ErrTypeBadInput, nil))
-			}
-		}
-		// Any client can also carry settings no configuration holds: the
-		// carried spec must be the configured job's.
-		if workflow.GetVersion(ctx, "continued-spec-is-configured", workflow.DefaultVersion, 1) == 1 {
-			if err := checkContinuedSpec(ctx, in.Job, spec); err != nil {
-				return st.fail(err)
-			}
-		}
-	} else {
-		var err error
-		if spec, deadline, vms, err = startRun(ctx, in, st); err != nil {
-			return st.fail(err)
-		}
+// prepareRun makes the job loop of a run: from its continuation when it
+// continues one, else from the job's settings, checks and inventory.
+func prepareRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) (*jobRun, error) {
+	// A job of thousands of VMs reads its inventory in pages and lists in its
+	// result (and its continuation) no more VMs than fit a payload budget.
+	bounded := workflow.GetVersion(ctx, "bounded-payloads", workflow.DefaultVersion, 1) == 1
+	if in.Continued != nil {
+		return continuedRun(ctx, in, st, bounded)
 	}
+	st.bounded = bounded
+	spec, deadline, vms, pages, err := startRun(ctx, in, st)
+	if err != nil {
+		return nil, err
+	}
+	return newJobRun(ctx, in, st, spec, deadline, vms, pages), nil
+}
 
-	// The operator's names in the Web UI and the CLI: search attributes (when
-	// the namespace has them) and a summary of each VM's workflow.
-	operatorNames := workflow.GetVersion(ctx, "operator-names", workflow.DefaultVersion, 1) == 1
-	if operatorNames && spec.SearchAttributes {
-		names := make([]string, 0, len(st.result.VMs))
-		for _, vm := range st.result.VMs {
-			names = append(names, vm.Name)
-		}
-		if err := workflow.UpsertTypedSearchAttributes(ctx, jobAttribute.ValueSet(spec.Name), vmAttribute.ValueSet(names)); err != nil {
-			workflow.GetLogger(ctx).Warn("setting the run's search attributes failed", "error", err)
-		}
-	}
-
-	// 4. One child per VM, at most parallelism at once, none started after the window closed.
-	parallelism := spec.Parallelism
-	if parallelism < 1 {
-		parallelism = 1
-	}
-	running := 0
-	next := 0
-	sel := workflow.NewSelector(ctx)
-	// One run at a time replicates a VM: its workflow id is the VM's, not the
-	// run's, so Temporal refuses a second one while the first runs.
-	oneRunPerVM := workflow.GetVersion(ctx, "one-run-per-vm", workflow.DefaultVersion, 1) == 1
-	held := map[string]*heldVM{}
-	// A VM that failed for a reason that may pass is tried again, the job's
-	// retryWait later, up to its retries, while the window allows.
-	vmRetries := workflow.GetVersion(ctx, "vm-retries", workflow.DefaultVersion, 1) == 1
-	attempts := map[string]int{}
-	for _, vm := range st.result.VMs {
-		// A continued run goes on counting the attempts of the run it continues.
-		attempts[vm.ID] = vm.Attempts
-	}
-	windowClosed := false
-	if !deadline.IsZero() {
-		timer := workflow.NewTimer(ctx, deadline.Sub(workflow.Now(ctx)))
-		sel.AddFuture(timer, func(workflow.Future) { windowClosed = true })
-	}
-	cancelled := false
-	sel.AddReceive(cancelSignal(ctx), func(c workflow.ReceiveChannel, _ bool) {
-		c.Receive(ctx, nil)
-		cancelled = true
-	})
-	draining := false
-	for {
-		if !draining && next < len(vms) && historyIsLong(ctx) {
-			// Start no more VMs; when the running ones finish, the rest
-			// continues in a new run with a new history.
-			draining = workflow.GetVersion(ctx, "continue-as-new-when-long", workflow.DefaultVersion, 1) == 1
-		}
-		for running < parallelism && next < len(vms) && !windowClosed && !cancelled && !draining {
-			vm := vms[next]
-			next++
-			running++
-			st.vm(vm.ID).Status = contract.StatusRunning
-			attempts[vm.ID]++
-			copts := workflow.ChildWorkflowOptions{
-				WorkflowID: fmt.Sprintf("%s/%s", info.WorkflowExecution.ID, vm.ID),
-				// Cancelling the run cancels its VMs, which release what they hold.
-				ParentClosePolicy:   enums.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
-				WaitForCancellation: true,
-			}
-			if oneRunPerVM {
-				copts.WorkflowID = contract.VMWorkflowID(spec.Source, vm.ID)
-				copts.WorkflowIDReusePolicy = enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE
-				copts.Memo = map[string]interface{}{contract.MemoJob: spec.Name}
-			}
-			if operatorNames {
-				copts.StaticSummary, copts.StaticDetails = vmSummary(spec, vm, info.WorkflowExecution.ID)
-				if spec.SearchAttributes {
-					copts.TypedSearchAttributes = temporal.NewSearchAttributes(jobAttribute.ValueSet(spec.Name), vmAttribute.ValueSet([]string{vm.Name}))
-				}
-			}
-			cctx := workflow.WithChildOptions(ctx, copts)
-			child := workflow.ExecuteChildWorkflow(cctx, contract.VMReplicationWorkflow, contract.VMInput{
-				Job: spec, VM: vm, ParentWorkflowID: info.WorkflowExecution.ID, Deadline: deadline,
-			})
-			sel.AddFuture(child, func(f workflow.Future) {
-				running--
-				var r contract.VMResult
-				err := f.Get(ctx, &r)
-				if oneRunPerVM && temporal.IsWorkflowExecutionAlreadyStartedError(err) {
-					// Another run holds the VM: it is left undisturbed.
-					running++
-					h := held[vm.ID]
-					if h == nil {
-						h = &heldVM{}
-						held[vm.ID] = h
-					}
-					sel.AddFuture(h.find(ctx, spec, vm, copts.WorkflowID, deadline, st), func(workflow.Future) {
-						running--
-						switch {
-						case spec.Overlap == contract.OverlapWait && !windowClosed && !cancelled:
-							vms = append(vms, vm) // tried again
-						default:
-							reason := "skipped (overlap: skip): " + h.holder
-							if windowClosed {
-								reason = "backup window closed while waiting for " + h.holder
-							} else if cancelled {
-								reason = "run cancelled while waiting for " + h.holder
-							}
-							*st.vm(vm.ID) = partialAll(*st.vm(vm.ID), reason)
-						}
-					})
-					return
-				}
-				if err != nil {
-					r = contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusFailed, Error: errorText(err)}
-					if prev := st.vm(vm.ID); prev != nil {
-						r.Disks = prev.Disks
-						for i := range r.Disks {
-							if !isFinal(r.Disks[i].Status) {
-								r.Disks[i].Status = contract.StatusFailed
-							}
-						}
-					}
-				}
-				if vmRetries {
-					r.Attempts = attempts[vm.ID]
-					wait := max(spec.RetryWait, time.Second)
-					if r.Status == contract.StatusFailed && r.Retryable && !cancelled && !windowClosed &&
-						attempts[vm.ID] <= spec.Retries && (deadline.IsZero() || workflow.Now(ctx).Add(wait).Before(deadline)) {
-						last := r
-						shown := r
-						shown.Status = contract.StatusPending
-						shown.Error = fmt.Sprintf("attempt %d failed: %s; tried again at %s", r.Attempts, r.Error,
-							workflow.Now(ctx).Add(wait).UTC().Format(time.RFC3339))
-						*st.vm(vm.ID) = shown
-						running++
-						sel.AddFuture(workflow.NewTimer(ctx, wait), func(workflow.Future) {
-							running--
-							switch {
-							case cancelled:
-								last.Error += "; not tried again: run cancelled"
-							case windowClosed:
-								last.Error += "; not tried again: backup window closed"
-							default:
-								vms = append(vms, vm)
-								return
-							}
-							*st.vm(vm.ID) = last
-						})
-						return
-					}
-				}
-				*st.vm(vm.ID) = r
-			})
-		}
-		if (windowClosed || cancelled) && next < len(vms) {
-			// The window closed (or the run was cancelled) before these VMs
-			// started: they wait for the next run.
-			reason := "backup window closed before this VM started"
-			if cancelled {
-				reason = "run cancelled before this VM started"
-			}
-			for ; next < len(vms); next++ {
-				vm := st.vm(vms[next].ID)
-				vm.Status = contract.StatusPartial
-				vm.Error = reason
-				if h := held[vms[next].ID]; h != nil {
-					vm.Error = reason + "; it was waiting for " + h.holder
-				}
-				for i := range vm.Disks {
-					vm.Disks[i].Status = contract.StatusPartial
-				}
-			}
-		}
-		if draining && running == 0 && next < len(vms) {
-			return st.result, workflow.NewContinueAsNewError(ctx, contract.ReplicationWorkflow, contract.ReplicationInput{
-				Job: in.Job, VMs: in.VMs,
-				Continued: &contract.RunContinuation{Spec: spec, Deadline: deadline, Pending: vms[next:], Result: st.result},
-			})
-		}
-		if running == 0 && next >= len(vms) {
-			break
-		}
-		sel.Select(ctx)
-		setDetails(ctx, st)
-	}
-	st.result.Status = overall(st.result.VMs)
-	st.result.RPOExceeded = 0
-	for _, vm := range st.result.VMs {
-		if vm.RPOExceeded {
-			st.result.RPOExceeded++
+// continuedRun takes up the rest of a run that continued as new: the job's
+// settings, the VMs left (and where its paged inventory stands) and the
+// window are those of the run's start.
+func continuedRun(ctx workflow.Context, in contract.ReplicationInput, st *runState, bounded bool) (*jobRun, error) {
+	c := in.Continued
+	st.result = c.Result
+	st.notify = c.Spec.Notify
+	st.bounded = bounded
+	// Any client can send a continuation: one whose result does not list
+	// a pending VM would leave that VM's outcome nowhere to go.
+	for _, vm := range c.Pending {
+		if st.vm(vm.ID) == nil {
+			return nil, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("input continued.pending: VM %q (id %q) is not in continued.result", vm.Name, vm.ID), contract.ErrTypeBadInput, nil)
 		}
 	}
-	setDetails(ctx, st)
-	if ctx.Err() != nil {
-		return st.result, ctx.Err()
+	// Any client can also carry settings no configuration holds: the
+	// carried spec must be the configured job's.
+	if workflow.GetVersion(ctx, "continued-spec-is-configured", workflow.DefaultVersion, 1) == 1 {
+		if err := checkContinuedSpec(ctx, in.Job, c.Spec); err != nil {
+			return nil, err
+		}
 	}
-	return st.result, nil
+	var pages *inventoryPages
+	if bounded && c.Paged {
+		pages = &inventoryPages{host: c.Spec.Source, target: c.Spec.Target, job: c.Spec.Name,
+			patterns: c.Patterns, cursor: c.Cursor, more: true}
+	}
+	return newJobRun(ctx, in, st, c.Spec, c.Deadline, c.Pending, pages), nil
 }
 
 // checkContinuedSpec loads the job's settings and refuses a continuation
@@ -407,9 +241,9 @@ func vmSummary(spec contract.JobSpec, vm contract.VM, run string) (summary, deta
 		size += d.VirtualSize
 	}
 	details = fmt.Sprintf("**VM** %s (id %s) on host %s\n\n**Job** %s, to target %s, run %s\n\n**Disks** %d, %s in all\n",
-		vm.Name, vm.ID, spec.Source, spec.Name, spec.Target, run, len(vm.Disks), humanBytes(size))
+		vm.Name, vm.ID, spec.Source, spec.Name, spec.Target, run, len(vm.Disks), bytesize.Text(size))
 	for _, d := range vm.Disks {
-		details += fmt.Sprintf("- disk %s: %s\n", d.ID, humanBytes(d.VirtualSize))
+		details += fmt.Sprintf("- disk %s: %s\n", d.ID, bytesize.Text(d.VirtualSize))
 	}
 	return summary, details
 }
@@ -470,154 +304,314 @@ func holderText(vm contract.VM, workflowID string, run contract.VMRun, err error
 
 // startRun loads the job's settings, checks the source host and the target,
 // and lists the VMs to replicate (interrupted ones first), adding them to the
-// run's result as pending.
-func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) (contract.JobSpec, time.Time, []contract.VM, error) {
-	logger := workflow.GetLogger(ctx)
-	// 1. Job settings, read at run time so that an edited job applies now.
-	var spec contract.JobSpec
+// run's result as pending. A job of more VMs than one inventory page returns
+// its first page and the reader of the others.
+func startRun(ctx workflow.Context, in contract.ReplicationInput, st *runState) (contract.JobSpec, time.Time, []contract.VM, *inventoryPages, error) {
+	spec, deadline, windowHours, err := loadSpec(ctx, in.Job, st)
+	if err != nil {
+		return spec, time.Time{}, nil, nil, err
+	}
+	c := newRunChecks(ctx, spec, st)
+	if err := c.infrastructure(); err != nil {
+		return spec, time.Time{}, nil, nil, err
+	}
+	vms, pages, err := c.inventory(in)
+	if err != nil {
+		return spec, time.Time{}, nil, nil, err
+	}
+	// Interrupted restore points continue before anything new starts.
+	var open []string
+	if err := workflow.ExecuteActivity(c.tgtCtx, contract.ActOpenSessions, spec.Name).Get(ctx, &open); err != nil {
+		workflow.GetLogger(ctx).Warn("listing interrupted restore points failed; continuing in inventory order", "error", err)
+	}
+	vms = resumeFirst(vms, open)
+	listPending(st, vms)
+	if pages != nil {
+		pages.open, pages.read = open, true
+	}
+	if windowHours && !spec.WindowOpens.IsZero() {
+		outsideHours(ctx, spec, st)
+		if pages != nil {
+			st.leaveUnread()
+		}
+		return spec, deadline, nil, nil, nil
+	}
+	return spec, deadline, vms, pages, nil
+}
+
+// loadSpec loads the job's settings, read at run time so that an edited job
+// applies now, and the window's deadline: the end of the window or of the
+// permitted hours, the earlier wins.
+func loadSpec(ctx workflow.Context, job string, st *runState) (spec contract.JobSpec, deadline time.Time, windowHours bool, err error) {
 	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity("")),
-		contract.ActLoadJob, in.Job).Get(ctx, &spec); err != nil {
-		return spec, time.Time{}, nil, fmt.Errorf("loading job %q: %w", in.Job, err)
+		contract.ActLoadJob, job).Get(ctx, &spec); err != nil {
+		return spec, time.Time{}, false, fmt.Errorf("loading job %q: %w", job, err)
 	}
 	st.notify = spec.Notify
-	var deadline time.Time
 	if spec.Window > 0 {
 		deadline = workflow.Now(ctx).Add(spec.Window)
 	}
-	// The job's permitted hours: the earlier end wins; outside them nothing starts.
-	windowHours := workflow.GetVersion(ctx, "window-hours", workflow.DefaultVersion, 1) == 1
+	windowHours = workflow.GetVersion(ctx, "window-hours", workflow.DefaultVersion, 1) == 1
 	if windowHours && !spec.WindowEnd.IsZero() && (deadline.IsZero() || spec.WindowEnd.Before(deadline)) {
 		deadline = spec.WindowEnd
 	}
-	srcCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source)))
-	tgtCtx := workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target)))
+	return spec, deadline, windowHours, nil
+}
 
-	// 2. The infrastructure the job needs answers: the source host, the
-	// target agent, the data channel between them (with the proxy's
-	// certificate), and after the inventory the room on the datastore. All of
-	// it before any checkpoint, each failure naming the setting at fault.
-	realChecks := workflow.GetVersion(ctx, "infrastructure-checks", workflow.DefaultVersion, 1) == 1
-	checkSrcCtx, checkTgtCtx := srcCtx, tgtCtx
-	if realChecks {
-		checkSrcCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.SourceQueue(spec.Source)))
-		checkTgtCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.TargetQueue(spec.Target)))
+// outsideHours makes every pending VM partial: the run started outside the
+// job's permitted hours and does nothing.
+func outsideHours(ctx workflow.Context, spec contract.JobSpec, st *runState) {
+	tz := spec.Timezone
+	if tz == "" {
+		tz = "UTC"
 	}
-	check := func(name string, err error, detail string) {
-		if realChecks {
-			st.result.Checks = append(st.result.Checks, contract.Check{Name: name, OK: err == nil, Detail: detail})
+	reason := fmt.Sprintf("outside the backup window (windowHours %q, %s): nothing was done; the window opens at %s",
+		spec.WindowHours, tz, spec.WindowOpens.Format(time.RFC3339))
+	workflow.GetLogger(ctx).Info("the run started outside its backup window", "opens", spec.WindowOpens)
+	for i := range st.result.VMs {
+		if st.result.VMs[i].Status == contract.StatusPending {
+			st.result.VMs[i] = partialAll(st.result.VMs[i], reason)
 		}
 	}
-	checkSrc := workflow.ExecuteActivity(checkSrcCtx, contract.ActCheckSource, spec.Source)
-	checkTgt := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckTarget, spec.Name)
-	if err := checkSrc.Get(ctx, nil); err != nil {
-		err = notAnswering(err, "source host "+spec.Source, "no proxy serves hosts["+spec.Source+"] (task queue "+contract.SourceQueue(spec.Source)+"): is a worker with the proxy role running?")
-		check("source host "+spec.Source+" answers", err, errorText(err))
-		return spec, time.Time{}, nil, fmt.Errorf("source host %s: %w", spec.Source, err)
+}
+
+// runChecks are the checks of a run's start: the infrastructure the job
+// needs answers (the source host, the target agent, the data channel between
+// them with the proxy's certificate) and, after the inventory, the job's VMs
+// exist, can be replicated and fit the datastore. All of it before any
+// checkpoint, each failure naming the setting at fault; each check is
+// recorded in the result.
+type runChecks struct {
+	ctx                      workflow.Context
+	spec                     contract.JobSpec
+	st                       *runState
+	srcCtx, tgtCtx           workflow.Context
+	checkSrcCtx, checkTgtCtx workflow.Context
+	// real: the checks are recorded and the data channel, the VMs and the
+	// space are checked (runs recorded before they were keep their commands).
+	real bool
+}
+
+func newRunChecks(ctx workflow.Context, spec contract.JobSpec, st *runState) *runChecks {
+	c := &runChecks{ctx: ctx, spec: spec, st: st,
+		srcCtx: workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(spec.Source))),
+		tgtCtx: workflow.WithActivityOptions(ctx, shortActivity(contract.TargetQueue(spec.Target))),
 	}
-	check("source host "+spec.Source+" answers", nil, "")
+	c.real = workflow.GetVersion(ctx, "infrastructure-checks", workflow.DefaultVersion, 1) == 1
+	c.checkSrcCtx, c.checkTgtCtx = c.srcCtx, c.tgtCtx
+	if c.real {
+		c.checkSrcCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.SourceQueue(spec.Source)))
+		c.checkTgtCtx = workflow.WithActivityOptions(ctx, checkActivity(contract.TargetQueue(spec.Target)))
+	}
+	return c
+}
+
+// record adds a check to the result.
+func (c *runChecks) record(name string, err error, detail string) {
+	if c.real {
+		c.st.result.Checks = append(c.st.result.Checks, contract.Check{Name: name, OK: err == nil, Detail: detail})
+	}
+}
+
+// step runs one check: its error, recorded under its name, fails the run
+// with the context of what was checked.
+func (c *runChecks) step(name, context string, check func() (detail string, err error)) error {
+	detail, err := check()
+	if err != nil {
+		detail = errorText(err)
+	}
+	c.record(name, err, detail)
+	if err != nil {
+		return fmt.Errorf("%s: %w", context, err)
+	}
+	return nil
+}
+
+// infrastructure checks the source host, the target agent and (recorded
+// runs aside) the data channel between them, in that order.
+func (c *runChecks) infrastructure() error {
+	spec := c.spec
+	checkSrc := workflow.ExecuteActivity(c.checkSrcCtx, contract.ActCheckSource, spec.Source)
+	checkTgt := workflow.ExecuteActivity(c.checkTgtCtx, contract.ActCheckTarget, spec.Name)
 	var target contract.TargetStatus
-	if err := checkTgt.Get(ctx, &target); err != nil {
-		err = notAnswering(err, "target "+spec.Target, "the agent of target "+spec.Target+" is down: nothing serves task queue "+contract.TargetQueue(spec.Target)+" (is a worker with the target role and agent.name "+spec.Target+" running?)")
-		check("agent of target "+spec.Target+" answers", err, errorText(err))
-		return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+	steps := []struct {
+		name, context string
+		check         func() (string, error)
+	}{
+		{"source host " + spec.Source + " answers", "source host " + spec.Source, func() (string, error) {
+			return "", notAnswering(checkSrc.Get(c.ctx, nil), "source host "+spec.Source, "no proxy serves hosts["+spec.Source+"] (task queue "+contract.SourceQueue(spec.Source)+"): is a worker with the proxy role running?")
+		}},
+		{"agent of target " + spec.Target + " answers", "target " + spec.Target, func() (string, error) {
+			err := checkTgt.Get(c.ctx, &target)
+			return "datastore " + target.Datastore, notAnswering(err, "target "+spec.Target, "the agent of target "+spec.Target+" is down: nothing serves task queue "+contract.TargetQueue(spec.Target)+" (is a worker with the target role and agent.name "+spec.Target+" running?)")
+		}},
+		{"proxy opens the data channel of " + spec.Target + " at " + spec.TargetAddress, "target " + spec.Target, func() (string, error) {
+			var version int
+			return "", workflow.ExecuteActivity(c.checkSrcCtx, contract.ActProbeDataChannel, contract.ProbeInput{
+				Target: spec.Target, Address: spec.TargetAddress, AgentListen: target.Listen,
+			}).Get(c.ctx, &version)
+		}},
 	}
-	if realChecks {
-		check("agent of target "+spec.Target+" answers", nil, "datastore "+target.Datastore)
-		var version int
-		err := workflow.ExecuteActivity(checkSrcCtx, contract.ActProbeDataChannel, contract.ProbeInput{
-			Target: spec.Target, Address: spec.TargetAddress, AgentListen: target.Listen,
-		}).Get(ctx, &version)
-		name := "proxy opens the data channel of " + spec.Target + " at " + spec.TargetAddress
-		check(name, err, detailOf(err))
-		if err != nil {
-			return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
+	for i, s := range steps {
+		if i == len(steps)-1 && !c.real {
+			break
+		}
+		if err := c.step(s.name, s.context, s.check); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	// 3. The inventory, narrowed by the input.
-	patterns := spec.VMs
+// inventory lists the job's VMs, narrowed by the input, and checks that
+// they exist, can be replicated, and fit the datastore. A job of more VMs
+// than one page (only in runs that read pages) gets its first page here and
+// the reader of the others.
+func (c *runChecks) inventory(in contract.ReplicationInput) ([]contract.VM, *inventoryPages, error) {
+	patterns := c.spec.VMs
 	if len(in.VMs) > 0 {
 		patterns = in.VMs
 	}
-	var vms []contract.VM
-	if err := workflow.ExecuteActivity(srcCtx, contract.ActInventory,
-		contract.InventoryInput{Host: spec.Source, Patterns: patterns}).Get(ctx, &vms); err != nil {
-		return spec, time.Time{}, nil, fmt.Errorf("inventory of %s: %w", spec.Source, err)
+	if !c.st.bounded {
+		var vms []contract.VM
+		if err := workflow.ExecuteActivity(c.srcCtx, contract.ActInventory,
+			contract.InventoryInput{Host: c.spec.Source, Patterns: patterns}).Get(c.ctx, &vms); err != nil {
+			return nil, nil, fmt.Errorf("inventory of %s: %w", c.spec.Source, err)
+		}
+		vms, err := c.vmsExist(in, vms)
+		return vms, nil, err
 	}
+	page, err := readPage(c.ctx, c.spec.Source, patterns, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	if !page.More {
+		vms, err := c.vmsExist(in, page.VMs)
+		return vms, nil, err
+	}
+	return c.pagedInventory(in, patterns, page)
+}
+
+// vmsExist fails, each by itself, the VMs the input or the job names that
+// the host does not have (found says whether the inventory has one), and
+// (recorded runs aside) checks that the others can be replicated and fit the
+// datastore.
+func (c *runChecks) vmsExist(in contract.ReplicationInput, vms []contract.VM) ([]contract.VM, error) {
+	spec := c.spec
+	c.failMissing(in, func(want string) bool { return anyMatches(vms, want) }, len(vms))
+	if !c.real {
+		return vms, nil
+	}
+	if workflow.GetVersion(c.ctx, "unsupported-vms-checked", workflow.DefaultVersion, 1) == 1 {
+		vms = refuseUnsupported(spec, vms, c.st, c.record)
+	}
+	if len(vms) == 0 {
+		return vms, nil
+	}
+	return vms, c.step("datastore of "+spec.Target+" has room for this run", "target "+spec.Target, func() (string, error) {
+		var space contract.SpaceStatus
+		err := workflow.ExecuteActivity(c.checkTgtCtx, contract.ActCheckSpace, contract.SpaceInput{Job: spec.Name, VMs: vms}).Get(c.ctx, &space)
+		return space.Detail, err
+	})
+}
+
+// failMissing fails, each by itself, the VMs the input or the job names
+// that the host does not have (found says whether it has one) and records
+// the check of the count VMs found.
+func (c *runChecks) failMissing(in contract.ReplicationInput, found func(want string) bool, count int) {
+	spec := c.spec
 	for _, want := range in.VMs {
-		if !anyMatches(vms, want) {
-			st.result.VMs = append(st.result.VMs, contract.VMResult{
+		if !found(want) {
+			c.st.result.VMs = append(c.st.result.VMs, contract.VMResult{
 				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
 				Error: fmt.Sprintf("VM %q not found on host %s", want, spec.Source),
 			})
 		}
 	}
-	if realChecks {
-		// A VM the job names that the host does not have fails by itself.
-		var missing []string
-		if len(in.VMs) == 0 {
-			for _, want := range spec.VMs {
-				if !strings.ContainsAny(want, "*?[") && !anyMatches(vms, want) {
-					missing = append(missing, want)
-					st.result.VMs = append(st.result.VMs, contract.VMResult{
-						Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
-						Error: fmt.Sprintf("VM %q of jobs[%s].vms not found on host %s", want, spec.Name, spec.Source),
-					})
-				}
+	if !c.real {
+		return
+	}
+	// A VM the job names that the host does not have fails by itself.
+	var missing []string
+	if len(in.VMs) == 0 {
+		for _, want := range spec.VMs {
+			if !strings.ContainsAny(want, "*?[") && !found(want) {
+				missing = append(missing, want)
+				c.st.result.VMs = append(c.st.result.VMs, contract.VMResult{
+					Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
+					Error: fmt.Sprintf("VM %q of jobs[%s].vms not found on host %s", want, spec.Name, spec.Source),
+				})
 			}
+		}
+	}
+	var err error
+	if len(missing) > 0 {
+		err = fmt.Errorf("not found: %s", strings.Join(missing, ", "))
+	}
+	c.record(fmt.Sprintf("the job's VMs exist on %s (%d found)", spec.Source, count), err, detailOf(err))
+}
+
+// pagedInventory checks the VMs of a job larger than one inventory page:
+// the host names the job's VMs it does not have; every page is read once
+// here for the VMs the host cannot replicate and the room they need on the
+// datastore. It returns the first page's VMs (those that can be replicated)
+// and the reader of the pages after it; each page's refused VMs fail when the
+// run reaches it.
+func (c *runChecks) pagedInventory(in contract.ReplicationInput, patterns []string, first contract.InventoryPage) ([]contract.VM, *inventoryPages, error) {
+	spec := c.spec
+	c.failMissing(in, func(want string) bool { return !slices.Contains(first.Missing, want) }, first.Total)
+	var refused []string
+	var space contract.SpaceStatus
+	for page := first; ; {
+		if err := c.pageChecks(page, &refused, &space); err != nil {
+			return nil, nil, err
+		}
+		if !page.More {
+			break
 		}
 		var err error
-		if len(missing) > 0 {
-			err = fmt.Errorf("not found: %s", strings.Join(missing, ", "))
-		}
-		check(fmt.Sprintf("the job's VMs exist on %s (%d found)", spec.Source, len(vms)), err, detailOf(err))
-		if workflow.GetVersion(ctx, "unsupported-vms-checked", workflow.DefaultVersion, 1) == 1 {
-			vms = refuseUnsupported(spec, vms, st, check)
-		}
-		if len(vms) > 0 {
-			var space contract.SpaceStatus
-			err := workflow.ExecuteActivity(checkTgtCtx, contract.ActCheckSpace, contract.SpaceInput{Job: spec.Name, VMs: vms}).Get(ctx, &space)
-			detail := space.Detail
-			if err != nil {
-				detail = errorText(err)
-			}
-			check("datastore of "+spec.Target+" has room for this run", err, detail)
-			if err != nil {
-				return spec, time.Time{}, nil, fmt.Errorf("target %s: %w", spec.Target, err)
-			}
+		if page, err = readPage(c.ctx, spec.Source, patterns, page.VMs[len(page.VMs)-1].ID); err != nil {
+			return nil, nil, err
 		}
 	}
+	var err error
+	if len(refused) > 0 {
+		err = errors.New(strings.Join(refused, "; "))
+	}
+	c.record("the job's VMs can be replicated from "+spec.Source, err, detailOf(err))
+	c.record("datastore of "+spec.Target+" has room for this run", nil, space.Detail)
+	vms := refuseUnsupported(spec, first.VMs, c.st, func(string, error, string) {})
+	c.st.unread(first.Total - len(first.VMs))
+	pages := &inventoryPages{host: spec.Source, target: spec.Target, job: spec.Name, patterns: patterns,
+		cursor: first.VMs[len(first.VMs)-1].ID, more: true}
+	return vms, pages, nil
+}
 
-	// Interrupted restore points continue before anything new starts.
-	var open []string
-	if err := workflow.ExecuteActivity(tgtCtx, contract.ActOpenSessions, spec.Name).Get(ctx, &open); err != nil {
-		logger.Warn("listing interrupted restore points failed; continuing in inventory order", "error", err)
-	}
-	vms = resumeFirst(vms, open)
-	for _, vm := range vms {
-		r := contract.VMResult{Name: vm.Name, ID: vm.ID, Status: contract.StatusPending, Disks: []contract.DiskResult{}}
-		for _, d := range vm.Disks {
-			r.Disks = append(r.Disks, contract.DiskResult{ID: d.ID, Status: contract.StatusPending, Size: d.VirtualSize})
+// pageChecks notes the VMs of one page the host cannot replicate (the first
+// ten by name, then how many more) and adds the others to the datastore's
+// room check, failing the run when the datastore is short.
+func (c *runChecks) pageChecks(page contract.InventoryPage, refused *[]string, space *contract.SpaceStatus) error {
+	var ok []contract.VM
+	for _, vm := range page.VMs {
+		switch {
+		case vm.Unsupported == "":
+			ok = append(ok, vm)
+		case len(*refused) < 10:
+			*refused = append(*refused, "VM "+vm.Name+": "+vm.Unsupported)
+		default:
+			*refused = append((*refused)[:10], "and more")
 		}
-		st.result.VMs = append(st.result.VMs, r)
 	}
-	if windowHours && !spec.WindowOpens.IsZero() {
-		tz := spec.Timezone
-		if tz == "" {
-			tz = "UTC"
-		}
-		reason := fmt.Sprintf("outside the backup window (windowHours %q, %s): nothing was done; the window opens at %s",
-			spec.WindowHours, tz, spec.WindowOpens.Format(time.RFC3339))
-		logger.Info("the run started outside its backup window", "opens", spec.WindowOpens)
-		for i := range st.result.VMs {
-			if st.result.VMs[i].Status == contract.StatusPending {
-				st.result.VMs[i] = partialAll(st.result.VMs[i], reason)
-			}
-		}
-		return spec, deadline, nil, nil
+	if len(ok) == 0 {
+		return nil
 	}
-
-	return spec, deadline, vms, nil
+	before := space.Tally
+	err := workflow.ExecuteActivity(c.checkTgtCtx, contract.ActCheckSpace, contract.SpaceInput{Job: c.spec.Name, VMs: ok, Before: before}).Get(c.ctx, space)
+	if err != nil {
+		c.record("datastore of "+c.spec.Target+" has room for this run", err, errorText(err))
+		return fmt.Errorf("target %s: %w", c.spec.Target, err)
+	}
+	return nil
 }
 
 // refuseUnsupported fails, each by itself, the VMs the host says it cannot
@@ -728,28 +722,25 @@ func setDetails(ctx workflow.Context, s *runState) {
 			size += d.Size
 		}
 	}
-	text := fmt.Sprintf("**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, humanBytes(written), humanBytes(size))
+	if t := s.result.Omitted; t != nil {
+		done += t.Success + t.Partial + t.Failed
+		total += s.result.VMsOmitted
+		written += t.BytesWritten
+		size += t.Size
+	}
+	var text strings.Builder
+	text.WriteString(fmt.Sprintf("**%s** — %d of %d VMs finished, %s of %s acknowledged\n\n", s.result.Job, done, total, bytesize.Text(written), bytesize.Text(size)))
 	for _, vm := range s.result.VMs {
-		text += fmt.Sprintf("- %s: %s", vm.Name, vm.Status)
+		text.WriteString(fmt.Sprintf("- %s: %s", vm.Name, vm.Status))
 		for _, d := range vm.Disks {
-			text += fmt.Sprintf(" · disk %s %s %s/%s", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+			text.WriteString(fmt.Sprintf(" · disk %s %s %s/%s", d.ID, d.Status, bytesize.Text(d.Position), bytesize.Text(d.Size)))
 		}
-		text += "\n"
+		text.WriteString("\n")
 	}
-	workflow.SetCurrentDetails(ctx, text)
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+	if n := s.result.VMsOmitted; n > 0 {
+		text.WriteString(fmt.Sprintf("- and %d more VMs (each in its own workflow)\n", n))
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	workflow.SetCurrentDetails(ctx, text.String())
 }
 
 // errorText is the error as the activity or workflow that failed returned

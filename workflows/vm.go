@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/replicator/replicator/internal/bytesize"
 	"github.com/replicator/replicator/internal/contract"
 )
 
@@ -535,9 +536,9 @@ func setVMDetails(ctx workflow.Context, res contract.VMResult, state string) {
 		done += d.Position
 		size += d.Size
 	}
-	text := fmt.Sprintf("**%s** — %s; %s of %s acknowledged\n\n", res.Name, state, humanBytes(done), humanBytes(size))
+	text := fmt.Sprintf("**%s** — %s; %s of %s acknowledged\n\n", res.Name, state, bytesize.Text(done), bytesize.Text(size))
 	for _, d := range res.Disks {
-		text += fmt.Sprintf("- disk %s: %s %s/%s\n", d.ID, d.Status, humanBytes(d.Position), humanBytes(d.Size))
+		text += fmt.Sprintf("- disk %s: %s %s/%s\n", d.ID, d.Status, bytesize.Text(d.Position), bytesize.Text(d.Size))
 	}
 	workflow.SetCurrentDetails(ctx, text)
 }

@@ -35,6 +35,10 @@ type fakeHost struct {
 	checkpoint  func(in contract.CheckpointInput) (contract.CheckpointResult, error)
 	replicaOpen map[string]string // vm id → open checkpoint
 	newestPoint map[string]time.Time
+	pages       int // inventory pages read
+	// pagesAnswered, when set, is how many pages the host answers before it
+	// fails every read.
+	pagesAnswered int
 }
 
 func (f *fakeHost) record(s string) {
@@ -85,6 +89,46 @@ func (f *fakeHost) register(env *testsuite.TestWorkflowEnvironment) {
 		}
 		return out, nil
 	}, contract.ActInventory)
+	// Like the proxy's InventoryPage: a selection that fits one page in
+	// the host's order, else pages in VM id order.
+	reg(func(ctx context.Context, in contract.InventoryInput) (contract.InventoryPage, error) {
+		f.record("Inventory")
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.pages++
+		if f.pagesAnswered > 0 && f.pages > f.pagesAnswered {
+			return contract.InventoryPage{}, temporal.NewNonRetryableApplicationError("host hv01 is gone", contract.ErrTypeBadConfig, nil)
+		}
+		var sel []contract.VM
+		for _, vm := range f.vms {
+			if slices.ContainsFunc(in.Patterns, func(p string) bool { return p == "*" || p == vm.Name || p == vm.ID }) {
+				sel = append(sel, vm)
+			}
+		}
+		page := contract.InventoryPage{VMs: []contract.VM{}}
+		if in.After == "" {
+			page.Total = len(sel)
+			for _, p := range in.Patterns {
+				if p != "*" && !slices.ContainsFunc(sel, func(vm contract.VM) bool { return p == vm.Name || p == vm.ID }) {
+					page.Missing = append(page.Missing, p)
+				}
+			}
+		}
+		if in.After != "" || len(sel) > in.Limit {
+			slices.SortFunc(sel, func(a, b contract.VM) int { return strings.Compare(a.ID, b.ID) })
+		}
+		for _, vm := range sel {
+			if in.After != "" && vm.ID <= in.After {
+				continue
+			}
+			if len(page.VMs) == in.Limit {
+				page.More = true
+				break
+			}
+			page.VMs = append(page.VMs, vm)
+		}
+		return page, nil
+	}, contract.ActInventoryPage)
 	reg(func(ctx context.Context, job string) ([]string, error) { return f.open, nil }, contract.ActOpenSessions)
 	reg(func(ctx context.Context, job string, vm contract.VM) (contract.ReplicaState, error) {
 		f.record("Prepare " + vm.Name)

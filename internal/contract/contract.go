@@ -54,11 +54,25 @@ type ReplicationInput struct {
 // RunContinuation is what a job run hands to its continuation: the job's
 // settings as the run loaded them, the window's deadline, the VMs not started
 // yet, and the result so far (every VM, the pending ones included).
+//
+// A job larger than one inventory page carries, instead of every VM, the VMs
+// of the page in hand in Pending, the inventory position where the next page
+// starts in Cursor, and a result whose finished VMs past the result budget
+// are only counted (ReplicationResult.Omitted): its size does not grow with
+// the job.
 type RunContinuation struct {
 	Spec     JobSpec           `json:"spec"`
 	Deadline time.Time         `json:"deadline"`
 	Pending  []VM              `json:"pending"`
 	Result   ReplicationResult `json:"result"`
+	// Cursor is the id of the last VM of the pages already read (the
+	// inventory is paged in VM id order); empty when every VM is in Pending.
+	Cursor string `json:"cursor,omitempty"`
+	// Paged says the run reads its inventory in pages: the VMs after Cursor
+	// are still to read from the host.
+	Paged bool `json:"paged,omitempty"`
+	// Patterns are the inventory patterns the pages are read with.
+	Patterns []string `json:"patterns,omitempty"`
 }
 
 // ReplicationResult is the result (and the progress) of a run.
@@ -72,6 +86,33 @@ type ReplicationResult struct {
 	// RPOExceeded counts the VMs whose newest restore point was older than
 	// the job's rpo when their run ended.
 	RPOExceeded int `json:"rpoExceeded,omitempty"`
+	// VMsOmitted counts the run's VMs that vms does not list: a job of more
+	// VMs than the result's budget lists the VMs in progress, the failed and
+	// partial ones first, and counts the rest in Omitted; not yet read ones
+	// (a paged inventory) are counted in Omitted.Pending. Each omitted VM's
+	// detail is the result of its workflow (VMWorkflowID), which `starter run
+	// --wait` and `starter status` put back into vms.
+	VMsOmitted int `json:"vmsOmitted,omitempty"`
+	// Omitted sums the VMs left out of vms.
+	Omitted *VMTally `json:"omitted,omitempty"`
+}
+
+// VMTally counts VMs by status and sums their disks' figures.
+type VMTally struct {
+	Success     int `json:"success"`
+	Partial     int `json:"partial"`
+	Failed      int `json:"failed"`
+	Pending     int `json:"pending"`
+	RPOExceeded int `json:"rpoExceeded,omitempty"`
+	// Unread counts the VMs of a paged inventory the run never read: those
+	// still to come (in Pending) or, once the window closed or the run was
+	// cancelled, left for the next run (in Partial). They have no workflow.
+	Unread       int   `json:"unread,omitempty"`
+	BytesRead    int64 `json:"bytesRead"`
+	BytesSent    int64 `json:"bytesSent"`
+	BytesWritten int64 `json:"bytesWritten"`
+	// Size is the virtual size of the VMs' disks.
+	Size int64 `json:"size"`
 }
 
 // Check is one infrastructure check of a run.
@@ -246,6 +287,7 @@ const (
 	ActLoadJob                 = "LoadJob"
 	ActCheckSource             = "CheckSource"
 	ActInventory               = "Inventory"
+	ActInventoryPage           = "InventoryPage"
 	ActCreateCheckpoint        = "CreateCheckpoint"
 	ActTransferDisk            = "TransferDisk"
 	ActConvertToReferencePoint = "ConvertToReferencePoint"
@@ -338,6 +380,29 @@ type InventoryInput struct {
 	Host string `json:"host"`
 	// Patterns are names, ids or "*".
 	Patterns []string `json:"patterns"`
+	// After and Limit page the inventory (InventoryPage only): the VMs whose
+	// id sorts after After, at most Limit of them (and fewer when their JSON
+	// passes InventoryPageBytes).
+	After string `json:"after,omitempty"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// InventoryPageBytes bounds the JSON of one inventory page (each disk of a
+// VM past two weighing 240 bytes more, for the result the run lists of it),
+// so that a page and its VMs' pending results stay under Temporal's 512 KiB
+// payload warning whatever a VM's disks and configuration.
+const InventoryPageBytes = 192 << 10
+
+// InventoryPage is one page of a host's inventory, in VM id order.
+type InventoryPage struct {
+	VMs []VM `json:"vms"`
+	// More says VMs follow the page's last one.
+	More bool `json:"more"`
+	// Total is the number of VMs the patterns select on the whole host, and
+	// Missing the patterns naming one VM (no wildcard) that select none;
+	// both only on the first page (After empty).
+	Total   int      `json:"total"`
+	Missing []string `json:"missing,omitempty"`
 }
 
 // CheckpointInput asks for a checkpoint of a VM; when ReuseID names a checkpoint
@@ -533,6 +598,18 @@ type ProbeInput struct {
 type SpaceInput struct {
 	Job string `json:"job"`
 	VMs []VM   `json:"vms"`
+	// Before is the estimate of the run's VMs of the pages checked before
+	// these (a paged inventory): the room asked for is theirs and these VMs'.
+	Before SpaceTally `json:"before,omitzero"`
+}
+
+// SpaceTally is what the VMs of a run may write: First VMs with no restore
+// point yet (at their virtual size), Incremental ones like their latest
+// points, Bytes in all (without the margin).
+type SpaceTally struct {
+	First       int   `json:"first"`
+	Incremental int   `json:"incremental"`
+	Bytes       int64 `json:"bytes"`
 }
 
 // SpaceStatus is the room a run needs and the room there is.
@@ -540,6 +617,8 @@ type SpaceStatus struct {
 	FreeBytes   int64  `json:"freeBytes"`
 	NeededBytes int64  `json:"neededBytes"`
 	Detail      string `json:"detail"`
+	// Tally is the estimate of these VMs and those before them.
+	Tally SpaceTally `json:"tally,omitzero"`
 }
 
 // PositionsInput asks the target for the durable positions of an open restore point.
