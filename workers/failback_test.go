@@ -60,11 +60,11 @@ func TestFailbackCommitAndUndo(t *testing.T) {
 	dr := lab.New("dr01", h.cfg.Agent.Host.Path)
 	requireSuccess(t, h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}))
 
-	res := runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 1 || !strings.Contains(res.stderr, "state ready") {
 		t.Fatalf("failback without failover: exit %d, %q", res.code, res.stderr)
 	}
-	if res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--config", h.cfgFile); res.code != 0 {
+	if res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("failover: %s", res.stderr)
 	}
 	if err := dr.Write(ctx, "web01_replica", 0, 5, 11); err != nil {
@@ -85,7 +85,7 @@ func TestFailbackCommitAndUndo(t *testing.T) {
 	size := child.Size()
 	child.Close()
 
-	res = runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failback: exit %d: %s", res.code, res.stderr)
 	}
@@ -120,7 +120,7 @@ func TestFailbackCommitAndUndo(t *testing.T) {
 	}
 
 	// Undo: back to failover, the original off, the replica VM running.
-	if res = runStarterBin(t, starter, h.dir, "failback", "undo", "demo", "web01", "--config", h.cfgFile); res.code != 0 {
+	if res = runStarterBin(t, starter, h.dir, "failback", "undo", "demo", "web01", "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("failback undo: %s", res.stderr)
 	}
 	if row := rowOf(t, h.replicaList(t, starter), "web01"); row.State != "failover" {
@@ -136,11 +136,11 @@ func TestFailbackCommitAndUndo(t *testing.T) {
 	if err := dr.Write(ctx, "web01_replica", 0, 1, 12); err != nil {
 		t.Fatal(err)
 	}
-	if res = runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--config", h.cfgFile); res.code != 0 {
+	if res = runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("second failback: %s", res.stderr)
 	}
 	compareVMs(t, src, dr, "web01", "web01_replica")
-	if res = runStarterBin(t, starter, h.dir, "failback", "commit", "demo", "web01", "--config", h.cfgFile); res.code != 0 {
+	if res = runStarterBin(t, starter, h.dir, "failback", "commit", "demo", "web01", "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("failback commit: %s", res.stderr)
 	}
 	if row := rowOf(t, h.replicaList(t, starter), "web01"); row.State != "ready" {
@@ -171,7 +171,7 @@ func TestFailbackToANewVMOnAnotherHost(t *testing.T) {
 	other := lab.New("hv02", h.cfg.Hosts[1].Path)
 	dr := lab.New("dr01", h.cfg.Agent.Host.Path)
 	requireSuccess(t, h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"db01"}}))
-	if res := runStarterBin(t, starter, h.dir, "failover", "demo", "db01", "--config", h.cfgFile); res.code != 0 {
+	if res := runStarterBin(t, starter, h.dir, "failover", "demo", "db01", "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("failover: %s", res.stderr)
 	}
 	if err := dr.Write(ctx, "db01_replica", 1, 5, 3); err != nil {
@@ -181,7 +181,7 @@ func TestFailbackToANewVMOnAnotherHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := runStarterBin(t, starter, h.dir, "failback", "demo", "db01", "--to-host", "hv02", "--as", "db01-dr", "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failback", "demo", "db01", "--to-host", "hv02", "--as", "db01-dr", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failback --to-host: exit %d: %s", res.code, res.stderr)
 	}
@@ -216,7 +216,7 @@ func TestFailbackToANewVMOnAnotherHost(t *testing.T) {
 	if after, _ := src.ReplicaVM(ctx, "db01"); after.State != before.State {
 		t.Fatalf("the original VM changed state: %s, was %s", after.State, before.State)
 	}
-	res = runStarterBin(t, starter, h.dir, "failback", "demo", "db01", "--to-host", "hv02", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failback", "demo", "db01", "--to-host", "hv02", "--output", "json", "--config", h.cfgFile)
 	if res.code != 1 || !strings.Contains(res.stderr, "needs both toHost and as") {
 		t.Fatalf("--to-host without --as: exit %d, %q", res.code, res.stderr)
 	}
@@ -237,13 +237,13 @@ func TestFailbackFromAnOlderPoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireSuccess(t, h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}))
-	if res := runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--point", first.VMs[0].RestorePoint, "--config", h.cfgFile); res.code != 0 {
+	if res := runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--point", first.VMs[0].RestorePoint, "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("failover: %s", res.stderr)
 	}
 	if err := dr.Write(ctx, "web01_replica", 0, 2, 32); err != nil {
 		t.Fatal(err)
 	}
-	res := runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failback", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failback: %s", res.stderr)
 	}

@@ -140,7 +140,7 @@ func TestFailoverToAPointAndUndo(t *testing.T) {
 
 	// Fail over to the middle point.
 	middle := runs[1].VMs[0].RestorePoint
-	res := runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--point", middle, "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--point", middle, "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failover: exit %d: %s", res.code, res.stderr)
 	}
@@ -181,7 +181,7 @@ func TestFailoverToAPointAndUndo(t *testing.T) {
 	}
 
 	// A second failover is refused, naming the state.
-	res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 1 || !strings.Contains(res.stderr, "state failover") {
 		t.Fatalf("failover in failover: exit %d, %q", res.code, res.stderr)
 	}
@@ -190,7 +190,7 @@ func TestFailoverToAPointAndUndo(t *testing.T) {
 	}
 
 	// Undo: back to ready, the VM off on the newest point, its writes gone.
-	res = runStarterBin(t, starter, h.dir, "failover", "undo", "demo", "web01", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "undo", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failover undo: exit %d: %s", res.code, res.stderr)
 	}
@@ -226,7 +226,7 @@ func TestPlannedFailoverLosesNoWrite(t *testing.T) {
 	if err := src.Write(ctx, "web01", 0, 3, 77); err != nil {
 		t.Fatal(err)
 	}
-	res := runStarterBin(t, starter, h.dir, "failover", "planned", "demo", "web01", "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failover", "planned", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failover planned: exit %d: %s", res.code, res.stderr)
 	}
@@ -265,7 +265,7 @@ func TestPlannedFailoverLosesNoWrite(t *testing.T) {
 	if err := src.StartVM(ctx, "web01"); err != nil {
 		t.Fatal(err)
 	}
-	res = runStarterBin(t, starter, h.dir, "failover", "planned", "demo", "web01", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "planned", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 1 || !strings.Contains(res.stderr, "state failover") {
 		t.Fatalf("planned failover in failover: exit %d, %q", res.code, res.stderr)
 	}
@@ -300,11 +300,11 @@ func TestPermanentFailover(t *testing.T) {
 	ctx := context.Background()
 	first := h.run(contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}})
 	requireSuccess(t, first)
-	res := runStarterBin(t, starter, h.dir, "failover", "permanent", "demo", "web01", "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failover", "permanent", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 1 || !strings.Contains(res.stderr, "state ready") {
 		t.Fatalf("permanent of a ready replica: exit %d, %q", res.code, res.stderr)
 	}
-	if res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--config", h.cfgFile); res.code != 0 {
+	if res = runStarterBin(t, starter, h.dir, "failover", "demo", "web01", "--output", "json", "--config", h.cfgFile); res.code != 0 {
 		t.Fatalf("failover: exit %d: %s", res.code, res.stderr)
 	}
 	dr := lab.New("dr01", h.cfg.Agent.Host.Path)
@@ -317,7 +317,7 @@ func TestPermanentFailover(t *testing.T) {
 	}
 	want := diskSum(t, before.Disks[0].Path)
 
-	res = runStarterBin(t, starter, h.dir, "failover", "permanent", "demo", "web01", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "permanent", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failover permanent: exit %d: %s", res.code, res.stderr)
 	}
@@ -348,7 +348,7 @@ func TestPermanentFailover(t *testing.T) {
 	if vm := next.VMs[0]; vm.RestorePoint != "" || !strings.Contains(vm.Error, "permanently") {
 		t.Fatalf("run after permanent failover: %+v", vm)
 	}
-	res = runStarterBin(t, starter, h.dir, "failover", "undo", "demo", "web01", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "undo", "demo", "web01", "--output", "json", "--config", h.cfgFile)
 	if res.code != 1 || !strings.Contains(res.stderr, "state permanent") {
 		t.Fatalf("undo after permanent: exit %d, %q", res.code, res.stderr)
 	}

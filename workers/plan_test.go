@@ -38,7 +38,7 @@ func TestFailoverPlanInOrderAndUndo(t *testing.T) {
 	requireSuccess(t, h.run(contract.ReplicationInput{Job: "demo"}))
 	starter := buildStarter(t, filepath.Join(h.dir, "bin"))
 
-	res := runStarterBin(t, starter, h.dir, "failover", "plan", "tier", "--config", h.cfgFile)
+	res := runStarterBin(t, starter, h.dir, "failover", "plan", "tier", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failover plan: exit %d: %s\n%s", res.code, res.stderr, res.stdout)
 	}
@@ -104,7 +104,7 @@ func TestFailoverPlanInOrderAndUndo(t *testing.T) {
 	}
 
 	// Undo as a group: all three ready, their VMs off.
-	res = runStarterBin(t, starter, h.dir, "failover", "plan", "undo", "tier", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "plan", "undo", "tier", "--output", "json", "--config", h.cfgFile)
 	if res.code != 0 {
 		t.Fatalf("failover plan undo: exit %d: %s\n%s", res.code, res.stderr, res.stdout)
 	}
@@ -118,7 +118,7 @@ func TestFailoverPlanInOrderAndUndo(t *testing.T) {
 		}
 	}
 	// A second undo changes nothing and says each VM was not in failover.
-	res = runStarterBin(t, starter, h.dir, "failover", "plan", "undo", "tier", "--config", h.cfgFile)
+	res = runStarterBin(t, starter, h.dir, "failover", "plan", "undo", "tier", "--output", "json", "--config", h.cfgFile)
 	if err := json.Unmarshal([]byte(res.stdout), &plan); err != nil {
 		t.Fatalf("second undo: %v\n%s", err, res.stderr)
 	}
