@@ -23,6 +23,7 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/devserver"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/testkit"
 )
 
@@ -144,46 +145,22 @@ func TestInterruptedExportLeavesNoFile(t *testing.T) {
 	// A small first disk, then a large one: the signal comes while the
 	// second is being written, the first already renamed into place.
 	const big = 128 << 20
-	r, err := st.Replica("demo", "vm-big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	w, err := r.Lock(ctx, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	vm := replica.VMInfo{ID: "vm-big", Name: "big01", Generation: 2, Disks: []replica.DiskInfo{
 		{ID: "boot", Size: 1 << 20, SectorSize: 512}, {ID: "data", Size: big, SectorSize: 512}}}
-	if err := w.Prepare(vm); err != nil {
-		t.Fatal(err)
-	}
-	ses, err := w.Begin(replica.SessionSpec{CheckpointID: "ck", ChangeTracking: "full", BlockSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range vm.Disks {
-		dw, err := ses.Disk(d.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk := make([]byte, 1<<20)
-		for off := int64(0); off < d.Size; off += int64(len(blk)) {
-			for i := range blk {
-				blk[i] = byte(off>>20) + byte(i)
+	w := replicatest.Lock(t, st, "demo", "test", vm)
+	replicatest.CommitPoint(t, w, replica.SessionSpec{CheckpointID: "ck", ChangeTracking: "full", BlockSize: 1 << 20}, vm.Disks,
+		func(_ int, d replica.DiskInfo, dw *replica.DiskWriter) error {
+			blk := make([]byte, 1<<20)
+			for off := int64(0); off < d.Size; off += int64(len(blk)) {
+				for i := range blk {
+					blk[i] = byte(off>>20) + byte(i)
+				}
+				if _, err := dw.WriteAt(blk, off); err != nil {
+					return err
+				}
 			}
-			if _, err := dw.WriteAt(blk, off); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := dw.Complete(); err != nil {
-			t.Fatal(err)
-		}
-		dw.Close()
-	}
-	if _, err := ses.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+			return nil
+		})
 	w.Close()
 
 	out := filepath.Join(t.TempDir(), "out")
