@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,7 +208,7 @@ func TestInterruptedExportLeavesNoFile(t *testing.T) {
 func TestCommandsAgainstTemporal(t *testing.T) {
 	testkit.Long(t, "embedded Temporal server")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	srv, err := devserver.Start(devserver.Options{DataDir: filepath.Join(dir, "temporal"), FrontendAddress: addr, Namespace: "default"})
 	if err != nil {
 		t.Fatal(err)
@@ -316,15 +315,4 @@ func TestCommandsAgainstTemporal(t *testing.T) {
 		}
 		starter("schedule", "delete", "demo")
 	})
-}
-
-// freeAddr is a loopback address no one listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
