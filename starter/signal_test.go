@@ -63,7 +63,7 @@ func buildStarter(t *testing.T) string {
 // started is a starter process with its output collected.
 type started struct {
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr testkit.SyncBuffer
 	done           chan struct{} // closed when the process has ended
 	err            error         // of Wait, once done is closed
 }
@@ -114,23 +114,6 @@ func (s *started) exitCode(t *testing.T, limit time.Duration) int {
 		t.Fatalf("starter still running %s after SIGINT\nstderr: %s", limit, s.stderr.String())
 	}
 	return s.cmd.ProcessState.ExitCode()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // Ctrl-C during an export of several disks leaves no file behind: neither
