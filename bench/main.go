@@ -46,6 +46,7 @@ import (
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/lab"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/synth"
 	"github.com/replicator/replicator/internal/zeros"
 )
 
@@ -390,31 +391,11 @@ func fill(ctx context.Context, h *lab.Host, vm, kind string, from, to int64, see
 		p := buf[:n]
 		switch regions[i%10] {
 		case text:
-			var t []byte
-			for len(t) < len(p) {
-				t = append(t, words[rng.IntN(len(words))]...)
-				if rng.IntN(12) == 0 {
-					t = append(t, '\n')
-				} else {
-					t = append(t, ' ')
-				}
-			}
-			copy(p, t)
+			synth.Text(rng, words, p)
 		case random:
-			for j := 0; j+8 <= len(p); j += 8 {
-				v := rng.Uint64()
-				for k := range 8 {
-					p[j+k] = byte(v >> (8 * k))
-				}
-			}
+			synth.Random(rng, p)
 		case repeated: // a 4 KiB pattern
-			pat := make([]byte, 4096)
-			for j := range pat {
-				pat[j] = byte(rng.Uint32())
-			}
-			for j := 0; j < len(p); j += len(pat) {
-				copy(p[j:], pat)
-			}
+			synth.RepeatedPage(rng, p)
 		case zeroed: // allocated
 			clear(p)
 		default: // never written

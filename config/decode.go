@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"iter"
 	"reflect"
 	"strconv"
 	"strings"
@@ -249,16 +250,34 @@ func (d *decoder) decodeSlice(path string, n *yaml.Node, v reflect.Value) {
 	v.Set(out)
 }
 
-func (d *decoder) decodeMap(path string, n *yaml.Node, v reflect.Value) {
+// mapping reports whether n is a mapping; where it is not, it fails at path.
+func (d *decoder) mapping(path string, n *yaml.Node) bool {
 	if n.Kind != yaml.MappingNode {
 		d.fail(path, n, "want a mapping, got %s", kindName(n))
+		return false
+	}
+	return true
+}
+
+// pairs yields the keys and values of a mapping node, in document order.
+func pairs(n *yaml.Node) iter.Seq2[*yaml.Node, *yaml.Node] {
+	return func(yield func(k, v *yaml.Node) bool) {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if !yield(n.Content[i], n.Content[i+1]) {
+				return
+			}
+		}
+	}
+}
+
+func (d *decoder) decodeMap(path string, n *yaml.Node, v reflect.Value) {
+	if !d.mapping(path, n) {
 		return
 	}
 	t := v.Type()
 	out := reflect.MakeMapWithSize(t, len(n.Content)/2)
 	lines := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+	for k, val := range pairs(n) {
 		keyPath := joinPath(path, k.Value)
 		if first, dup := lines[k.Value]; dup {
 			d.fail(keyPath, k, "duplicate key (first at line %d)", first)
@@ -277,15 +296,13 @@ func (d *decoder) decodeMap(path string, n *yaml.Node, v reflect.Value) {
 }
 
 func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
-	if n.Kind != yaml.MappingNode {
-		d.fail(path, n, "want a mapping, got %s", kindName(n))
+	if !d.mapping(path, n) {
 		return
 	}
 	t := v.Type()
 	// Merge keys (<<: *defaults) first, so that the mapping's own keys win
 	// wherever they stand.
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+	for k, val := range pairs(n) {
 		if k.Tag != "!!merge" {
 			continue
 		}
@@ -304,8 +321,7 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 		}
 	}
 	seen := map[int]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+	for k, val := range pairs(n) {
 		if k.Tag == "!!merge" {
 			continue
 		}

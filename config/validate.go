@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/mail"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -348,7 +350,7 @@ func (ck *checker) job(p string, j *Job, i int, jobNames, hostNames, targetNames
 		ck.add(gp+".method", "unknown method %q: want ssh or powershell-direct", g.Method)
 	}
 	usesSSH, usesPSDirect := g.Method == "ssh", g.Method == "powershell-direct"
-	for _, vm := range sortedKeys(g.Methods) {
+	for _, vm := range slices.Sorted(maps.Keys(g.Methods)) { // a stable order of problems
 		switch m := g.Methods[vm]; m {
 		case "ssh":
 			usesSSH = true
@@ -499,14 +501,4 @@ func sizeText(b ByteSize) string {
 		return fmt.Sprintf("%s (%d bytes)", s, int64(b))
 	}
 	return s
-}
-
-// sortedKeys lists a map's keys in order, so that problems come in a stable order.
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/provider/hyperv"
 	"github.com/replicator/replicator/internal/provider/hyperv/hvsim"
@@ -37,13 +36,7 @@ func newHypervCaptureCommand() *cobra.Command {
 			if hostName == "" || vm == "" || out == "" {
 				return errors.New("hyperv capture: --host, --vm and --out are required")
 			}
-			flag := func(name string) string {
-				if f := cmd.Flag(name); f != nil {
-					return f.Value.String()
-				}
-				return ""
-			}
-			cfg, err := config.Load(config.LoadOptions{File: flag("config"), DataDir: flag("data-dir")})
+			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
 			}

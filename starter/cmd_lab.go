@@ -36,17 +36,11 @@ func newLabCommand() *cobra.Command {
 // does; its jobs whose time has come are ended first, so that what is listed
 // is the host as it is.
 func labHost(cmd *cobra.Command) (*lab.Host, error) {
-	flag := func(name string) string {
-		if f := cmd.Flag(name); f != nil {
-			return f.Value.String()
-		}
-		return ""
-	}
-	cfg, err := config.Load(config.LoadOptions{File: flag("config"), DataDir: flag("data-dir")})
+	cfg, err := loadConfig(cmd)
 	if err != nil {
 		return nil, err
 	}
-	name := flag("host")
+	name := flagValue(cmd, "host")
 	for _, h := range cfg.Hosts {
 		if name != "" && h.Name != name {
 			continue

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/vhdx"
 )
 
@@ -23,51 +23,7 @@ func makeReplica(t *testing.T, dataDir string) [][][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := st.Replica("demo", "0f9e-vm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	w, err := r.Lock(ctx, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	vm := replica.VMInfo{ID: "0f9e-vm", Name: "web01", Generation: 2, Disks: []replica.DiskInfo{
-		{ID: "boot", Size: 2 << 20, SectorSize: 512}, {ID: "data", Size: 1 << 20, SectorSize: 512},
-	}}
-	if err := w.Prepare(vm); err != nil {
-		t.Fatal(err)
-	}
-	content := [][]byte{make([]byte, 2<<20), make([]byte, 1<<20)}
-	var points [][][]byte
-	for p := range 2 {
-		ses, err := w.Begin(replica.SessionSpec{CheckpointID: "ck" + string(rune('0'+p)), ChangeTracking: "full", BlockSize: 64 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, d := range vm.Disks {
-			dw, err := ses.Disk(d.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			blk := bytes.Repeat([]byte{byte(1 + p*10 + i)}, 64<<10)
-			off := int64(p+i) * (128 << 10)
-			if _, err := dw.WriteAt(blk, off); err != nil {
-				t.Fatal(err)
-			}
-			copy(content[i][off:], blk)
-			if err := dw.Complete(); err != nil {
-				t.Fatal(err)
-			}
-			dw.Close()
-		}
-		if _, err := ses.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-		points = append(points, [][]byte{append([]byte(nil), content[0]...), append([]byte(nil), content[1]...)})
-	}
-	return points
+	return replicatest.WriteTwoPoints(t, st, "demo", "0f9e-vm", "test")
 }
 
 func TestPointsFailoverVerify(t *testing.T) {

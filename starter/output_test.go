@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,44 +11,21 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 )
 
 // commitPoint writes one complete restore point of a one-disk VM whose
 // source froze its data at frozen.
 func commitPoint(t *testing.T, st *replica.Store, job, vmID, vmName string, frozen time.Time) {
 	t.Helper()
-	r, err := st.Replica(job, vmID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	w, err := r.Lock(ctx, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	vm := replica.VMInfo{ID: vmID, Name: vmName, Generation: 2, Disks: []replica.DiskInfo{{ID: "boot", Size: 1 << 20, SectorSize: 512}}}
-	if err := w.Prepare(vm); err != nil {
-		t.Fatal(err)
-	}
-	ses, err := w.Begin(replica.SessionSpec{CheckpointID: "ck-" + vmID, ChangeTracking: "full", BlockSize: 64 << 10, CheckpointTime: frozen})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dw, err := ses.Disk("boot")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := dw.WriteAt(bytes.Repeat([]byte{7}, 64<<10), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := dw.Complete(); err != nil {
-		t.Fatal(err)
-	}
-	dw.Close()
-	if _, err := ses.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	w := replicatest.Lock(t, st, job, "test", vm)
+	defer w.Close()
+	spec := replica.SessionSpec{CheckpointID: "ck-" + vmID, ChangeTracking: "full", BlockSize: 64 << 10, CheckpointTime: frozen}
+	replicatest.CommitPoint(t, w, spec, vm.Disks, func(_ int, _ replica.DiskInfo, dw *replica.DiskWriter) error {
+		_, err := dw.WriteAt(bytes.Repeat([]byte{7}, 64<<10), 0)
+		return err
+	})
 }
 
 // The recovery point lag of each replica is the age of its newest point's

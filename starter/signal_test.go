@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/devserver"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/testkit"
 )
 
@@ -63,7 +63,7 @@ func buildStarter(t *testing.T) string {
 // started is a starter process with its output collected.
 type started struct {
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr testkit.SyncBuffer
 	done           chan struct{} // closed when the process has ended
 	err            error         // of Wait, once done is closed
 }
@@ -116,23 +116,6 @@ func (s *started) exitCode(t *testing.T, limit time.Duration) int {
 	return s.cmd.ProcessState.ExitCode()
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // Ctrl-C during an export of several disks leaves no file behind: neither
 // the disk being written (its temporary file) nor the disks already done.
 func TestInterruptedExportLeavesNoFile(t *testing.T) {
@@ -144,46 +127,22 @@ func TestInterruptedExportLeavesNoFile(t *testing.T) {
 	// A small first disk, then a large one: the signal comes while the
 	// second is being written, the first already renamed into place.
 	const big = 128 << 20
-	r, err := st.Replica("demo", "vm-big")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	w, err := r.Lock(ctx, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	vm := replica.VMInfo{ID: "vm-big", Name: "big01", Generation: 2, Disks: []replica.DiskInfo{
 		{ID: "boot", Size: 1 << 20, SectorSize: 512}, {ID: "data", Size: big, SectorSize: 512}}}
-	if err := w.Prepare(vm); err != nil {
-		t.Fatal(err)
-	}
-	ses, err := w.Begin(replica.SessionSpec{CheckpointID: "ck", ChangeTracking: "full", BlockSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range vm.Disks {
-		dw, err := ses.Disk(d.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk := make([]byte, 1<<20)
-		for off := int64(0); off < d.Size; off += int64(len(blk)) {
-			for i := range blk {
-				blk[i] = byte(off>>20) + byte(i)
+	w := replicatest.Lock(t, st, "demo", "test", vm)
+	replicatest.CommitPoint(t, w, replica.SessionSpec{CheckpointID: "ck", ChangeTracking: "full", BlockSize: 1 << 20}, vm.Disks,
+		func(_ int, d replica.DiskInfo, dw *replica.DiskWriter) error {
+			blk := make([]byte, 1<<20)
+			for off := int64(0); off < d.Size; off += int64(len(blk)) {
+				for i := range blk {
+					blk[i] = byte(off>>20) + byte(i)
+				}
+				if _, err := dw.WriteAt(blk, off); err != nil {
+					return err
+				}
 			}
-			if _, err := dw.WriteAt(blk, off); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := dw.Complete(); err != nil {
-			t.Fatal(err)
-		}
-		dw.Close()
-	}
-	if _, err := ses.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+			return nil
+		})
 	w.Close()
 
 	out := filepath.Join(t.TempDir(), "out")
@@ -232,7 +191,7 @@ func TestInterruptedExportLeavesNoFile(t *testing.T) {
 func TestCommandsAgainstTemporal(t *testing.T) {
 	testkit.Long(t, "embedded Temporal server")
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	srv, err := devserver.Start(devserver.Options{DataDir: filepath.Join(dir, "temporal"), FrontendAddress: addr, Namespace: "default"})
 	if err != nil {
 		t.Fatal(err)
@@ -339,15 +298,4 @@ func TestCommandsAgainstTemporal(t *testing.T) {
 		}
 		starter("schedule", "delete", "demo")
 	})
-}
-
-// freeAddr is a loopback address no one listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

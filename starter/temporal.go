@@ -15,13 +15,16 @@ import (
 // loadConfig reads the configuration of --config (or the --dev defaults
 // under --data-dir), with REPLICATOR_* environment overrides.
 func loadConfig(cmd *cobra.Command) (*config.Config, error) {
-	flag := func(name string) string {
-		if f := cmd.Flag(name); f != nil {
-			return f.Value.String()
-		}
-		return ""
+	return config.Load(config.LoadOptions{File: flagValue(cmd, "config"), DataDir: flagValue(cmd, "data-dir")})
+}
+
+// flagValue is the value of the flag name of cmd or its parents ("" where
+// there is no such flag).
+func flagValue(cmd *cobra.Command, name string) string {
+	if f := cmd.Flag(name); f != nil {
+		return f.Value.String()
 	}
-	return config.Load(config.LoadOptions{File: flag("config"), DataDir: flag("data-dir")})
+	return ""
 }
 
 // dialTemporal connects to the Temporal frontend of the configuration.

@@ -38,6 +38,7 @@ import (
 	"github.com/replicator/replicator/internal/guid"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/replica"
+	"github.com/replicator/replicator/internal/replica/replicatest"
 	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
@@ -549,44 +550,7 @@ func makeTwoPointReplica(t *testing.T, datastore string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := st.Replica(replicaJob, replicaVM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	w, err := r.Lock(ctx, "badinput setup")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	vm := replica.VMInfo{ID: replicaVM, Name: "web01", Generation: 2, Disks: []replica.DiskInfo{
-		{ID: "boot", Size: 2 << 20, SectorSize: 512}, {ID: "data", Size: 1 << 20, SectorSize: 512},
-	}}
-	if err := w.Prepare(vm); err != nil {
-		t.Fatal(err)
-	}
-	for p := range 2 {
-		ses, err := w.Begin(replica.SessionSpec{CheckpointID: fmt.Sprintf("ck%d", p), ChangeTracking: "full", BlockSize: 64 << 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, d := range vm.Disks {
-			dw, err := ses.Disk(d.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := dw.WriteAt(bytes.Repeat([]byte{byte(1 + p*10 + i)}, 64<<10), int64(p+i)*(128<<10)); err != nil {
-				t.Fatal(err)
-			}
-			if err := dw.Complete(); err != nil {
-				t.Fatal(err)
-			}
-			dw.Close()
-		}
-		if _, err := ses.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	replicatest.WriteTwoPoints(t, st, replicaJob, replicaVM, "badinput setup")
 }
 
 // metaJSON is replica.json as generic JSON, to damage it field by field.

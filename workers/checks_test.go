@@ -15,6 +15,7 @@ import (
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
 )
@@ -71,7 +72,7 @@ func TestChecksFailFastNamingTheSetting(t *testing.T) {
 	var msgs []string
 
 	// Wrong address: nothing listens there, while the agent runs elsewhere.
-	h.cfg.Targets[0].Address = freeAddr(t)
+	h.cfg.Targets[0].Address = testkit.FreeAddr(t)
 	h.writeConfig()
 	msgs = append(msgs, requireCheckFails(t, h, in, 15*time.Second, "targets[dr01].address", "connection refused", "listens on "+good, "is wrong"))
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,16 +44,6 @@ type harness struct {
 	interceptors []interceptor.WorkerInterceptor
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // newHarness writes a configuration, starts Temporal, seeds the lab and
 // starts the roles. edit may change the configuration before it is written.
 func newHarness(t *testing.T, roles roleSet, throttled bool, edit func(*config.Config)) *harness {
@@ -68,8 +57,8 @@ func newHarnessUI(t *testing.T, roles roleSet, throttled bool, edit func(*config
 	testkit.Long(t, "end-to-end test")
 	h := &harness{t: t, dir: t.TempDir()}
 	cfg := config.Dev(h.dir)
-	cfg.Temporal.Address = freeAddr(t)
-	cfg.Agent.Listen = freeAddr(t)
+	cfg.Temporal.Address = testkit.FreeAddr(t)
+	cfg.Agent.Listen = testkit.FreeAddr(t)
 	cfg.Targets[0].Address = cfg.Agent.Listen
 	cfg.Metrics.Listen = ""
 	if throttled {

@@ -23,6 +23,7 @@ import (
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/synth"
 	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/zeros"
 )
@@ -196,31 +197,11 @@ func fullCopyContent(kind string, size int64) []byte {
 		}
 		switch kindOf {
 		case 0, 1, 2: // text-like
-			var t []byte
-			for len(t) < len(p) {
-				t = append(t, words[rng.IntN(len(words))]...)
-				if rng.IntN(12) == 0 {
-					t = append(t, '\n')
-				} else {
-					t = append(t, ' ')
-				}
-			}
-			copy(p, t)
+			synth.Text(rng, words, p)
 		case 3, 4: // random
-			for j := 0; j+8 <= len(p); j += 8 {
-				v := rng.Uint64()
-				for k := range 8 {
-					p[j+k] = byte(v >> (8 * k))
-				}
-			}
+			synth.Random(rng, p)
 		case 5, 6: // a repeated 4 KiB page
-			page := make([]byte, 4096)
-			for j := range page {
-				page[j] = byte(rng.Uint32())
-			}
-			for j := 0; j < len(p); j += len(page) {
-				copy(p[j:], page)
-			}
+			synth.RepeatedPage(rng, p)
 		}
 	}
 	return b

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,10 +80,7 @@ func requireSkipped(t *testing.T, who string, res contract.ReplicationResult, fi
 // overlap: wait, a second run waits and then replicates the VM itself.
 func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, true, nil)
-	starter := filepath.Join(t.TempDir(), "starter")
-	if out, err := exec.Command("go", "build", "-o", starter, "../starter").CombinedOutput(); err != nil {
-		t.Fatalf("building starter: %v\n%s", err, out)
-	}
+	starter := buildStarter(t, t.TempDir())
 	ids := vmIDs(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

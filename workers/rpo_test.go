@@ -18,6 +18,7 @@ import (
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // TestRPOKeepsTheJobRunning checks what an administrator relies on when
@@ -30,7 +31,7 @@ func TestRPOKeepsTheJobRunning(t *testing.T) {
 	h := newHarness(t, roleSet{jobs: true, proxy: true, target: true}, false, func(c *config.Config) {
 		c.Jobs[0].VMs = []string{"web01"}
 		c.Jobs[0].RPO = 20 * time.Second
-		c.Metrics.Listen = freeAddr(t)
+		c.Metrics.Listen = testkit.FreeAddr(t)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -30,8 +30,8 @@ func TestEndToEndTemporalServerKilledMidRun(t *testing.T) {
 	testkit.Long(t, "end-to-end test")
 	h := &harness{t: t, dir: t.TempDir()}
 	cfg := config.Dev(h.dir)
-	cfg.Temporal.Address = freeAddr(t)
-	cfg.Agent.Listen = freeAddr(t)
+	cfg.Temporal.Address = testkit.FreeAddr(t)
+	cfg.Agent.Listen = testkit.FreeAddr(t)
 	cfg.Metrics.Listen = ""
 	h.proxy = startThrottle(t, cfg.Agent.Listen)
 	cfg.Targets[0].Address = h.proxy.addr

@@ -33,7 +33,7 @@ func dumpDOM(t *testing.T, chromium, url string) string {
 // run's page in a real browser and finds the VM names there.
 func TestWebUIShowsVMNames(t *testing.T) {
 	chromium := testkit.RequireTool(t, "chromium")
-	ui := freeAddr(t)
+	ui := testkit.FreeAddr(t)
 	h := newHarnessUI(t, roleSet{jobs: true, proxy: true, target: true}, false, nil, ui)
 	if err := registerSearchAttributes(context.Background(), h.c, "default"); err != nil {
 		t.Fatal(err)

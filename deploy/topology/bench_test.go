@@ -4,7 +4,6 @@ package topology
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,12 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/replicator/replicator/internal/contract"
-	"github.com/replicator/replicator/internal/testkit"
 )
 
 // TestTopologyBenchmark measures the job of TestTopology's TwentyVMs (20 lab
@@ -101,20 +98,7 @@ func TestTopologyBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var id string
-	testkit.Eventually(t, time.Minute, 100*time.Millisecond, func() error {
-		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: "WorkflowType = 'ReplicationWorkflow'"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range resp.Executions {
-			id = e.Execution.WorkflowId
-		}
-		if id == "" {
-			return errors.New("--dev started no run")
-		}
-		return nil
-	})
+	id := waitForWorkflow(t, ctx, c, "WorkflowType = 'ReplicationWorkflow'", time.Minute, 100*time.Millisecond, "--dev started no run")
 	wall, ev, size, largest = measure(c, id)
 	row("embedded (`workers --dev`)", wall, ev, size, largest)
 }

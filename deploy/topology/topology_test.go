@@ -577,21 +577,7 @@ func TestTopology(t *testing.T) {
 			"--workflow-id", "nightly-lab", "--task-queue", tp.jobs.cfg.Temporal.TaskQueue, "--type", contract.ReplicationWorkflow,
 			"--input", string(input), "--interval", "1m", "--overlap-policy", "Skip")
 		// The first action is a minute away at most; take the run it starts.
-		var id string
-		testkit.Eventually(t, 3*time.Minute, time.Second, func() error {
-			resp, err := tp.c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-				Query: "TemporalScheduledById = 'nightly-lab'"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range resp.Executions {
-				id = e.Execution.WorkflowId
-			}
-			if id == "" {
-				return errors.New("the schedule started no run")
-			}
-			return nil
-		})
+		id := waitForWorkflow(t, ctx, tp.c, "TemporalScheduledById = 'nightly-lab'", 3*time.Minute, time.Second, "the schedule started no run")
 		run(t, tp.dir, cli, nil, tp.tools.cli, "schedule", "delete", "--schedule-id", "nightly-lab")
 		res := tp.result(ctx, id)
 		requireSuccess(t, res, len(vms))
@@ -608,4 +594,26 @@ func TestTopology(t *testing.T) {
 func (tp *topology) cliEnv() []string {
 	env := tp.compose.environment(tp.t, "temporal-namespace", map[string]string{"TEMPORAL_ADDRESS": tp.frontend}, tp.local)
 	return append(env, "TEMPORAL_NAMESPACE="+tp.jobs.cfg.Temporal.Namespace)
+}
+
+// waitForWorkflow waits up to limit, listing every pause, for a workflow
+// that matches query (a visibility query) and returns the id of the last one
+// listed; missing names what did not happen.
+func waitForWorkflow(t *testing.T, ctx context.Context, c client.Client, query string, limit, pause time.Duration, missing string) string {
+	t.Helper()
+	var id string
+	testkit.Eventually(t, limit, pause, func() error {
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: query})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range resp.Executions {
+			id = e.Execution.WorkflowId
+		}
+		if id == "" {
+			return errors.New(missing)
+		}
+		return nil
+	})
+	return id
 }

@@ -2,7 +2,6 @@ package devserver
 
 import (
 	"context"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -12,17 +11,9 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
-)
 
-func freeAddress(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/replicator/replicator/internal/testkit"
+)
 
 // chain runs n activities one after the other, alternating between the
 // queues, as a VM's run alternates between its target's and its source's.
@@ -47,7 +38,7 @@ func chain(ctx workflow.Context, n int, queues []string) (int, error) {
 // on a machine busy with other work both are slower and alike.
 func TestChainOfActivitiesAndRestart(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddress(t)
+	addr := testkit.FreeAddr(t)
 	s, err := Start(Options{DataDir: dir, FrontendAddress: addr, Namespace: "default"})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +107,7 @@ func TestChainOfActivitiesAndRestart(t *testing.T) {
 
 	// The history is on disk: a server started again on the folder has it.
 	stop()
-	addr = freeAddress(t)
+	addr = testkit.FreeAddr(t)
 	s2, err := Start(Options{DataDir: dir, FrontendAddress: addr, Namespace: "default"})
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +191,7 @@ func grow(ctx workflow.Context) (int, error) {
 // and a job with rpo 30s would otherwise take its schedule's history past
 // 2,000 events within the hour.
 func TestLongHistoriesAreToldToContinueAsNew(t *testing.T) {
-	addr := freeAddress(t)
+	addr := testkit.FreeAddr(t)
 	s, err := Start(Options{DataDir: t.TempDir(), FrontendAddress: addr, Namespace: "default"})
 	if err != nil {
 		t.Fatal(err)

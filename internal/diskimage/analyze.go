@@ -12,14 +12,5 @@ func init() { Analyze = analyzeExclusions }
 // analyzeExclusions fills Info's partitions and the ranges replication with
 // swap exclusion on (and no excluded paths) would not carry.
 func analyzeExclusions(ctx context.Context, img disk.Image) ([]Partition, []ExcludedRange, error) {
-	parts, excl, err := exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: true})
-	var ps []Partition
-	for _, p := range parts {
-		ps = append(ps, Partition(p))
-	}
-	var es []ExcludedRange
-	for _, e := range excl {
-		es = append(es, ExcludedRange(e))
-	}
-	return ps, es, err
+	return exclude.Analyze(ctx, img, img.Size(), img.SectorSize(), exclude.Options{Swap: true})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/replicator/replicator/internal/atomicfile"
 	"github.com/replicator/replicator/internal/disk"
+	"github.com/replicator/replicator/internal/exclude"
 	"github.com/replicator/replicator/internal/vhdx"
 	"github.com/replicator/replicator/internal/zeros"
 )
@@ -102,22 +103,13 @@ func Create(path, format string, size int64, sectorSize int) (disk.WritableImage
 	return nil, fmt.Errorf("disk image %s: unknown format %q (want raw or vhdx)", path, format)
 }
 
-// Partition is one entry of the disk's partition table.
-type Partition struct {
-	Index      int    `json:"index"`
-	Offset     int64  `json:"offset"`
-	Length     int64  `json:"length"`
-	Type       string `json:"type"`
-	Filesystem string `json:"filesystem"`
-}
+// Partition is one entry of the disk's partition table, as package exclude
+// finds it.
+type Partition = exclude.Partition
 
 // ExcludedRange is a byte range replication need not carry, with why:
 // swap, pagefile, hiberfil, swapfile or path.
-type ExcludedRange struct {
-	Offset int64  `json:"offset"`
-	Length int64  `json:"length"`
-	Reason string `json:"reason"`
-}
+type ExcludedRange = exclude.Range
 
 // Info is what `starter disk info --json` prints.
 type Info struct {

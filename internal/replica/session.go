@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -385,7 +386,7 @@ func (dw *DiskWriter) syncUpTo(pos int64) error {
 	if pos < 0 || pos > dw.size {
 		return fmt.Errorf("persist disk %s: position %d outside the disk (%d bytes)", dw.id, pos, dw.size)
 	}
-	for _, b := range sortedBlocks(dw.unknown) {
+	for _, b := range slices.Sorted(maps.Keys(dw.unknown)) {
 		n := blockLen(dw.size, dw.blockSize, b)
 		buf := make([]byte, n)
 		if _, err := dw.img.ReadAt(buf, b*dw.blockSize); err != nil && !(errors.Is(err, io.EOF) && b*dw.blockSize+n == dw.size) {
@@ -397,7 +398,7 @@ func (dw *DiskWriter) syncUpTo(pos int64) error {
 	if err := dw.img.Sync(); err != nil {
 		return fmt.Errorf("persist disk %s: sync data: %w", dw.id, err)
 	}
-	for _, b := range sortedBlocks(dw.dirty) {
+	for _, b := range slices.Sorted(maps.Keys(dw.dirty)) {
 		s := dw.table.Sums[b]
 		off := digestHeaderSize + b*digest.Size
 		if _, err := dw.sumFile.WriteAt(s[:], off); err != nil {
@@ -431,13 +432,4 @@ func (dw *DiskWriter) closeFiles() error {
 	}
 	dw.closed = true
 	return errors.Join(dw.img.Close(), dw.sumFile.Close())
-}
-
-func sortedBlocks(m map[int64]bool) []int64 {
-	b := make([]int64, 0, len(m))
-	for k := range m {
-		b = append(b, k)
-	}
-	slices.Sort(b)
-	return b
 }

@@ -2,8 +2,6 @@ package temporalclient
 
 import (
 	"context"
-	"crypto/tls"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,10 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"go.temporal.io/api/workflowservice/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/pki"
@@ -206,33 +200,12 @@ func TestEnvironmentReachesTLSFrontend(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The frontend's certificate names another host than the one dialled.
-	srvFiles, err := ca.Issue(dir, pki.Request{Name: "frontend", Roles: []pki.Role{pki.RoleTemporal}, Hosts: []string{"frontend.internal"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.LoadX509KeyPair(srvFiles.Cert, srvFiles.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 16)
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			md, _ := metadata.FromIncomingContext(ctx)
-			got <- strings.Join(md.Get("authorization"), ",")
-			return h(ctx, req)
-		}))
-	workflowservice.RegisterWorkflowServiceServer(srv, &apiKeyServer{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Stop()
+	addr, got := serveTLSFrontend(t, ca, dir, "frontend.internal")
 
 	reach := func(caFile, noVerify string) (string, error) {
 		t.Helper()
 		clearTemporalEnv(t)
-		t.Setenv("TEMPORAL_ADDRESS", ln.Addr().String())
+		t.Setenv("TEMPORAL_ADDRESS", addr)
 		t.Setenv("TEMPORAL_TLS_SERVER_CA_CERT_PATH", caFile)
 		t.Setenv("TEMPORAL_API_KEY", "k-env")
 		t.Setenv("TEMPORAL_TLS_DISABLE_HOST_VERIFICATION", noVerify)

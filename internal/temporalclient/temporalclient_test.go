@@ -84,16 +84,13 @@ type apiKeyServer struct {
 	workflowservice.UnimplementedWorkflowServiceServer
 }
 
-// TestAPIKeyTravelsOverCAOnlyTLS dials a TLS frontend that presents a
-// certificate of the configured CA, with no client certificate: the
-// handshake succeeds and the API key arrives as a bearer token.
-func TestAPIKeyTravelsOverCAOnlyTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := pki.NewCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvFiles, err := ca.Issue(dir, pki.Request{Name: "frontend", Roles: []pki.Role{pki.RoleTemporal}, Hosts: []string{"127.0.0.1"}})
+// serveTLSFrontend serves, until the test ends, a frontend on a loopback
+// port presenting a certificate of ca for host (issued into dir) that answers
+// every call Unimplemented. It returns its address and the authorization
+// header of each call it receives.
+func serveTLSFrontend(t *testing.T, ca *pki.CA, dir, host string) (string, <-chan string) {
+	t.Helper()
+	srvFiles, err := ca.Issue(dir, pki.Request{Name: "frontend", Roles: []pki.Role{pki.RoleTemporal}, Hosts: []string{host}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +111,26 @@ func TestAPIKeyTravelsOverCAOnlyTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String(), got
+}
+
+// TestAPIKeyTravelsOverCAOnlyTLS dials a TLS frontend that presents a
+// certificate of the configured CA, with no client certificate: the
+// handshake succeeds and the API key arrives as a bearer token.
+func TestAPIKeyTravelsOverCAOnlyTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, got := serveTLSFrontend(t, ca, dir, "127.0.0.1")
 
 	keyFile := filepath.Join(dir, "api.key")
 	if err := os.WriteFile(keyFile, []byte("k-123\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := Options(config.Temporal{Address: ln.Addr().String(), Namespace: "default",
+	opts, err := Options(config.Temporal{Address: addr, Namespace: "default",
 		TLS: config.TemporalTLS{CA: ca.File}, APIKeyFile: keyFile})
 	if err != nil {
 		t.Fatal(err)

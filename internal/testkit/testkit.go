@@ -5,6 +5,7 @@
 package testkit
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +13,18 @@ import (
 	"testing"
 	"time"
 )
+
+// FreeAddr is a loopback address (127.0.0.1:port) no one listens on at the
+// moment, for a server the test starts.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
 
 // RequireTool returns the path of an outside tool. Where it is missing the test
 // is skipped on a developer's machine but fails under CI=true, so that CI never

@@ -17,33 +17,43 @@ import (
 	"github.com/replicator/replicator/internal/zeros"
 )
 
-// changeSource copies src to a new file, applies writes (nil data punches
-// the block: zeros and unallocated) and returns the new source.
-func changeSource(t *testing.T, src source, bs int64, writes map[int64][]byte) source {
+// rewrite copies the bytes of src, lets edit change them and writes them
+// to a new file named name, whose path it returns.
+func rewrite(t *testing.T, src source, name string, edit func(b []byte)) string {
 	t.Helper()
 	b, err := os.ReadFile(src.path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	edit(b)
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// changeSource copies src to a new file, applies writes (nil data punches
+// the block: zeros and unallocated) and returns the new source.
+func changeSource(t *testing.T, src source, bs int64, writes map[int64][]byte) source {
+	t.Helper()
 	allocated := make([]bool, (src.size+bs-1)/bs)
 	for blk := range blockplan.Full(src.size, bs, src.allocated) {
 		allocated[blk.Index] = true
 	}
-	for idx, data := range writes {
-		off := idx * bs
-		end := min(off+bs, src.size)
-		if data == nil {
-			clear(b[off:end])
-			allocated[idx] = false
-			continue
+	path := rewrite(t, src, "changed.img", func(b []byte) {
+		for idx, data := range writes {
+			off := idx * bs
+			end := min(off+bs, src.size)
+			if data == nil {
+				clear(b[off:end])
+				allocated[idx] = false
+				continue
+			}
+			copy(b[off:end], data)
+			allocated[idx] = true
 		}
-		copy(b[off:end], data)
-		allocated[idx] = true
-	}
-	path := filepath.Join(t.TempDir(), "changed.img")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	})
 	var ext []disk.Extent
 	for i, a := range allocated {
 		if !a {

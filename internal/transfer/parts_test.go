@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,20 +20,14 @@ import (
 // range, as a guest writing a few sectors here and there.
 func writeRanges(t *testing.T, src source, ranges []disk.Extent, seed uint64) source {
 	t.Helper()
-	b, err := os.ReadFile(src.path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(seed, 3))
-	for _, e := range ranges {
-		for i := e.Offset; i < e.End(); i++ {
-			b[i] = byte(r.Uint32())
+	path := rewrite(t, src, "written.img", func(b []byte) {
+		for _, e := range ranges {
+			for i := e.Offset; i < e.End(); i++ {
+				b[i] = byte(r.Uint32())
+			}
 		}
-	}
-	path := filepath.Join(t.TempDir(), "written.img")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	})
 	return source{path: path, size: src.size, allocated: []disk.Extent{{Offset: 0, Length: src.size}}}
 }
 

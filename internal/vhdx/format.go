@@ -62,6 +62,21 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
+// seal stores in bytes 4 to 8 of b the CRC-32C of b computed with those
+// bytes zero: the checksum of a header, a region table and a log entry
+// (MS-VHDX sections 2.2.2, 2.2.3 and 2.3.1.1).
+func seal(b []byte) {
+	binary.LittleEndian.PutUint32(b[4:], 0)
+	binary.LittleEndian.PutUint32(b[4:], crc32c(b))
+}
+
+// sealed reports whether bytes 4 to 8 of b hold the checksum seal stores.
+func sealed(b []byte) bool {
+	crc := crc32.Update(0, castagnoli, b[:4])
+	crc = crc32.Update(crc, castagnoli, []byte{0, 0, 0, 0})
+	return crc32.Update(crc, castagnoli, b[8:]) == binary.LittleEndian.Uint32(b[4:])
+}
+
 // Well-known GUIDs of MS-VHDX sections 2.3.1.1 and 2.6.2.
 var (
 	regionBAT      = guid.MustParse("2DC27766-F623-4200-9D64-115E9BFD4A08")
@@ -129,7 +144,7 @@ func (h *header) marshal() []byte {
 	le.PutUint16(b[66:], h.Version)
 	le.PutUint32(b[68:], h.LogLength)
 	le.PutUint64(b[72:], h.LogOffset)
-	le.PutUint32(b[4:], crc32c(b))
+	seal(b)
 	return b
 }
 
@@ -140,11 +155,7 @@ func parseHeader(b []byte) (header, string) {
 		return h, "bad header signature"
 	}
 	le := binary.LittleEndian
-	sum := le.Uint32(b[4:])
-	c := make([]byte, len(b))
-	copy(c, b)
-	le.PutUint32(c[4:], 0)
-	if crc32c(c) != sum {
+	if !sealed(b) {
 		return h, "header checksum mismatch"
 	}
 	h.SequenceNumber = le.Uint64(b[8:])
@@ -180,7 +191,7 @@ func marshalRegionTable(regions []region) []byte {
 			le.PutUint32(e[28:], 1)
 		}
 	}
-	le.PutUint32(b[4:], crc32c(b))
+	seal(b)
 	return b
 }
 
@@ -189,11 +200,7 @@ func parseRegionTable(b []byte) ([]region, string) {
 	if string(b[0:4]) != sigRegion {
 		return nil, "bad region table signature"
 	}
-	sum := le.Uint32(b[4:])
-	c := make([]byte, len(b))
-	copy(c, b)
-	le.PutUint32(c[4:], 0)
-	if crc32c(c) != sum {
+	if !sealed(b) {
 		return nil, "region table checksum mismatch"
 	}
 	n := le.Uint32(b[8:])

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"sort"
 
@@ -145,10 +144,7 @@ func readLogEntry(buf []byte, pos int64, logGUID guid.GUID, fileLimit int64, bud
 	} else {
 		ent = at(pos, e.length) // wraps around the end of the log
 	}
-	sum := le.Uint32(ent[4:])
-	crc := crc32.Update(0, castagnoli, ent[:4])
-	crc = crc32.Update(crc, castagnoli, []byte{0, 0, 0, 0})
-	if crc32.Update(crc, castagnoli, ent[8:]) != sum {
+	if !sealed(ent) {
 		return nil, "log entry checksum mismatch"
 	}
 	dataSector := descSectors
@@ -305,6 +301,6 @@ func buildLogEntry(logGUID guid.GUID, seq uint64, tail, fileSize int64, pages []
 		copy(s[8:4092], p.data[8:4092])
 		le.PutUint32(s[4092:], uint32(seq))
 	}
-	le.PutUint32(b[4:], crc32c(b))
+	seal(b)
 	return b
 }

@@ -513,23 +513,21 @@ func (d *Disk) blockComplete(block int64) bool {
 // writer calling it as data arrives keeps the storage busy all along instead
 // of in bursts at each Sync.
 func (d *Disk) StartWriteback() error {
-	if !d.writable {
+	return d.flush(func() error {
+		if err := startWriteback(d.f); err != nil {
+			return fmt.Errorf("vhdx %s: start writeback: %w", d.path, err)
+		}
 		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	if err := startWriteback(d.f); err != nil {
-		return fmt.Errorf("vhdx %s: start writeback: %w", d.path, err)
-	}
-	return nil
+	})
 }
 
 // Sync makes completed writes durable, in the order that keeps the file
 // consistent at every step (see the package documentation).
-func (d *Disk) Sync() error {
+func (d *Disk) Sync() error { return d.flush(d.syncLocked) }
+
+// flush runs f with d.mu held, unless there is nothing to flush: the disk
+// was opened read-only or is closed (Close syncs what was written).
+func (d *Disk) flush(f func() error) error {
 	if !d.writable {
 		return nil
 	}
@@ -538,6 +536,11 @@ func (d *Disk) Sync() error {
 	if d.closed {
 		return nil
 	}
+	return f()
+}
+
+// syncLocked is Sync with d.mu held.
+func (d *Disk) syncLocked() error {
 	if err := d.f.Sync(); err != nil {
 		return fmt.Errorf("vhdx %s: sync data: %w", d.path, err)
 	}
