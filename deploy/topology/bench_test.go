@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -89,8 +90,14 @@ func TestTopologyBenchmark(t *testing.T) {
 		run(t, dir, os.Environ(), nil, tp.tools.starter, "--config", file, "lab", "create", name, "--disk", "8MiB")
 		run(t, dir, os.Environ(), nil, tp.tools.starter, "--config", file, "lab", "write", name, "--percent", "50", "--seed", strconv.Itoa(i+1))
 	}
+	// The topology's workers leave the embedded server out (-tags nodev);
+	// the embedded stack needs the default build.
+	devWorkers := filepath.Join(t.TempDir(), "workers")
+	if out, err := exec.Command("go", "build", "-C", repoRoot, "-o", devWorkers, "./workers").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./workers: %v\n%s", err, out)
+	}
 	dev := newProc(t, "dev", dir, []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")},
-		tp.tools.workers, "--dev", "--config", file, "--data-dir", dir, "--ui.listen", "")
+		devWorkers, "--dev", "--config", file, "--data-dir", dir, "--ui.listen", "")
 	dev.start()
 	dev.waitLog("replicator dev stack up", 2*time.Minute)
 	c, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace, Logger: quietLogger{}})

@@ -144,10 +144,12 @@ func findTools(t *testing.T, dir string) tools {
 			t.Fatal(err)
 		}
 	}
-	build := exec.Command("go", "build", "-o", tl.binDir+"/", "./workers", "./starter")
+	// The binaries of the image: built as the Dockerfile builds them, without
+	// the embedded server of --dev.
+	build := exec.Command("go", "build", "-tags", "nodev", "-o", tl.binDir+"/", "./workers", "./starter")
 	build.Dir = repoRoot
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./workers ./starter: %v\n%s", err, out)
+		t.Fatalf("go build -tags nodev ./workers ./starter: %v\n%s", err, out)
 	}
 	tl.workers, tl.starter = filepath.Join(tl.binDir, "workers"), filepath.Join(tl.binDir, "starter")
 	return tl
