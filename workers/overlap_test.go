@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/testkit"
 )
 
 // vmIDs maps the lab's VM names to their ids.
@@ -178,6 +180,11 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 	// overlap: wait: the second run waits for the first and then does the VM.
 	h.cfg.Jobs[0].Overlap = contract.OverlapWait
 	h.writeConfig()
+	// Changed blocks to send, at 2 MiB/s: the first run holds the VM for
+	// seconds, not for the few milliseconds an unchanged VM takes.
+	if err := lab.New("hv01", h.cfg.Hosts[0].Path).Write(ctx, "web01", 0, 10, 7); err != nil {
+		t.Fatal(err)
+	}
 	h.proxy.setRate(2 << 20)
 	in := contract.ReplicationInput{Job: "demo", VMs: []string{"web01"}}
 	first, err = h.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "demo-first-wait", TaskQueue: "replication"}, contract.ReplicationWorkflow, in)
@@ -190,13 +197,19 @@ func TestOverlappingRunsLeaveTheRunInProgressAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	// While it waits, its progress says for whom.
-	waitFor(t, "the waiting run's progress naming the run it waits for", 30*time.Second, 200*time.Millisecond, func() bool {
+	testkit.Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
 		v, err := h.c.QueryWorkflow(ctx, "demo-second-wait", "", contract.ProgressQuery)
 		if err != nil {
-			return false
+			return fmt.Errorf("the waiting run's progress: %w", err)
 		}
 		var p contract.ReplicationResult
-		return v.Get(&p) == nil && len(p.VMs) == 1 && strings.Contains(p.VMs[0].Error, "waiting for VM web01") && strings.Contains(p.VMs[0].Error, "run demo-first-wait")
+		if err := v.Get(&p); err != nil {
+			return fmt.Errorf("the waiting run's progress: %w", err)
+		}
+		if len(p.VMs) == 1 && strings.Contains(p.VMs[0].Error, "waiting for VM web01") && strings.Contains(p.VMs[0].Error, "run demo-first-wait") {
+			return nil
+		}
+		return fmt.Errorf("the waiting run's progress does not name the run it waits for: %+v", p.VMs)
 	})
 	h.proxy.setRate(0)
 	if err := first.Get(ctx, &fres); err != nil {
