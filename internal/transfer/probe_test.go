@@ -3,10 +3,14 @@ package transfer_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/replicator/replicator/internal/testkit"
 	"github.com/replicator/replicator/internal/transfer"
 	"github.com/replicator/replicator/internal/transfer/transfertest"
 )
@@ -28,13 +32,26 @@ func TestProbeTellsFaultsApart(t *testing.T) {
 	ctx := context.Background()
 	server, client, _ := testPKI(t)
 	target := &transfertest.Target{Dir: t.TempDir()}
-	addr := startReceiver(t, target, server, transfer.ReceiverOptions{Logger: quietLogger()})
+	var agentLog testkit.SyncBuffer
+	logger := slog.New(slog.NewTextHandler(&agentLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	addr := startReceiver(t, target, server, transfer.ReceiverOptions{Logger: logger})
 	v, err := transfer.Probe(ctx, addr, client, 5*time.Second)
 	if err != nil || v != transfer.Version {
 		t.Fatalf("probe of a working agent: %d %v", v, err)
 	}
 	if n := target.Opened(); n != 0 {
 		t.Fatalf("a probe opened %d disks", n)
+	}
+	// A probe is no transfer: the agent neither admits it as one nor logs
+	// it as a transfer that failed (every job run probes).
+	testkit.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(agentLog.String(), "answered a probe") {
+			return fmt.Errorf("the agent has not logged that it answered a probe; its log:\n%s", agentLog.String())
+		}
+		return nil
+	})
+	if strings.Contains(agentLog.String(), "level=WARN") {
+		t.Fatalf("the agent logged a warning for a probe:\n%s", agentLog.String())
 	}
 
 	// Nothing listens.

@@ -334,6 +334,10 @@ func (r *Receiver) session(ctx context.Context, raw net.Conn, conn *tls.Conn, p 
 	c := &receiverConn{r: r, conn: conn, raw: raw, br: bufio.NewReaderSize(conn, 4096), bw: bufio.NewWriterSize(conn, 4096), log: log}
 	err := c.readHello()
 	done()
+	if err == nil && c.pinged {
+		log.Debug("data channel: answered a probe")
+		return
+	}
 	if err == nil {
 		if err = r.target.Admit(ctx, c.hello, peer); err != nil {
 			err = reject("hello %s: %w", c.hello, err)
@@ -357,10 +361,6 @@ func (r *Receiver) session(ctx context.Context, raw net.Conn, conn *tls.Conn, p 
 	c.bw = bufio.NewWriterSize(conn, 64<<10)
 	if err := c.run(ctx, peer); err != nil {
 		r.refuse(ctx, c, err)
-		return
-	}
-	if c.pinged {
-		log.Debug("data channel: answered a probe")
 		return
 	}
 	log.Info("data channel: disk received", "disk", c.hello.String(), "bytes", c.written, "frames", c.frames)
