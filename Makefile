@@ -35,7 +35,7 @@ FULLCOPY_MIB ?= 2048
 bench:
 	$(GO) test ./internal/codec ./internal/vhdx ./internal/transfer -run '^$$' -bench . -benchmem
 	$(GO) run ./bench -size 2GiB -out BENCHMARKS.md $(BENCH_FLAGS)
-	REPLICATOR_FULLCOPY_MIB=$(FULLCOPY_MIB) REPLICATOR_FULLCOPY_RUNS=5 $(GO) test ./workers -run '^TestFullCopyAgainstRsync$$' -count=1 -v -timeout 60m
+	REPLICATOR_FULLCOPY_MIB=$(FULLCOPY_MIB) REPLICATOR_FULLCOPY_RUNS=6 $(GO) test ./workers -run '^TestFullCopyAgainstRsync$$' -count=1 -v -timeout 60m
 	REPLICATOR_ORCHESTRATION_VMS=50 $(GO) test ./workers -run '^TestOrchestrationOverhead$$' -count=1 -v
 	$(GO) test -tags bench ./deploy/topology -run '^TestTopologyBenchmark$$' -count=1 -v
 
