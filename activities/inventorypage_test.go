@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/internal/contract"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/lab"
@@ -69,5 +70,67 @@ func TestInventoryPagesEveryVMOnceInIDOrder(t *testing.T) {
 	}
 	if _, err := src.InventoryPage(ctx, contract.InventoryInput{Host: "hv01", Patterns: patterns}); err == nil {
 		t.Fatal("a page without a limit was answered")
+	}
+}
+
+// A run's input narrows its job to some VMs; it cannot widen it: the
+// inventory of a job holds only VMs the job's configured selection picks,
+// whatever patterns the workflow asks with, and a job is read only from
+// its own host.
+func TestInventoryStaysWithinTheJob(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, name := range []string{"app01", "app02", "hr01"} {
+		if _, err := lab.CreateVM(dir, name, []int64{1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := config.Dev(t.TempDir())
+	cfg.Jobs[0].VMs = []string{"app*"}
+	src := &Source{Providers: map[string]provider.Provider{"hv01": lab.New("hv01", dir)},
+		Config: func() (*config.Config, error) { return cfg, nil }}
+	names := func(vms []contract.VM) []string {
+		var out []string
+		for _, vm := range vms {
+			out = append(out, vm.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, patterns := range [][]string{{"*"}, {"app01", "app02", "hr01"}, {"hr*", "app*"}} {
+		vms, err := src.Inventory(ctx, contract.InventoryInput{Host: "hv01", Job: "demo", Patterns: patterns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, err := src.InventoryPage(ctx, contract.InventoryInput{Host: "hv01", Job: "demo", Patterns: patterns, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := names(vms); !slices.Equal(got, []string{"app01", "app02"}) {
+			t.Errorf("inventory of job demo (vms app*) asked for %v: %v", patterns, got)
+		}
+		if page.Total != 2 {
+			t.Errorf("paged inventory of job demo asked for %v counts %d VMs, want 2", patterns, page.Total)
+		}
+	}
+	page, err := src.InventoryPage(ctx, contract.InventoryInput{Host: "hv01", Job: "demo", Patterns: []string{"hr01", "app01"}, Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(page.VMs); !slices.Equal(got, []string{"app01"}) || !slices.Equal(page.Missing, []string{"hr01"}) {
+		t.Errorf("narrowed to hr01 and app01: VMs %v, missing %v; want [app01] and hr01 missing", got, page.Missing)
+	}
+	// Without a job (histories recorded before it was sent) the patterns alone pick.
+	vms, err := src.Inventory(ctx, contract.InventoryInput{Host: "hv01", Patterns: []string{"hr01"}})
+	if err != nil || !slices.Equal(names(vms), []string{"hr01"}) {
+		t.Errorf("inventory without a job: %v %v", names(vms), err)
+	}
+	for _, in := range []contract.InventoryInput{
+		{Host: "hv02", Job: "demo", Patterns: []string{"*"}},
+		{Host: "hv01", Job: "nosuch", Patterns: []string{"*"}},
+	} {
+		if _, err := src.Inventory(ctx, in); err == nil {
+			t.Errorf("inventory of job %q on host %s: no error", in.Job, in.Host)
+		}
 	}
 }

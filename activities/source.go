@@ -111,6 +111,10 @@ func (s *Source) CheckSource(ctx context.Context, host string) (provider.Host, e
 
 // Inventory lists the VMs of the host that the patterns (names, ids, "*") select.
 func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]contract.VM, error) {
+	pick, err := s.inventorySelection(in)
+	if err != nil {
+		return nil, err
+	}
 	p, err := s.provider(in.Host)
 	if err != nil {
 		return nil, err
@@ -121,7 +125,7 @@ func (s *Source) Inventory(ctx context.Context, in contract.InventoryInput) ([]c
 	}
 	var out []contract.VM
 	for _, vm := range vms {
-		if !selected(vm, in.Patterns) {
+		if !pick(vm) {
 			continue
 		}
 		out = append(out, s.inventoryVM(ctx, p, vm))
@@ -149,6 +153,10 @@ func (s *Source) InventoryPage(ctx context.Context, in contract.InventoryInput) 
 	if in.Limit < 1 {
 		return contract.InventoryPage{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("inventory page of host %q: limit %d, want at least 1", in.Host, in.Limit))
 	}
+	pick, err := s.inventorySelection(in)
+	if err != nil {
+		return contract.InventoryPage{}, err
+	}
 	p, err := s.provider(in.Host)
 	if err != nil {
 		return contract.InventoryPage{}, err
@@ -159,7 +167,7 @@ func (s *Source) InventoryPage(ctx context.Context, in contract.InventoryInput) 
 	}
 	var sel []provider.VM
 	for _, vm := range vms {
-		if selected(vm, in.Patterns) {
+		if pick(vm) {
 			sel = append(sel, vm)
 		}
 	}
@@ -233,6 +241,23 @@ func sectorSize(p string) int {
 	}
 	defer img.Close()
 	return img.SectorSize()
+}
+
+// inventorySelection is what picks an inventory's VMs: its patterns, within
+// the selection of its job as this worker's configuration has it (a run's
+// input names VMs, but only of its job).
+func (s *Source) inventorySelection(in contract.InventoryInput) (func(provider.VM) bool, error) {
+	if in.Job == "" {
+		return func(vm provider.VM) bool { return selected(vm, in.Patterns) }, nil
+	}
+	_, job, _, err := configuredJob(s.Config, in.Job)
+	if err != nil {
+		return nil, err
+	}
+	if in.Host != job.Source {
+		return nil, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q reads host %q, not %q", in.Job, job.Source, in.Host))
+	}
+	return func(vm provider.VM) bool { return selected(vm, in.Patterns) && selected(vm, job.VMs) }, nil
 }
 
 func selected(vm provider.VM, patterns []string) bool {

@@ -212,7 +212,7 @@ func (p *inventoryPages) next(ctx workflow.Context, spec contract.JobSpec, st *r
 			workflow.GetLogger(ctx).Warn("listing interrupted restore points failed; continuing in inventory order", "error", err)
 		}
 	}
-	page, err := readPage(ctx, p.host, p.patterns, p.cursor)
+	page, err := readPage(ctx, p.host, p.job, p.patterns, p.cursor)
 	if err != nil {
 		return nil, err
 	}
@@ -232,11 +232,12 @@ func (p *inventoryPages) next(ctx workflow.Context, spec contract.JobSpec, st *r
 	return vms, nil
 }
 
-// readPage reads the page of the host's inventory after the VM id after.
-func readPage(ctx workflow.Context, host string, patterns []string, after string) (contract.InventoryPage, error) {
+// readPage reads the page of the host's inventory after the VM id after:
+// the VMs of job that patterns pick.
+func readPage(ctx workflow.Context, host, job string, patterns []string, after string) (contract.InventoryPage, error) {
 	var page contract.InventoryPage
 	err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, shortActivity(contract.SourceQueue(host))),
-		contract.ActInventoryPage, contract.InventoryInput{Host: host, Patterns: patterns, After: after, Limit: inventoryPageVMs}).Get(ctx, &page)
+		contract.ActInventoryPage, contract.InventoryInput{Host: host, Job: job, Patterns: patterns, After: after, Limit: inventoryPageVMs}).Get(ctx, &page)
 	if err != nil {
 		return page, fmt.Errorf("inventory of %s: %w", host, err)
 	}

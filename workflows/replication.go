@@ -475,13 +475,13 @@ func (c *runChecks) inventory(in contract.ReplicationInput) ([]contract.VM, *inv
 	if !c.st.bounded {
 		var vms []contract.VM
 		if err := workflow.ExecuteActivity(c.srcCtx, contract.ActInventory,
-			contract.InventoryInput{Host: c.spec.Source, Patterns: patterns}).Get(c.ctx, &vms); err != nil {
+			contract.InventoryInput{Host: c.spec.Source, Job: c.spec.Name, Patterns: patterns}).Get(c.ctx, &vms); err != nil {
 			return nil, nil, fmt.Errorf("inventory of %s: %w", c.spec.Source, err)
 		}
 		vms, err := c.vmsExist(in, vms)
 		return vms, nil, err
 	}
-	page, err := readPage(c.ctx, c.spec.Source, patterns, "")
+	page, err := readPage(c.ctx, c.spec.Source, c.spec.Name, patterns, "")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -524,7 +524,7 @@ func (c *runChecks) failMissing(in contract.ReplicationInput, found func(want st
 		if !found(want) {
 			c.st.result.VMs = append(c.st.result.VMs, contract.VMResult{
 				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
-				Error: fmt.Sprintf("VM %q not found on host %s", want, spec.Source),
+				Error: fmt.Sprintf("VM %q not found on host %s among the VMs of job %s (jobs[%s].vms %v)", want, spec.Source, spec.Name, spec.Name, spec.VMs),
 			})
 		}
 	}
@@ -570,7 +570,7 @@ func (c *runChecks) pagedInventory(in contract.ReplicationInput, patterns []stri
 			break
 		}
 		var err error
-		if page, err = readPage(c.ctx, spec.Source, patterns, page.VMs[len(page.VMs)-1].ID); err != nil {
+		if page, err = readPage(c.ctx, spec.Source, spec.Name, patterns, page.VMs[len(page.VMs)-1].ID); err != nil {
 			return nil, nil, err
 		}
 	}

@@ -380,6 +380,11 @@ type InventoryInput struct {
 	Host string `json:"host"`
 	// Patterns are names, ids or "*".
 	Patterns []string `json:"patterns"`
+	// Job, when set, bounds the answer to the VMs that job's configured
+	// selection (jobs[].vms in the source worker's file) picks: Patterns
+	// can narrow a job, never widen it. Empty in histories recorded
+	// before it existed.
+	Job string `json:"job,omitempty"`
 	// After and Limit page the inventory (InventoryPage only): the VMs whose
 	// id sorts after After, at most Limit of them (and fewer when their JSON
 	// passes InventoryPageBytes).
