@@ -40,6 +40,20 @@ func configuredJob(load func() (*config.Config, error), name string) (*config.Co
 	return cfg, job, Spec(cfg, job), nil
 }
 
+// sourceJob is the configured job name, which must read host: the source
+// side of an activity takes the job from this worker's file, never from
+// its input.
+func sourceJob(load func() (*config.Config, error), name, host string) (*config.Job, error) {
+	_, job, _, err := configuredJob(load, name)
+	if err != nil {
+		return nil, err
+	}
+	if host != job.Source {
+		return nil, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q reads host %q, not %q", name, job.Source, host))
+	}
+	return job, nil
+}
+
 // checkSpec refuses a carried job spec that differs from the configured
 // one, naming every setting that differs.
 func checkSpec(carried, configured contract.JobSpec) error {

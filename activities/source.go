@@ -250,12 +250,9 @@ func (s *Source) inventorySelection(in contract.InventoryInput) (func(provider.V
 	if in.Job == "" {
 		return func(vm provider.VM) bool { return selected(vm, in.Patterns) }, nil
 	}
-	_, job, _, err := configuredJob(s.Config, in.Job)
+	job, err := sourceJob(s.Config, in.Job, in.Host)
 	if err != nil {
 		return nil, err
-	}
-	if in.Host != job.Source {
-		return nil, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q reads host %q, not %q", in.Job, job.Source, in.Host))
 	}
 	return func(vm provider.VM) bool { return selected(vm, in.Patterns) && selected(vm, job.VMs) }, nil
 }
@@ -292,12 +289,9 @@ func (s *Source) CreateCheckpoint(ctx context.Context, in contract.CheckpointInp
 }
 
 func (s *Source) createCheckpoint(ctx context.Context, in contract.CheckpointInput) (contract.CheckpointResult, error) {
-	_, job, _, err := configuredJob(s.Config, in.Job)
+	job, err := sourceJob(s.Config, in.Job, in.Host)
 	if err != nil {
 		return contract.CheckpointResult{}, err
-	}
-	if in.Host != job.Source {
-		return contract.CheckpointResult{}, nonRetryable(contract.ErrTypeBadInput, fmt.Errorf("job %q reads host %q, not %q", in.Job, job.Source, in.Host))
 	}
 	p, err := s.provider(in.Host)
 	if err != nil {
