@@ -31,6 +31,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/replicator/replicator/internal/freeport"
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/testkit"
 )
@@ -194,14 +195,15 @@ func globDesc(pattern string) []string {
 	return m
 }
 
+// freePort is a free loopback port below the ephemeral range (package
+// freeport), so that no outgoing connection takes it first.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // freeServerPort is a free loopback port below 32768: the server records

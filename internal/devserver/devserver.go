@@ -28,6 +28,8 @@ import (
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/replicator/replicator/internal/freeport"
 )
 
 // Options of the embedded server.
@@ -217,14 +219,10 @@ func serverConfig(o Options, host string, port int) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	free := func() (int, error) {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return 0, err
-		}
-		defer ln.Close()
-		return ln.Addr().(*net.TCPAddr).Port, nil
-	}
+	// The services' own ports are below the ephemeral range: a port from
+	// the range could become the source port of one of the connections the
+	// server makes while it starts, before the service binds it.
+	free := func() (int, error) { return freeport.Port(host) }
 	service := func(grpcPort, httpPort int) config.Service {
 		var s config.Service
 		s.RPC.GRPCPort = grpcPort

@@ -8,22 +8,26 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/replicator/replicator/internal/freeport"
 )
 
 // FreeAddr is a loopback address (127.0.0.1:port) no one listens on at the
-// moment, for a server the test starts.
+// moment, for a server the test starts. The port is below the kernel's
+// ephemeral range (package freeport), so that no outgoing connection takes
+// it before the server binds it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // RequireTool returns the path of an outside tool. Where it is missing the test
