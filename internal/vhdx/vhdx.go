@@ -40,6 +40,10 @@ type Disk struct {
 	f        file
 	view     *fileView
 	writable bool
+	// behind writes payload data by direct I/O without waiting for it
+	// (writable files on file systems that offer direct I/O); nil
+	// otherwise. Everything else, and every read, goes through f.
+	behind *writeBehind
 
 	hdr     header
 	hdrSlot int // 0 or 1: which header copy is current
@@ -204,7 +208,13 @@ func openFile(path string, writable bool) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhdx: open: %w", err)
 	}
-	return openOn(path, f, writable)
+	d, err := openOn(path, f, writable)
+	if err == nil && writable {
+		if dio := openDirect(path); dio != nil {
+			d.behind = newWriteBehind(dio, f)
+		}
+	}
+	return d, err
 }
 
 // file is what a Disk needs of its file; *os.File in use, a fault-injecting
@@ -643,6 +653,16 @@ func (d *Disk) Close() error {
 		if err := d.f.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		if d.behind != nil {
+			// Sync above waited for every write behind (or failed, and
+			// then the data is not durable: the error says so).
+			if err := d.behind.drain(); err != nil {
+				errs = append(errs, fmt.Errorf("vhdx %s: %w", d.path, err))
+			}
+			if err := d.behind.direct.f.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
 	d.mu.Unlock()
 	if d.parent != nil {
@@ -681,6 +701,13 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 
 // readLocked fills p from off (within the virtual size); d.mu is held.
 func (d *Disk) readLocked(p []byte, off int64) error {
+	if d.behind != nil {
+		// Reads go through the page cache: what is still being written
+		// behind it must be in the file first.
+		if err := d.behind.drain(); err != nil {
+			return fmt.Errorf("vhdx %s: %w", d.path, err)
+		}
+	}
 	g := d.geo
 	for len(p) > 0 {
 		block := off / g.blockSize

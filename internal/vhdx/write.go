@@ -390,9 +390,9 @@ func (d *Disk) writeBlock(block, in int64, b []byte) error {
 	st := entryState(e)
 	switch st {
 	case payloadFullyPresent:
-		return d.writeFile(b, entryOffset(e)+in)
+		return d.writeData(b, entryOffset(e)+in)
 	case payloadPartiallyPresent:
-		if err := d.writeFile(b, entryOffset(e)+in); err != nil {
+		if err := d.writeData(b, entryOffset(e)+in); err != nil {
 			return err
 		}
 		if err := d.setBits(block, in, int64(len(b)), false); err != nil {
@@ -414,7 +414,7 @@ func (d *Disk) writeBlock(block, in int64, b []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := d.writeFile(b, fileOff+in); err != nil {
+	if err := d.writeData(b, fileOff+in); err != nil {
 		return err
 	}
 	whole := in == 0 && int64(len(b)) == min(g.blockSize, g.virtualSize-block*g.blockSize)
@@ -429,6 +429,25 @@ func (d *Disk) writeBlock(block, in int64, b []byte) error {
 	d.bat[idx] = batEntry(newState, fileOff)
 	d.batDirty[idx] = struct{}{}
 	return nil
+}
+
+// writeData writes payload bytes: behind, when the file has a write-behind
+// and b fits it, else through the page cache once everything written
+// behind is in the file (the newer bytes land last).
+func (d *Disk) writeData(b []byte, off int64) error {
+	if d.behind != nil {
+		ok, err := d.behind.write(b, off)
+		if err == nil && !ok {
+			err = d.behind.drain()
+		}
+		if err != nil {
+			return fmt.Errorf("vhdx %s: %w", d.path, err)
+		}
+		if ok {
+			return nil
+		}
+	}
+	return d.writeFile(b, off)
 }
 
 func (d *Disk) writeFile(b []byte, off int64) error {
@@ -541,6 +560,11 @@ func (d *Disk) flush(f func() error) error {
 
 // syncLocked is Sync with d.mu held.
 func (d *Disk) syncLocked() error {
+	if d.behind != nil {
+		if err := d.behind.drain(); err != nil {
+			return fmt.Errorf("vhdx %s: sync data: %w", d.path, err)
+		}
+	}
 	if err := d.f.Sync(); err != nil {
 		return fmt.Errorf("vhdx %s: sync data: %w", d.path, err)
 	}
