@@ -63,7 +63,8 @@ func newWriteBehind(direct *directFile, fallback interface {
 		free: make(chan *chunkBuf, behindChunks), flying: map[*chunkBuf]struct{}{}}
 }
 
-// write takes b for off if it can go behind, and reports whether it did.
+// write takes b for off if it can go behind (its offset and length meet the
+// file's direct I/O alignment), and reports whether it did.
 // A write that overlaps data still on its way first waits for it, so that
 // the newer bytes land last.
 func (w *writeBehind) write(b []byte, off int64) (bool, error) {
@@ -72,7 +73,7 @@ func (w *writeBehind) write(b []byte, off int64) (bool, error) {
 	if err := w.failure(); err != nil {
 		return false, err
 	}
-	if len(b) > w.chunk || !w.direct.fits(b, off) {
+	if len(b) > w.chunk || !w.direct.fits(off, int64(len(b))) {
 		return false, nil
 	}
 	if w.overlapsInFlight(off, int64(len(b))) {

@@ -151,7 +151,7 @@ func TestWritesBehindLandInOrder(t *testing.T) {
 	defer d.Close()
 	model := make([]byte, size)
 	rng := rand.New(rand.NewPCG(7, 11))
-	buf := alignedBuffer(4*block, 4096)
+	buf := make([]byte, 4*block+1)[1:] // at an odd address: the bytes are copied before they go
 	for i := range 600 {
 		var off, n int64
 		switch rng.IntN(4) {

@@ -13,7 +13,7 @@ type directFile struct {
 	memAlign uintptr
 }
 
-func (*directFile) fits([]byte, int64) bool { return false }
+func (*directFile) fits(int64, int64) bool { return false }
 
 func (d *directFile) writeAt(b []byte, off int64) error {
 	_, err := d.f.WriteAt(b, off)
