@@ -27,7 +27,10 @@ func (vhdxChain) createChild(path, parent string, size int64, sectorSize int) (w
 }
 
 func (vhdxChain) openWritable(chain []string) (writableDisk, error) {
-	o := vhdx.OpenOptions{Writable: true, Parents: chain[1:]}
+	// A replica's data is written once and read back seldom (digests of
+	// blocks the sender did not describe, verification): it goes to
+	// storage by direct I/O rather than filling the page cache.
+	o := vhdx.OpenOptions{Writable: true, Parents: chain[1:], DirectWrites: true}
 	return vhdx.OpenWith(chain[0], o)
 }
 

@@ -57,7 +57,7 @@ func TestDirectWritesSkipThePageCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	d, err = OpenWith(path, OpenOptions{Writable: true})
+	d, err = OpenWith(path, OpenOptions{Writable: true, DirectWrites: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func openBehind(t *testing.T, size int64) (*Disk, string) {
 		t.Fatal(err)
 	}
 	d.Close()
-	d, err = OpenWith(path, OpenOptions{Writable: true})
+	d, err = OpenWith(path, OpenOptions{Writable: true, DirectWrites: true})
 	if err != nil {
 		t.Fatal(err)
 	}

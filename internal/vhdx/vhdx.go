@@ -29,6 +29,13 @@ type OpenOptions struct {
 	// NoParent reads only this file's own data: sectors the file does not hold
 	// read as zeros. For merge and recovery.
 	NoParent bool
+	// DirectWrites (with Writable) sends payload writes to storage by direct
+	// I/O, behind the writer, where the file system offers direct I/O: for
+	// a file written in long runs and seldom read back soon, such as a
+	// replica, whose bytes would otherwise fill the page cache and cost a
+	// copy into it. Reads, metadata and Sync are unchanged (see
+	// writeBehind).
+	DirectWrites bool
 }
 
 // maxChainDepth bounds a differencing chain (each layer holds a descriptor).
@@ -82,7 +89,16 @@ func Open(path string) (*Disk, error) { return OpenWith(path, OpenOptions{}) }
 
 // OpenWith opens a VHDX with options.
 func OpenWith(path string, o OpenOptions) (*Disk, error) {
-	return openChain(path, o, nil)
+	d, err := openChain(path, o, nil)
+	if err != nil {
+		return nil, err
+	}
+	if o.Writable && o.DirectWrites {
+		if dio := openDirect(path); dio != nil {
+			d.behind = newWriteBehind(dio, d.f)
+		}
+	}
+	return d, nil
 }
 
 func openChain(path string, o OpenOptions, seen []os.FileInfo) (*Disk, error) {
@@ -208,13 +224,7 @@ func openFile(path string, writable bool) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhdx: open: %w", err)
 	}
-	d, err := openOn(path, f, writable)
-	if err == nil && writable {
-		if dio := openDirect(path); dio != nil {
-			d.behind = newWriteBehind(dio, f)
-		}
-	}
-	return d, err
+	return openOn(path, f, writable)
 }
 
 // file is what a Disk needs of its file; *os.File in use, a fault-injecting
