@@ -48,7 +48,7 @@ type Disk struct {
 	view     *fileView
 	writable bool
 	// behind writes payload data by direct I/O without waiting for it
-	// (writable files on file systems that offer direct I/O); nil
+	// (files opened with DirectWrites on file systems that offer direct I/O); nil
 	// otherwise. Everything else, and every read, goes through f.
 	behind *writeBehind
 
