@@ -660,18 +660,20 @@ func (d *Disk) Close() error {
 	d.mu.Lock()
 	if !d.closed {
 		d.closed = true
-		if err := d.f.Close(); err != nil {
-			errs = append(errs, err)
-		}
 		if d.behind != nil {
 			// Sync above waited for every write behind (or failed, and
-			// then the data is not durable: the error says so).
+			// then the data is not durable: the error says so). Drained
+			// before either descriptor closes: a chunk the file system
+			// refused by direct I/O is written through f.
 			if err := d.behind.drain(); err != nil {
 				errs = append(errs, fmt.Errorf("vhdx %s: %w", d.path, err))
 			}
 			if err := d.behind.direct.f.Close(); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if err := d.f.Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	d.mu.Unlock()
