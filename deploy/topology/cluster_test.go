@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -208,18 +207,17 @@ func freePort(t *testing.T) int {
 
 // freeServerPort is a free loopback port below 32768: the server records
 // its membership port in a PostgreSQL smallint (cluster_membership.rpc_port),
-// which the kernel's ephemeral ports overflow.
+// which the kernel's ephemeral ports overflow. freeport's ports are below
+// the ephemeral range, which starts at 32768 or higher.
 func freeServerPort(t *testing.T) int {
 	t.Helper()
-	for range 1000 {
-		port := 20000 + mathrand.IntN(12000)
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			ln.Close()
+	for range 100 {
+		port := freePort(t)
+		if port < 32768 {
 			return port
 		}
 	}
-	t.Fatal("no free port between 20000 and 32000")
+	t.Fatal("no free port below 32768")
 	return 0
 }
 
