@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -270,4 +271,33 @@ func TestARewriteWaitsForTheWriteBehindItOverlaps(t *testing.T) {
 	copy(want, b)
 	copy(want[5*block:], b)
 	requireSame(t, "disk after a rewrite of a slow write behind", readAll(t, mustOpen(t, path), block), want)
+}
+
+// procsAtStart is GOMAXPROCS before any test opened a direct file.
+var procsAtStart = runtime.GOMAXPROCS(0)
+
+// The first direct file of a process adds one P, and only the first: a
+// goroutine asleep in a direct write keeps its P, and without the spare one a
+// core waits while the agent's and the proxy's goroutines are ready to run.
+// GOMAXPROCS set in the environment is left as it is.
+func TestDirectWritesAddOneSpareProc(t *testing.T) {
+	want := procsAtStart + 1
+	if os.Getenv("GOMAXPROCS") != "" {
+		want = procsAtStart
+	}
+	for range 2 {
+		d, _ := openBehind(t, 4<<20)
+		d.Close()
+	}
+	if got := runtime.GOMAXPROCS(0); got != want {
+		t.Fatalf("GOMAXPROCS = %d after opening direct files, want %d (it was %d before)", got, want, procsAtStart)
+	}
+
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	t.Setenv("GOMAXPROCS", "3")
+	before := runtime.GOMAXPROCS(0)
+	addSpareProc()
+	if got := runtime.GOMAXPROCS(0); got != before {
+		t.Fatalf("GOMAXPROCS = %d with GOMAXPROCS=3 in the environment, want it left at %d", got, before)
+	}
 }
