@@ -34,13 +34,16 @@ func openDirect(path string) *directFile {
 // environment. A direct write sleeps in the kernel until the device has the
 // bytes, and the goroutine in it keeps its P meanwhile: the runtime hands the
 // P to other goroutines only when its monitor thread notices the system call,
-// on a tick that backs off to 10 ms while nothing else needs it (the
+// on a tick that backs off to 10 ms while it finds nothing to do (the
 // scheduler's retake in runtime/proc.go). A replica's writes come one after
 // another, so without a spare P one core stood idle for most of their time
 // while the agent's and the proxy's goroutines waited to run (an execution
-// trace of a 2 GiB copy on two cores: P held 0.75 s of 2.45 s in 359 writes;
-// BENCHMARKS.md). The spare P costs nothing while no write sleeps: its
-// goroutines share the cores.
+// trace of a 2 GiB copy on two cores: 359 writes kept a P for 0.76 s of the
+// 2.55 s run, and the runtime took it back in 20 of them; BENCHMARKS.md,
+// "A spare P for the direct writes"). While no write sleeps, the goroutines
+// of every P share the cores as the kernel schedules their threads. Setting
+// GOMAXPROCS ends the runtime's own updates of it to a changed CPU limit of
+// the container (go1.25); the limit at the first direct file stays.
 var spareProc sync.Once
 
 func addSpareProc() {

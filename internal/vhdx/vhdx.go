@@ -34,7 +34,8 @@ type OpenOptions struct {
 	// a file written in long runs and seldom read back soon, such as a
 	// replica, whose bytes would otherwise fill the page cache and cost a
 	// copy into it. Reads, metadata and Sync are unchanged (see
-	// writeBehind).
+	// writeBehind). The first such file of a process adds one to GOMAXPROCS
+	// (see spareProc).
 	DirectWrites bool
 }
 
