@@ -13,6 +13,9 @@ import (
 	"time"
 )
 
+// spun keeps what spin counted, so that its loop is not optimised away.
+var spun int
+
 //go:noinline
 func spin(d time.Duration) (n int) {
 	for end := time.Now().Add(d); time.Now().Before(end); n++ {
@@ -34,7 +37,7 @@ func TestTimesByGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { spin(80 * time.Millisecond) })
+	wg.Go(func() { spun = spin(80 * time.Millisecond) })
 	wg.Go(func() { sleepInKernel(80 * time.Millisecond) })
 	wg.Wait()
 	trace.Stop()
