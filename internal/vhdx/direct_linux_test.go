@@ -301,3 +301,31 @@ func TestDirectWritesAddOneSpareProc(t *testing.T) {
 		t.Fatalf("GOMAXPROCS = %d with GOMAXPROCS=3 in the environment, want it left at %d", got, before)
 	}
 }
+
+// Payload written behind keeps the crash guarantees of the buffered path:
+// TestCrashConsistency's rounds, with every aligned payload write going
+// behind in small chunks that land on the journaling file from goroutines
+// of their own, in any order and after a random delay. A Sync that returned
+// before its writes behind had landed would show as synced bytes lost.
+func TestCrashConsistencyWithWritesBehind(t *testing.T) {
+	crashConsistency(t, func(t *testing.T, d *Disk, mem *memFile) {
+		null, err := os.Open(os.DevNull) // closed with the disk
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newWriteBehind(&directFile{f: null, memAlign: 4096, offAlign: 512}, mem)
+		w.chunk = 64 << 10
+		var n atomic.Int64
+		w.writeAt = func(b []byte, off int64) error {
+			time.Sleep(time.Duration(n.Add(1)%5) * 200 * time.Microsecond)
+			_, err := mem.WriteAt(b, off)
+			return err
+		}
+		d.behind = w
+		t.Cleanup(func() {
+			if n.Load() == 0 {
+				t.Error("no payload write went behind")
+			}
+		})
+	})
+}
