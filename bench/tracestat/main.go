@@ -54,20 +54,31 @@ type goroutine struct {
 }
 
 func run(path string, out io.Writer) error {
-	f, err := os.Open(path)
+	gs, atOnce, total, err := read(path)
 	if err != nil {
 		return err
+	}
+	report(out, gs, atOnce, total)
+	return nil
+}
+
+// read replays the trace at path: what each goroutine did, and the seconds
+// with 0, 1, 2 and 3 or more goroutines running Go code.
+func read(path string) (gs map[trace.GoID]*goroutine, atOnce map[int]float64, total float64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	defer f.Close()
 	r, err := trace.NewReader(f)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
-	gs := map[trace.GoID]*goroutine{}
+	gs = map[trace.GoID]*goroutine{}
 	pHolder := map[trace.ProcID]*goroutine{} // P → goroutine in a system call on it
 	running := 0                             // goroutines running Go code
 	var first, last trace.Time
-	atOnce := map[int]float64{} // seconds with n goroutines running Go code
+	atOnce = map[int]float64{}
 	secs := func(d trace.Time) float64 { return float64(d) / 1e9 }
 
 	for {
@@ -76,7 +87,7 @@ func run(path string, out io.Writer) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return nil, nil, 0, fmt.Errorf("%s: %w", path, err)
 		}
 		t := ev.Time()
 		if first == 0 {
@@ -150,10 +161,13 @@ func run(path string, out io.Writer) error {
 		g.since = t
 	}
 	if first == 0 {
-		return fmt.Errorf("%s: no events", path)
+		return nil, nil, 0, fmt.Errorf("%s: no events", path)
 	}
+	return gs, atOnce, secs(last - first), nil
+}
 
-	// The goroutines of one name together.
+// report prints the goroutines of one name together, busiest first.
+func report(out io.Writer, gs map[trace.GoID]*goroutine, atOnce map[int]float64, total float64) {
 	byName := map[string]*goroutine{}
 	count := map[string]int{}
 	for _, g := range gs {
@@ -181,7 +195,7 @@ func run(path string, out io.Writer) error {
 	}
 	slices.SortFunc(list, func(a, b *goroutine) int { return cmp.Compare(b.running+b.syscall, a.running+a.syscall) })
 
-	fmt.Fprintf(out, "trace of %.3f s\n\n", secs(last-first))
+	fmt.Fprintf(out, "trace of %.3f s\n\n", total)
 	fmt.Fprintf(out, "goroutines running Go code at once: none %.3f s, one %.3f s, two %.3f s, three or more %.3f s\n\n",
 		atOnce[0], atOnce[1], atOnce[2], atOnce[3])
 	fmt.Fprintln(out, "| goroutines (how many) | running Go code | in system calls | of which a P stayed with the call | system calls (P taken away) | runnable | waiting (the longest reason) |")
@@ -201,7 +215,6 @@ func run(path string, out io.Writer) error {
 		fmt.Fprintf(out, "| %s (%d) | %.3f s | %.3f s | %.3f s | %d (%d) | %.3f s | %s |\n",
 			short(g.name), count[g.name], g.running, g.syscall, g.pHeld, g.syscalls, g.stolen, g.runnable, w)
 	}
-	return nil
 }
 
 // outermost is the outermost function of this module (or of a main
