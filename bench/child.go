@@ -22,6 +22,7 @@ import (
 	"github.com/replicator/replicator/internal/pki"
 	"github.com/replicator/replicator/internal/provider"
 	"github.com/replicator/replicator/internal/provider/lab"
+	"github.com/replicator/replicator/internal/replica"
 	"github.com/replicator/replicator/internal/transfer"
 )
 
@@ -125,7 +126,7 @@ func runChild(args []string) error {
 		return err
 	}
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	recv := transfer.NewReceiver(a, serverTLS, transfer.ReceiverOptions{Logger: quiet})
+	recv := transfer.NewReceiver(a, serverTLS, transfer.ReceiverOptions{Logger: quiet, SinkBufferBytes: replica.WriteBufferBytes})
 	sctx, stop := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- recv.Serve(sctx, ln) }()

@@ -171,7 +171,7 @@ func startRoles(ctx context.Context, cfg *config.Config, o options, roles roleSe
 		rctx, cancel := context.WithCancel(ctx)
 		s.cancel = cancel
 		s.done = make(chan struct{})
-		recv := transfer.NewReceiver(a, serverTLS, transfer.ReceiverOptions{Logger: logger.With("role", "agent")})
+		recv := transfer.NewReceiver(a, serverTLS, transfer.ReceiverOptions{Logger: logger.With("role", "agent"), SinkBufferBytes: replica.WriteBufferBytes})
 		go func() {
 			defer close(s.done)
 			if err := recv.Serve(rctx, ln); err != nil && rctx.Err() == nil {

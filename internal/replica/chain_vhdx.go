@@ -26,6 +26,10 @@ func (vhdxChain) createChild(path, parent string, size int64, sectorSize int) (w
 	return vhdx.CreateDifferencing(path, parent, vhdxOptions(size, sectorSize))
 }
 
+// WriteBufferBytes is the most memory one open replica disk holds for
+// writes on their way to storage, besides what its writer passes in.
+const WriteBufferBytes = vhdx.WriteBehindBytes
+
 func (vhdxChain) openWritable(chain []string) (writableDisk, error) {
 	// A replica's data is written once and read back seldom (digests of
 	// blocks the sender did not describe, verification): it goes to

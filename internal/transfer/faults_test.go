@@ -354,6 +354,30 @@ func TestBusyAgentIsRetryable(t *testing.T) {
 	}
 }
 
+// The agent's buffer budget counts what the sink of an open disk holds
+// besides the receiver's own buffers: a budget that one connection's block
+// buffers fit but not together with the sink's is a retryable busy refusal.
+func TestBufferBudgetCountsTheSinksBuffers(t *testing.T) {
+	server, client, _ := testPKI(t)
+	const bs = 64 << 10 // the receiver's own buffers: 8 blocks and 320 KiB
+	src := makeSource(t, t.TempDir(), 1<<20, bs, 5)
+	for _, sink := range []int64{1 << 20, 0} {
+		target := &transfertest.Target{Dir: t.TempDir()}
+		target.Begin(testJob, testVM, testCP)
+		addr := startReceiver(t, target, server, transfer.ReceiverOptions{MaxBufferBytes: 1 << 20, SinkBufferBytes: sink})
+		res, err := (&transfer.Sender{Address: addr, TLS: client}).SendDisk(context.Background(), src.open(t), nil, nil, options(bs), nil)
+		if sink > 0 {
+			if err == nil || !transfer.IsRetryable(err) || !strings.Contains(err.Error(), "busy") || !strings.Contains(err.Error(), "limit 1048576") {
+				t.Fatalf("sink holding %d bytes: err = %v, want a retryable busy refusal naming the limit", sink, err)
+			}
+			continue
+		}
+		if err != nil || res.Acknowledged != src.size {
+			t.Fatalf("sink holding nothing: %+v, %v, want the disk sent within the same budget", res, err)
+		}
+	}
+}
+
 // TestHalfOpenConnectionResumes: connections that stop carrying bytes
 // without closing (a NAT or firewall that dropped its state) are given up
 // by the sender after its stall timeout, long before the agent's idle

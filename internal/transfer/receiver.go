@@ -92,9 +92,14 @@ type ReceiverOptions struct {
 	// its slot only once it has presented a valid session token.
 	MaxConnections int
 	// MaxBufferBytes bounds the block buffers of all connections together
-	// (1 GiB); each holds about eight blocks. A sender whose buffers would
-	// pass it is told the agent is busy.
+	// (1 GiB); each holds about eight blocks, and SinkBufferBytes. A sender
+	// whose buffers would pass it is told the agent is busy.
 	MaxBufferBytes int64
+	// SinkBufferBytes is what the Target's Sink of one open disk may hold
+	// besides the receiver's buffers (the replica store's writes on their
+	// way to storage: replica.WriteBufferBytes), counted against
+	// MaxBufferBytes for each connection.
+	SinkBufferBytes int64
 	// Logger receives one line per connection outcome (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -260,13 +265,15 @@ func (r *Receiver) donePendingLocked(p *pendingConn) {
 
 // bufferBytes is what one connection of block size bs holds: the payload
 // and decoded block of each of its receiveSlots frames, a block read back for
-// partial frames, zeros, and the buffered reader and writer.
-func bufferBytes(bs int64) int64 { return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 }
+// partial frames, zeros, the buffered reader and writer, and the sink's own.
+func (r *Receiver) bufferBytes(bs int64) int64 {
+	return (2*receiveSlots+2)*bs + 256<<10 + 64<<10 + max(r.opts.SinkBufferBytes, 0)
+}
 
 // admit takes a connection slot and the connection's buffers from the
 // agent's budget, or says why it cannot.
 func (r *Receiver) admit(bs int64) (release func(), err error) {
-	need := bufferBytes(bs)
+	need := r.bufferBytes(bs)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {

@@ -56,6 +56,10 @@ const (
 	behindChunks = 3       // one filling, two on their way to storage
 )
 
+// WriteBehindBytes is the most memory a disk opened with DirectWrites holds
+// for writes on their way to storage (its chunks, made as they are needed).
+const WriteBehindBytes = behindChunk * behindChunks
+
 func newWriteBehind(direct *directFile, fallback interface {
 	WriteAt([]byte, int64) (int, error)
 }) *writeBehind {
