@@ -44,7 +44,9 @@ func (vhdxChain) openReadOnly(chain []string, ignoreLinkage bool) (disk.Image, e
 }
 
 func (vhdxChain) merge(ctx context.Context, child, parent string) error {
-	return vhdx.Merge(ctx, child, parent)
+	// The oldest point taking in the next one is written as a replica is:
+	// not through the page cache.
+	return vhdx.MergeWith(ctx, child, parent, vhdx.MergeOptions{DirectWrites: true})
 }
 
 func (vhdxChain) relink(child, parent string) error { return vhdx.SetParent(child, parent) }

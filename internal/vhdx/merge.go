@@ -18,7 +18,20 @@ const mergeChunk = 4 * mib
 // (named by its locator or matching its linkage); writing changes the
 // parent's DataWriteGuid, so other children of it must be re-linked with
 // SetParent (or discarded).
-func Merge(ctx context.Context, childPath, parentPath string) (err error) {
+func Merge(ctx context.Context, childPath, parentPath string) error {
+	return MergeWith(ctx, childPath, parentPath, MergeOptions{})
+}
+
+// MergeOptions tune MergeWith.
+type MergeOptions struct {
+	// DirectWrites writes the parent as OpenOptions.DirectWrites does: for
+	// a parent that is written once and seldom read back soon, such as a
+	// replica's oldest restore point taking in the next one.
+	DirectWrites bool
+}
+
+// MergeWith is Merge with options.
+func MergeWith(ctx context.Context, childPath, parentPath string, o MergeOptions) (err error) {
 	child, err := OpenWith(childPath, OpenOptions{NoParent: true})
 	if err != nil {
 		return fmt.Errorf("vhdx: merge: %w", err)
@@ -30,7 +43,7 @@ func Merge(ctx context.Context, childPath, parentPath string) (err error) {
 	if err := child.isParent(parentPath); err != nil {
 		return fmt.Errorf("vhdx: merge: %w", err)
 	}
-	parent, err := OpenWith(parentPath, OpenOptions{Writable: true})
+	parent, err := OpenWith(parentPath, OpenOptions{Writable: true, DirectWrites: o.DirectWrites})
 	if err != nil {
 		return fmt.Errorf("vhdx: merge: %w", err)
 	}

@@ -16,12 +16,20 @@ func layerModel(t *testing.T, path string) []byte {
 }
 
 func TestMergeBaseAndSetParent(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(name("direct=%v", direct), func(t *testing.T) { mergeBaseAndSetParent(t, direct) })
+	}
+}
+
+// mergeBaseAndSetParent is TestMergeBaseAndSetParent, its merges writing the
+// parent by direct I/O or not.
+func mergeBaseAndSetParent(t *testing.T, direct bool) {
 	dir := t.TempDir()
 	paths, leafModel := buildChain(t, dir, 20<<20+1024, 512, 3, 11)
 	c1Model := layerModel(t, paths[1])
 	// Twice: a rerun after a crash must leave the same parent.
 	for i := 0; i < 2; i++ {
-		if err := Merge(context.Background(), paths[1], paths[0]); err != nil {
+		if err := MergeWith(context.Background(), paths[1], paths[0], MergeOptions{DirectWrites: direct}); err != nil {
 			t.Fatalf("merge %d: %v", i, err)
 		}
 		base := mustOpen(t, paths[0])
@@ -48,10 +56,16 @@ func TestMergeBaseAndSetParent(t *testing.T) {
 }
 
 func TestMergeIntoDifferencingParent(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(name("direct=%v", direct), func(t *testing.T) { mergeIntoDifferencingParent(t, direct) })
+	}
+}
+
+func mergeIntoDifferencingParent(t *testing.T, direct bool) {
 	dir := t.TempDir()
 	paths, leafModel := buildChain(t, dir, 12<<20, 4096, 3, 12)
 	c2Model := layerModel(t, paths[2])
-	if err := Merge(context.Background(), paths[2], paths[1]); err != nil {
+	if err := MergeWith(context.Background(), paths[2], paths[1], MergeOptions{DirectWrites: direct}); err != nil {
 		t.Fatal(err)
 	}
 	requireSame(t, "c1 after merge", layerModel(t, paths[1]), c2Model)
