@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,32 @@ func TestPagesNotReadLeftForTheNextRun(t *testing.T) {
 	if res.Status != contract.StatusPartial || len(f.committed) != 100 || res.Omitted == nil ||
 		res.Omitted.Partial != 150 || res.Omitted.Unread != 150 || res.Omitted.Pending != 0 || res.VMsOmitted != 150 {
 		t.Fatalf("status %s, %d committed, omitted %d %+v", res.Status, len(f.committed), res.VMsOmitted, res.Omitted)
+	}
+}
+
+// A VM the input names that the host does not have fails with an error that
+// quotes the job's list of VMs: of a job that names thousands one by one,
+// the first ten and a count, not all of them in every such error.
+func TestMissingVMErrorQuotesTheJobsListShort(t *testing.T) {
+	f := newFake()
+	f.vms = manyVMs(3)
+	names := make([]string, 2000)
+	for i := range names {
+		names[i] = fmt.Sprintf("vm%05d", i+1)
+	}
+	f.spec.VMs = names
+	res, _, _ := runOnce(t, f, contract.ReplicationInput{Job: "demo", VMs: []string{"ghost1", "ghost2"}}, false)
+	failed := 0
+	for _, v := range res.VMs {
+		if v.Name != "ghost1" && v.Name != "ghost2" {
+			continue
+		}
+		failed++
+		if v.Status != contract.StatusFailed || !strings.Contains(v.Error, "not found") || !strings.Contains(v.Error, "vm00010] and 1990 more") || len(v.Error) > 300 {
+			t.Errorf("%s: %s, %d-byte error %q, want failed, naming the first ten of the job's VMs and the count of the rest", v.Name, v.Status, len(v.Error), v.Error)
+		}
+	}
+	if failed != 2 {
+		t.Fatalf("%d of the two missing VMs in the result (%d VMs listed), want both", failed, len(res.VMs))
 	}
 }

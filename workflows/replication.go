@@ -524,7 +524,7 @@ func (c *runChecks) failMissing(in contract.ReplicationInput, found func(want st
 		if !found(want) {
 			c.st.result.VMs = append(c.st.result.VMs, contract.VMResult{
 				Name: want, Status: contract.StatusFailed, Disks: []contract.DiskResult{},
-				Error: fmt.Sprintf("VM %q not found on host %s among the VMs of job %s (jobs[%s].vms %v)", want, spec.Source, spec.Name, spec.Name, spec.VMs),
+				Error: fmt.Sprintf("VM %q not found on host %s among the VMs of job %s (jobs[%s].vms %s)", want, spec.Source, spec.Name, spec.Name, firstOf(spec.VMs, 10)),
 			})
 		}
 	}
@@ -549,6 +549,16 @@ func (c *runChecks) failMissing(in contract.ReplicationInput, found func(want st
 		err = fmt.Errorf("not found: %s", strings.Join(missing, ", "))
 	}
 	c.record(fmt.Sprintf("the job's VMs exist on %s (%d found)", spec.Source, count), err, detailOf(err))
+}
+
+// firstOf lists at most n of names, as %v would list them all: one error per
+// missing VM quotes the job's list, and a job of thousands of VMs must not
+// make each error (and the run's result) that long.
+func firstOf(names []string, n int) string {
+	if len(names) <= n {
+		return fmt.Sprint(names)
+	}
+	return fmt.Sprintf("%v and %d more", names[:n], len(names)-n)
 }
 
 // pagedInventory checks the VMs of a job larger than one inventory page:
