@@ -37,6 +37,10 @@ const (
 	// fullCopyTraceEnv names a folder for an execution trace of every run
 	// (go tool trace): where the time off the CPU goes.
 	fullCopyTraceEnv = "REPLICATOR_FULLCOPY_TRACE"
+	// fullCopyRawEnv names a folder to keep the raw file of each content
+	// in (random.raw, mixed.raw): the bytes rsync copied, for commands run
+	// by hand on them afterwards.
+	fullCopyRawEnv = "REPLICATOR_FULLCOPY_RAW"
 	// fullCopyWarmEnv=0 starts each command on whatever memory the last
 	// one left (see warmMemory).
 	fullCopyWarmEnv = "REPLICATOR_FULLCOPY_WARM"
@@ -171,7 +175,11 @@ func TestFullCopyAgainstRsync(t *testing.T) {
 	t.Logf("| content (%d MiB disk) | replicator full run through Temporal (median of %d) | rsync -z --whole-file (median) | ratio | runs (s): replicator; rsync -z |", sizeMiB, runs)
 	t.Logf("|---|---|---|---|---|")
 	for _, kind := range kinds {
-		raw := filepath.Join(h.dir, kind+".raw")
+		rawDir, keepRaw := os.LookupEnv(fullCopyRawEnv)
+		if !keepRaw {
+			rawDir = h.dir
+		}
+		raw := filepath.Join(rawDir, kind+".raw")
 		content := fullCopyContent(kind, size)
 		if err := os.WriteFile(raw, content, 0o600); err != nil {
 			t.Fatal(err)
@@ -196,7 +204,9 @@ func TestFullCopyAgainstRsync(t *testing.T) {
 			}
 			ours, theirs = append(ours, o), append(theirs, r)
 		}
-		os.Remove(raw)
+		if !keepRaw {
+			os.Remove(raw)
+		}
 		mo, mr := medianDuration(ours), medianDuration(theirs)
 		t.Logf("| %s | %.2f s | %.2f s | %.2f | %s; %s |", kind, mo.Seconds(), mr.Seconds(), mo.Seconds()/mr.Seconds(), secondsList(ours), secondsList(theirs))
 	}

@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/replicator/replicator/internal/synth"
 )
 
 // blocks returns test blocks that matter on disks: text-like, random, zero,
@@ -165,4 +171,54 @@ func BenchmarkEncode(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkEncodeWords compresses 1 MiB blocks of the text-like content of
+// the full-copy test's disks (synth.Text over its words) at each zstd level,
+// one block at a time on one goroutine, and logs what the zstd command line
+// (the C library rsync uses) does at its level 1 on the same bytes in 1 MiB
+// blocks, when it is installed:
+//
+//	go test ./internal/codec -run '^$' -bench EncodeWords -benchtime 64x
+func BenchmarkEncodeWords(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 19))
+	words := strings.Fields("the of and replica block disk checkpoint server error info warning request " +
+		"user time value config status 200 404 GET POST /api/v1/items id name data table index log")
+	const block = 1 << 20
+	text := make([]byte, 64*block)
+	for off := 0; off < len(text); off += block {
+		synth.Text(rng, words, text[off:off+block])
+	}
+	for _, l := range []Level{Optimal, High} {
+		c, _ := New(l)
+		b.Run(l.String(), func(b *testing.B) {
+			b.SetBytes(block)
+			dst := make([]byte, 0, 2*block)
+			for i := 0; i < b.N; i++ {
+				off := i % 64 * block
+				c.Encode(dst, text[off:off+block])
+			}
+		})
+	}
+	if _, err := exec.LookPath("zstd"); err != nil {
+		b.Logf("no zstd command to compare with: %v", err)
+		return
+	}
+	path := filepath.Join(b.TempDir(), "words.raw")
+	if err := os.WriteFile(path, text, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command("zstd", "-b1", "-B1MiB", path).CombinedOutput()
+	if err != nil {
+		b.Fatalf("zstd -b1: %v: %s", err, out)
+	}
+	// zstd redraws its line with carriage returns: the last drawing with
+	// both speeds (compression, decompression) is the result.
+	result := ""
+	for _, l := range strings.Split(string(out), "\r") {
+		if strings.Count(l, "MB/s") == 2 {
+			result = strings.TrimSpace(l)
+		}
+	}
+	b.Logf("zstd -b1 -B1MiB on the same bytes: %s", result)
 }

@@ -14,7 +14,12 @@ import (
 // memFile is a file in memory that journals every mutation and every Sync,
 // so that tests can rebuild what a disk could hold after a power loss at any
 // point: everything before the last completed Sync, plus any subset of what
-// came after it.
+// came after it. That is what fsync promises and no more: POSIX fsync()
+// ("all data for the open file descriptor ... is to be transferred to the
+// storage device"; nothing is said of unsynced writes or their order) and
+// Linux fsync(2), which also covers writes made through another descriptor
+// of the same file (the direct one of the writes behind), since it flushes
+// the file's inode, not the descriptor's writes.
 type memFile struct {
 	mu   sync.Mutex // writes behind reach the file from goroutines of their own
 	data []byte
