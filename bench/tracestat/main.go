@@ -47,10 +47,9 @@ type goroutine struct {
 	syscalls, stolen           int     // system calls, and those whose P was taken
 	waiting                    map[string]float64
 	since                      trace.Time
-	reason                     string // why it last stopped running, and where
-	sysFrom                    trace.Time
-	sysP                       trace.ProcID
-	inSys                      bool // in a system call that still holds its P
+	reason                     string       // why it last stopped running, and where
+	sysFrom                    trace.Time   // when its last system call began
+	sysP                       trace.ProcID // the P it held then (pHolder says whether it still does)
 }
 
 func run(path string, out io.Writer) error {
@@ -106,7 +105,6 @@ func read(path string) (gs map[trace.GoID]*goroutine, atOnce map[int]float64, to
 				if g := pHolder[p]; g != nil {
 					g.pHeld += secs(t - g.sysFrom)
 					g.stolen++
-					g.inSys = false
 					delete(pHolder, p)
 				}
 			}
@@ -137,10 +135,9 @@ func read(path string) (gs map[trace.GoID]*goroutine, atOnce map[int]float64, to
 			running--
 		case trace.GoSyscall:
 			g.syscall += d
-			if g.inSys {
+			if pHolder[g.sysP] == g {
 				g.pHeld += secs(t - g.sysFrom)
 				delete(pHolder, g.sysP)
-				g.inSys = false
 			}
 		case trace.GoRunnable:
 			g.runnable += d
@@ -155,7 +152,7 @@ func read(path string) (gs map[trace.GoID]*goroutine, atOnce map[int]float64, to
 			running++
 		case trace.GoSyscall:
 			g.syscalls++
-			g.sysFrom, g.sysP, g.inSys = t, ev.Proc(), true
+			g.sysFrom, g.sysP = t, ev.Proc()
 			pHolder[g.sysP] = g
 		}
 		g.since = t

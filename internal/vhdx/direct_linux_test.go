@@ -305,7 +305,7 @@ func TestDirectWritesAddOneSpareProc(t *testing.T) {
 // Payload written behind keeps the crash guarantees of the buffered path:
 // TestCrashConsistency's rounds, with every aligned payload write going
 // behind in small chunks that land on the journaling file from goroutines
-// of their own, in any order and after a random delay. A Sync that returned
+// of their own, out of order, after delays that vary. A Sync that returned
 // before its writes behind had landed would show as synced bytes lost.
 func TestCrashConsistencyWithWritesBehind(t *testing.T) {
 	crashConsistency(t, func(t *testing.T, d *Disk, mem *memFile) {
